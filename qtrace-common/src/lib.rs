@@ -1,0 +1,238 @@
+//! Types shared by the qtrace eBPF programs and the qtrace userspace.
+//!
+//! Every type here crosses the kernel/user boundary as raw bytes, so each is
+//! `#[repr(C)]`, built from fixed-width integers with explicit padding, and has
+//! its size asserted at compile time. Kinds and hooks are `u8` ids with named
+//! constants: ids are never reused, only added.
+#![no_std]
+
+/// Ring buffer of [`Event`]s, one per dropped, reset or cookie-answered
+/// handshake packet that passed the in-kernel filters.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU hash map [`CounterKey`] -> `u64`: exact per-(netns, port, kind)
+/// totals, kept in the kernel so they survive a full ring buffer.
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Per-CPU array of `u64` indexed by the `stat::*` ids: what could not be
+/// delivered or attributed.
+pub const MAP_STATS: &str = "STATS";
+/// Array with one [`Config`] at index 0, written by userspace before attach.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Array of 65536 `u8`: non-zero where the local port is watched (only
+/// consulted when [`Config::filter_ports`] is set).
+pub const MAP_PORTS: &str = "PORTS";
+
+/// Ring buffer size in bytes (a power of two and a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Distinct (netns, port, kind) counters the kernel keeps; inserts beyond this
+/// are counted in [`stat::COUNTER_MAP_FULL`].
+pub const COUNTERS_MAX: u32 = 16_384;
+/// Number of entries in [`MAP_PORTS`].
+pub const PORTS_LEN: u32 = 65_536;
+
+/// What happened to a handshake packet. Values are stable ids.
+pub mod kind {
+    /// SYN dropped in `tcp_conn_request` because the accept queue was full.
+    pub const ACCEPT_QUEUE_FULL: u8 = 1;
+    /// SYN dropped in `tcp_conn_request` because the SYN queue was full and
+    /// syncookies were off.
+    pub const SYN_QUEUE_FULL: u8 = 2;
+    /// SYN queue full, syncookies on: a cookie was sent instead (not a drop).
+    pub const SYNCOOKIE_SENT: u8 = 3;
+    /// Final ACK of a request from the SYN queue, accept queue full, dropped
+    /// silently (`tcp_abort_on_overflow=0`).
+    pub const ACK_OVERFLOW: u8 = 4;
+    /// Same, and the kernel answered with a RST (`tcp_abort_on_overflow=1`).
+    pub const ACK_OVERFLOW_RESET: u8 = 5;
+    /// Final ACK carrying a valid syncookie, accept queue full, dropped.
+    pub const COOKIE_ACK_OVERFLOW: u8 = 6;
+    /// SYN dropped in `tcp_conn_request` for another reason (memory, route,
+    /// security hook): queues were not full.
+    pub const SYN_DROP_OTHER: u8 = 7;
+    /// Highest id in use.
+    pub const MAX: u8 = 7;
+}
+
+/// Which program saw an event. Values are stable ids.
+pub mod hook {
+    pub const FEXIT_TCP_CONN_REQUEST: u8 = 1;
+    pub const FEXIT_TCP_V4_SYN_RECV_SOCK: u8 = 2;
+    pub const FEXIT_TCP_V6_SYN_RECV_SOCK: u8 = 3;
+    pub const KRETPROBE_TCP_CONN_REQUEST: u8 = 4;
+    pub const KRETPROBE_TCP_V4_SYN_RECV_SOCK: u8 = 5;
+    pub const KRETPROBE_TCP_V6_SYN_RECV_SOCK: u8 = 6;
+    pub const TP_KFREE_SKB: u8 = 7;
+    /// Highest id in use.
+    pub const MAX: u8 = 7;
+}
+
+/// Indexes of [`MAP_STATS`].
+pub mod stat {
+    /// Events counted but not delivered: the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Events delivered but not counted: the counters map was full.
+    pub const COUNTER_MAP_FULL: u32 = 1;
+    /// Overflows seen whose listener could not be read (event dropped).
+    pub const READ_FAILED: u32 = 2;
+    /// `tcp_conn_request` exits without a matching entry record.
+    pub const ENTRY_MISSING: u32 = 3;
+    /// Number of slots.
+    pub const LEN: u32 = 4;
+}
+
+/// Address families as the kernel numbers them.
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// Marks an offset that the running kernel does not have.
+pub const OFFSET_NONE: u32 = u32::MAX;
+
+/// One handshake packet that overflowed a listen queue (or was answered with a
+/// syncookie), with the listener's backlog state when it happened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Network namespace inode of the listener.
+    pub netns: u32,
+    /// `sk_ack_backlog`: connections waiting in the accept queue.
+    pub ack_backlog: u32,
+    /// `sk_max_ack_backlog`: the accept queue bound, min(backlog, somaxconn).
+    pub max_ack_backlog: u32,
+    /// `icsk_accept_queue.qlen`: requests in the SYN queue.
+    pub syn_qlen: u32,
+    /// Local (listening) port, host byte order.
+    pub lport: u16,
+    /// Remote port, host byte order.
+    pub rport: u16,
+    /// A `kind::*` id.
+    pub kind: u8,
+    /// A `hook::*` id.
+    pub hook: u8,
+    /// [`AF_INET`] or [`AF_INET6`]: the family of the packet.
+    pub family: u8,
+    pub _pad: u8,
+    /// Local address (IPv4 in the first 4 bytes), network byte order.
+    pub laddr: [u8; 16],
+    /// Remote address (IPv4 in the first 4 bytes), network byte order.
+    pub raddr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Event>() == 64);
+
+/// Key of [`MAP_COUNTERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    pub netns: u32,
+    pub port: u16,
+    pub kind: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<CounterKey>() == 8);
+
+/// Load-time configuration: filters and kernel offsets resolved from the
+/// running kernel's BTF and tracepoint formats, so one binary serves every
+/// kernel from 5.10 on. [`OFFSET_NONE`] marks what the kernel lacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Only this network namespace inode (0: all).
+    pub filter_netns: u32,
+    /// Non-zero: only ports marked in [`MAP_PORTS`].
+    pub filter_ports: u32,
+
+    /// `skb:kfree_skb`: offset of `skbaddr`, `rx_sk` and `reason` in the record.
+    pub tp_kfree_skb_skbaddr: u32,
+    pub tp_kfree_skb_rx_sk: u32,
+    pub tp_kfree_skb_reason: u32,
+    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel.
+    pub reason_listen_overflow: u32,
+
+    /// `struct sock` (through `struct sock_common`).
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_net: u32,
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    pub sk_drops: u32,
+    /// `struct inet_connection_sock`: `icsk_accept_queue.qlen`.
+    pub icsk_qlen: u32,
+    /// `struct net`: `ns.inum`, and the two `net.ipv4` sysctls read per event.
+    pub net_inum: u32,
+    pub net_abort_on_overflow: u32,
+    pub net_syncookies: u32,
+    /// Size in bytes (1 or 4) of those sysctls: `u8` since 5.19/6.0, `int` before.
+    pub net_sysctl_size: u32,
+    /// `struct sk_buff`.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_protocol: u32,
+    /// `struct net`: `ipv4.sysctl_max_syn_backlog` (an `int` on every kernel).
+    pub net_max_syn_backlog: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 96);
+
+impl Config {
+    /// A configuration with every offset marked absent and no filter.
+    pub const fn empty() -> Self {
+        Self {
+            filter_netns: 0,
+            filter_ports: 0,
+            tp_kfree_skb_skbaddr: OFFSET_NONE,
+            tp_kfree_skb_rx_sk: OFFSET_NONE,
+            tp_kfree_skb_reason: OFFSET_NONE,
+            reason_listen_overflow: OFFSET_NONE,
+            sk_family: OFFSET_NONE,
+            sk_num: OFFSET_NONE,
+            sk_rcv_saddr: OFFSET_NONE,
+            sk_v6_rcv_saddr: OFFSET_NONE,
+            sk_net: OFFSET_NONE,
+            sk_ack_backlog: OFFSET_NONE,
+            sk_max_ack_backlog: OFFSET_NONE,
+            sk_drops: OFFSET_NONE,
+            icsk_qlen: OFFSET_NONE,
+            net_inum: OFFSET_NONE,
+            net_abort_on_overflow: OFFSET_NONE,
+            net_syncookies: OFFSET_NONE,
+            net_sysctl_size: 0,
+            skb_head: OFFSET_NONE,
+            skb_network_header: OFFSET_NONE,
+            skb_transport_header: OFFSET_NONE,
+            skb_protocol: OFFSET_NONE,
+            net_max_syn_backlog: OFFSET_NONE,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit
+    // padding fields: every bit pattern is valid and there are no holes.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::CounterKey {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+impl Event {
+    /// Decodes an event from a ring-buffer record. `None` when the record is
+    /// shorter than an event (never panics on garbage: every bit pattern of
+    /// the right length is a valid `Event`).
+    pub fn from_bytes(buf: &[u8]) -> Option<Self> {
+        if buf.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: length checked above; `Event` is `repr(C)` plain data for
+        // which every bit pattern is valid; `read_unaligned` copes with any
+        // alignment of the record.
+        Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<Self>()) })
+    }
+}

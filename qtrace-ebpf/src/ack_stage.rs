@@ -1,0 +1,125 @@
+//! ACK stage: the final ACK of a handshake creates the child socket in
+//! `tcp_v4_syn_recv_sock()` / `tcp_v6_syn_recv_sock()` (every kernel from
+//! 5.10 on):
+//!
+//! ```c
+//! struct sock *tcp_v4_syn_recv_sock(const struct sock *sk, struct sk_buff *skb,
+//!                                   struct request_sock *req,
+//!                                   struct dst_entry *dst,
+//!                                   struct request_sock *req_unhash,
+//!                                   bool *own_req);
+//! ```
+//!
+//! It returns NULL when the accept queue is full (`ListenOverflows`), but
+//! also on memory or route failures: only NULL *with* the accept queue full
+//! is an overflow. `req_unhash` tells the route: `tcp_check_req()` passes the
+//! request from the SYN queue, `tcp_get_cookie_sock()` (a syncookie ACK)
+//! passes NULL. On the request route the kernel then sends a RST when
+//! `tcp_abort_on_overflow` is set (tcp_check_req's `embryonic_reset`); the
+//! cookie route never does.
+//!
+//! `tcp_v6_syn_recv_sock()` handles a v4-mapped peer by calling
+//! `tcp_v4_syn_recv_sock()`, whose own hook reports it; the v6 hook skips
+//! IPv4 packets so nothing is counted twice.
+
+use aya_ebpf::{
+    macros::{fexit, kprobe, kretprobe},
+    programs::{FExitContext, ProbeContext, RetProbeContext},
+};
+use aya_ebpf::maps::PerCpuArray;
+use qtrace_common::{hook, kind};
+
+use crate::emit::{emit, watched};
+use crate::listener::{backlog, config, identity, is_ipv4_skb, sysctl};
+use crate::maps::{AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
+
+#[inline(always)]
+fn on_return(call: AckEntry, child: u64, v6: bool, hook: u8) {
+    let AckEntry { sk, skb, req_unhash } = call;
+    if child != 0 {
+        return;
+    }
+    let Some(cfg) = config() else { return };
+    if v6 && is_ipv4_skb(cfg, skb) {
+        return;
+    }
+    let id = identity(cfg, sk);
+    if !id.valid() || !watched(cfg, &id) {
+        return;
+    }
+    let q = backlog(cfg, sk);
+    if !q.accept_queue_full() {
+        return;
+    }
+    let k = if req_unhash == 0 {
+        kind::COOKIE_ACK_OVERFLOW
+    } else if sysctl(cfg, id.net, cfg.net_abort_on_overflow) != 0 {
+        kind::ACK_OVERFLOW_RESET
+    } else {
+        kind::ACK_OVERFLOW
+    };
+    emit(cfg, k, hook, &id, sk, skb, &q);
+}
+
+#[inline(always)]
+fn fexit_args(ctx: &FExitContext) -> AckEntry {
+    AckEntry { sk: ctx.arg(0), skb: ctx.arg(1), req_unhash: ctx.arg(4) }
+}
+
+// fexit reads the return value as argument 6: `bpf_get_func_ret` needs 5.17,
+// the trampoline's extra slot works from 5.5.
+#[fexit(function = "tcp_v4_syn_recv_sock")]
+pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
+    on_return(fexit_args(&ctx), ctx.arg(6), false, hook::FEXIT_TCP_V4_SYN_RECV_SOCK);
+    0
+}
+
+#[fexit(function = "tcp_v6_syn_recv_sock")]
+pub fn fexit_tcp_v6_syn_recv_sock(ctx: FExitContext) -> u32 {
+    on_return(fexit_args(&ctx), ctx.arg(6), true, hook::FEXIT_TCP_V6_SYN_RECV_SOCK);
+    0
+}
+
+fn save(slot: &PerCpuArray<AckEntry>, ctx: &ProbeContext) {
+    let (Some(sk), Some(skb), Some(req_unhash)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(4)) else {
+        return;
+    };
+    if let Some(p) = slot.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *p = AckEntry { sk, skb, req_unhash } };
+    }
+}
+
+fn restore(slot: &PerCpuArray<AckEntry>, ctx: &RetProbeContext, v6: bool, hook: u8) {
+    let Some(p) = slot.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot.
+    let e = unsafe { *p };
+    unsafe { (*p).sk = 0 };
+    if e.sk != 0 {
+        on_return(e, ctx.ret::<u64>(), v6, hook);
+    }
+}
+
+#[kprobe]
+pub fn kprobe_tcp_v4_syn_recv_sock(ctx: ProbeContext) -> u32 {
+    save(&ACK_V4_ENTRY, &ctx);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_tcp_v4_syn_recv_sock(ctx: RetProbeContext) -> u32 {
+    restore(&ACK_V4_ENTRY, &ctx, false, hook::KRETPROBE_TCP_V4_SYN_RECV_SOCK);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_v6_syn_recv_sock(ctx: ProbeContext) -> u32 {
+    save(&ACK_V6_ENTRY, &ctx);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_tcp_v6_syn_recv_sock(ctx: RetProbeContext) -> u32 {
+    restore(&ACK_V6_ENTRY, &ctx, true, hook::KRETPROBE_TCP_V6_SYN_RECV_SOCK);
+    0
+}

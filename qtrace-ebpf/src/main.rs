@@ -1,0 +1,29 @@
+//! qtrace's eBPF programs. Three hook families see the same overflows at
+//! different depths; userspace attaches exactly one family (a "tier"):
+//! - `syn_stage` + `ack_stage` fentry/fexit programs (BTF trampolines),
+//! - the same logic as kprobe/kretprobe programs,
+//! - `tracepoints`: `skb:kfree_skb` with `TCP_LISTEN_OVERFLOW` (6.15+).
+//!
+//! Every program decides what happened, counts it exactly in the per-CPU
+//! counters map and, if there is room, sends the detail through the ring
+//! buffer. Nothing is formatted here.
+#![no_std]
+#![no_main]
+
+mod ack_stage;
+mod emit;
+mod listener;
+mod maps;
+mod syn_stage;
+mod tracepoints;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// bpf_probe_read_kernel is GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

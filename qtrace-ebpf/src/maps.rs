@@ -1,0 +1,54 @@
+//! The maps both sides share (names and value types from `qtrace-common`)
+//! and the per-CPU scratch the entry/exit program pairs use.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use qtrace_common::{Config, CounterKey, COUNTERS_MAX, EVENTS_BYTES, PORTS_LEN};
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+pub static COUNTERS: PerCpuHashMap<CounterKey, u64> = PerCpuHashMap::with_max_entries(COUNTERS_MAX, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(qtrace_common::stat::LEN, 0);
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static PORTS: Array<u8> = Array::with_max_entries(PORTS_LEN, 0);
+
+/// Listener state at `tcp_conn_request` entry, compared at its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SynEntry {
+    pub sk: u64,
+    pub skb: u64,
+    pub drops: u32,
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    pub syn_qlen: u32,
+}
+
+/// Arguments of `tcp_v*_syn_recv_sock` kept by the kprobe for the kretprobe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AckEntry {
+    pub sk: u64,
+    pub skb: u64,
+    pub req_unhash: u64,
+}
+
+// Softirq processing of one packet does not nest on a CPU, so one slot per
+// CPU is enough. tcp_v6_syn_recv_sock calls tcp_v4_syn_recv_sock for
+// v4-mapped peers, hence a slot per function.
+#[map]
+pub static SYN_ENTRY: PerCpuArray<SynEntry> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ACK_V4_ENTRY: PerCpuArray<AckEntry> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ACK_V6_ENTRY: PerCpuArray<AckEntry> = PerCpuArray::with_max_entries(1, 0);

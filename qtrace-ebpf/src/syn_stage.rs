@@ -1,0 +1,127 @@
+//! SYN stage: `tcp_conn_request()` (net/ipv4/tcp_input.c, every kernel from
+//! 5.10 on), called for a SYN reaching a listener:
+//!
+//! ```c
+//! int tcp_conn_request(struct request_sock_ops *rsk_ops,
+//!                      const struct tcp_request_sock_ops *af_ops,
+//!                      struct sock *sk, struct sk_buff *skb);
+//! ```
+//!
+//! Its drops leave no tracepoint and no drop reason (the SYN is
+//! `consume_skb`'d after `tcp_listendrop()`), and it returns 0 either way. So
+//! the entry records the listener's drop counter and queue state, and the
+//! exit compares: if `sk_drops` moved, the SYN was dropped, and the state at
+//! entry says why, tested in the kernel's own order:
+//! 1. SYN queue full (`inet_csk_reqsk_queue_is_full`) with syncookies off:
+//!    dropped (`TCPReqQFullDrop`);
+//! 2. accept queue full (`sk_acceptq_is_full`): dropped (`ListenOverflows`);
+//! 3. syncookies off and the SYN queue in the last quarter of
+//!    `tcp_max_syn_backlog`: dropped;
+//! 4. anything else (memory, route, LSM): dropped for another reason.
+//!
+//! If nothing was dropped but the SYN queue was full, a syncookie was sent.
+
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use qtrace_common::{hook, kind, stat, Config};
+
+use crate::emit::{bump, emit, watched};
+use crate::listener::{backlog, config, identity, read, sysctl, Backlog};
+use crate::maps::{SynEntry, SYN_ENTRY};
+
+#[inline(always)]
+fn on_entry(sk: u64, skb: u64) {
+    let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot; cleared first so an unwatched call leaves no entry.
+    unsafe { (*slot).sk = 0 };
+    let Some(cfg) = config() else { return };
+    let id = identity(cfg, sk);
+    if !id.valid() || !watched(cfg, &id) {
+        return;
+    }
+    let q = backlog(cfg, sk);
+    let drops: u32 = read(sk, cfg.sk_drops);
+    let e = SynEntry { sk, skb, drops, ack_backlog: q.ack_backlog, max_ack_backlog: q.max_ack_backlog, syn_qlen: q.syn_qlen };
+    // SAFETY: as above.
+    unsafe { *slot = e };
+}
+
+#[inline(always)]
+fn on_exit(sk: u64, hook: u8) {
+    let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot.
+    let e = unsafe { *slot };
+    unsafe { (*slot).sk = 0 };
+    if e.sk != sk {
+        if e.sk != 0 {
+            bump(stat::ENTRY_MISSING);
+        }
+        return;
+    }
+    let Some(cfg) = config() else { return };
+    let id = identity(cfg, sk);
+    let q = Backlog { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
+    let syncookies = sysctl(cfg, id.net, cfg.net_syncookies);
+    let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops;
+    let k = if dropped {
+        if q.syn_queue_full() && syncookies == 0 {
+            kind::SYN_QUEUE_FULL
+        } else if q.accept_queue_full() {
+            kind::ACCEPT_QUEUE_FULL
+        } else if syncookies == 0 && syn_backlog_last_quarter(cfg, id.net, q.syn_qlen) {
+            kind::SYN_QUEUE_FULL
+        } else {
+            kind::SYN_DROP_OTHER
+        }
+    } else if q.syn_queue_full() && syncookies != 0 {
+        kind::SYNCOOKIE_SENT
+    } else {
+        return;
+    };
+    emit(cfg, k, hook, &id, sk, e.skb, &q);
+}
+
+/// `max_syn_backlog - qlen < max_syn_backlog >> 2` (tcp_conn_request).
+#[inline(always)]
+fn syn_backlog_last_quarter(cfg: &Config, net: u64, qlen: u32) -> bool {
+    let max = read::<i32>(net, cfg.net_max_syn_backlog);
+    max - (qlen as i32) < (max >> 2)
+}
+
+/// fentry/fexit tier (BTF trampolines; x86_64 from 5.5).
+#[fentry(function = "tcp_conn_request")]
+pub fn fentry_tcp_conn_request(ctx: FEntryContext) -> u32 {
+    on_entry(ctx.arg::<u64>(2), ctx.arg::<u64>(3));
+    0
+}
+
+#[fexit(function = "tcp_conn_request")]
+pub fn fexit_tcp_conn_request(ctx: FExitContext) -> u32 {
+    on_exit(ctx.arg::<u64>(2), hook::FEXIT_TCP_CONN_REQUEST);
+    0
+}
+
+/// kprobe tier: the same, for kernels without trampolines.
+#[kprobe]
+pub fn kprobe_tcp_conn_request(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
+        on_entry(sk, skb);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_tcp_conn_request(_ctx: RetProbeContext) -> u32 {
+    // The return registers no longer hold the arguments: the entry's sk is
+    // the one to compare against.
+    if let Some(slot) = SYN_ENTRY.get_ptr(0) {
+        // SAFETY: per-CPU slot.
+        let sk = unsafe { (*slot).sk };
+        if sk != 0 {
+            on_exit(sk, hook::KRETPROBE_TCP_CONN_REQUEST);
+        }
+    }
+    0
+}

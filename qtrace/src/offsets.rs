@@ -1,0 +1,227 @@
+//! Builds the programs' [`Config`]: kernel struct offsets from BTF and
+//! tracepoint record layouts from tracefs, resolved on the running kernel.
+
+use anyhow::{bail, Context, Result};
+use qtrace_common::{Config, OFFSET_NONE};
+
+use crate::btf::{Btf, BtfError};
+
+/// Every struct member qtrace's programs read, as (struct, member path).
+/// Present on every kernel from 5.10 through 6.18 (checked by the VM matrix).
+pub const STRUCT_FIELDS: &[(&str, &str)] = &[
+    ("sock", "__sk_common.skc_family"),
+    ("sock", "__sk_common.skc_num"),
+    ("sock", "__sk_common.skc_rcv_saddr"),
+    ("sock", "__sk_common.skc_net"),
+    ("sock", "sk_ack_backlog"),
+    ("sock", "sk_max_ack_backlog"),
+    ("sock", "sk_drops"),
+    ("inet_connection_sock", "icsk_accept_queue.qlen"),
+    ("net", "ns.inum"),
+    ("net", "ipv4.sysctl_tcp_abort_on_overflow"),
+    ("net", "ipv4.sysctl_tcp_syncookies"),
+    ("net", "ipv4.sysctl_max_syn_backlog"),
+    ("sk_buff", "head"),
+    ("sk_buff", "network_header"),
+    ("sk_buff", "transport_header"),
+    ("sk_buff", "protocol"),
+];
+
+fn offset(btf: &Btf, root: &str, path: &str, size: &[u32]) -> Result<u32> {
+    let f = btf.field(root, path).with_context(|| format!("reading {root}.{path} from the kernel's BTF"))?;
+    if !size.contains(&f.size) {
+        bail!("{root}.{path} is {} bytes on this kernel; qtrace expects {size:?}", f.size);
+    }
+    Ok(f.offset)
+}
+
+/// Fills the struct offsets of `cfg` from `btf`.
+pub fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
+    cfg.sk_family = offset(btf, "sock", "__sk_common.skc_family", &[2])?;
+    cfg.sk_num = offset(btf, "sock", "__sk_common.skc_num", &[2])?;
+    cfg.sk_rcv_saddr = offset(btf, "sock", "__sk_common.skc_rcv_saddr", &[4])?;
+    // Absent on kernels built without IPv6.
+    cfg.sk_v6_rcv_saddr = match btf.field("sock", "__sk_common.skc_v6_rcv_saddr") {
+        Ok(f) => f.offset,
+        Err(BtfError::NoMember { .. }) => OFFSET_NONE,
+        Err(e) => return Err(e).context("reading sock.__sk_common.skc_v6_rcv_saddr"),
+    };
+    cfg.sk_net = offset(btf, "sock", "__sk_common.skc_net", &[8])?;
+    cfg.sk_ack_backlog = offset(btf, "sock", "sk_ack_backlog", &[4])?;
+    cfg.sk_max_ack_backlog = offset(btf, "sock", "sk_max_ack_backlog", &[4])?;
+    cfg.sk_drops = offset(btf, "sock", "sk_drops", &[4])?;
+    cfg.icsk_qlen = offset(btf, "inet_connection_sock", "icsk_accept_queue.qlen", &[4])?;
+    cfg.net_inum = offset(btf, "net", "ns.inum", &[4])?;
+    let abort = btf.field("net", "ipv4.sysctl_tcp_abort_on_overflow").context("reading net.ipv4.sysctl_tcp_abort_on_overflow")?;
+    let cookies = btf.field("net", "ipv4.sysctl_tcp_syncookies").context("reading net.ipv4.sysctl_tcp_syncookies")?;
+    if abort.size != cookies.size || !matches!(abort.size, 1 | 4) {
+        bail!("unexpected sysctl sizes in struct netns_ipv4: {} and {} bytes", abort.size, cookies.size);
+    }
+    cfg.net_abort_on_overflow = abort.offset;
+    cfg.net_syncookies = cookies.offset;
+    cfg.net_sysctl_size = abort.size;
+    cfg.net_max_syn_backlog = offset(btf, "net", "ipv4.sysctl_max_syn_backlog", &[4])?;
+    cfg.skb_head = offset(btf, "sk_buff", "head", &[8])?;
+    cfg.skb_network_header = offset(btf, "sk_buff", "network_header", &[2])?;
+    cfg.skb_transport_header = offset(btf, "sk_buff", "transport_header", &[2])?;
+    cfg.skb_protocol = offset(btf, "sk_buff", "protocol", &[2])?;
+    Ok(())
+}
+
+/// One field of a tracepoint's `format` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpField {
+    pub name: String,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// A tracepoint's record layout and the symbolic values its print format
+/// lists (`__print_symbolic(REC->reason, { 40, "TCP_LISTEN_OVERFLOW" }, ...)`).
+#[derive(Debug, Default, Clone)]
+pub struct TpFormat {
+    pub fields: Vec<TpField>,
+    pub symbols: Vec<(u64, String)>,
+}
+
+impl TpFormat {
+    /// Parses the text of `events/<category>/<name>/format`.
+    pub fn parse(text: &str) -> TpFormat {
+        let mut out = TpFormat::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("field:") {
+                let mut name = None;
+                let (mut offset, mut size) = (None, None);
+                for part in rest.split(';') {
+                    let part = part.trim();
+                    if let Some(v) = part.strip_prefix("offset:") {
+                        offset = v.parse().ok();
+                    } else if let Some(v) = part.strip_prefix("size:") {
+                        size = v.parse().ok();
+                    } else if !part.is_empty() && !part.contains(':') && name.is_none() {
+                        // "void * skbaddr" or "__u8 saddr[28]": the last word, without brackets.
+                        let last = part.rsplit([' ', '*']).next().unwrap_or(part);
+                        name = Some(last.split('[').next().unwrap_or(last).to_owned());
+                    }
+                }
+                if let (Some(name), Some(offset), Some(size)) = (name, offset, size) {
+                    out.fields.push(TpField { name, offset, size });
+                }
+            } else if let Some(fmt) = line.strip_prefix("print fmt:") {
+                // Pairs look like `{ 40, "TCP_LISTEN_OVERFLOW" }`.
+                for chunk in fmt.split('{').skip(1) {
+                    let Some((num, rest)) = chunk.split_once(',') else { continue };
+                    let Ok(value) = num.trim().parse::<u64>() else { continue };
+                    let mut quoted = rest.split('"');
+                    if let (Some(_), Some(sym)) = (quoted.next(), quoted.next()) {
+                        out.symbols.push((value, sym.to_owned()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn field(&self, name: &str) -> Option<&TpField> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.symbols.iter().find(|(_, s)| s == name).map(|(v, _)| *v)
+    }
+}
+
+/// Fills the `skb:kfree_skb` layout of `cfg` and returns why per-event ACK
+/// overflow detail is unavailable on this kernel, if it is.
+///
+/// `TCP_LISTEN_OVERFLOW` exists since Linux 6.15 (the ACK of a request whose
+/// listener's accept queue is full is freed with it in `tcp_v4_rcv`, via
+/// `tcp_check_req`); `rx_sk`, the listener, since 6.11. Before that the
+/// tracepoint tier sees no ACK overflow individually, and every drop is
+/// counted from the listener's own drop counter instead.
+pub fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String> {
+    let Some(reason) = fmt.field("reason") else {
+        return Some("skb:kfree_skb has no drop reason on this kernel (added in 5.17)".into());
+    };
+    let Some(value) = fmt.symbol("TCP_LISTEN_OVERFLOW") else {
+        return Some("this kernel has no TCP_LISTEN_OVERFLOW drop reason (added in 6.15)".into());
+    };
+    let Some(rx_sk) = fmt.field("rx_sk") else {
+        return Some("skb:kfree_skb has no rx_sk field on this kernel (added in 6.11)".into());
+    };
+    let Some(skbaddr) = fmt.field("skbaddr") else {
+        return Some("skb:kfree_skb has no skbaddr field".into());
+    };
+    if reason.size != 4 || rx_sk.size != 8 || skbaddr.size != 8 {
+        return Some("skb:kfree_skb's record layout is not the one qtrace knows".into());
+    }
+    cfg.tp_kfree_skb_reason = reason.offset;
+    cfg.tp_kfree_skb_rx_sk = rx_sk.offset;
+    cfg.tp_kfree_skb_skbaddr = skbaddr.offset;
+    cfg.reason_listen_overflow = value as u32;
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KFREE_SKB_6_18: &str = r#"name: kfree_skb
+ID: 2310
+format:
+	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
+	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
+	field:int common_pid;	offset:4;	size:4;	signed:1;
+
+	field:void * skbaddr;	offset:8;	size:8;	signed:0;
+	field:void * location;	offset:16;	size:8;	signed:0;
+	field:void * rx_sk;	offset:24;	size:8;	signed:0;
+	field:unsigned short protocol;	offset:32;	size:2;	signed:0;
+	field:enum skb_drop_reason reason;	offset:36;	size:4;	signed:0;
+
+print fmt: "skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s", REC->skbaddr, REC->rx_sk, REC->protocol, REC->location, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 39, "TCP_RFC7323_TSECR" }, { 40, "TCP_LISTEN_OVERFLOW" }, { 41, "TCP_OLD_SEQUENCE" })
+"#;
+
+    const KFREE_SKB_5_10: &str = r#"name: kfree_skb
+format:
+	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:void * skbaddr;	offset:8;	size:8;	signed:0;
+	field:void * location;	offset:16;	size:8;	signed:0;
+	field:unsigned short protocol;	offset:24;	size:2;	signed:0;
+
+print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, REC->location
+"#;
+
+    #[test]
+    fn parses_the_6_18_kfree_skb_layout() {
+        let fmt = TpFormat::parse(KFREE_SKB_6_18);
+        assert_eq!(fmt.field("rx_sk"), Some(&TpField { name: "rx_sk".into(), offset: 24, size: 8 }));
+        assert_eq!(fmt.field("reason").map(|f| f.offset), Some(36));
+        assert_eq!(fmt.symbol("TCP_LISTEN_OVERFLOW"), Some(40));
+        assert_eq!(fmt.symbol("TCP_OLD_SEQUENCE"), Some(41));
+        let mut cfg = Config::empty();
+        assert_eq!(from_kfree_skb_format(&fmt, &mut cfg), None);
+        assert_eq!((cfg.tp_kfree_skb_reason, cfg.tp_kfree_skb_rx_sk, cfg.reason_listen_overflow), (36, 24, 40));
+    }
+
+    #[test]
+    fn old_kernels_say_what_is_missing() {
+        let fmt = TpFormat::parse(KFREE_SKB_5_10);
+        assert_eq!(fmt.field("protocol").map(|f| f.offset), Some(24));
+        let mut cfg = Config::empty();
+        let why = from_kfree_skb_format(&fmt, &mut cfg).unwrap();
+        assert!(why.contains("no drop reason"), "{why}");
+        assert_eq!(cfg.reason_listen_overflow, OFFSET_NONE);
+        // 6.1 to 6.14: a reason, but not this one.
+        let fmt = TpFormat::parse(&KFREE_SKB_6_18.replace("TCP_LISTEN_OVERFLOW", "SOMETHING_ELSE"));
+        assert!(from_kfree_skb_format(&fmt, &mut cfg).unwrap().contains("6.15"));
+    }
+
+    #[test]
+    fn array_fields_keep_their_name() {
+        let fmt = TpFormat::parse("\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;\n");
+        assert_eq!(fmt.field("saddr"), Some(&TpField { name: "saddr".into(), offset: 32, size: 28 }));
+    }
+}

@@ -1,0 +1,272 @@
+//! Loading qtrace's programs and attaching one hook tier.
+//!
+//! Tiers, best first:
+//! - `fentry`: fentry/fexit on `tcp_conn_request` and fexit on
+//!   `tcp_v4_syn_recv_sock` / `tcp_v6_syn_recv_sock` (BTF trampolines);
+//! - `kprobe`: kprobe/kretprobe on the same functions;
+//! - `tracepoint`: `skb:kfree_skb` with `TCP_LISTEN_OVERFLOW` (6.15+); the
+//!   drops it cannot see are counted from each listener's drop counter.
+//!
+//! `auto` tries them in that order and keeps the reason each better one was
+//! refused, so `watch` can say why it runs with less detail.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
+use aya::{Ebpf, EbpfError};
+use qtrace_common::{Config, CounterKey, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_STATS};
+
+use crate::btf::Btf;
+use crate::offsets::{self, TpFormat};
+use crate::ports::PortSet;
+
+/// The eBPF object built by `build.rs` from `qtrace-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/qtrace"));
+
+/// A hook tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tier::Fentry => "fentry",
+            Tier::Kprobe => "kprobe",
+            Tier::Tracepoint => "tracepoint",
+        })
+    }
+}
+
+impl Tier {
+    /// Whether this tier sees SYN-stage drops one by one.
+    pub fn sees_syn_stage(self) -> bool {
+        !matches!(self, Tier::Tracepoint)
+    }
+}
+
+/// `--hooks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HookChoice {
+    #[default]
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+/// What to watch, applied in the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub netns: Option<u32>,
+    pub ports: PortSet,
+}
+
+/// Programs of each tier: (program name, kernel function) pairs.
+const FENTRY_PROGRAMS: &[(&str, &str, bool)] = &[
+    ("fentry_tcp_conn_request", "tcp_conn_request", false),
+    ("fexit_tcp_conn_request", "tcp_conn_request", true),
+    ("fexit_tcp_v4_syn_recv_sock", "tcp_v4_syn_recv_sock", true),
+    ("fexit_tcp_v6_syn_recv_sock", "tcp_v6_syn_recv_sock", true),
+];
+const KPROBE_PROGRAMS: &[(&str, &str)] = &[
+    ("kprobe_tcp_conn_request", "tcp_conn_request"),
+    ("kretprobe_tcp_conn_request", "tcp_conn_request"),
+    ("kprobe_tcp_v4_syn_recv_sock", "tcp_v4_syn_recv_sock"),
+    ("kretprobe_tcp_v4_syn_recv_sock", "tcp_v4_syn_recv_sock"),
+    ("kprobe_tcp_v6_syn_recv_sock", "tcp_v6_syn_recv_sock"),
+    ("kretprobe_tcp_v6_syn_recv_sock", "tcp_v6_syn_recv_sock"),
+];
+
+/// Loaded and attached programs. Dropping it detaches and unloads them all.
+pub struct Probe {
+    ebpf: Ebpf,
+    pub tier: Tier,
+    /// Why each better tier is not in use.
+    pub refused: Vec<(Tier, String)>,
+    /// In the tracepoint tier: why ACK-stage overflows are not seen one by
+    /// one on this kernel (then every drop is counted from the listeners).
+    pub ack_detail_missing: Option<String>,
+}
+
+/// The maps userspace reads while the programs run.
+pub struct Maps {
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuHashMap<MapData, CounterKey, u64>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+/// Mounts tracefs if nothing provides it yet (tracepoint ids and formats
+/// live there; it is not mounted at boot on every system).
+fn ensure_tracefs() -> Result<&'static Path> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(Path::new(dir));
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: mount(2) with static NUL-terminated strings.
+    let rc = unsafe { libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {e}");
+    }
+    Ok(Path::new("/sys/kernel/tracing"))
+}
+
+/// A short reason for a failed load or attach, in the terms an operator knows.
+fn explain(tier: Tier, err: &ProgramError) -> String {
+    let text = format!("{err:#}");
+    let io = match err {
+        ProgramError::LoadError { io_error, .. } => Some(io_error.raw_os_error()),
+        ProgramError::SyscallError(e) => Some(e.io_error.raw_os_error()),
+        _ => None,
+    }
+    .flatten();
+    match (tier, io) {
+        (Tier::Fentry, Some(libc::EPERM)) => "fentry/fexit refused by the kernel (EPERM: a security policy forbids BPF trampolines)".into(),
+        (Tier::Fentry, Some(libc::EOPNOTSUPP | 524 /* ENOTSUPP */)) => {
+            "fentry/fexit not supported by this kernel or architecture".into()
+        }
+        (Tier::Kprobe, _) if text.contains("kprobe/type") || text.contains("kprobe_events") => {
+            "kprobes are not built into this kernel (CONFIG_KPROBES is not set)".into()
+        }
+        _ => {
+            let chain: Vec<String> = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
+                .map(|e| e.to_string())
+                .collect();
+            chain.join(": ")
+        }
+    }
+}
+
+impl Probe {
+    /// Resolves offsets, loads the object, applies the filter and attaches
+    /// the first tier that works (or exactly the one asked for).
+    pub fn attach(choice: HookChoice, filter: &Filter) -> Result<Self> {
+        let btf = Btf::from_sys_fs().context(
+            "reading the kernel's BTF (/sys/kernel/btf/vmlinux); qtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF",
+        )?;
+        let mut cfg = Config::empty();
+        offsets::from_btf(&btf, &mut cfg)?;
+        let tracefs = ensure_tracefs()?;
+        let fmt_path = tracefs.join("events/skb/kfree_skb/format");
+        let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
+        let ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
+        cfg.filter_netns = filter.netns.unwrap_or(0);
+        cfg.filter_ports = u32::from(!filter.ports.is_all());
+
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| match &e {
+            EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
+            }
+            _ => anyhow::Error::new(e).context("loading qtrace's eBPF object"),
+        })?;
+        {
+            let mut config: Array<_, Config> = Array::try_from(ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?)?;
+            config.set(0, cfg, 0).context("writing the programs' configuration")?;
+        }
+        if !filter.ports.is_all() {
+            let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(MAP_PORTS).context("PORTS map")?)?;
+            for port in filter.ports.iter() {
+                ports.set(u32::from(port), 1u8, 0).context("writing the port filter")?;
+            }
+        }
+
+        let aya_btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF for fentry")?;
+        let order: &[Tier] = match choice {
+            HookChoice::Auto => &[Tier::Fentry, Tier::Kprobe, Tier::Tracepoint],
+            HookChoice::Fentry => &[Tier::Fentry],
+            HookChoice::Kprobe => &[Tier::Kprobe],
+            HookChoice::Tracepoint => &[Tier::Tracepoint],
+        };
+        let mut refused = Vec::new();
+        for &tier in order {
+            let result = match tier {
+                Tier::Fentry => attach_fentry(&mut ebpf, &aya_btf),
+                Tier::Kprobe => attach_kprobe(&mut ebpf),
+                Tier::Tracepoint => attach_tracepoint(&mut ebpf),
+            };
+            match result {
+                Ok(()) => return Ok(Self { ebpf, tier, refused, ack_detail_missing }),
+                Err((name, err)) => {
+                    let why = explain(tier, &err);
+                    log::debug!("{tier} tier: {name}: {err:?}");
+                    unload_all(&mut ebpf);
+                    refused.push((tier, why));
+                }
+            }
+        }
+        let reasons: Vec<String> = refused.iter().map(|(t, why)| format!("{t}: {why}")).collect();
+        bail!("no hook tier could attach ({})", reasons.join("; "))
+    }
+
+    /// Takes the maps userspace reads. Call once.
+    pub fn take_maps(&mut self) -> Result<Maps> {
+        let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
+        Ok(Maps {
+            events: RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?,
+            counters: PerCpuHashMap::try_from(take(&mut self.ebpf, MAP_COUNTERS)?)?,
+            stats: PerCpuArray::try_from(take(&mut self.ebpf, MAP_STATS)?)?,
+        })
+    }
+
+    /// Detaches and unloads every program now.
+    pub fn detach(mut self) {
+        unload_all(&mut self.ebpf);
+    }
+}
+
+type AttachError = (&'static str, ProgramError);
+
+fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), AttachError> {
+    for &(name, func, exit) in FENTRY_PROGRAMS {
+        let prog = ebpf.program_mut(name).ok_or((name, ProgramError::NotLoaded))?;
+        let r = if exit {
+            let p: &mut FExit = prog.try_into().map_err(|e| (name, e))?;
+            p.load(func, btf).and_then(|()| p.attach().map(drop))
+        } else {
+            let p: &mut FEntry = prog.try_into().map_err(|e| (name, e))?;
+            p.load(func, btf).and_then(|()| p.attach().map(drop))
+        };
+        r.map_err(|e| (name, e))?;
+    }
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    for &(name, func) in KPROBE_PROGRAMS {
+        let prog = ebpf.program_mut(name).ok_or((name, ProgramError::NotLoaded))?;
+        let p: &mut KProbe = prog.try_into().map_err(|e| (name, e))?;
+        p.load().and_then(|()| p.attach(func, 0).map(drop)).map_err(|e| (name, e))?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    let name = "kfree_skb";
+    let prog = ebpf.program_mut(name).ok_or((name, ProgramError::NotLoaded))?;
+    let p: &mut TracePoint = prog.try_into().map_err(|e| (name, e))?;
+    p.load().and_then(|()| p.attach("skb", "kfree_skb").map(drop)).map_err(|e| (name, e))
+}
+
+/// Unloads every loaded program; unloading detaches its links.
+fn unload_all(ebpf: &mut Ebpf) {
+    for (_, prog) in ebpf.programs_mut() {
+        let _ = match prog {
+            Program::FEntry(p) => p.unload(),
+            Program::FExit(p) => p.unload(),
+            Program::KProbe(p) => p.unload(),
+            Program::TracePoint(p) => p.unload(),
+            _ => Ok(()),
+        };
+    }
+}
