@@ -282,9 +282,8 @@ impl Btf {
         self.enumerators.get(name).copied().ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
     }
 
-    /// Name of a composite type (for diagnostics and tests).
-    #[cfg(test)]
-    fn struct_name(&self, id: u32) -> Option<&str> {
+    /// Name of a composite type.
+    pub fn struct_name(&self, id: u32) -> Option<&str> {
         match self.types.get(id as usize)? {
             Type::Composite { name, .. } => Some(self.str_at(*name)),
             _ => None,

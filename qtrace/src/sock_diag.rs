@@ -17,7 +17,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const TCP_LISTEN: u8 = 10;
-const INET_DIAG_SKMEMINFO: u16 = 4;
+const INET_DIAG_SKMEMINFO: u16 = 7;
 const SK_MEMINFO_DROPS: usize = 8;
 const NLMSG_HDRLEN: usize = 16;
 /// `struct inet_diag_msg`.
@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(ne_u32(&req, 0), Some(72));
         assert_eq!(ne_u16(&req, 4), Some(SOCK_DIAG_BY_FAMILY));
         assert_eq!(ne_u32(&req, 8), Some(9));
-        assert_eq!(&req[16..19], &[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 1 << 3]);
+        assert_eq!(&req[16..19], &[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 1 << 6]);
         assert_eq!(ne_u32(&req, 20), Some(1 << TCP_LISTEN));
     }
 

@@ -1,0 +1,344 @@
+//! Per-port aggregation: a pure function of decoded events, the kernel's
+//! counter snapshots and listener snapshots. No I/O and no clock reads here.
+//!
+//! Truth comes from the kernel: per-(netns, port, kind) totals are the
+//! in-kernel counters (exact even when the ring buffer overflowed); events
+//! only add detail (distinct connections, last event). Drops no hook saw one
+//! by one are derived from the listeners' own drop counters:
+//!
+//! `counted = Σ listener drop-counter deltas − Σ kind weight × kind count`
+//!
+//! with the weights of [`Kind::listener_drop_weight`]. The two snapshots are
+//! taken moments apart while the kernel keeps counting, so a single sample
+//! may briefly see a drop in one and not yet in the other. `counted` only
+//! ever grows by the smaller of the last two derived values: a momentary
+//! excess is never reported, and a quiet listener converges exactly.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+
+use qtrace_common::CounterKey;
+
+use crate::event::{Decoded, Kind};
+use crate::netns::NsListeners;
+use crate::ports::PortSet;
+
+/// Distinct connections remembered per port; beyond this the count is a
+/// lower bound (shown with `+`), so memory stays bounded under a storm.
+pub const CONNECTIONS_CAP: usize = 65_536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub netns: u32,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PortStats {
+    /// Per kind, indexed by [`Kind::index`]: kernel counters, plus the
+    /// derived counted drops in the `ListenerDropCounted` slot.
+    pub kinds: [u64; Kind::ALL.len()],
+    /// Drop-counter deltas of this port's listeners since qtrace started.
+    pub listener_drops: u64,
+    /// Events received through the ring buffer.
+    pub events: u64,
+    connections: HashSet<(SocketAddr, SocketAddr)>,
+    pub connections_capped: bool,
+    pub last: Option<Decoded>,
+    /// Accept queue now and its bound, from the latest listener snapshot.
+    pub accept_queue: Option<(u32, u32)>,
+    /// Whether a listener exists on this port now.
+    pub listening: bool,
+    /// Drops per second over the last interval.
+    pub rate: f64,
+    prev_total: u64,
+    derived_prev: u64,
+    /// Deltas of listeners that closed, kept so totals do not shrink.
+    closed_drops: u64,
+}
+
+impl PortStats {
+    /// Packets lost to clients: every kind but cookies, counted drops included.
+    pub fn drops(&self) -> u64 {
+        Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| self.kinds[k.index()]).sum()
+    }
+    pub fn count(&self, k: Kind) -> u64 {
+        self.kinds[k.index()]
+    }
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+    fn hooked_weight(&self) -> u64 {
+        Kind::ALL
+            .iter()
+            .filter(|k| **k != Kind::ListenerDropCounted)
+            .map(|k| k.listener_drop_weight() * self.kinds[k.index()])
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    port: u16,
+    baseline: u32,
+    last: u32,
+}
+
+/// Drops known only from listener counters, newly reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedDelta {
+    pub key: PortKey,
+    pub count: u64,
+    pub total: u64,
+}
+
+/// Ring-buffer and map troubles, from the kernel's stats map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Events counted but not delivered (ring buffer full).
+    pub ringbuf_full: u64,
+    /// Events delivered but not counted (counters map full).
+    pub counter_map_full: u64,
+    /// Overflows whose listener could not be read.
+    pub read_failed: u64,
+    /// Exits without a matching entry record.
+    pub entry_missing: u64,
+    /// Ring-buffer records that did not decode.
+    pub undecodable: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    ports: BTreeMap<PortKey, PortStats>,
+    tracks: HashMap<(u32, u64), Track>,
+    seen_first_snapshot: bool,
+    filter_ports: PortSet,
+    filter_netns: Option<u32>,
+    pub losses: Losses,
+}
+
+impl Aggregator {
+    pub fn new(filter_netns: Option<u32>, filter_ports: PortSet) -> Self {
+        Self { filter_netns, filter_ports, ..Self::default() }
+    }
+
+    fn watched(&self, netns: u32, port: u16) -> bool {
+        self.filter_netns.is_none_or(|n| n == netns) && self.filter_ports.contains(port)
+    }
+
+    pub fn ports(&self) -> &BTreeMap<PortKey, PortStats> {
+        &self.ports
+    }
+
+    /// Adds one event's detail (its count comes from the kernel counters).
+    pub fn on_event(&mut self, ev: &Decoded) {
+        let st = self.ports.entry(PortKey { netns: ev.netns, port: ev.local.port() }).or_default();
+        st.events += 1;
+        if st.connections.len() < CONNECTIONS_CAP {
+            st.connections.insert((ev.local, ev.remote));
+        } else if !st.connections.contains(&(ev.local, ev.remote)) {
+            st.connections_capped = true;
+        }
+        st.last = Some(ev.clone());
+    }
+
+    /// Replaces the per-kind totals with the kernel's counters.
+    pub fn on_counters<I: IntoIterator<Item = (CounterKey, u64)>>(&mut self, counters: I) {
+        for (key, value) in counters {
+            let Some(kind) = Kind::from_id(key.kind) else { continue };
+            let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
+            st.kinds[kind.index()] = value;
+        }
+    }
+
+    /// Takes a listener snapshot: queue state, drop-counter deltas, and the
+    /// drops no hook saw individually. The first snapshot is the baseline.
+    pub fn on_listeners(&mut self, snapshot: &[NsListeners]) -> Vec<CountedDelta> {
+        let first = !self.seen_first_snapshot;
+        self.seen_first_snapshot = true;
+        let mut live: HashSet<(u32, u64)> = HashSet::new();
+        let mut queues: HashMap<PortKey, (u32, u32)> = HashMap::new();
+        for ns in snapshot {
+            for l in &ns.listeners {
+                if !self.watched(ns.netns, l.port) {
+                    continue;
+                }
+                let id = (ns.netns, l.cookie);
+                live.insert(id);
+                let drops = l.drops.unwrap_or(0);
+                // Listeners already there at start count from their current
+                // value; later ones were born while qtrace watched.
+                let track = self.tracks.entry(id).or_insert(Track { port: l.port, baseline: if first { drops } else { 0 }, last: drops });
+                track.last = drops;
+                let q = queues.entry(PortKey { netns: ns.netns, port: l.port }).or_insert((0, 0));
+                q.0 += l.accept_queue;
+                q.1 += l.accept_queue_max;
+            }
+        }
+        // Listeners that closed keep their final delta.
+        let closed: Vec<(u32, u64)> = self.tracks.keys().filter(|id| !live.contains(id)).copied().collect();
+        for id in closed {
+            if let Some(t) = self.tracks.remove(&id) {
+                let st = self.ports.entry(PortKey { netns: id.0, port: t.port }).or_default();
+                st.closed_drops += u64::from(t.last.wrapping_sub(t.baseline));
+            }
+        }
+        let mut per_port: HashMap<PortKey, u64> = HashMap::new();
+        for ((netns, _), t) in &self.tracks {
+            *per_port.entry(PortKey { netns: *netns, port: t.port }).or_default() += u64::from(t.last.wrapping_sub(t.baseline));
+        }
+        for (key, q) in &queues {
+            self.ports.entry(*key).or_default().accept_queue = Some(*q);
+        }
+        let mut out = Vec::new();
+        for (key, st) in &mut self.ports {
+            st.listening = queues.contains_key(key);
+            if !st.listening {
+                st.accept_queue = None;
+            }
+            st.listener_drops = st.closed_drops + per_port.get(key).copied().unwrap_or(0);
+            let derived = st.listener_drops.saturating_sub(st.hooked_weight());
+            let settled = derived.min(st.derived_prev);
+            st.derived_prev = derived;
+            let slot = &mut st.kinds[Kind::ListenerDropCounted.index()];
+            if settled > *slot {
+                out.push(CountedDelta { key: *key, count: settled - *slot, total: settled });
+                *slot = settled;
+            }
+        }
+        out
+    }
+
+    /// Updates per-port rates after `seconds` of wall time.
+    pub fn tick(&mut self, seconds: f64) {
+        for st in self.ports.values_mut() {
+            let total = st.drops();
+            st.rate = if seconds > 0.0 { total.saturating_sub(st.prev_total) as f64 / seconds } else { 0.0 };
+            st.prev_total = total;
+        }
+    }
+
+    /// Forgets ports with no listener and no drops (keeps memory bounded
+    /// under listener churn; ports with drops stay for the summary).
+    pub fn forget_idle(&mut self) {
+        self.ports.retain(|_, st| st.listening || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sock_diag::Listener;
+
+    fn listener(port: u16, cookie: u64, drops: u32, q: (u32, u32)) -> Listener {
+        Listener {
+            family: 2,
+            addr: "127.0.0.1".parse().unwrap(),
+            port,
+            accept_queue: q.0,
+            accept_queue_max: q.1,
+            drops: Some(drops),
+            cookie,
+            inode: 1,
+        }
+    }
+
+    fn snap(netns: u32, ls: Vec<Listener>) -> Vec<NsListeners> {
+        vec![NsListeners { netns, listeners: ls }]
+    }
+
+    fn key(kind: u8) -> CounterKey {
+        CounterKey { netns: 7, port: 8080, kind, _pad: 0 }
+    }
+
+    fn event(kind: Kind, remote_port: u16) -> Decoded {
+        Decoded {
+            time_ns: 1,
+            kind,
+            hook: "test",
+            netns: 7,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: SocketAddr::new("127.0.0.1".parse().unwrap(), remote_port),
+            accept_queue: 3,
+            accept_queue_max: 2,
+            syn_queue: 0,
+        }
+    }
+
+    #[test]
+    fn syn_stage_drops_are_derived_from_the_listener_counter() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        // Baseline: 5 drops happened before qtrace started.
+        assert!(agg.on_listeners(&snap(7, vec![listener(8080, 1, 5, (0, 2))])).is_empty());
+        // 12 new listener drops: 3 ACK overflows (each moves the counter
+        // twice) and 6 SYN-stage drops no hook saw.
+        agg.on_counters([(key(qtrace_common::kind::ACK_OVERFLOW), 3)]);
+        // First sample is held back until a second one agrees.
+        assert!(agg.on_listeners(&snap(7, vec![listener(8080, 1, 17, (3, 2))])).is_empty());
+        let deltas = agg.on_listeners(&snap(7, vec![listener(8080, 1, 17, (3, 2))]));
+        let k = PortKey { netns: 7, port: 8080 };
+        assert_eq!(deltas, vec![CountedDelta { key: k, count: 6, total: 6 }]);
+        let st = &agg.ports()[&k];
+        assert_eq!(st.drops(), 9, "3 ACK overflows + 6 counted = what ListenDrops would show");
+        assert_eq!(st.accept_queue, Some((3, 2)));
+        // Nothing new: nothing emitted.
+        assert!(agg.on_listeners(&snap(7, vec![listener(8080, 1, 17, (3, 2))])).is_empty());
+    }
+
+    #[test]
+    fn a_transient_excess_is_never_reported() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 0, (0, 2))]));
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 0, (0, 2))]));
+        // The listener counter moved twice for an ACK overflow whose event
+        // counter is not yet visible: derived says 2 for one sample.
+        assert!(agg.on_listeners(&snap(7, vec![listener(8080, 1, 2, (3, 2))])).is_empty());
+        agg.on_counters([(key(qtrace_common::kind::ACK_OVERFLOW), 1)]);
+        assert!(agg.on_listeners(&snap(7, vec![listener(8080, 1, 2, (3, 2))])).is_empty());
+        assert_eq!(agg.ports()[&PortKey { netns: 7, port: 8080 }].drops(), 1);
+    }
+
+    #[test]
+    fn closed_listeners_keep_their_drops_and_new_ones_count_from_zero() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 10, (0, 2))]));
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 14, (0, 2))]));
+        // Listener 1 closed, listener 2 opened on the same port with 3 drops.
+        agg.on_listeners(&snap(7, vec![listener(8080, 2, 3, (0, 2))]));
+        let d = agg.on_listeners(&snap(7, vec![listener(8080, 2, 3, (0, 2))]));
+        assert_eq!(d.last().map(|d| d.total), Some(7));
+    }
+
+    #[test]
+    fn filters_apply_to_listeners() {
+        let mut agg = Aggregator::new(Some(7), PortSet::new(vec!["8080".parse().unwrap()]));
+        let mut s = snap(7, vec![listener(8080, 1, 0, (0, 2)), listener(9090, 2, 0, (0, 2))]);
+        s.extend(snap(8, vec![listener(8080, 3, 0, (0, 2))]));
+        agg.on_listeners(&s);
+        assert_eq!(agg.ports().keys().copied().collect::<Vec<_>>(), vec![PortKey { netns: 7, port: 8080 }]);
+    }
+
+    #[test]
+    fn events_add_distinct_connections_and_rates_follow_counters() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        for p in [1000, 1000, 1001, 1000, 1002] {
+            agg.on_event(&event(Kind::AckOverflow, p));
+        }
+        agg.on_counters([(key(qtrace_common::kind::ACK_OVERFLOW), 5), (key(qtrace_common::kind::SYNCOOKIE_SENT), 4)]);
+        agg.tick(2.0);
+        let st = &agg.ports()[&PortKey { netns: 7, port: 8080 }];
+        assert_eq!((st.events, st.connections(), st.drops()), (5, 3, 5));
+        assert_eq!(st.rate, 2.5);
+        assert_eq!(st.last.as_ref().map(|e| e.remote.port()), Some(1002));
+    }
+
+    #[test]
+    fn idle_ports_are_forgotten_but_ports_with_drops_stay() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 0, (0, 2)), listener(9090, 2, 0, (0, 2))]));
+        agg.on_counters([(key(qtrace_common::kind::ACCEPT_QUEUE_FULL), 1)]);
+        agg.on_listeners(&snap(7, vec![]));
+        agg.forget_idle();
+        assert_eq!(agg.ports().keys().map(|k| k.port).collect::<Vec<_>>(), vec![8080]);
+    }
+}

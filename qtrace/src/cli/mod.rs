@@ -1,0 +1,131 @@
+//! Command-line interface: argument definitions (one file per subcommand
+//! for the logic) and the one-line error contract.
+
+pub mod watch;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ports::PortRange;
+use crate::probe::HookChoice;
+
+/// Trace TCP listen-queue overflows live, per port.
+///
+/// When a listener's accept queue or SYN queue overflows, the kernel drops
+/// the SYN or the final ACK (or resets the connection with
+/// tcp_abort_on_overflow=1) and only bumps namespace-wide counters. qtrace
+/// shows each dropped or reset handshake packet as it happens, with the
+/// listener's backlog state, aggregated per port.
+#[derive(Debug, Parser)]
+#[command(name = "qtrace", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  During an incident:    sudo qtrace watch --port 8080
+  Every listener, 60 s:  sudo qtrace watch --duration 60
+  Machine-readable:      sudo qtrace watch --json | jq 'select(.kind==\"accept_queue_full\")'";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch overflows live: a per-port table every interval, or NDJSON events.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Port or inclusive range to watch; repeat for more (default: every listener).
+    #[arg(short, long = "port", value_name = "PORT[-PORT]")]
+    pub ports: Vec<PortRange>,
+
+    /// Only this network namespace: inode number, `ip netns` name or a path
+    /// such as /proc/PID/ns/net (default: every namespace on the host).
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<String>,
+
+    /// Seconds between refreshes of the table and of the kernel's counters.
+    #[arg(short, long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+
+    /// Print one JSON object per line on stdout instead of the table (see docs/events.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Hook tier: `auto` picks the most detailed one this kernel allows.
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub hooks: HookChoice,
+
+    /// Also list watched listeners that have no drops.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// A positive number of seconds (fractions allowed).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    if v > 365.0 * 86_400.0 {
+        return Err(format!("{s:?} is more than a year"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Bad input found after parsing (for example an unknown namespace): exit 2
+/// like a clap usage error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("qtrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn parses_watch() {
+        let Command::Watch(w) = parse(&["watch", "-p", "8080", "--port", "9000-9002", "--json", "-i", "0.5"]).unwrap().command;
+        assert_eq!(w.ports.len(), 2);
+        assert!(w.json);
+        assert_eq!(w.interval, Duration::from_millis(500));
+        assert_eq!(w.hooks, HookChoice::Auto);
+        assert_eq!(w.duration, None);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for bad in [
+            &["watch", "--port", "0"][..],
+            &["watch", "--port", "65536"],
+            &["watch", "--port", "abc"],
+            &["watch", "--port", "9-1"],
+            &["watch", "--interval", "0"],
+            &["watch", "--interval=-1"],
+            &["watch", "--duration", "nan"],
+            &["watch", "--hooks", "magic"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue), "{bad:?}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn help_mentions_the_three_uses() {
+        let help = <Cli as clap::CommandFactory>::command().render_long_help().to_string();
+        assert!(help.contains("--port 8080") && help.contains("--json | jq"), "{help}");
+    }
+}

@@ -1,0 +1,364 @@
+//! Events as users see them: stable kind names, decoded addresses, wall-clock
+//! time, and their NDJSON form (documented in docs/events.md).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use qtrace_common::{hook, kind, Event, AF_INET, AF_INET6};
+use serde::Serialize;
+
+/// What happened to a handshake packet. The names are the NDJSON `kind`
+/// values and never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    AcceptQueueFull,
+    SynQueueFull,
+    SyncookieSent,
+    AckOverflow,
+    AckOverflowReset,
+    CookieAckOverflow,
+    SynDropOther,
+    /// Drops known only from the listener's drop counter.
+    ListenerDropCounted,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::AcceptQueueFull,
+        Kind::SynQueueFull,
+        Kind::SyncookieSent,
+        Kind::AckOverflow,
+        Kind::AckOverflowReset,
+        Kind::CookieAckOverflow,
+        Kind::SynDropOther,
+        Kind::ListenerDropCounted,
+    ];
+
+    pub fn from_id(id: u8) -> Option<Self> {
+        Some(match id {
+            kind::ACCEPT_QUEUE_FULL => Kind::AcceptQueueFull,
+            kind::SYN_QUEUE_FULL => Kind::SynQueueFull,
+            kind::SYNCOOKIE_SENT => Kind::SyncookieSent,
+            kind::ACK_OVERFLOW => Kind::AckOverflow,
+            kind::ACK_OVERFLOW_RESET => Kind::AckOverflowReset,
+            kind::COOKIE_ACK_OVERFLOW => Kind::CookieAckOverflow,
+            kind::SYN_DROP_OTHER => Kind::SynDropOther,
+            _ => return None,
+        })
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::AcceptQueueFull => "accept_queue_full",
+            Kind::SynQueueFull => "syn_queue_full",
+            Kind::SyncookieSent => "syncookie_sent",
+            Kind::AckOverflow => "ack_overflow",
+            Kind::AckOverflowReset => "ack_overflow_reset",
+            Kind::CookieAckOverflow => "cookie_ack_overflow",
+            Kind::SynDropOther => "syn_drop_other",
+            Kind::ListenerDropCounted => "listener_drop_counted",
+        }
+    }
+
+    /// Short column title for the table.
+    pub fn column(self) -> &'static str {
+        match self {
+            Kind::AcceptQueueFull => "SYN:ACCQ",
+            Kind::SynQueueFull => "SYN:SYNQ",
+            Kind::SyncookieSent => "COOKIES",
+            Kind::AckOverflow => "ACK:DROP",
+            Kind::AckOverflowReset => "ACK:RST",
+            Kind::CookieAckOverflow => "COOKIE-ACK",
+            Kind::SynDropOther => "SYN:OTHER",
+            Kind::ListenerDropCounted => "COUNTED",
+        }
+    }
+
+    /// Handshake stage: `syn`, `ack`, or `unknown` for counted drops.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Kind::AcceptQueueFull | Kind::SynQueueFull | Kind::SyncookieSent | Kind::SynDropOther => "syn",
+            Kind::AckOverflow | Kind::AckOverflowReset | Kind::CookieAckOverflow => "ack",
+            Kind::ListenerDropCounted => "unknown",
+        }
+    }
+
+    /// What the kernel did with the packet: `drop`, `reset` or `cookie`.
+    pub fn action(self) -> &'static str {
+        match self {
+            Kind::AckOverflowReset => "reset",
+            Kind::SyncookieSent => "cookie",
+            _ => "drop",
+        }
+    }
+
+    /// Whether the packet was lost to the client (every kind but cookies);
+    /// these add up to the namespace's `ListenDrops`.
+    pub fn is_drop(self) -> bool {
+        self != Kind::SyncookieSent
+    }
+
+    /// How many times one such packet moves the listener's drop counter.
+    /// A request's final ACK that overflows is counted by `tcp_listendrop()`
+    /// in `tcp_v4_syn_recv_sock` and again by `sk_drops_add()` when
+    /// `tcp_v4_rcv` discards it (`discard_and_relse`); the SYN stage and the
+    /// syncookie route only by `tcp_listendrop()`.
+    pub fn listener_drop_weight(self) -> u64 {
+        match self {
+            Kind::AckOverflow | Kind::AckOverflowReset => 2,
+            Kind::SyncookieSent => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// Which program saw an event, as named in the NDJSON `hook` field.
+pub fn hook_name(id: u8) -> &'static str {
+    match id {
+        hook::FEXIT_TCP_CONN_REQUEST => "fexit:tcp_conn_request",
+        hook::FEXIT_TCP_V4_SYN_RECV_SOCK => "fexit:tcp_v4_syn_recv_sock",
+        hook::FEXIT_TCP_V6_SYN_RECV_SOCK => "fexit:tcp_v6_syn_recv_sock",
+        hook::KRETPROBE_TCP_CONN_REQUEST => "kretprobe:tcp_conn_request",
+        hook::KRETPROBE_TCP_V4_SYN_RECV_SOCK => "kretprobe:tcp_v4_syn_recv_sock",
+        hook::KRETPROBE_TCP_V6_SYN_RECV_SOCK => "kretprobe:tcp_v6_syn_recv_sock",
+        hook::TP_KFREE_SKB => "tracepoint:skb:kfree_skb",
+        _ => "unknown",
+    }
+}
+
+/// A decoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub time_ns: i128,
+    pub kind: Kind,
+    pub hook: &'static str,
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub accept_queue: u32,
+    pub accept_queue_max: u32,
+    pub syn_queue: u32,
+}
+
+fn addr(family: u8, bytes: [u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        let v6 = Ipv6Addr::from(bytes);
+        // A v4 peer of a dual-stack listener is reported as IPv4.
+        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than an event")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u8),
+    #[error("unknown address family {0}")]
+    UnknownFamily(u8),
+}
+
+impl Decoded {
+    /// Decodes a ring-buffer record; `boot_offset_ns` converts the kernel's
+    /// CLOCK_MONOTONIC stamp to wall-clock time.
+    pub fn decode(record: &[u8], boot_offset_ns: i128) -> Result<Self, DecodeError> {
+        let ev = Event::from_bytes(record).ok_or(DecodeError::Short(record.len()))?;
+        Self::from_event(&ev, boot_offset_ns)
+    }
+
+    pub fn from_event(ev: &Event, boot_offset_ns: i128) -> Result<Self, DecodeError> {
+        let kind = Kind::from_id(ev.kind).ok_or(DecodeError::UnknownKind(ev.kind))?;
+        if ev.family != AF_INET && ev.family != AF_INET6 {
+            return Err(DecodeError::UnknownFamily(ev.family));
+        }
+        Ok(Self {
+            time_ns: i128::from(ev.ts_ns) + boot_offset_ns,
+            kind,
+            hook: hook_name(ev.hook),
+            netns: ev.netns,
+            local: SocketAddr::new(addr(ev.family, ev.laddr), ev.lport),
+            remote: SocketAddr::new(addr(ev.family, ev.raddr), ev.rport),
+            accept_queue: ev.ack_backlog,
+            accept_queue_max: ev.max_ack_backlog,
+            syn_queue: ev.syn_qlen,
+        })
+    }
+
+    /// Identifies the connection (for "distinct connections affected").
+    pub fn connection(&self) -> (u32, SocketAddr, SocketAddr) {
+        (self.netns, self.local, self.remote)
+    }
+}
+
+/// RFC 3339 UTC time with nanoseconds, e.g. `2026-11-21T06:01:02.000000003Z`.
+pub fn rfc3339(ns: i128) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, in nanoseconds.
+pub fn boot_offset_ns() -> i128 {
+    fn now(clock: libc::clockid_t) -> i128 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into a timespec we own.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    }
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
+/// The NDJSON object of one event (`"type": "event"`).
+#[derive(Serialize)]
+pub struct EventJson<'a> {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub time: String,
+    pub kind: &'static str,
+    pub stage: &'static str,
+    pub action: &'static str,
+    pub netns: u32,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub accept_queue: u32,
+    pub accept_queue_max: u32,
+    pub syn_queue: u32,
+    pub hook: &'a str,
+}
+
+impl Decoded {
+    pub fn to_json(&self) -> EventJson<'_> {
+        EventJson {
+            ty: "event",
+            time: rfc3339(self.time_ns),
+            kind: self.kind.name(),
+            stage: self.kind.stage(),
+            action: self.kind.action(),
+            netns: self.netns,
+            family: if self.remote.is_ipv4() { "ipv4" } else { "ipv6" },
+            local_addr: self.local.ip().to_string(),
+            local_port: self.local.port(),
+            remote_addr: self.remote.ip().to_string(),
+            remote_port: self.remote.port(),
+            accept_queue: self.accept_queue,
+            accept_queue_max: self.accept_queue_max,
+            syn_queue: self.syn_queue,
+            hook: self.hook,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(kind: u8, family: u8) -> Event {
+        let mut ev = Event {
+            ts_ns: 5_000_000_123,
+            netns: 4026532000,
+            ack_backlog: 3,
+            max_ack_backlog: 2,
+            syn_qlen: 1,
+            lport: 8080,
+            rport: 40000,
+            kind,
+            hook: hook::TP_KFREE_SKB,
+            family,
+            ..Event::default()
+        };
+        ev.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.raddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        ev
+    }
+
+    #[test]
+    fn decodes_and_renders_json() {
+        let ev = raw(kind::ACK_OVERFLOW, AF_INET);
+        // SAFETY: Event is plain repr(C) data.
+        let bytes = unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), size_of::<Event>()) };
+        let d = Decoded::decode(bytes, 1_700_000_000_000_000_000).unwrap();
+        assert_eq!(d.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(d.remote, "127.0.0.2:40000".parse().unwrap());
+        let json = serde_json::to_string(&d.to_json()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"event","time":"2023-11-14T22:13:25.000000123Z","kind":"ack_overflow","stage":"ack","action":"drop","netns":4026532000,"family":"ipv4","local_addr":"127.0.0.1","local_port":8080,"remote_addr":"127.0.0.2","remote_port":40000,"accept_queue":3,"accept_queue_max":2,"syn_queue":1,"hook":"tracepoint:skb:kfree_skb"}"#
+        );
+    }
+
+    #[test]
+    fn ipv6_and_mapped_addresses() {
+        let mut ev = raw(kind::ACCEPT_QUEUE_FULL, AF_INET6);
+        ev.laddr = Ipv6Addr::LOCALHOST.octets();
+        ev.raddr = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets();
+        let d = Decoded::from_event(&ev, 0).unwrap();
+        assert_eq!(d.local.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(d.remote.ip(), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn garbage_records_are_errors_not_panics() {
+        assert_eq!(Decoded::decode(&[1, 2, 3], 0), Err(DecodeError::Short(3)));
+        assert_eq!(Decoded::from_event(&raw(0, AF_INET), 0), Err(DecodeError::UnknownKind(0)));
+        assert_eq!(Decoded::from_event(&raw(1, 7), 0), Err(DecodeError::UnknownFamily(7)));
+        // Every byte pattern of every length decodes or errors.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = Decoded::decode(&bytes, i128::MAX / 4);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_ids_round_trip() {
+        for id in 1..=kind::MAX {
+            let k = Kind::from_id(id).unwrap();
+            assert_eq!(Kind::ALL[k.index()], k);
+        }
+        let mut names: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), Kind::ALL.len());
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(rfc3339(1_795_219_200_500_000_000), "2026-11-21T00:00:00.500000000Z");
+    }
+}
