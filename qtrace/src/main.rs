@@ -1,11 +1,22 @@
 //! `qtrace`: see `qtrace --help`. The work happens in the library.
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use qtrace::cli::{Cli, Command, UsageError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as usual.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line, not clap's three: the reason is in the first.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("qtrace: {first}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,0 +1,260 @@
+//! Shared pieces of the root integration suite: a fresh network namespace
+//! per test (deleted by its guard), sockets created inside it, the
+//! namespace's own kernel counters, and a running `qtrace watch`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+/// Fails (never skips) when not root: CI runs as root, and a skipped root
+/// test would hide a broken tracer.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the integration suite loads eBPF programs and creates network namespaces: run it as root");
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace that exists for the test's lifetime.
+pub struct NetNs {
+    pub name: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl NetNs {
+    /// Creates `qtrace-test-<pid>-<n>` with loopback up and the given
+    /// per-namespace sysctls (`net.ipv4.tcp_syncookies=0`, ...).
+    pub fn new(sysctls: &[&str]) -> Self {
+        require_root();
+        let name = format!("qtrace-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        let ns = Self { name };
+        for s in sysctls {
+            sh(&format!("ip netns exec {} sysctl -qw {s}", ns.name));
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace; sockets it creates stay
+    /// in the namespace wherever they are used afterwards.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = File::open(format!("/run/netns/{}", self.name)).expect("namespace file");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a namespace fd we hold; affects this thread only.
+                assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+                f()
+            })
+            .join()
+            .expect("namespace thread")
+        })
+    }
+
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    /// The namespace's listen-queue counters from TcpExt (`nstat`).
+    pub fn counters(&self) -> Counters {
+        let text = self.run(|| std::fs::read_to_string("/proc/thread-self/net/netstat").expect("netstat"));
+        let lines: Vec<&str> = text.lines().collect();
+        let mut map = HashMap::new();
+        for pair in lines.chunks(2) {
+            let (Some(keys), Some(values)) = (pair.first(), pair.get(1)) else { continue };
+            if keys.starts_with("TcpExt:") {
+                for (k, v) in keys.split_whitespace().zip(values.split_whitespace()).skip(1) {
+                    if LISTEN_COUNTERS.contains(&k) {
+                        map.insert(k.to_owned(), v.parse().unwrap_or(0));
+                    }
+                }
+            }
+        }
+        Counters(map)
+    }
+
+    /// The listener's drop counter as `ss -ltm` shows it (`d<N>`).
+    pub fn ss_drops(&self, port: u16) -> u64 {
+        let out = self.exec(&format!("ss -ltmnH 'sport = :{port}'"));
+        out.split(|c: char| c == ',' || c == ')' || c.is_whitespace())
+            .filter_map(|f| f.strip_prefix('d'))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Holds back the clients' bare ACKs to `port` (they stay requests in
+    /// the listener's SYN queue) or, with `all`, every packet to `port`.
+    pub fn block(&self, port: u16, all: bool) {
+        let what = if all { String::new() } else { "tcp flags & (syn|ack|fin|rst|psh) == ack".into() };
+        self.exec(&format!(
+            "nft 'add table inet qtrace_test; add chain inet qtrace_test out {{ type filter hook output priority 0; }}; add rule inet qtrace_test out tcp dport {port} {what} drop'"
+        ));
+    }
+
+    pub fn unblock(&self) {
+        self.exec("nft delete table inet qtrace_test");
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+const LISTEN_COUNTERS: &[&str] = &["ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "EmbryonicRsts"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters(pub HashMap<String, u64>);
+
+impl Counters {
+    pub fn get(&self, k: &str) -> u64 {
+        self.0.get(k).copied().unwrap_or_else(|| panic!("no counter {k}"))
+    }
+    pub fn delta(&self, before: &Counters, k: &str) -> u64 {
+        self.get(k) - before.get(k)
+    }
+}
+
+pub fn listener(addr: SocketAddr, backlog: i32) -> Socket {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    s.set_reuse_address(true).expect("reuseaddr");
+    s.bind(&addr.into()).expect("bind");
+    s.listen(backlog).expect("listen");
+    s
+}
+
+/// Starts a connect without waiting for it.
+pub fn connect_nonblocking(addr: SocketAddr) -> Socket {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    s.set_nonblocking(true).expect("nonblocking");
+    let _ = s.connect(&addr.into());
+    s
+}
+
+pub fn connect(addr: SocketAddr) -> Socket {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    s.connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
+    s
+}
+
+/// Waits until `f` returns the same value twice `gap` apart.
+pub fn settle<T: PartialEq + Clone>(gap: Duration, mut f: impl FnMut() -> T) -> T {
+    let mut prev = f();
+    loop {
+        std::thread::sleep(gap);
+        let now = f();
+        if now == prev {
+            return now;
+        }
+        prev = now;
+    }
+}
+
+/// A running `qtrace watch`.
+pub struct Qtrace {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    pub stderr_lines: Vec<String>,
+}
+
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub records: Vec<Value>,
+    pub stdout: String,
+    pub stderr: Vec<String>,
+}
+
+impl Qtrace {
+    /// Starts `qtrace watch ARGS` from the host namespace and waits for its
+    /// ready line.
+    pub fn watch(args: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qtrace"))
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qtrace starts");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut q = Self { child, stderr: rx, stderr_lines: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match q.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.starts_with("qtrace: watching");
+                    q.stderr_lines.push(line);
+                    if ready {
+                        return q;
+                    }
+                }
+                Err(_) => panic!("qtrace did not become ready: {:?}", q.stderr_lines),
+            }
+        }
+    }
+
+    /// Stops it with `signal` and collects its NDJSON output.
+    pub fn stop(mut self, signal: i32) -> Finished {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let out = self.child.wait_with_output().expect("qtrace exits");
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_lines.push(line);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let records = stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l}: {e}")))
+            .collect();
+        Finished { status: out.status, records, stdout, stderr: self.stderr_lines }
+    }
+}
+
+impl Finished {
+    pub fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.records.iter().filter(move |r| r["type"] == ty)
+    }
+    pub fn events(&self, port: u16, kind: &str) -> Vec<&Value> {
+        self.of_type("event").filter(|e| e["local_port"] == port && e["kind"] == kind).collect()
+    }
+    /// Drops reported for `port`: one per drop event plus counted drops.
+    pub fn drops(&self, port: u16) -> u64 {
+        let events = self.of_type("event").filter(|e| e["local_port"] == port && e["action"] != "cookie").count() as u64;
+        let counted: u64 = self.of_type("counted").filter(|c| c["local_port"] == port).map(|c| c["count"].as_u64().unwrap()).sum();
+        events + counted
+    }
+    pub fn summary(&self, port: u16) -> Option<&Value> {
+        self.of_type("summary").find(|s| s["local_port"] == port)
+    }
+}
+
+/// Process-wide unique ports so tests never see each other's listeners.
+pub fn port() -> u16 {
+    static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+    20_000 + (std::process::id() % 2000) as u16 * 10 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) as u16
+}
