@@ -32,11 +32,11 @@ pub fn bump(index: u32) {
 #[inline(always)]
 pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &Backlog) {
     let key = CounterKey { netns: id.netns, port: id.port, kind, _pad: 0 };
-    match COUNTERS.get_ptr_mut(&key) {
+    match COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         Some(v) => unsafe { *v += 1 },
         None => {
-            if COUNTERS.insert(&key, &1, 0).is_err() {
+            if COUNTERS.insert(key, 1, 0).is_err() {
                 bump(stat::COUNTER_MAP_FULL);
             }
         }

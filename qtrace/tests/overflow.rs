@@ -198,7 +198,9 @@ fn unwatched_ports_produce_nothing() {
     assert!(leaked.is_empty(), "records for the unwatched port: {leaked:?}");
 }
 
-/// A listener that keeps up: zero drops in qtrace and in the kernel.
+/// A listener that keeps up: zero drops in qtrace and in the kernel. Each
+/// client waits for the server's greeting, so the accept queue never holds
+/// more than one connection however the two threads are scheduled.
 #[test]
 fn healthy_listener_reports_nothing() {
     let ns = NetNs::new(&[]);
@@ -208,12 +210,15 @@ fn healthy_listener_reports_nothing() {
     let srv = ns.run(|| listener(addr("127.0.0.1", p), 64));
     let server = std::thread::spawn(move || {
         for _ in 0..200 {
-            let (_c, _) = srv.accept().expect("accept");
+            let (c, _) = srv.accept().expect("accept");
+            c.send(b"+").expect("greeting");
         }
     });
     ns.run(|| {
         for _ in 0..200 {
-            drop(connect(addr("127.0.0.1", p)));
+            let mut c = connect(addr("127.0.0.1", p));
+            let mut buf = [0u8; 1];
+            c.read_exact(&mut buf).expect("greeting");
         }
     });
     server.join().unwrap();

@@ -1,1 +1,151 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | build | run | test`.
+//!
+//! `setup` installs what building and testing qtrace needs on a Debian
+//! machine, and skips whatever is already there, so every other command can
+//! call it first. The eBPF object itself is built by `qtrace/build.rs`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker version known to link aya 0.14 programs with Debian's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Debian packages qtrace's tests use at run time.
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq"];
+/// Debian packages needed only to build bpf-linker against LLVM 22.
+const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "qtrace's build and test automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: Debian packages, rust-src for nightly, bpf-linker.
+    Setup,
+    /// Set up, then build qtrace in release mode.
+    Build,
+    /// Set up, build, and run qtrace with the given arguments (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, then run clippy, the unit tests and the root integration suite.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::Build => setup().and_then(|()| build()),
+        Cmd::Run { args } => setup().and_then(|()| build()).and_then(|()| run(args)),
+        Cmd::Test => setup().and_then(|()| test()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev}", pkg])).is_some_and(|s| s.starts_with("ii"))
+}
+
+fn linker_ok() -> bool {
+    output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+}
+
+fn setup() -> Result<()> {
+    let linker = linker_ok();
+    let mut missing: Vec<&str> = TEST_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if !linker {
+        missing.extend(LINKER_BUILD_PACKAGES.iter().copied().filter(|p| !installed(p)));
+    }
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        status(Command::new("apt-get").args(["update", "-qq"]))?;
+        status(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    // The bpf target has no prebuilt core: aya-build uses nightly's
+    // -Z build-std=core, which needs the rust-src component.
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).context("rustup is needed")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("xtask: installing the nightly toolchain");
+        status(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+    }
+    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"])).unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to nightly");
+        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+
+    if !linker {
+        // Without LLVM_PREFIX bpf-linker finds the system's older
+        // llvm-config and fails to link.
+        eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
+        status(
+            Command::new("cargo")
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22", "--force"])
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build() -> Result<()> {
+    status(cargo().args(["build", "--release", "--package", "qtrace"]))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn run(args: Vec<OsString>) -> Result<()> {
+    let bin = target_dir().join("release/qtrace");
+    let st = Command::new(&bin).args(&args).status().with_context(|| format!("starting {}", bin.display()))?;
+    std::process::exit(st.code().unwrap_or(1));
+}
+
+fn test() -> Result<()> {
+    status(cargo().args(["clippy", "--workspace", "--exclude", "qtrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    // The programs only build for the bpf target (core from source).
+    status(
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "--package", "qtrace-ebpf", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]),
+    )?;
+    // Root tests share the kernel's programs and counters: one at a time.
+    status(cargo().args(["test", "--workspace", "--", "--test-threads=1"]))
+}

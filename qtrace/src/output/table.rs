@@ -5,8 +5,6 @@ use std::fmt::Write as _;
 use crate::aggregate::{Aggregator, PortKey, PortStats};
 use crate::event::{rfc3339, Kind};
 
-/// Kinds shown as columns: all of them, counted drops last.
-const COLUMNS: [Kind; 8] = Kind::ALL;
 
 fn last_event(st: &PortStats) -> String {
     match &st.last {
@@ -26,9 +24,12 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
     rows.sort_by(|a, b| b.1.drops().cmp(&a.1.drops()).then(a.0.cmp(b.0)));
     let active = |st: &PortStats| st.drops() > 0 || st.count(Kind::SyncookieSent) > 0;
     let quiet = rows.iter().filter(|(_, st)| !active(st)).count();
+    // Only kinds that occurred get a column: the view stays narrow, and a
+    // tier that cannot see a kind does not show a misleading zero.
+    let columns: Vec<Kind> = Kind::ALL.into_iter().filter(|k| rows.iter().any(|(_, st)| st.count(*k) > 0)).collect();
     let mut out = String::new();
     let _ = write!(out, "{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
-    for k in COLUMNS {
+    for k in &columns {
         let _ = write!(out, " {:>10}", k.column());
     }
     let _ = writeln!(out, " {:>7} {:>7} {:>6}  LAST EVENT", "DROPS", "DROPS/S", "CONNS");
@@ -38,8 +39,8 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
             None => "closed".into(),
         };
         let _ = write!(out, "{:>10} {:>5} {:>9}", key.netns, key.port, q);
-        for k in COLUMNS {
-            let _ = write!(out, " {:>10}", st.count(k));
+        for k in &columns {
+            let _ = write!(out, " {:>10}", st.count(*k));
         }
         let conns = format!("{}{}", st.connections(), if st.connections_capped { "+" } else { "" });
         let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {}", st.drops(), st.rate, conns, last_event(st));
@@ -84,8 +85,8 @@ mod tests {
         agg.tick(1.0);
         let text = render(&agg, false);
         let expected = concat!(
-            "     NETNS  PORT  ACCEPT-Q   SYN:ACCQ   SYN:SYNQ    COOKIES   ACK:DROP    ACK:RST COOKIE-ACK  SYN:OTHER    COUNTED   DROPS DROPS/S  CONNS  LAST EVENT\n",
-            "4026531840  8080    closed         40          0          0          2          0          0          0          0      42    42.0      1  01:02:03 ack_overflow from 127.0.0.1:40000\n",
+            "     NETNS  PORT  ACCEPT-Q   SYN:ACCQ   ACK:DROP   DROPS DROPS/S  CONNS  LAST EVENT\n",
+            "4026531840  8080    closed         40          2      42    42.0      1  01:02:03 ack_overflow from 127.0.0.1:40000\n",
             "(1 watched listener without drops)\n"
         );
         assert_eq!(text, expected);
