@@ -11,11 +11,15 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 /// bpf-linker version known to link aya 0.14 programs with Debian's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages qtrace's tests use at run time.
 const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq"];
+/// Debian packages the VM matrix needs.
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 /// Debian packages needed only to build bpf-linker against LLVM 22.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 
@@ -37,17 +41,22 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, then run clippy, the unit tests and the root integration suite.
+    /// Set up, then run clippy, the unit tests, the root integration suite
+    /// and the VM matrix.
     Test,
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and attach every
+    /// hook tier in each.
+    VmTest,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => setup(),
-        Cmd::Build => setup().and_then(|()| build()),
-        Cmd::Run { args } => setup().and_then(|()| build()).and_then(|()| run(args)),
-        Cmd::Test => setup().and_then(|()| test()),
+        Cmd::Setup => setup(&[]),
+        Cmd::Build => setup(&[]).and_then(|()| build()),
+        Cmd::Run { args } => setup(&[]).and_then(|()| build()).and_then(|()| run(args)),
+        Cmd::Test => setup(VM_PACKAGES).and_then(|()| test()),
+        Cmd::VmTest => setup(VM_PACKAGES).and_then(|()| build()).and_then(|()| vm_test()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,9 +89,9 @@ fn linker_ok() -> bool {
     output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
 }
 
-fn setup() -> Result<()> {
+fn setup(extra: &[&'static str]) -> Result<()> {
     let linker = linker_ok();
-    let mut missing: Vec<&str> = TEST_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let mut missing: Vec<&str> = TEST_PACKAGES.iter().chain(extra).copied().filter(|p| !installed(p)).collect();
     if !linker {
         missing.extend(LINKER_BUILD_PACKAGES.iter().copied().filter(|p| !installed(p)));
     }
@@ -132,6 +141,10 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+fn vm_test() -> Result<()> {
+    vm::vm_test(&target_dir().join("release/qtrace"))
+}
+
 fn run(args: Vec<OsString>) -> Result<()> {
     let bin = target_dir().join("release/qtrace");
     let st = Command::new(&bin).args(&args).status().with_context(|| format!("starting {}", bin.display()))?;
@@ -147,5 +160,8 @@ fn test() -> Result<()> {
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]),
     )?;
     // Root tests share the kernel's programs and counters: one at a time.
-    status(cargo().args(["test", "--workspace", "--", "--test-threads=1"]))
+    // The programs' crate has no host build (no_std, no_main).
+    status(cargo().args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--", "--test-threads=1"]))?;
+    build()?;
+    vm_test()
 }
