@@ -48,8 +48,13 @@ pub mod kind {
     /// SYN dropped in `tcp_conn_request` for another reason (memory, route,
     /// security hook): queues were not full.
     pub const SYN_DROP_OTHER: u8 = 7;
+    /// Not an overflow: a request-route packet that `tcp_v4_rcv` /
+    /// `tcp_v6_rcv` discarded (`discard_and_relse`), which moves the
+    /// listener's drop counter but not `ListenDrops` (for example the bare
+    /// ACKs a `TCP_DEFER_ACCEPT` listener ignores). Counted, never sent.
+    pub const LISTENER_DISCARD: u8 = 8;
     /// Highest id in use.
-    pub const MAX: u8 = 7;
+    pub const MAX: u8 = 8;
 }
 
 /// Which program saw an event. Values are stable ids.
@@ -172,8 +177,31 @@ pub struct Config {
     pub skb_protocol: u32,
     /// `struct net`: `ipv4.sysctl_max_syn_backlog` (an `int` on every kernel).
     pub net_max_syn_backlog: u32,
+    /// `skb:kfree_skb`: offset of `location` (the caller's address).
+    pub tp_kfree_skb_location: u32,
+    /// Value of `SKB_DROP_REASON_NO_SOCKET` (a syncookie ACK whose child
+    /// could not be created, in `cookie_v4_check` / `cookie_v6_check`).
+    pub reason_no_socket: u32,
+    /// `struct sock`: `__sk_common.skc_state` (one byte).
+    pub sk_state: u32,
+    pub _pad: u32,
+    /// Text ranges from kallsyms as (start, end) pairs in [`range`] order:
+    /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
+    pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 96);
+const _: () = assert!(core::mem::size_of::<Config>() == 112 + 16 * range::LEN);
+
+/// Kernel functions whose text range the tracepoint tier matches `location`
+/// against.
+pub mod range {
+    pub const TCP_V4_RCV: usize = 0;
+    pub const TCP_V6_RCV: usize = 1;
+    pub const COOKIE_V4_CHECK: usize = 2;
+    pub const COOKIE_V6_CHECK: usize = 3;
+    pub const LEN: usize = 4;
+    /// Symbol names, in index order.
+    pub const NAMES: [&str; LEN] = ["tcp_v4_rcv", "tcp_v6_rcv", "cookie_v4_check", "cookie_v6_check"];
+}
 
 impl Config {
     /// A configuration with every offset marked absent and no filter.
@@ -203,6 +231,11 @@ impl Config {
             skb_transport_header: OFFSET_NONE,
             skb_protocol: OFFSET_NONE,
             net_max_syn_backlog: OFFSET_NONE,
+            tp_kfree_skb_location: OFFSET_NONE,
+            reason_no_socket: OFFSET_NONE,
+            sk_state: OFFSET_NONE,
+            _pad: 0,
+            ranges: [0; 2 * range::LEN],
         }
     }
 }

@@ -27,10 +27,9 @@ pub fn bump(index: u32) {
     }
 }
 
-/// Counts one `kind` for the listener, then sends the event if the ring
-/// buffer has room (and counts it as lost if not).
+/// Counts one `kind` for the listener in the per-CPU counters.
 #[inline(always)]
-pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &Backlog) {
+pub fn count(kind: u8, id: &Identity) {
     let key = CounterKey { netns: id.netns, port: id.port, kind, _pad: 0 };
     match COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
@@ -41,6 +40,13 @@ pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, 
             }
         }
     }
+}
+
+/// Counts one `kind` for the listener, then sends the event if the ring
+/// buffer has room (and counts it as lost if not).
+#[inline(always)]
+pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &Backlog) {
+    count(kind, id);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(stat::RINGBUF_FULL);
         return;

@@ -5,40 +5,88 @@
 //! `tcp_check_req()` before the `tcp_abort_on_overflow` test, so both the
 //! silent and the reset case carry it), and since 6.11 the record has
 //! `rx_sk`, the listener. The reason's value and the record layout come from
-//! the tracepoint's format file at load time. A syncookie ACK's overflow
-//! (`cookie_v4_check`) and SYN-stage drops do not pass here: userspace
-//! counts those from the listener's drop counter.
+//! the tracepoint's format file at load time.
+//!
+//! Two more drops with the listener as `rx_sk` matter (Linux 6.11+):
+//! - `cookie_v4_check` / `cookie_v6_check` free a syncookie ACK with
+//!   `NO_SOCKET` when `tcp_get_cookie_sock()` made no child: with the accept
+//!   queue full, a syncookie-ACK overflow;
+//! - `tcp_v4_rcv` / `tcp_v6_rcv` free other request-route packets through
+//!   `discard_and_relse`, which bumps the listener's drop counter without
+//!   being a listen drop (`TCP_DEFER_ACCEPT`'s bare ACKs, for example):
+//!   counted so userspace can take them out of that counter.
+//!
+//! Functions are told apart by `location`, matched against text ranges from
+//! kallsyms. SYN-stage drops never pass here (`consume_skb`): userspace
+//! derives them from the listener's drop counter.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _};
-use qtrace_common::{hook, kind, stat, OFFSET_NONE};
+use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE};
 
-use crate::emit::{bump, emit, watched};
+use crate::emit::{bump, count, emit, watched};
 use crate::listener::{backlog, config, identity, read, sysctl};
+
+/// `TCP_LISTEN` in `enum tcp_state`.
+const TCP_LISTEN: u8 = 10;
+
+/// Whether `addr` lies in the kernel function `range::*` names.
+#[inline(always)]
+fn in_range(cfg: &Config, which: usize, addr: u64) -> bool {
+    let (start, end) = (cfg.ranges[2 * which], cfg.ranges[2 * which + 1]);
+    start != 0 && addr >= start && addr < end
+}
 
 #[inline(always)]
 fn on_kfree_skb(ctx: &TracePointContext) {
     let Some(cfg) = config() else { return };
-    if cfg.reason_listen_overflow == OFFSET_NONE {
+    if cfg.tp_kfree_skb_rx_sk == OFFSET_NONE {
         return;
     }
     // Record fields at offsets from this kernel's format file.
     let rec = ctx.as_ptr() as u64;
-    if read::<u32>(rec, cfg.tp_kfree_skb_reason) != cfg.reason_listen_overflow {
-        return;
-    }
     let sk: u64 = read(rec, cfg.tp_kfree_skb_rx_sk);
-    let skb: u64 = read(rec, cfg.tp_kfree_skb_skbaddr);
+    if sk == 0 {
+        return;
+    }
+    let reason: u32 = read(rec, cfg.tp_kfree_skb_reason);
+    if reason == cfg.reason_listen_overflow {
+        // tcp_check_req: a request's final ACK, accept queue full.
+        let id = identity(cfg, sk);
+        if !id.valid() {
+            bump(stat::READ_FAILED);
+            return;
+        }
+        if !watched(cfg, &id) {
+            return;
+        }
+        let q = backlog(cfg, sk);
+        let k = if sysctl(cfg, id.net, cfg.net_abort_on_overflow) != 0 { kind::ACK_OVERFLOW_RESET } else { kind::ACK_OVERFLOW };
+        emit(cfg, k, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
+        return;
+    }
+    // Everything else only matters when the socket is a listener.
+    if read::<u8>(sk, cfg.sk_state) != TCP_LISTEN {
+        return;
+    }
     let id = identity(cfg, sk);
-    if !id.valid() {
-        bump(stat::READ_FAILED);
+    if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    if !watched(cfg, &id) {
-        return;
+    let location: u64 = read(rec, cfg.tp_kfree_skb_location);
+    if reason == cfg.reason_no_socket
+        && (in_range(cfg, range::COOKIE_V4_CHECK, location) || in_range(cfg, range::COOKIE_V6_CHECK, location))
+    {
+        // cookie_v4_check / cookie_v6_check: tcp_get_cookie_sock() found no
+        // child; with the accept queue full that is a syncookie ACK overflow.
+        let q = backlog(cfg, sk);
+        if q.accept_queue_full() {
+            emit(cfg, kind::COOKIE_ACK_OVERFLOW, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
+        }
+    } else if in_range(cfg, range::TCP_V4_RCV, location) || in_range(cfg, range::TCP_V6_RCV, location) {
+        // tcp_v4_rcv / tcp_v6_rcv discarding for a listener goes through
+        // discard_and_relse, which adds to the listener's drop counter.
+        count(kind::LISTENER_DISCARD, &id);
     }
-    let q = backlog(cfg, sk);
-    let k = if sysctl(cfg, id.net, cfg.net_abort_on_overflow) != 0 { kind::ACK_OVERFLOW_RESET } else { kind::ACK_OVERFLOW };
-    emit(cfg, k, hook::TP_KFREE_SKB, &id, sk, skb, &q);
 }
 
 #[tracepoint]

@@ -114,12 +114,21 @@ pub struct Aggregator {
     seen_first_snapshot: bool,
     filter_ports: PortSet,
     filter_netns: Option<u32>,
+    /// Whether drops are derived from listener counters (only where hooks
+    /// miss some `tcp_listendrop()` paths: the tracepoint tier).
+    derive_counted: bool,
     pub losses: Losses,
 }
 
 impl Aggregator {
     pub fn new(filter_netns: Option<u32>, filter_ports: PortSet) -> Self {
-        Self { filter_netns, filter_ports, ..Self::default() }
+        Self { filter_netns, filter_ports, derive_counted: true, ..Self::default() }
+    }
+
+    /// On tiers that hook every `tcp_listendrop()` caller, whatever else
+    /// moves a listener's drop counter is not a listen drop: derive nothing.
+    pub fn set_derive_counted(&mut self, on: bool) {
+        self.derive_counted = on;
     }
 
     fn watched(&self, netns: u32, port: u16) -> bool {
@@ -201,7 +210,7 @@ impl Aggregator {
             let settled = derived.min(st.derived_prev);
             st.derived_prev = derived;
             let slot = &mut st.kinds[Kind::ListenerDropCounted.index()];
-            if settled > *slot {
+            if self.derive_counted && settled > *slot {
                 out.push(CountedDelta { key: *key, count: settled - *slot, total: settled });
                 *slot = settled;
             }
@@ -296,6 +305,22 @@ mod tests {
         agg.on_counters([(key(qtrace_common::kind::ACK_OVERFLOW), 1)]);
         assert!(agg.on_listeners(&snap(7, vec![listener(8080, 1, 2, (3, 2))])).is_empty());
         assert_eq!(agg.ports()[&PortKey { netns: 7, port: 8080 }].drops(), 1);
+    }
+
+    #[test]
+    fn discards_are_taken_out_and_hooked_tiers_derive_nothing() {
+        for derive in [true, false] {
+            let mut agg = Aggregator::new(None, PortSet::default());
+            agg.set_derive_counted(derive);
+            agg.on_listeners(&snap(7, vec![listener(8080, 1, 0, (0, 64))]));
+            // 10 deferred bare ACKs and 4 SYN-stage drops moved the counter.
+            agg.on_counters([(key(qtrace_common::kind::LISTENER_DISCARD), 10)]);
+            agg.on_listeners(&snap(7, vec![listener(8080, 1, 14, (0, 64))]));
+            agg.on_listeners(&snap(7, vec![listener(8080, 1, 14, (0, 64))]));
+            let st = &agg.ports()[&PortKey { netns: 7, port: 8080 }];
+            assert_eq!(st.drops(), if derive { 4 } else { 0 });
+            assert_eq!(st.count(Kind::ListenerDiscard), 10);
+        }
     }
 
     #[test]

@@ -20,10 +20,13 @@ pub enum Kind {
     SynDropOther,
     /// Drops known only from the listener's drop counter.
     ListenerDropCounted,
+    /// Not an overflow: request-route packets the kernel discarded, which
+    /// move the listener's drop counter without being listen drops.
+    ListenerDiscard,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::AcceptQueueFull,
         Kind::SynQueueFull,
         Kind::SyncookieSent,
@@ -32,6 +35,7 @@ impl Kind {
         Kind::CookieAckOverflow,
         Kind::SynDropOther,
         Kind::ListenerDropCounted,
+        Kind::ListenerDiscard,
     ];
 
     pub fn from_id(id: u8) -> Option<Self> {
@@ -43,6 +47,7 @@ impl Kind {
             kind::ACK_OVERFLOW_RESET => Kind::AckOverflowReset,
             kind::COOKIE_ACK_OVERFLOW => Kind::CookieAckOverflow,
             kind::SYN_DROP_OTHER => Kind::SynDropOther,
+            kind::LISTENER_DISCARD => Kind::ListenerDiscard,
             _ => return None,
         })
     }
@@ -61,6 +66,7 @@ impl Kind {
             Kind::CookieAckOverflow => "cookie_ack_overflow",
             Kind::SynDropOther => "syn_drop_other",
             Kind::ListenerDropCounted => "listener_drop_counted",
+            Kind::ListenerDiscard => "listener_discard",
         }
     }
 
@@ -75,6 +81,7 @@ impl Kind {
             Kind::CookieAckOverflow => "COOKIE-ACK",
             Kind::SynDropOther => "SYN:OTHER",
             Kind::ListenerDropCounted => "COUNTED",
+            Kind::ListenerDiscard => "DISCARDS",
         }
     }
 
@@ -83,7 +90,7 @@ impl Kind {
         match self {
             Kind::AcceptQueueFull | Kind::SynQueueFull | Kind::SyncookieSent | Kind::SynDropOther => "syn",
             Kind::AckOverflow | Kind::AckOverflowReset | Kind::CookieAckOverflow => "ack",
-            Kind::ListenerDropCounted => "unknown",
+            Kind::ListenerDropCounted | Kind::ListenerDiscard => "unknown",
         }
     }
 
@@ -92,6 +99,7 @@ impl Kind {
         match self {
             Kind::AckOverflowReset => "reset",
             Kind::SyncookieSent => "cookie",
+            Kind::ListenerDiscard => "discard",
             _ => "drop",
         }
     }
@@ -99,14 +107,15 @@ impl Kind {
     /// Whether the packet was lost to the client (every kind but cookies);
     /// these add up to the namespace's `ListenDrops`.
     pub fn is_drop(self) -> bool {
-        self != Kind::SyncookieSent
+        !matches!(self, Kind::SyncookieSent | Kind::ListenerDiscard)
     }
 
     /// How many times one such packet moves the listener's drop counter.
     /// A request's final ACK that overflows is counted by `tcp_listendrop()`
     /// in `tcp_v4_syn_recv_sock` and again by `sk_drops_add()` when
     /// `tcp_v4_rcv` discards it (`discard_and_relse`); the SYN stage and the
-    /// syncookie route only by `tcp_listendrop()`.
+    /// syncookie route only by `tcp_listendrop()`; other request-route
+    /// discards only by `sk_drops_add()`.
     pub fn listener_drop_weight(self) -> u64 {
         match self {
             Kind::AckOverflow | Kind::AckOverflowReset => 2,
@@ -190,11 +199,6 @@ impl Decoded {
             accept_queue_max: ev.max_ack_backlog,
             syn_queue: ev.syn_qlen,
         })
-    }
-
-    /// Identifies the connection (for "distinct connections affected").
-    pub fn connection(&self) -> (u32, SocketAddr, SocketAddr) {
-        (self.netns, self.local, self.remote)
     }
 }
 

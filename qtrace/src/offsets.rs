@@ -2,7 +2,7 @@
 //! tracepoint record layouts from tracefs, resolved on the running kernel.
 
 use anyhow::{bail, Context, Result};
-use qtrace_common::{Config, OFFSET_NONE};
+use qtrace_common::{range, Config, OFFSET_NONE};
 
 use crate::btf::{Btf, BtfError};
 
@@ -10,6 +10,7 @@ use crate::btf::{Btf, BtfError};
 /// Present on every kernel from 5.10 through 6.18 (checked by the VM matrix).
 pub const STRUCT_FIELDS: &[(&str, &str)] = &[
     ("sock", "__sk_common.skc_family"),
+    ("sock", "__sk_common.skc_state"),
     ("sock", "__sk_common.skc_num"),
     ("sock", "__sk_common.skc_rcv_saddr"),
     ("sock", "__sk_common.skc_net"),
@@ -39,6 +40,7 @@ fn offset(btf: &Btf, root: &str, path: &str, size: &[u32]) -> Result<u32> {
 pub fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
     cfg.sk_family = offset(btf, "sock", "__sk_common.skc_family", &[2])?;
     cfg.sk_num = offset(btf, "sock", "__sk_common.skc_num", &[2])?;
+    cfg.sk_state = offset(btf, "sock", "__sk_common.skc_state", &[1])?;
     cfg.sk_rcv_saddr = offset(btf, "sock", "__sk_common.skc_rcv_saddr", &[4])?;
     // Absent on kernels built without IPv6.
     cfg.sk_v6_rcv_saddr = match btf.field("sock", "__sk_common.skc_v6_rcv_saddr") {
@@ -133,34 +135,66 @@ impl TpFormat {
 }
 
 /// Fills the `skb:kfree_skb` layout of `cfg` and returns why per-event ACK
-/// overflow detail is unavailable on this kernel, if it is.
+/// overflow detail is missing on this kernel, if it is.
 ///
-/// `TCP_LISTEN_OVERFLOW` exists since Linux 6.15 (the ACK of a request whose
-/// listener's accept queue is full is freed with it in `tcp_v4_rcv`, via
-/// `tcp_check_req`); `rx_sk`, the listener, since 6.11. Before that the
-/// tracepoint tier sees no ACK overflow individually, and every drop is
-/// counted from the listener's own drop counter instead.
+/// `rx_sk` (the listener) exists since Linux 6.11; `TCP_LISTEN_OVERFLOW`
+/// since 6.15 (the ACK of a request whose listener's accept queue is full is
+/// freed with it in `tcp_v4_rcv`, via `tcp_check_req`). Without `rx_sk` the
+/// tracepoint tier sees nothing per listener and every drop is counted from
+/// the listener's own drop counter instead.
 pub fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String> {
-    let Some(reason) = fmt.field("reason") else {
+    let field = |name: &str, size: u32| fmt.field(name).filter(|f| f.size == size).map(|f| f.offset);
+    let Some(reason) = field("reason", 4) else {
         return Some("skb:kfree_skb has no drop reason on this kernel (added in 5.17)".into());
     };
-    let Some(value) = fmt.symbol("TCP_LISTEN_OVERFLOW") else {
-        return Some("this kernel has no TCP_LISTEN_OVERFLOW drop reason (added in 6.15)".into());
+    let (Some(rx_sk), Some(skbaddr), Some(location)) = (field("rx_sk", 8), field("skbaddr", 8), field("location", 8)) else {
+        return Some("skb:kfree_skb does not name the receiving socket on this kernel (rx_sk, added in 6.11)".into());
     };
-    let Some(rx_sk) = fmt.field("rx_sk") else {
-        return Some("skb:kfree_skb has no rx_sk field on this kernel (added in 6.11)".into());
-    };
-    let Some(skbaddr) = fmt.field("skbaddr") else {
-        return Some("skb:kfree_skb has no skbaddr field".into());
-    };
-    if reason.size != 4 || rx_sk.size != 8 || skbaddr.size != 8 {
-        return Some("skb:kfree_skb's record layout is not the one qtrace knows".into());
+    cfg.tp_kfree_skb_reason = reason;
+    cfg.tp_kfree_skb_rx_sk = rx_sk;
+    cfg.tp_kfree_skb_skbaddr = skbaddr;
+    cfg.tp_kfree_skb_location = location;
+    if let Some(v) = fmt.symbol("NO_SOCKET") {
+        cfg.reason_no_socket = v as u32;
     }
-    cfg.tp_kfree_skb_reason = reason.offset;
-    cfg.tp_kfree_skb_rx_sk = rx_sk.offset;
-    cfg.tp_kfree_skb_skbaddr = skbaddr.offset;
-    cfg.reason_listen_overflow = value as u32;
-    None
+    match fmt.symbol("TCP_LISTEN_OVERFLOW") {
+        Some(v) => {
+            cfg.reason_listen_overflow = v as u32;
+            None
+        }
+        None => Some("this kernel has no TCP_LISTEN_OVERFLOW drop reason (added in 6.15)".into()),
+    }
+}
+
+/// Fills `cfg.ranges` from `/proc/kallsyms`-formatted text. Returns the
+/// names it could not place (absent, or addresses hidden by kptr_restrict).
+pub fn ranges_from_kallsyms(text: &str, cfg: &mut Config) -> Vec<&'static str> {
+    let mut syms: Vec<(u64, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+            let ty = it.next()?;
+            let name = it.next()?;
+            (addr != 0 && matches!(ty, "t" | "T")).then_some((addr, name))
+        })
+        .collect();
+    syms.sort_unstable();
+    let mut missing = Vec::new();
+    for (i, want) in range::NAMES.iter().enumerate() {
+        let found = syms.iter().position(|(_, n)| n == want).and_then(|at| {
+            let start = syms[at].0;
+            syms[at..].iter().find(|(a, _)| *a > start).map(|(end, _)| (start, *end))
+        });
+        match found {
+            Some((start, end)) => {
+                cfg.ranges[2 * i] = start;
+                cfg.ranges[2 * i + 1] = end;
+            }
+            None => missing.push(*want),
+        }
+    }
+    missing
 }
 
 #[cfg(test)]
@@ -204,6 +238,7 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
         let mut cfg = Config::empty();
         assert_eq!(from_kfree_skb_format(&fmt, &mut cfg), None);
         assert_eq!((cfg.tp_kfree_skb_reason, cfg.tp_kfree_skb_rx_sk, cfg.reason_listen_overflow), (36, 24, 40));
+        assert_eq!((cfg.tp_kfree_skb_location, cfg.reason_no_socket), (16, 3));
     }
 
     #[test]
@@ -214,9 +249,28 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
         let why = from_kfree_skb_format(&fmt, &mut cfg).unwrap();
         assert!(why.contains("no drop reason"), "{why}");
         assert_eq!(cfg.reason_listen_overflow, OFFSET_NONE);
-        // 6.1 to 6.14: a reason, but not this one.
+        // 6.11 to 6.14: rx_sk, but not this reason (the layout is still used).
         let fmt = TpFormat::parse(&KFREE_SKB_6_18.replace("TCP_LISTEN_OVERFLOW", "SOMETHING_ELSE"));
         assert!(from_kfree_skb_format(&fmt, &mut cfg).unwrap().contains("6.15"));
+        assert_eq!((cfg.tp_kfree_skb_rx_sk, cfg.reason_listen_overflow), (24, OFFSET_NONE));
+        // 5.17 to 6.10: a reason, no rx_sk.
+        let fmt = TpFormat::parse(&KFREE_SKB_6_18.replace("rx_sk", "other"));
+        let mut cfg = Config::empty();
+        assert!(from_kfree_skb_format(&fmt, &mut cfg).unwrap().contains("6.11"));
+        assert_eq!(cfg.tp_kfree_skb_rx_sk, OFFSET_NONE);
+    }
+
+    #[test]
+    fn kallsyms_ranges_end_at_the_next_symbol() {
+        let text = "ffffffff82034db0 T __pfx_tcp4_proc_exit\nffffffff820339c0 T tcp_v4_rcv\nffffffff82089f40 T cookie_v4_check\nffffffff82089f00 d some_data\nffffffff8208a000 t next_fn\n";
+        let mut cfg = Config::empty();
+        let missing = ranges_from_kallsyms(text, &mut cfg);
+        assert_eq!(&cfg.ranges[0..2], &[0xffffffff820339c0, 0xffffffff82034db0]);
+        assert_eq!(&cfg.ranges[4..6], &[0xffffffff82089f40, 0xffffffff8208a000]);
+        assert_eq!(missing, vec!["tcp_v6_rcv", "cookie_v6_check"]);
+        // kptr_restrict: every address is zero.
+        let mut cfg = Config::empty();
+        assert_eq!(ranges_from_kallsyms("0000000000000000 T tcp_v4_rcv\n", &mut cfg).len(), 4);
     }
 
     #[test]

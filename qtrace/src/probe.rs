@@ -44,13 +44,6 @@ impl fmt::Display for Tier {
     }
 }
 
-impl Tier {
-    /// Whether this tier sees SYN-stage drops one by one.
-    pub fn sees_syn_stage(self) -> bool {
-        !matches!(self, Tier::Tracepoint)
-    }
-}
-
 /// `--hooks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HookChoice {
@@ -158,7 +151,12 @@ impl Probe {
         let tracefs = ensure_tracefs()?;
         let fmt_path = tracefs.join("events/skb/kfree_skb/format");
         let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
-        let ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
+        let mut ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let missing = offsets::ranges_from_kallsyms(&kallsyms, &mut cfg);
+        if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
+            ack_detail_missing = Some("kernel addresses are hidden (/proc/kallsyms, kernel.kptr_restrict)".into());
+        }
         cfg.filter_netns = filter.netns.unwrap_or(0);
         cfg.filter_ports = u32::from(!filter.ports.is_all());
 

@@ -13,8 +13,7 @@ use crate::aggregate::Losses;
 pub fn counters(map: &PerCpuHashMap<MapData, CounterKey, u64>) -> Result<BTreeMap<CounterKey, u64>> {
     let mut out = BTreeMap::new();
     for item in map.iter() {
-        // A key deleted between iteration steps is not an error worth
-        // stopping for; qtrace never deletes keys, so treat it as fatal.
+        // Nothing deletes keys, so any error here is a real map failure.
         let (key, values) = item.context("reading the counters map")?;
         out.insert(key, values.iter().sum());
     }

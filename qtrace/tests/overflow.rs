@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{connect, connect_nonblocking, listener, port, settle, NetNs, Qtrace};
+use std::os::fd::AsRawFd;
 use socket2::Socket;
 
 const SETTLE: Duration = Duration::from_millis(400);
@@ -157,11 +158,10 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset() {
     assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
 }
 
-/// Syncookie ACKs overflow through `cookie_v4_check`, which no tracepoint
-/// reports on this kernel: qtrace counts them exactly from the listener's
-/// drop counter instead.
+/// Syncookie ACKs overflow through `tcp_get_cookie_sock()`: every tier
+/// reports them one by one (`cookie_v4_check` frees them with `NO_SOCKET`).
 #[test]
-fn syncookie_ack_overflows_are_counted_exactly() {
+fn syncookie_ack_overflows_are_reported_per_event() {
     // syncookies=2: every SYN is answered with a cookie, so every final ACK
     // takes the cookie route.
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=2"]);
@@ -175,9 +175,77 @@ fn syncookie_ack_overflows_are_counted_exactly() {
     let done = q.stop(libc::SIGINT);
 
     let drops = after.delta(&before, "ListenDrops");
-    assert!(after.delta(&before, "ListenOverflows") >= 3);
-    assert_eq!(done.drops(p), drops, "counted drops equal ListenDrops");
-    assert_eq!(done.summary(p).unwrap()["listener_drop_counter"], drops);
+    let overflows = after.delta(&before, "ListenOverflows");
+    assert!(overflows >= 3);
+    assert_eq!(done.events(p, "cookie_ack_overflow").len() as u64, overflows, "one event per ListenOverflows");
+    assert_eq!(done.drops(p), drops, "drops equal ListenDrops");
+    assert_eq!(done.summary(p).unwrap()["listener_drop_counter"], drops, "the cookie route moves the listener's counter once");
+    assert_eq!(done.summary(p).unwrap()["connections"], 3);
+}
+
+/// A SYN arriving while the SYN queue is full, syncookies off: dropped
+/// (`TCPReqQFullDrop`). Requests stay in the SYN queue because their final
+/// ACKs are held back.
+#[test]
+fn syn_queue_full_drops_add_up() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0"]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let _srv = ns.run(|| listener(addr("127.0.0.1", p), 4));
+    ns.block(p, false);
+    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.block(p, true);
+    drop(clients);
+    let after = settle(SETTLE, || ns.counters());
+    let done = q.stop(libc::SIGINT);
+
+    let full = after.delta(&before, "TCPReqQFullDrop");
+    assert!(full >= 4, "the SYN queue overflowed (TCPReqQFullDrop +{full})");
+    assert_eq!(after.delta(&before, "ListenOverflows"), 0, "the accept queue never filled");
+    assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
+    if done.sees_syn_stage() {
+        assert_eq!(done.events(p, "syn_queue_full").len() as u64, full);
+    }
+}
+
+/// `TCP_DEFER_ACCEPT` (nginx `deferred`): the kernel discards each bare
+/// final ACK, which moves the listener's drop counter (`ss` shows d<N>) but
+/// is no listen drop. qtrace must not report those as drops.
+#[test]
+fn deferred_accept_listener_reports_no_drops() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let srv = ns.run(|| {
+        let s = listener(addr("127.0.0.1", p), 64);
+        let secs: libc::c_int = 5;
+        // SAFETY: setsockopt with a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, (&secs as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32)
+        };
+        assert_eq!(rc, 0, "TCP_DEFER_ACCEPT");
+        s
+    });
+    let clients: Vec<Socket> = ns.run(|| (0..10).map(|_| connect(addr("127.0.0.1", p))).collect());
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &clients {
+        c.send(b"x").unwrap();
+    }
+    for _ in 0..10 {
+        srv.accept().expect("accept");
+    }
+    let discards = settle(SETTLE, || ns.ss_drops(p));
+    let after = ns.counters();
+    let done = q.stop(libc::SIGINT);
+    assert_eq!(after.delta(&before, "ListenDrops"), 0);
+    assert!(discards >= 10, "the listener counted its deferred ACKs (d{discards})");
+    assert_eq!(done.drops(p), 0, "{:?}", done.records);
+    if done.tier == "tracepoint" {
+        assert_eq!(done.summary(p).unwrap()["counts"]["listener_discard"], discards);
+    }
 }
 
 /// `--port` is applied in the kernel: an overflowing listener on another

@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{UsageError, WatchArgs};
 use crate::aggregate::Aggregator;
-use crate::event::{self, Decoded};
+use crate::event::{self, Decoded, Kind};
 use crate::netns::{self, Namespaces};
 use crate::output::{ndjson, table};
 use crate::ports::PortSet;
@@ -137,6 +137,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
 
     let mut probe = Probe::attach(args.hooks, &Filter { netns, ports: ports.clone() })?;
     let Maps { events, counters, stats } = probe.take_maps()?;
+    agg.set_derive_counted(probe.tier == Tier::Tracepoint);
     for (tier, why) in &probe.refused {
         eprintln!("qtrace: {tier} tier unavailable: {why}");
     }
@@ -220,7 +221,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     probe.detach();
     if args.json {
         for (key, st) in w.agg.ports() {
-            if st.drops() > 0 || st.events > 0 {
+            if st.events > 0 || Kind::ALL.iter().any(|k| st.count(*k) > 0) {
                 w.out.json(&ndjson::summary(key, st));
             }
         }

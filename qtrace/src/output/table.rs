@@ -26,7 +26,11 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
     let quiet = rows.iter().filter(|(_, st)| !active(st)).count();
     // Only kinds that occurred get a column: the view stays narrow, and a
     // tier that cannot see a kind does not show a misleading zero.
-    let columns: Vec<Kind> = Kind::ALL.into_iter().filter(|k| rows.iter().any(|(_, st)| st.count(*k) > 0)).collect();
+    // Discards are not overflows; they stay in the JSON summary.
+    let columns: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| *k != Kind::ListenerDiscard && rows.iter().any(|(_, st)| st.count(*k) > 0))
+        .collect();
     let mut out = String::new();
     let _ = write!(out, "{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
     for k in &columns {

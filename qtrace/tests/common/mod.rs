@@ -170,9 +170,12 @@ pub struct Qtrace {
     child: Child,
     stderr: mpsc::Receiver<String>,
     pub stderr_lines: Vec<String>,
+    /// The hook tier it attached (from its ready line).
+    pub tier: String,
 }
 
 pub struct Finished {
+    pub tier: String,
     pub status: std::process::ExitStatus,
     pub records: Vec<Value>,
     pub stdout: String,
@@ -181,11 +184,15 @@ pub struct Finished {
 
 impl Qtrace {
     /// Starts `qtrace watch ARGS` from the host namespace and waits for its
-    /// ready line.
+    /// ready line. `QTRACE_BIN` overrides the binary (the VM matrix puts it
+    /// elsewhere) and `QTRACE_TEST_HOOKS` forces a hook tier.
     pub fn watch(args: &[&str]) -> Self {
         require_root();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qtrace"))
+        let bin = std::env::var("QTRACE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_qtrace").to_owned());
+        let hooks = std::env::var("QTRACE_TEST_HOOKS").unwrap_or_else(|_| "auto".into());
+        let mut child = Command::new(bin)
             .arg("watch")
+            .args(["--hooks", &hooks])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -200,13 +207,17 @@ impl Qtrace {
                 }
             }
         });
-        let mut q = Self { child, stderr: rx, stderr_lines: Vec::new() };
+        let mut q = Self { child, stderr: rx, stderr_lines: Vec::new(), tier: String::new() };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match q.stderr.recv_timeout(left) {
                 Ok(line) => {
                     let ready = line.starts_with("qtrace: watching");
+                    if ready {
+                        let tier = line.split(" with the ").nth(1).and_then(|t| t.split_whitespace().next());
+                        q.tier = tier.unwrap_or_default().to_owned();
+                    }
                     q.stderr_lines.push(line);
                     if ready {
                         return q;
@@ -231,11 +242,15 @@ impl Qtrace {
             .filter(|l| l.starts_with('{'))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l}: {e}")))
             .collect();
-        Finished { status: out.status, records, stdout, stderr: self.stderr_lines }
+        Finished { tier: self.tier, status: out.status, records, stdout, stderr: self.stderr_lines }
     }
 }
 
 impl Finished {
+    /// Whether this tier sees SYN-stage packets one by one.
+    pub fn sees_syn_stage(&self) -> bool {
+        self.tier == "fentry" || self.tier == "kprobe"
+    }
     pub fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.records.iter().filter(move |r| r["type"] == ty)
     }
