@@ -12,7 +12,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{connect, connect_nonblocking, listener, port, settle, NetNs, Qtrace};
+use common::{connect, connect_nonblocking, listener, port, settle, unsupported, NetNs, Qtrace};
 use std::os::fd::AsRawFd;
 use socket2::Socket;
 
@@ -56,7 +56,15 @@ fn syn_burst_total_equals_listen_drops() {
     let summary = done.summary(p).expect("a summary for the port");
     assert_eq!(summary["drops"], listen_drops);
     assert_eq!(summary["listener_drop_counter"], ss_drops, "listener counter vs ss -ltm d<N>");
+    if done.sees_syn_stage() {
+        let overflows = after_overflows(&ns, &before);
+        assert_eq!(done.events(p, "accept_queue_full").len() as u64, overflows, "one accept_queue_full event per ListenOverflows");
+    }
     assert_eq!(qtrace_programs(), programs_before, "every program detached after SIGINT");
+}
+
+fn after_overflows(ns: &NetNs, before: &common::Counters) -> u64 {
+    ns.counters().delta(before, "ListenOverflows")
 }
 
 /// Three clients whose final ACK arrives when the accept queue is full (the
@@ -96,9 +104,13 @@ fn ack_overflow_silent(ip: &str) {
 
     let overflows = after.delta(&before, "ListenOverflows");
     assert!(overflows >= 3, "three clients overflow at least once (ListenOverflows +{overflows})");
+    assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
+    if let Some(why) = done.ack_detail_missing() {
+        unsupported("ack_overflow", "per-event ACK overflows", &why);
+        return;
+    }
     let events = done.events(p, "ack_overflow");
     assert_eq!(events.len() as u64, overflows, "one ack_overflow event per ListenOverflows");
-    assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
     let summary = done.summary(p).unwrap();
     assert_eq!(summary["connections"], 3, "three distinct connections affected");
     assert_eq!(summary["counts"]["listener_drop_counted"], 0, "nothing left unexplained");
@@ -151,11 +163,15 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset() {
     assert_eq!(resets, 3, "three clients were reset");
     let overflows = after.delta(&before, "ListenOverflows");
     assert_eq!(overflows, 3);
+    assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
+    if let Some(why) = done.ack_detail_missing() {
+        unsupported("ack_overflow_reset", "per-event ACK resets", &why);
+        return;
+    }
     let events = done.events(p, "ack_overflow_reset");
     assert_eq!(events.len() as u64, overflows);
     assert!(events.iter().all(|e| e["action"] == "reset"));
     assert!(done.events(p, "ack_overflow").is_empty(), "no silent drops reported");
-    assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
 }
 
 /// Syncookie ACKs overflow through `tcp_get_cookie_sock()`: every tier
@@ -177,8 +193,12 @@ fn syncookie_ack_overflows_are_reported_per_event() {
     let drops = after.delta(&before, "ListenDrops");
     let overflows = after.delta(&before, "ListenOverflows");
     assert!(overflows >= 3);
-    assert_eq!(done.events(p, "cookie_ack_overflow").len() as u64, overflows, "one event per ListenOverflows");
     assert_eq!(done.drops(p), drops, "drops equal ListenDrops");
+    if let Some(why) = done.ack_detail_missing() {
+        unsupported("cookie_ack_overflow", "per-event syncookie-ACK overflows", &why);
+        return;
+    }
+    assert_eq!(done.events(p, "cookie_ack_overflow").len() as u64, overflows, "one event per ListenOverflows");
     assert_eq!(done.summary(p).unwrap()["listener_drop_counter"], drops, "the cookie route moves the listener's counter once");
     assert_eq!(done.summary(p).unwrap()["connections"], 3);
 }
@@ -207,6 +227,34 @@ fn syn_queue_full_drops_add_up() {
     assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
     if done.sees_syn_stage() {
         assert_eq!(done.events(p, "syn_queue_full").len() as u64, full);
+    }
+}
+
+/// The same with syncookies on: the kernel answers with cookies instead of
+/// dropping (`TCPReqQFullDoCookies`); pressure, not drops.
+#[test]
+fn syn_queue_full_with_syncookies_sends_cookies() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=1"]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let _srv = ns.run(|| listener(addr("127.0.0.1", p), 4));
+    ns.block(p, false);
+    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.block(p, true);
+    drop(clients);
+    let after = settle(SETTLE, || ns.counters());
+    let done = q.stop(libc::SIGINT);
+
+    let cookies = after.delta(&before, "TCPReqQFullDoCookies");
+    assert!(cookies > 0, "the SYN queue overflowed into cookies");
+    assert_eq!(after.delta(&before, "ListenDrops"), 0);
+    assert_eq!(done.drops(p), 0, "cookies are not drops");
+    if done.sees_syn_stage() {
+        assert_eq!(done.events(p, "syncookie_sent").len() as u64, cookies);
+    } else {
+        unsupported("syncookie_sent", "cookies sent", "no hook on tcp_conn_request on the tracepoint tier (cookies are not drops and move no counter per listener)");
     }
 }
 
@@ -242,6 +290,10 @@ fn deferred_accept_listener_reports_no_drops() {
     let done = q.stop(libc::SIGINT);
     assert_eq!(after.delta(&before, "ListenDrops"), 0);
     assert!(discards >= 10, "the listener counted its deferred ACKs (d{discards})");
+    if done.tier == "tracepoint" && done.ack_detail_missing().is_some_and(|why| why.contains("6.11")) {
+        unsupported("deferred_accept", "telling discards from drops", "before 6.11 kfree_skb does not name the listener, so its drop counter cannot be split");
+        return;
+    }
     assert_eq!(done.drops(p), 0, "{:?}", done.records);
     if done.tier == "tracepoint" {
         assert_eq!(done.summary(p).unwrap()["counts"]["listener_discard"], discards);
@@ -261,7 +313,7 @@ fn unwatched_ports_produce_nothing() {
     ns.block(watched, true);
     ns.block(other, true);
     let done = q.stop(libc::SIGINT);
-    assert!(!done.events(watched, "ack_overflow").is_empty(), "the watched port overflowed");
+    assert!(done.drops(watched) > 0, "the watched port overflowed");
     let leaked: Vec<_> = done.records.iter().filter(|r| r["local_port"] == other).collect();
     assert!(leaked.is_empty(), "records for the unwatched port: {leaked:?}");
 }

@@ -141,8 +141,26 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+/// Builds the root integration suite and returns its executable.
+fn test_binary() -> Result<PathBuf> {
+    let out = cargo()
+        .args(["test", "--no-run", "--message-format=json", "--package", "qtrace", "--test", "overflow"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the integration tests")?;
+    if !out.status.success() {
+        bail!("building the integration tests failed");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"]["name"] == "overflow" && v["executable"].is_string())
+        .and_then(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("no executable for the overflow tests")
+}
+
 fn vm_test() -> Result<()> {
-    vm::vm_test(&target_dir().join("release/qtrace"))
+    vm::vm_test(&target_dir().join("release/qtrace"), &test_binary()?)
 }
 
 fn run(args: Vec<OsString>) -> Result<()> {

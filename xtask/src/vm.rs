@@ -1,12 +1,17 @@
-//! `cargo xtask vm-test`: boots Debian's cloud kernels under QEMU and runs
-//! the release qtrace binary in each, once per hook tier.
+//! `cargo xtask vm-test`: the kernel matrix. Boots Debian's cloud kernels
+//! under QEMU and runs the root integration suite (`qtrace/tests/overflow.rs`)
+//! inside each, once per hook tier, with the same release qtrace binary.
 //!
 //! The host kernel refuses fentry and has no kprobes, so the fentry and
-//! kprobe tiers are loaded and attached here, on real distribution kernels.
-//! Kernel packages are fetched with a private apt configuration (the
-//! system's sources are untouched) and cached between runs. The guest's
-//! init prints one `QTRACE-RESULT` line per tier and powers off; the host
-//! parses the serial console and prints a matrix.
+//! kprobe tiers are proven here, on real distribution kernels. Kernel
+//! packages are fetched with a private apt configuration (the system's
+//! sources are untouched) and cached between runs. Each guest gets a newc
+//! initramfs with busybox, qtrace, the test binary, the tools the tests call
+//! (ip, ss, nft, bpftool) with their libraries, and the kernel's own modules
+//! the tests need (nf_tables, tcp_diag). Its init prints machine-readable
+//! lines and powers off; the host parses the serial console and prints the
+//! kernel x tier x test matrix: pass, FAIL, or the parts a kernel cannot
+//! support and why.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -24,7 +29,11 @@ const KERNELS: &[(&str, &str)] = &[
     ("6.12", r"^linux-image-6\.12\.[0-9]+\+deb13-cloud-amd64-unsigned$"),
 ];
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(1500);
+/// Modules the tests need, in load order (dependencies first).
+const MODULES: &[&str] = &["lib/libcrc32c", "net/netfilter/nfnetlink", "net/netfilter/nf_tables", "net/ipv4/inet_diag", "net/ipv4/tcp_diag"];
+/// Tools the tests run.
+const TOOLS: &[&str] = &["ip", "ss", "nft", "bpftool"];
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("QTRACE_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/qtrace")).join("vm")
@@ -143,37 +152,97 @@ fn kernels(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev /tmp /run
+export PATH=/usr/bin:/bin
+mkdir -p /proc /sys /dev /tmp /run /var
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t tmpfs run /run
+ln -s /run /var/run
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
+for m in /modules/*.ko; do insmod "$m" || echo "QTRACE-LOG insmod $m failed"; done
 ip link set lo up
 echo "QTRACE-KERNEL $(uname -r)"
 for tier in TIERS; do
-  /bin/qtrace watch --hooks $tier --duration 1 --json >/tmp/out 2>/tmp/err
+  rm -f /tmp/report
+  QTRACE_BIN=/usr/bin/qtrace QTRACE_TEST_HOOKS=$tier QTRACE_TEST_REPORT=/tmp/report \
+    overflow-tests --test-threads=1 >/tmp/out 2>&1
   rc=$?
-  ready=$(grep -c '^qtrace: watching .* with the '$tier' tier' /tmp/err)
-  echo "QTRACE-RESULT tier=$tier rc=$rc ready=$ready"
-  sed 's/^/QTRACE-LOG /' /tmp/err
+  grep -E '^test .* \.\.\. ' /tmp/out | sed "s/^/QTRACE-TEST tier=$tier /"
+  [ -f /tmp/report ] && sed "s/^/QTRACE-UNSUPPORTED tier=$tier /" /tmp/report
+  [ $rc -ne 0 ] && sed "s/^/QTRACE-LOG tier=$tier /" /tmp/out
+  echo "QTRACE-RESULT tier=$tier rc=$rc"
 done
+dmesg | tail -15 | sed 's/^/QTRACE-DMESG /'
 echo QTRACE-DONE
 poweroff -f
 "#;
 
-/// Builds a newc initramfs: busybox, qtrace and the libraries it links.
-fn initramfs(dir: &Path, qtrace: &Path) -> Result<PathBuf> {
+/// Installs a program in the guest's /usr/bin (ahead of busybox's applets,
+/// which `--install` links into /bin) with the libraries it links.
+fn copy_with_libs(root: &Path, bin: &Path, name: &str) -> Result<()> {
+    fs::create_dir_all(root.join("usr/bin"))?;
+    fs::copy(bin, root.join("usr/bin").join(name)).with_context(|| format!("copying {}", bin.display()))?;
+    let ldd = run(Command::new("ldd").arg(bin))?;
+    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+        let dest = root.join(lib.trim_start_matches('/'));
+        if !dest.exists() {
+            fs::create_dir_all(dest.parent().unwrap())?;
+            fs::copy(lib, &dest).with_context(|| format!("copying {lib}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> Result<PathBuf> {
+    let out = run(Command::new("sh").arg("-c").arg(format!("command -v {tool}")))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+/// The kernel's module directory inside the unpacked package.
+fn module_dir(vmlinuz: &Path) -> Result<PathBuf> {
+    let unpacked = vmlinuz.parent().and_then(Path::parent).context("kernel layout")?;
+    let version = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_owned();
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let d = unpacked.join(base).join(&version).join("kernel");
+        if d.is_dir() {
+            return Ok(d);
+        }
+    }
+    bail!("no modules for {version}")
+}
+
+/// Builds a newc initramfs for one kernel.
+fn initramfs(dir: &Path, vmlinuz: &Path, qtrace: &Path, tests: &Path) -> Result<PathBuf> {
     let root = dir.join("initramfs");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("bin"))?;
+    fs::create_dir_all(root.join("modules"))?;
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is needed")?;
-    fs::copy(qtrace, root.join("bin/qtrace"))?;
-    let ldd = run(Command::new("ldd").arg(qtrace))?;
-    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
-        let dest = root.join(lib.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap())?;
-        fs::copy(lib, &dest).with_context(|| format!("copying {lib}"))?;
+    copy_with_libs(&root, qtrace, "qtrace")?;
+    copy_with_libs(&root, tests, "overflow-tests")?;
+    for tool in TOOLS {
+        copy_with_libs(&root, &which(tool)?, tool)?;
+    }
+    let mods = module_dir(vmlinuz)?;
+    for (i, m) in MODULES.iter().enumerate() {
+        let dest = root.join("modules").join(format!("{i:02}-{}.ko", m.rsplit('/').next().unwrap()));
+        let plain = mods.join(format!("{m}.ko"));
+        let xz = mods.join(format!("{m}.ko.xz"));
+        if plain.exists() {
+            fs::copy(&plain, &dest)?;
+        } else if xz.exists() {
+            // busybox insmod takes plain ELF only.
+            let data = Command::new("xz").arg("-dc").arg(&xz).output()?;
+            if !data.status.success() {
+                bail!("unpacking {}", xz.display());
+            }
+            fs::write(&dest, data.stdout)?;
+        } else {
+            bail!("module {m} not in {}", mods.display());
+        }
     }
     let init = root.join("init");
     fs::write(&init, INIT.replace("TIERS", &TIERS.join(" ")))?;
@@ -193,7 +262,7 @@ fn initramfs(dir: &Path, qtrace: &Path) -> Result<PathBuf> {
 fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
     let mut child = Command::new("qemu-system-x86_64")
         // Nested KVM does not work on this kind of machine: software emulation.
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot"])
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
@@ -220,34 +289,62 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn vm_test(qtrace: &Path) -> Result<()> {
+/// One matrix cell's verdict.
+fn verdict(console: &str, tier: &str, test: &str) -> String {
+    let line = console.lines().find(|l| l.starts_with(&format!("QTRACE-TEST tier={tier} test {test} ... ")));
+    let Some(line) = line else { return "FAIL (no result)".into() };
+    if line.ends_with(" ok") { "pass".into() } else { "FAIL".into() }
+}
+
+pub fn vm_test(qtrace: &Path, tests: &Path) -> Result<()> {
     let dir = cache_dir();
     fs::create_dir_all(&dir)?;
-    let initrd = initramfs(&dir, qtrace)?;
+    let started = Instant::now();
     let mut failures = 0;
-    let mut matrix = String::from("kernel                       tier        result\n");
+    let mut passes = 0;
+    let mut matrix = String::new();
     for (label, vmlinuz) in kernels(&dir)? {
+        let initrd = initramfs(&dir, &vmlinuz, qtrace, tests)?;
+        let boot_start = Instant::now();
         let console = boot(&vmlinuz, &initrd).unwrap_or_else(|e| format!("QTRACE-BOOT-FAILED {e:#}"));
-        for tier in TIERS {
-            let line = console.lines().find(|l| l.starts_with(&format!("QTRACE-RESULT tier={tier} ")));
-            let ok = line.is_some_and(|l| l.contains(" rc=0 ") && l.ends_with("ready=1"));
-            if !ok {
-                failures += 1;
-            }
-            let _ = writeln!(matrix, "{label:<28} {tier:<11} {}", if ok { "attached".into() } else { format!("FAIL {}", line.unwrap_or("no result")) });
+        let _ = writeln!(matrix, "== {label}: {:.0} s", boot_start.elapsed().as_secs_f64());
+        let mut names: Vec<String> = console
+            .lines()
+            .filter_map(|l| l.strip_prefix("QTRACE-TEST tier=fentry test "))
+            .filter_map(|l| l.split(" ... ").next())
+            .map(str::to_owned)
+            .collect();
+        if names.is_empty() {
+            names.push("(suite)".into());
         }
-        if console.lines().any(|l| l.starts_with("QTRACE-RESULT") && !l.contains(" rc=0 ")) || !console.contains("QTRACE-DONE") {
-            eprintln!("--- console of {label} ---");
-            for l in console.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev() {
+        for tier in TIERS {
+            for test in &names {
+                let v = verdict(&console, tier, test);
+                if v == "pass" { passes += 1 } else { failures += 1 }
+                let _ = writeln!(matrix, "  {tier:<11} {test:<52} {v}");
+            }
+            for l in console.lines().filter_map(|l| l.strip_prefix(&format!("QTRACE-UNSUPPORTED tier={tier} "))) {
+                let _ = writeln!(matrix, "  {tier:<11}   unsupported: {l}");
+            }
+        }
+        if console.lines().any(|l| l.starts_with("QTRACE-RESULT") && !l.ends_with(" rc=0")) || !console.contains("QTRACE-DONE") {
+            eprintln!("--- {label}: failing tests' output and the kernel log ---");
+            for l in console.lines().filter(|l| l.starts_with("QTRACE-LOG") || l.starts_with("QTRACE-DMESG") || l.starts_with("QTRACE-BOOT")) {
                 eprintln!("{l}");
+            }
+            if !console.contains("QTRACE-DONE") {
+                for l in console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev() {
+                    eprintln!("{l}");
+                }
             }
         }
     }
     print!("{matrix}");
     fs::write(dir.join("matrix.txt"), &matrix)?;
+    println!("vm-test: {:.0} s in all", started.elapsed().as_secs_f64());
+    println!("vm-test: {passes} passed, {failures} failed");
     if failures > 0 {
-        bail!("{failures} kernel/tier combinations failed");
+        bail!("{failures} kernel/tier/test combinations failed");
     }
-    println!("vm-test: {} passed, 0 failed", KERNELS.len() * TIERS.len());
     Ok(())
 }
