@@ -19,7 +19,11 @@
 //!    `tcp_max_syn_backlog`: dropped;
 //! 4. anything else (memory, route, LSM): dropped for another reason.
 //!
-//! If nothing was dropped but the SYN queue was full, a syncookie was sent.
+//! If nothing was dropped, the SYN queue was at its bound and no request was
+//! added (its length did not grow), a syncookie was sent. The queue length
+//! is compared rather than the bound alone because kernels disagree on
+//! "full": `inet_csk_reqsk_queue_is_full()` is `qlen >= max` on 5.10 and
+//! `qlen > max` after a stable-series fix (seen on 6.1 and 6.12).
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
@@ -75,7 +79,7 @@ fn on_exit(sk: u64, hook: u8) {
         } else {
             kind::SYN_DROP_OTHER
         }
-    } else if q.syn_queue_full() && syncookies != 0 {
+    } else if q.syn_queue_full() && syncookies != 0 && read::<u32>(sk, cfg.icsk_qlen) <= e.syn_qlen {
         kind::SYNCOOKIE_SENT
     } else {
         return;

@@ -86,6 +86,9 @@ pub struct Probe {
     /// In the tracepoint tier: why ACK-stage overflows are not seen one by
     /// one on this kernel (then every drop is counted from the listeners).
     pub ack_detail_missing: Option<String>,
+    /// In the tracepoint tier: the listeners' drop counters cannot be split
+    /// into drops and other discards (no `rx_sk` before 6.11).
+    pub counted_is_upper_bound: bool,
 }
 
 /// The maps userspace reads while the programs run.
@@ -194,7 +197,10 @@ impl Probe {
                 Tier::Tracepoint => attach_tracepoint(&mut ebpf),
             };
             match result {
-                Ok(()) => return Ok(Self { ebpf, tier, refused, ack_detail_missing }),
+                Ok(()) => {
+                    let counted_is_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
+                    return Ok(Self { ebpf, tier, refused, ack_detail_missing, counted_is_upper_bound });
+                }
                 Err((name, err)) => {
                     let why = explain(tier, &err);
                     log::debug!("{tier} tier: {name}: {err:?}");

@@ -146,6 +146,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         if let Some(why) = &probe.ack_detail_missing {
             eprintln!("qtrace: {why}: ACK-stage overflows are counted from the listeners too");
         }
+        if probe.counted_is_upper_bound {
+            eprintln!("qtrace: on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound");
+        }
     }
     eprintln!(
         "qtrace: watching {} ({} namespace{}) with the {} tier; Ctrl-C to stop",

@@ -155,6 +155,15 @@ pub fn connect_nonblocking(addr: SocketAddr) -> Socket {
     s
 }
 
+/// Waits until a nonblocking connect completed from the client's side.
+pub fn wait_connected(s: &Socket) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.peer_addr().is_err() {
+        assert!(Instant::now() < deadline, "client never saw the SYN-ACK");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn connect(addr: SocketAddr) -> Socket {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
     s.connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
@@ -276,6 +285,12 @@ impl Finished {
             .iter()
             .find_map(|l| l.strip_suffix(": ACK-stage overflows are counted from the listeners too"))
             .map(|why| why.trim_start_matches("qtrace: ").to_owned())
+    }
+
+    /// Whether this tier's counted drops are only an upper bound (qtrace
+    /// says so at start: tracepoint tier before Linux 6.11).
+    pub fn counted_is_upper_bound(&self) -> bool {
+        self.stderr.iter().any(|l| l.contains("counted drops are an upper bound"))
     }
 
     /// Whether this tier sees SYN-stage packets one by one.
