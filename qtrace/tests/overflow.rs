@@ -77,9 +77,12 @@ fn after_overflows(ns: &NetNs, before: &common::Counters) -> u64 {
     ns.counters().delta(before, "ListenOverflows")
 }
 
-/// Three clients whose final ACK arrives when the accept queue is full (the
-/// way MACHINE-FACTS describes): their requests wait in the SYN queue while
-/// an nftables rule holds the ACKs back, then data segments carry the ACKs.
+/// Three clients whose final ACK arrives when the accept queue is full:
+/// `listen(4)` with four unaccepted connections (not yet full: full is more
+/// than the bound), then four requests wait in the SYN queue while an
+/// nftables rule holds their final ACKs back (four fit whether the kernel
+/// calls the SYN queue full at `qlen >= 4`, as 5.10 does, or `qlen > 4`);
+/// then data segments carry the ACKs: one completes, three overflow.
 struct AckScenario {
     _srv: Socket,
     _held: Vec<Socket>,
@@ -88,9 +91,9 @@ struct AckScenario {
 
 fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
     let srv = ns.run(|| listener(a, 4));
-    let held: Vec<Socket> = ns.run(|| (0..3).map(|_| connect(a)).collect());
+    let held: Vec<Socket> = ns.run(|| (0..4).map(|_| connect(a)).collect());
     ns.block(a.port(), false);
-    let clients: Vec<Socket> = ns.run(|| (0..5).map(|_| connect_nonblocking(a)).collect());
+    let clients: Vec<Socket> = ns.run(|| (0..4).map(|_| connect_nonblocking(a)).collect());
     // Each client got its SYN-ACK and sent the (held) final ACK.
     clients.iter().for_each(wait_connected);
     ns.unblock();
