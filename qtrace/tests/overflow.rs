@@ -32,15 +32,14 @@ fn qtrace_programs() -> usize {
 /// The acceptance scenario: backlog 2, never accepts, 50 concurrent
 /// connects. Every drop qtrace reports adds up to the namespace's
 /// `ListenDrops` delta and to the listener's own drop counter.
-#[test]
-fn syn_burst_total_equals_listen_drops() {
+fn syn_burst_total_equals_listen_drops(ip: &str) {
     let ns = NetNs::new(&[]);
     let p = port();
     let programs_before = qtrace_programs();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
-    let srv = ns.run(|| listener(addr("127.0.0.1", p), 2));
-    let clients: Vec<Socket> = ns.run(|| (0..50).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    let srv = ns.run(|| listener(addr(ip, p), 2));
+    let clients: Vec<Socket> = ns.run(|| (0..50).map(|_| connect_nonblocking(addr(ip, p))).collect());
     // Let the clients retransmit their SYNs once or twice.
     std::thread::sleep(Duration::from_millis(3500));
     drop(clients);
@@ -65,9 +64,9 @@ fn syn_burst_total_equals_listen_drops() {
 
 /// On kernels where qtrace says its counted drops are only an upper bound
 /// (tracepoint tier before 6.11), records that exact totals are unsupported.
-fn exact_totals(done: &common::Finished, test: &str) -> bool {
+fn exact_totals(done: &common::Finished, test: &str, ip: &str) -> bool {
     if done.counted_is_upper_bound() {
-        unsupported(test, "exact totals", "before 6.11 skb:kfree_skb does not name the listener, so request-route discards cannot be told from listen drops");
+        unsupported(&format!("{test} ({ip})"), "exact totals", "before 6.11 skb:kfree_skb does not name the listener, so request-route discards cannot be told from listen drops");
         return false;
     }
     true
@@ -103,7 +102,9 @@ fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
     AckScenario { _srv: srv, _held: held, clients }
 }
 
-fn ack_overflow_silent(ip: &str) {
+/// A request's final ACK overflows, `tcp_abort_on_overflow=0`: dropped,
+/// one `ack_overflow` event per `ListenOverflows`.
+fn ack_overflow_is_reported_per_event(ip: &str) {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
@@ -118,13 +119,13 @@ fn ack_overflow_silent(ip: &str) {
 
     let overflows = after.delta(&before, "ListenOverflows");
     assert!(overflows >= 3, "three clients overflow at least once (ListenOverflows +{overflows})");
-    if !exact_totals(&done, "ack_overflow") {
+    if !exact_totals(&done, "ack_overflow", ip) {
         assert!(done.drops(p) >= after.delta(&before, "ListenDrops"), "an upper bound must not undercount");
         return;
     }
     assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
     if let Some(why) = done.ack_detail_missing() {
-        unsupported("ack_overflow", "per-event ACK overflows", &why);
+        unsupported(&format!("ack_overflow ({ip})"), "per-event ACK overflows", &why);
         return;
     }
     let events = done.events(p, "ack_overflow");
@@ -146,25 +147,15 @@ fn ack_overflow_silent(ip: &str) {
     }
 }
 
-#[test]
-fn ack_overflow_ipv4_is_reported_per_event() {
-    ack_overflow_silent("127.0.0.1");
-}
-
-#[test]
-fn ack_overflow_ipv6_is_reported_per_event() {
-    ack_overflow_silent("::1");
-}
 
 /// `tcp_abort_on_overflow=1`: the kernel resets the client, and qtrace says
 /// so (`ack_overflow_reset`, action `reset`).
-#[test]
-fn ack_overflow_with_abort_on_overflow_is_a_reset() {
+fn ack_overflow_with_abort_on_overflow_is_a_reset(ip: &str) {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=1"]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
-    let s = ack_scenario(&ns, addr("127.0.0.1", p));
+    let s = ack_scenario(&ns, addr(ip, p));
     std::thread::sleep(Duration::from_millis(500));
     let after = settle(SETTLE, || ns.counters());
     let done = q.stop(libc::SIGINT);
@@ -181,13 +172,13 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset() {
     assert_eq!(resets, 3, "three clients were reset");
     let overflows = after.delta(&before, "ListenOverflows");
     assert_eq!(overflows, 3);
-    if !exact_totals(&done, "ack_overflow_reset") {
+    if !exact_totals(&done, "ack_overflow_reset", ip) {
         assert!(done.drops(p) >= after.delta(&before, "ListenDrops"), "an upper bound must not undercount");
         return;
     }
     assert_eq!(done.drops(p), after.delta(&before, "ListenDrops"));
     if let Some(why) = done.ack_detail_missing() {
-        unsupported("ack_overflow_reset", "per-event ACK resets", &why);
+        unsupported(&format!("ack_overflow_reset ({ip})"), "per-event ACK resets", &why);
         return;
     }
     let events = done.events(p, "ack_overflow_reset");
@@ -198,15 +189,14 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset() {
 
 /// Syncookie ACKs overflow through `tcp_get_cookie_sock()`: every tier
 /// reports them one by one (`cookie_v4_check` frees them with `NO_SOCKET`).
-#[test]
-fn syncookie_ack_overflows_are_reported_per_event() {
+fn syncookie_ack_overflows_are_reported_per_event(ip: &str) {
     // syncookies=2: every SYN is answered with a cookie, so every final ACK
     // takes the cookie route.
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=2"]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
-    let _s = ack_scenario(&ns, addr("127.0.0.1", p));
+    let _s = ack_scenario(&ns, addr(ip, p));
     std::thread::sleep(Duration::from_millis(1500));
     ns.block(p, true);
     let after = settle(SETTLE, || ns.counters());
@@ -217,7 +207,7 @@ fn syncookie_ack_overflows_are_reported_per_event() {
     assert!(overflows >= 3);
     assert_eq!(done.drops(p), drops, "drops equal ListenDrops");
     if let Some(why) = done.ack_detail_missing() {
-        unsupported("cookie_ack_overflow", "per-event syncookie-ACK overflows", &why);
+        unsupported(&format!("cookie_ack_overflow ({ip})"), "per-event syncookie-ACK overflows", &why);
         return;
     }
     assert_eq!(done.events(p, "cookie_ack_overflow").len() as u64, overflows, "one event per ListenOverflows");
@@ -228,15 +218,14 @@ fn syncookie_ack_overflows_are_reported_per_event() {
 /// A SYN arriving while the SYN queue is full, syncookies off: dropped
 /// (`TCPReqQFullDrop`). Requests stay in the SYN queue because their final
 /// ACKs are held back.
-#[test]
-fn syn_queue_full_drops_add_up() {
+fn syn_queue_full_drops_add_up(ip: &str) {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0"]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
-    let _srv = ns.run(|| listener(addr("127.0.0.1", p), 4));
+    let _srv = ns.run(|| listener(addr(ip, p), 4));
     ns.block(p, false);
-    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr(ip, p))).collect());
     std::thread::sleep(Duration::from_millis(1500));
     ns.block(p, true);
     drop(clients);
@@ -254,15 +243,14 @@ fn syn_queue_full_drops_add_up() {
 
 /// The same with syncookies on: the kernel answers with cookies instead of
 /// dropping (`TCPReqQFullDoCookies`); pressure, not drops.
-#[test]
-fn syn_queue_full_with_syncookies_sends_cookies() {
+fn syn_queue_full_with_syncookies_sends_cookies(ip: &str) {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=1"]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
-    let _srv = ns.run(|| listener(addr("127.0.0.1", p), 4));
+    let _srv = ns.run(|| listener(addr(ip, p), 4));
     ns.block(p, false);
-    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr(ip, p))).collect());
     std::thread::sleep(Duration::from_millis(1500));
     ns.block(p, true);
     drop(clients);
@@ -276,21 +264,20 @@ fn syn_queue_full_with_syncookies_sends_cookies() {
     if done.sees_syn_stage() {
         assert_eq!(done.events(p, "syncookie_sent").len() as u64, cookies);
     } else {
-        unsupported("syncookie_sent", "cookies sent", "no hook on tcp_conn_request on the tracepoint tier (cookies are not drops and move no counter per listener)");
+        unsupported(&format!("syncookie_sent ({ip})"), "cookies sent", "no hook on tcp_conn_request on the tracepoint tier (cookies are not drops and move no counter per listener)");
     }
 }
 
 /// `TCP_DEFER_ACCEPT` (nginx `deferred`): the kernel discards each bare
 /// final ACK, which moves the listener's drop counter (`ss` shows d<N>) but
 /// is no listen drop. qtrace must not report those as drops.
-#[test]
-fn deferred_accept_listener_reports_no_drops() {
+fn deferred_accept_listener_reports_no_drops(ip: &str) {
     let ns = NetNs::new(&[]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
     let srv = ns.run(|| {
-        let s = listener(addr("127.0.0.1", p), 64);
+        let s = listener(addr(ip, p), 64);
         let secs: libc::c_int = 5;
         // SAFETY: setsockopt with a c_int option value of the right size.
         let rc = unsafe {
@@ -299,7 +286,7 @@ fn deferred_accept_listener_reports_no_drops() {
         assert_eq!(rc, 0, "TCP_DEFER_ACCEPT");
         s
     });
-    let clients: Vec<Socket> = ns.run(|| (0..10).map(|_| connect(addr("127.0.0.1", p))).collect());
+    let clients: Vec<Socket> = ns.run(|| (0..10).map(|_| connect(addr(ip, p))).collect());
     std::thread::sleep(Duration::from_millis(300));
     for c in &clients {
         c.send(b"x").unwrap();
@@ -312,7 +299,7 @@ fn deferred_accept_listener_reports_no_drops() {
     let done = q.stop(libc::SIGINT);
     assert_eq!(after.delta(&before, "ListenDrops"), 0);
     assert!(discards >= 10, "the listener counted its deferred ACKs (d{discards})");
-    if !exact_totals(&done, "deferred_accept") {
+    if !exact_totals(&done, "deferred_accept", ip) {
         return;
     }
     assert_eq!(done.drops(p), 0, "{:?}", done.records);
@@ -323,13 +310,12 @@ fn deferred_accept_listener_reports_no_drops() {
 
 /// `--port` is applied in the kernel: an overflowing listener on another
 /// port produces no event and no count.
-#[test]
-fn unwatched_ports_produce_nothing() {
+fn unwatched_ports_produce_nothing(ip: &str) {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0"]);
     let (watched, other) = (port(), port());
     let q = Qtrace::watch(&["--port", &watched.to_string(), "--json"]);
-    let _w = ack_scenario(&ns, addr("127.0.0.1", watched));
-    let _o = ack_scenario(&ns, addr("127.0.0.1", other));
+    let _w = ack_scenario(&ns, addr(ip, watched));
+    let _o = ack_scenario(&ns, addr(ip, other));
     std::thread::sleep(Duration::from_millis(1000));
     ns.block(watched, true);
     ns.block(other, true);
@@ -342,13 +328,12 @@ fn unwatched_ports_produce_nothing() {
 /// A listener that keeps up: zero drops in qtrace and in the kernel. Each
 /// client waits for the server's greeting, so the accept queue never holds
 /// more than one connection however the two threads are scheduled.
-#[test]
-fn healthy_listener_reports_nothing() {
+fn healthy_listener_reports_nothing(ip: &str) {
     let ns = NetNs::new(&[]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json", "--netns", &ns.name]);
     let before = ns.counters();
-    let srv = ns.run(|| listener(addr("127.0.0.1", p), 64));
+    let srv = ns.run(|| listener(addr(ip, p), 64));
     let server = std::thread::spawn(move || {
         for _ in 0..200 {
             let (c, _) = srv.accept().expect("accept");
@@ -357,7 +342,7 @@ fn healthy_listener_reports_nothing() {
     });
     ns.run(|| {
         for _ in 0..200 {
-            let mut c = connect(addr("127.0.0.1", p));
+            let mut c = connect(addr(ip, p));
             let mut buf = [0u8; 1];
             c.read_exact(&mut buf).expect("greeting");
         }
@@ -369,3 +354,27 @@ fn healthy_listener_reports_nothing() {
     assert_eq!(done.drops(p), 0);
     assert_eq!(done.of_type("event").count(), 0);
 }
+
+/// Every scenario runs over IPv4 and IPv6 loopback: `ipv4::NAME`, `ipv6::NAME`.
+macro_rules! both_families {
+    ($($name:ident),* $(,)?) => {
+        mod ipv4 {
+            $( #[test] fn $name() { super::$name("127.0.0.1") } )*
+        }
+        mod ipv6 {
+            $( #[test] fn $name() { super::$name("::1") } )*
+        }
+    };
+}
+
+both_families!(
+    syn_burst_total_equals_listen_drops,
+    syn_queue_full_drops_add_up,
+    syn_queue_full_with_syncookies_sends_cookies,
+    ack_overflow_is_reported_per_event,
+    ack_overflow_with_abort_on_overflow_is_a_reset,
+    syncookie_ack_overflows_are_reported_per_event,
+    deferred_accept_listener_reports_no_drops,
+    unwatched_ports_produce_nothing,
+    healthy_listener_reports_nothing,
+);

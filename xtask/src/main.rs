@@ -178,8 +178,13 @@ fn test() -> Result<()> {
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]),
     )?;
     // Root tests share the kernel's programs and counters: one at a time.
-    // The programs' crate has no host build (no_std, no_main).
-    status(cargo().args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--", "--test-threads=1"]))?;
+    // One release binary serves the host suite and every guest kernel.
     build()?;
+    // The programs' crate has no host build (no_std, no_main).
+    status(
+        cargo()
+            .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--", "--test-threads=1"])
+            .env("QTRACE_BIN", target_dir().join("release/qtrace")),
+    )?;
     vm_test()
 }
