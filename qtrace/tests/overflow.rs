@@ -206,8 +206,10 @@ fn syncookie_ack_overflows_are_reported_per_event(ip: &str) {
     let overflows = after.delta(&before, "ListenOverflows");
     assert!(overflows >= 3);
     assert_eq!(done.drops(p), drops, "drops equal ListenDrops");
-    if let Some(why) = done.ack_detail_missing() {
-        unsupported(&format!("cookie_ack_overflow ({ip})"), "per-event syncookie-ACK overflows", &why);
+    // The tracepoint tier sees these from 6.11 on (rx_sk; cookie_v4_check
+    // frees with NO_SOCKET since 6.9), whatever TCP_LISTEN_OVERFLOW's state.
+    if done.counted_is_upper_bound() || done.ack_detail_missing().is_some_and(|w| w.contains("5.17")) {
+        unsupported(&format!("cookie_ack_overflow ({ip})"), "per-event syncookie-ACK overflows", "before 6.11 skb:kfree_skb does not name the listener");
         return;
     }
     assert_eq!(done.events(p, "cookie_ack_overflow").len() as u64, overflows, "one event per ListenOverflows");

@@ -318,7 +318,12 @@ pub fn vm_test(qtrace: &Path, tests: &Path) -> Result<()> {
     let mut failures = 0;
     let mut passes = 0;
     let mut matrix = String::new();
+    // QTRACE_VM_KERNELS=6.12,5.10 boots only those (for iterating locally).
+    let only = std::env::var("QTRACE_VM_KERNELS").ok();
     for (label, vmlinuz) in kernels(&dir)? {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|k| label.starts_with(&format!("{k} ")))) {
+            continue;
+        }
         let initrd = initramfs(&dir, &vmlinuz, qtrace, tests)?;
         let boot_start = Instant::now();
         let mut console = boot(&vmlinuz, &initrd).unwrap_or_else(|e| format!("QTRACE-BOOT-FAILED {e:#}"));
