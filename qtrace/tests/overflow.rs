@@ -217,11 +217,11 @@ fn syncookie_ack_overflows_are_reported_per_event(ip: &str) {
     assert_eq!(done.summary(p).unwrap()["connections"], 3);
 }
 
-/// A SYN arriving while the SYN queue is full, syncookies off: dropped
-/// (`TCPReqQFullDrop`). Requests stay in the SYN queue because their final
-/// ACKs are held back.
-fn syn_queue_full_drops_add_up(ip: &str) {
-    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0"]);
+/// `listen(4)` and eight clients whose final ACKs are held back: their
+/// requests fill the SYN queue and the later SYNs find it full. Returns the
+/// port, the counters before and after, and qtrace's output.
+fn syn_queue_scenario(ip: &str, syncookies: &str) -> (u16, common::Counters, common::Counters, common::Finished) {
+    let ns = NetNs::new(&[syncookies]);
     let p = port();
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
@@ -233,6 +233,14 @@ fn syn_queue_full_drops_add_up(ip: &str) {
     drop(clients);
     let after = settle(SETTLE, || ns.counters());
     let done = q.stop(libc::SIGINT);
+    (p, before, after, done)
+}
+
+/// A SYN arriving while the SYN queue is full, syncookies off: dropped
+/// (`TCPReqQFullDrop`). Requests stay in the SYN queue because their final
+/// ACKs are held back.
+fn syn_queue_full_drops_add_up(ip: &str) {
+    let (p, before, after, done) = syn_queue_scenario(ip, "net.ipv4.tcp_syncookies=0");
 
     let full = after.delta(&before, "TCPReqQFullDrop");
     assert!(full >= 4, "the SYN queue overflowed (TCPReqQFullDrop +{full})");
@@ -246,18 +254,7 @@ fn syn_queue_full_drops_add_up(ip: &str) {
 /// The same with syncookies on: the kernel answers with cookies instead of
 /// dropping (`TCPReqQFullDoCookies`); pressure, not drops.
 fn syn_queue_full_with_syncookies_sends_cookies(ip: &str) {
-    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=1"]);
-    let p = port();
-    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
-    let before = ns.counters();
-    let _srv = ns.run(|| listener(addr(ip, p), 4));
-    ns.block(p, false);
-    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr(ip, p))).collect());
-    std::thread::sleep(Duration::from_millis(1500));
-    ns.block(p, true);
-    drop(clients);
-    let after = settle(SETTLE, || ns.counters());
-    let done = q.stop(libc::SIGINT);
+    let (p, before, after, done) = syn_queue_scenario(ip, "net.ipv4.tcp_syncookies=1");
 
     let cookies = after.delta(&before, "TCPReqQFullDoCookies");
     assert!(cookies > 0, "the SYN queue overflowed into cookies");
