@@ -6,28 +6,6 @@ use qtrace_common::{range, Config, OFFSET_NONE};
 
 use crate::btf::{Btf, BtfError};
 
-/// Every struct member qtrace's programs read, as (struct, member path).
-/// Present on every kernel from 5.10 through 6.18 (checked by the VM matrix).
-pub const STRUCT_FIELDS: &[(&str, &str)] = &[
-    ("sock", "__sk_common.skc_family"),
-    ("sock", "__sk_common.skc_state"),
-    ("sock", "__sk_common.skc_num"),
-    ("sock", "__sk_common.skc_rcv_saddr"),
-    ("sock", "__sk_common.skc_net"),
-    ("sock", "sk_ack_backlog"),
-    ("sock", "sk_max_ack_backlog"),
-    ("sock", "sk_drops"),
-    ("inet_connection_sock", "icsk_accept_queue.qlen"),
-    ("net", "ns.inum"),
-    ("net", "ipv4.sysctl_tcp_abort_on_overflow"),
-    ("net", "ipv4.sysctl_tcp_syncookies"),
-    ("net", "ipv4.sysctl_max_syn_backlog"),
-    ("sk_buff", "head"),
-    ("sk_buff", "network_header"),
-    ("sk_buff", "transport_header"),
-    ("sk_buff", "protocol"),
-];
-
 fn offset(btf: &Btf, root: &str, path: &str, size: &[u32]) -> Result<u32> {
     let f = btf.field(root, path).with_context(|| format!("reading {root}.{path} from the kernel's BTF"))?;
     if !size.contains(&f.size) {

@@ -79,7 +79,7 @@ impl Watch {
 
     /// Reads the kernel's counters and the listeners; reports what changed.
     fn poll(&mut self) -> Result<()> {
-        let now = event::boot_offset_ns() + monotonic_ns();
+        let now = event::realtime_ns();
         self.agg.on_counters(source::counters(&self.maps_counters)?);
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = source::losses(&self.maps_stats, self.undecodable)?;
@@ -103,13 +103,6 @@ impl Watch {
     }
 }
 
-fn monotonic_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
 fn describe(ports: &PortSet, args: &WatchArgs) -> String {
     let what = if ports.is_all() {
         "every listening port".to_owned()
@@ -129,9 +122,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         Some(spec) => Some(netns::resolve(spec).map_err(|e| UsageError(format!("{e:#}")))?),
         None => None,
     };
-    let namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
+    let mut namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
     let mut agg = Aggregator::new(netns, ports.clone());
-    let mut namespaces = namespaces;
     // Baseline of every listener's drop counter before the hooks go in.
     agg.on_listeners(&namespaces.listeners());
 
@@ -198,7 +190,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     if live_table {
                         text.push_str("\x1b[H\x1b[J");
                     }
-                    text.push_str(&format!("{}  tier {}\n", &event::rfc3339(event::boot_offset_ns() + monotonic_ns())[..19], probe.tier));
+                    text.push_str(&format!("{}  tier {}\n", &event::rfc3339(event::realtime_ns())[..19], probe.tier));
                     text.push_str(&table::render(&w.agg, args.all));
                     text.push('\n');
                     w.out.write_str(&text);
