@@ -21,6 +21,13 @@ pub const MAP_CONFIG: &str = "CONFIG";
 /// consulted when [`Config::filter_ports`] is set).
 pub const MAP_PORTS: &str = "PORTS";
 
+/// LRU hash map [`ListenKey`] -> [`ListenCall`]: the backlog each
+/// successful `listen(2)` asked for, kept until userspace has matched the
+/// file descriptor to its socket.
+pub const MAP_LISTEN_CALLS: &str = "LISTEN_CALLS";
+/// Entries of [`MAP_LISTEN_CALLS`]; the oldest is evicted beyond this.
+pub const LISTEN_CALLS_MAX: u32 = 4096;
+
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Distinct (netns, port, kind) counters the kernel keeps; inserts beyond this
@@ -135,6 +142,29 @@ pub struct CounterKey {
 }
 const _: () = assert!(core::mem::size_of::<CounterKey>() == 8);
 
+/// Key of [`MAP_LISTEN_CALLS`]: the process and descriptor that listened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenKey {
+    /// Thread-group id (the process id in the initial pid namespace).
+    pub tgid: u32,
+    pub fd: u32,
+}
+const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
+
+/// Value of [`MAP_LISTEN_CALLS`]: what `listen(2)` asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenCall {
+    /// `bpf_ktime_get_ns()` at the call.
+    pub ts_ns: u64,
+    /// The backlog argument as the application passed it (negative values
+    /// are taken as "as large as allowed" by the kernel).
+    pub backlog: i32,
+    pub fd: u32,
+}
+const _: () = assert!(core::mem::size_of::<ListenCall>() == 16);
+
 /// Load-time configuration: filters and kernel offsets resolved from the
 /// running kernel's BTF and tracepoint formats, so one binary serves every
 /// kernel from 5.10 on. [`OFFSET_NONE`] marks what the kernel lacks.
@@ -184,12 +214,16 @@ pub struct Config {
     pub reason_no_socket: u32,
     /// `struct sock`: `__sk_common.skc_state` (one byte).
     pub sk_state: u32,
-    pub _pad: u32,
+    /// `syscalls:sys_enter_listen`: offsets of `fd` and `backlog`.
+    pub tp_listen_fd: u32,
+    pub tp_listen_backlog: u32,
+    /// `syscalls:sys_exit_listen`: offset of `ret`.
+    pub tp_listen_ret: u32,
     /// Text ranges from kallsyms as (start, end) pairs in [`range`] order:
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 112 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 120 + 16 * range::LEN);
 
 /// Kernel functions whose text range the tracepoint tier matches `location`
 /// against.
@@ -234,7 +268,9 @@ impl Config {
             tp_kfree_skb_location: OFFSET_NONE,
             reason_no_socket: OFFSET_NONE,
             sk_state: OFFSET_NONE,
-            _pad: 0,
+            tp_listen_fd: OFFSET_NONE,
+            tp_listen_backlog: OFFSET_NONE,
+            tp_listen_ret: OFFSET_NONE,
             ranges: [0; 2 * range::LEN],
         }
     }
@@ -253,6 +289,8 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::CounterKey {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::ListenKey {}
+    unsafe impl aya::Pod for super::ListenCall {}
 }
 
 impl Event {

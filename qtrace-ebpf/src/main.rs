@@ -4,6 +4,9 @@
 //! - the same logic as kprobe/kretprobe programs,
 //! - `tracepoints`: `skb:kfree_skb` with `TCP_LISTEN_OVERFLOW` (6.15+).
 //!
+//! `listen_calls` (syscall tracepoints) runs beside whichever tier is
+//! attached: it records the backlog applications ask for.
+//!
 //! Every program decides what happened, counts it exactly in the per-CPU
 //! counters map and, if there is room, sends the detail through the ring
 //! buffer. Nothing is formatted here.
@@ -12,6 +15,7 @@
 
 mod ack_stage;
 mod emit;
+mod listen_calls;
 mod listener;
 mod maps;
 mod syn_stage;

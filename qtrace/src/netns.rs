@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -84,8 +85,10 @@ fn discover() -> BTreeMap<u32, PathBuf> {
     found
 }
 
-/// Opens a sock_diag socket inside the namespace at `path`.
-fn open_in(path: &Path) -> io::Result<DiagSocket> {
+/// Runs `f` on a short-lived thread inside the namespace at `path`. Sockets
+/// and `/proc/thread-self/net` or `/proc/sys/net` files it opens belong to
+/// that namespace.
+pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     let ns = File::open(path)?;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -94,7 +97,7 @@ fn open_in(path: &Path) -> io::Result<DiagSocket> {
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            DiagSocket::open()
+            f()
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
@@ -113,6 +116,8 @@ pub struct Namespaces {
     only: Option<u32>,
     own: u32,
     sockets: BTreeMap<u32, DiagSocket>,
+    /// Where each watched namespace can be entered.
+    paths: BTreeMap<u32, PathBuf>,
     /// Namespaces that could not be entered, with why (shown once).
     pub unreachable: BTreeMap<u32, String>,
 }
@@ -121,7 +126,7 @@ impl Namespaces {
     /// Watches every namespace, or only `only`.
     pub fn new(only: Option<u32>) -> Result<Self> {
         let own = own().context("reading /proc/self/ns/net")?;
-        let mut ns = Self { only, own, sockets: BTreeMap::new(), unreachable: BTreeMap::new() };
+        let mut ns = Self { only, own, sockets: BTreeMap::new(), paths: BTreeMap::new(), unreachable: BTreeMap::new() };
         ns.refresh();
         if let Some(inode) = only {
             if !ns.sockets.contains_key(&inode) {
@@ -137,15 +142,17 @@ impl Namespaces {
         let found = discover();
         let wanted: BTreeSet<u32> = found.keys().copied().filter(|i| self.only.is_none_or(|o| o == *i)).collect();
         self.sockets.retain(|ino, _| wanted.contains(ino));
+        self.paths.retain(|ino, _| wanted.contains(ino));
         self.unreachable.retain(|ino, _| wanted.contains(ino));
         for ino in wanted {
             if self.sockets.contains_key(&ino) || self.unreachable.contains_key(&ino) {
                 continue;
             }
-            let sock = if ino == self.own { DiagSocket::open() } else { open_in(&found[&ino]) };
+            let sock = if ino == self.own { DiagSocket::open() } else { run_in(&found[&ino], DiagSocket::open) };
             match sock {
                 Ok(s) => {
                     self.sockets.insert(ino, s);
+                    self.paths.insert(ino, found[&ino].clone());
                 }
                 Err(e) => {
                     self.unreachable.insert(ino, e.to_string());
@@ -157,18 +164,57 @@ impl Namespaces {
     /// Listeners of every watched namespace. A namespace whose dump fails is
     /// forgotten (it is found again on the next refresh if it still exists).
     pub fn listeners(&mut self) -> Vec<NsListeners> {
+        self.each(|sock| sock.listeners()).into_iter().map(|(netns, listeners)| NsListeners { netns, listeners }).collect()
+    }
+
+    /// Local address and port of every request socket (`SYN_RECV`) of
+    /// every watched namespace: the SYN queues' contents.
+    pub fn requests(&mut self) -> BTreeMap<u32, Vec<(IpAddr, u16)>> {
+        self.each(|sock| sock.requests()).into_iter().collect()
+    }
+
+    fn each<T>(&mut self, mut f: impl FnMut(&mut DiagSocket) -> io::Result<T>) -> Vec<(u32, T)> {
         let mut out = Vec::with_capacity(self.sockets.len());
         let mut failed = Vec::new();
         for (ino, sock) in &mut self.sockets {
-            match sock.listeners() {
-                Ok(listeners) => out.push(NsListeners { netns: *ino, listeners }),
+            match f(sock) {
+                Ok(v) => out.push((*ino, v)),
                 Err(_) => failed.push(*ino),
             }
         }
         for ino in failed {
             self.sockets.remove(&ino);
+            self.paths.remove(&ino);
         }
         out
+    }
+
+    /// Runs `f` inside each watched namespace `which` selects (directly for
+    /// qtrace's own).
+    pub fn run_in_each<T: Send>(&self, f: impl Fn() -> io::Result<T> + Sync, which: impl Fn(u32) -> bool) -> Vec<(u32, io::Result<T>)> {
+        self.paths
+            .iter()
+            .filter(|(ino, _)| which(**ino))
+            .map(|(ino, path)| (*ino, if *ino == self.own { f() } else { run_in(path, &f) }))
+            .collect()
+    }
+
+    /// How a person enters namespace `ino` to run a command there (empty
+    /// for qtrace's own namespace).
+    pub fn enter_command(&self, ino: u32) -> String {
+        match self.paths.get(&ino) {
+            _ if ino == self.own => String::new(),
+            Some(p) if p.starts_with("/run/netns") || p.starts_with("/var/run/netns") => {
+                format!("ip netns exec {} ", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+            }
+            Some(p) => format!("nsenter --net={} ", p.display()),
+            None => format!("nsenter --net=<namespace {ino}> "),
+        }
+    }
+
+    /// qtrace's own namespace.
+    pub fn own(&self) -> u32 {
+        self.own
     }
 
     pub fn count(&self) -> usize {

@@ -144,6 +144,22 @@ pub fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String>
     }
 }
 
+/// Fills the `syscalls:sys_enter_listen` / `sys_exit_listen` layout of
+/// `cfg`; an error says why the requested backlogs cannot be recorded.
+pub fn from_listen_formats(enter: &TpFormat, exit: &TpFormat, cfg: &mut Config) -> Result<()> {
+    let slot = |fmt: &TpFormat, name: &str| -> Result<u32> {
+        match fmt.field(name) {
+            Some(f) if f.size == 8 => Ok(f.offset),
+            Some(f) => bail!("syscall tracepoint field {name} is {} bytes, expected 8", f.size),
+            None => bail!("syscall tracepoint has no field {name}"),
+        }
+    };
+    cfg.tp_listen_fd = slot(enter, "fd")?;
+    cfg.tp_listen_backlog = slot(enter, "backlog")?;
+    cfg.tp_listen_ret = slot(exit, "ret")?;
+    Ok(())
+}
+
 /// Fills `cfg.ranges` from `/proc/kallsyms`-formatted text. Returns the
 /// names it could not place (absent, or addresses hidden by kptr_restrict).
 pub fn ranges_from_kallsyms(text: &str, cfg: &mut Config) -> Vec<&'static str> {
@@ -236,6 +252,19 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
         let mut cfg = Config::empty();
         assert!(from_kfree_skb_format(&fmt, &mut cfg).unwrap().contains("6.11"));
         assert_eq!(cfg.tp_kfree_skb_rx_sk, OFFSET_NONE);
+    }
+
+    #[test]
+    fn parses_the_listen_syscall_layout() {
+        let enter = TpFormat::parse(
+            "name: sys_enter_listen\nformat:\n\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:int fd;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:int backlog;\toffset:24;\tsize:8;\tsigned:0;\n",
+        );
+        let exit = TpFormat::parse("format:\n\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n");
+        let mut cfg = Config::empty();
+        from_listen_formats(&enter, &exit, &mut cfg).unwrap();
+        assert_eq!((cfg.tp_listen_fd, cfg.tp_listen_backlog, cfg.tp_listen_ret), (16, 24, 16));
+        let err = from_listen_formats(&exit, &exit, &mut Config::empty()).unwrap_err();
+        assert!(err.to_string().contains("no field fd"), "{err}");
     }
 
     #[test]

@@ -14,10 +14,12 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError};
-use qtrace_common::{Config, CounterKey, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_STATS};
+use qtrace_common::{
+    Config, CounterKey, ListenCall, ListenKey, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
+};
 
 use crate::btf::Btf;
 use crate::offsets::{self, TpFormat};
@@ -89,6 +91,9 @@ pub struct Probe {
     /// In the tracepoint tier: the listeners' drop counters cannot be split
     /// into drops and other discards (no `rx_sk` before 6.11).
     pub counted_is_upper_bound: bool,
+    /// Why the backlogs applications ask for in `listen(2)` are not
+    /// recorded, if they are not.
+    pub listen_calls_missing: Option<String>,
 }
 
 /// The maps userspace reads while the programs run.
@@ -96,6 +101,9 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuHashMap<MapData, CounterKey, u64>,
     pub stats: PerCpuArray<MapData, u64>,
+    /// Successful `listen(2)` calls not yet matched to a socket; `None`
+    /// when the syscall tracepoints could not be attached.
+    pub listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
 }
 
 /// Mounts tracefs if nothing provides it yet (tracepoint ids and formats
@@ -133,13 +141,14 @@ fn explain(tier: Tier, err: &ProgramError) -> String {
         (Tier::Kprobe, _) if text.contains("kprobe/type") || text.contains("kprobe_events") => {
             "kprobes are not built into this kernel (CONFIG_KPROBES is not set)".into()
         }
-        _ => {
-            let chain: Vec<String> = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
-                .map(|e| e.to_string())
-                .collect();
-            chain.join(": ")
-        }
+        _ => chain(err),
     }
+}
+
+/// An error with its causes, one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let all: Vec<String> = std::iter::successors(Some(err), |e| e.source()).map(|e| e.to_string()).collect();
+    all.join(": ")
 }
 
 impl Probe {
@@ -155,6 +164,7 @@ impl Probe {
         let fmt_path = tracefs.join("events/skb/kfree_skb/format");
         let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
         let mut ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
+        let listen_layout = listen_formats(tracefs, &mut cfg);
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         let missing = offsets::ranges_from_kallsyms(&kallsyms, &mut cfg);
         if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
@@ -199,7 +209,8 @@ impl Probe {
             match result {
                 Ok(()) => {
                     let counted_is_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
-                    return Ok(Self { ebpf, tier, refused, ack_detail_missing, counted_is_upper_bound });
+                    let listen_calls_missing = listen_layout.and_then(|()| attach_listen_calls(&mut ebpf)).err();
+                    return Ok(Self { ebpf, tier, refused, ack_detail_missing, counted_is_upper_bound, listen_calls_missing });
                 }
                 Err((name, err)) => {
                     let why = explain(tier, &err);
@@ -220,6 +231,10 @@ impl Probe {
             events: RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?,
             counters: PerCpuHashMap::try_from(take(&mut self.ebpf, MAP_COUNTERS)?)?,
             stats: PerCpuArray::try_from(take(&mut self.ebpf, MAP_STATS)?)?,
+            listen_calls: match self.listen_calls_missing {
+                None => Some(HashMap::try_from(take(&mut self.ebpf, MAP_LISTEN_CALLS)?)?),
+                Some(_) => None,
+            },
         })
     }
 
@@ -260,6 +275,31 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     let prog = ebpf.program_mut(name).ok_or((name, ProgramError::NotLoaded))?;
     let p: &mut TracePoint = prog.try_into().map_err(|e| (name, e))?;
     p.load().and_then(|()| p.attach("skb", "kfree_skb").map(drop)).map_err(|e| (name, e))
+}
+
+/// Reads the listen syscall tracepoints' layout into `cfg`.
+fn listen_formats(tracefs: &Path, cfg: &mut Config) -> Result<(), String> {
+    let read = |name: &str| {
+        let path = tracefs.join("events/syscalls").join(name).join("format");
+        std::fs::read_to_string(&path).map(|t| TpFormat::parse(&t)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS is not set)".to_owned()
+            } else {
+                format!("reading {}: {e}", path.display())
+            }
+        })
+    };
+    offsets::from_listen_formats(&read("sys_enter_listen")?, &read("sys_exit_listen")?, cfg).map_err(|e| format!("{e:#}"))
+}
+
+/// Attaches the `listen(2)` recorders (beside any tier).
+fn attach_listen_calls(ebpf: &mut Ebpf) -> Result<(), String> {
+    for name in ["sys_enter_listen", "sys_exit_listen"] {
+        let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
+        let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+        p.load().and_then(|()| p.attach("syscalls", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;
+    }
+    Ok(())
 }
 
 /// Unloads every loaded program; unloading detaches its links.

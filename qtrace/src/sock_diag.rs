@@ -16,6 +16,7 @@ const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const TCP_SYN_RECV: u8 = 3;
 const TCP_LISTEN: u8 = 10;
 const INET_DIAG_SKMEMINFO: u16 = 7;
 const SK_MEMINFO_DROPS: usize = 8;
@@ -40,8 +41,9 @@ pub struct Listener {
     pub inode: u32,
 }
 
-/// `inet_diag_req_v2` for all TCP listeners of `family`, asking for meminfo.
-pub fn dump_request(family: u8, seq: u32) -> Vec<u8> {
+/// `inet_diag_req_v2` for all TCP sockets of `family` in `state` (a
+/// `TCP_*` value), asking for meminfo.
+pub fn dump_request(family: u8, state: u8, seq: u32) -> Vec<u8> {
     let mut req = Vec::with_capacity(NLMSG_HDRLEN + 56);
     let len = (NLMSG_HDRLEN + 56) as u32;
     req.extend_from_slice(&len.to_ne_bytes());
@@ -55,7 +57,7 @@ pub fn dump_request(family: u8, seq: u32) -> Vec<u8> {
     req.push(libc::IPPROTO_TCP as u8);
     req.push(1 << (INET_DIAG_SKMEMINFO - 1));
     req.push(0);
-    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend_from_slice(&(1u32 << state).to_ne_bytes());
     req.extend_from_slice(&[0u8; 48]);
     req
 }
@@ -64,6 +66,8 @@ pub fn dump_request(family: u8, seq: u32) -> Vec<u8> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
     pub listeners: Vec<Listener>,
+    /// Request sockets (`SYN_RECV`): their local address and port.
+    pub requests: Vec<(IpAddr, u16)>,
     /// NLMSG_DONE seen: the dump is complete.
     pub done: bool,
 }
@@ -97,7 +101,14 @@ pub fn parse_reply(buf: &[u8]) -> io::Result<Parsed> {
                 let errno = ne_u32(msg, 0).map(|e| -(e as i32)).unwrap_or(libc::EIO);
                 return Err(io::Error::from_raw_os_error(errno));
             }
-            SOCK_DIAG_BY_FAMILY => out.listeners.push(parse_diag_msg(msg).ok_or_else(|| bad("short inet_diag_msg"))?),
+            SOCK_DIAG_BY_FAMILY => {
+                let l = parse_diag_msg(msg).ok_or_else(|| bad("short inet_diag_msg"))?;
+                match msg[1] {
+                    TCP_LISTEN => out.listeners.push(l),
+                    TCP_SYN_RECV => out.requests.push((l.addr, l.port)),
+                    _ => {}
+                }
+            }
             _ => {}
         }
         at += (len + 3) & !3;
@@ -158,10 +169,20 @@ impl DiagSocket {
 
     /// Every TCP listener (IPv4 and IPv6) of the socket's namespace.
     pub fn listeners(&mut self) -> io::Result<Vec<Listener>> {
-        let mut all = Vec::new();
+        Ok(self.dump(TCP_LISTEN)?.listeners)
+    }
+
+    /// Every request socket (the SYN queues' entries, `ss state syn-recv`):
+    /// local address and port. Listed by inet_diag since Linux 4.4.
+    pub fn requests(&mut self) -> io::Result<Vec<(IpAddr, u16)>> {
+        Ok(self.dump(TCP_SYN_RECV)?.requests)
+    }
+
+    fn dump(&mut self, state: u8) -> io::Result<Parsed> {
+        let mut all = Parsed::default();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             self.seq = self.seq.wrapping_add(1);
-            let req = dump_request(family, self.seq);
+            let req = dump_request(family, state, self.seq);
             // SAFETY: req is a valid buffer of req.len() bytes; the kernel is
             // the default destination of an unbound netlink socket.
             let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
@@ -180,7 +201,8 @@ impl DiagSocket {
                     return Err(err);
                 }
                 let parsed = parse_reply(&buf[..n as usize])?;
-                all.extend(parsed.listeners);
+                all.listeners.extend(parsed.listeners);
+                all.requests.extend(parsed.requests);
                 if parsed.done || n == 0 {
                     break;
                 }
@@ -197,7 +219,7 @@ mod tests {
     fn diag_msg(family: u8, port: u16, src: [u8; 16], rq: u32, wq: u32, drops: Option<u32>) -> Vec<u8> {
         let mut m = vec![0u8; DIAG_MSG_LEN];
         m[0] = family;
-        m[1] = TCP_LISTEN;
+        m[1] = if drops == Some(u32::MAX) { TCP_SYN_RECV } else { TCP_LISTEN };
         m[4..6].copy_from_slice(&port.to_be_bytes());
         m[8..24].copy_from_slice(&src);
         m[44..48].copy_from_slice(&7u32.to_ne_bytes());
@@ -231,7 +253,7 @@ mod tests {
 
     #[test]
     fn request_asks_for_listeners_with_meminfo() {
-        let req = dump_request(libc::AF_INET as u8, 9);
+        let req = dump_request(libc::AF_INET as u8, TCP_LISTEN, 9);
         assert_eq!(req.len(), 72);
         assert_eq!(ne_u32(&req, 0), Some(72));
         assert_eq!(ne_u16(&req, 4), Some(SOCK_DIAG_BY_FAMILY));
@@ -247,9 +269,12 @@ mod tests {
         let mut buf = nlmsg(SOCK_DIAG_BY_FAMILY, &diag_msg(2, 8080, v4, 3, 2, Some(14)));
         let v6 = Ipv6Addr::LOCALHOST.octets();
         buf.extend(nlmsg(SOCK_DIAG_BY_FAMILY, &diag_msg(10, 443, v6, 0, 4096, None)));
+        buf.extend(nlmsg(SOCK_DIAG_BY_FAMILY, &diag_msg(2, 8080, v4, 0, 0, Some(u32::MAX))));
         buf.extend(nlmsg(NLMSG_DONE, &[0; 4]));
         let parsed = parse_reply(&buf).unwrap();
         assert!(parsed.done);
+        assert_eq!(parsed.listeners.len(), 2);
+        assert_eq!(parsed.requests, vec![("127.0.0.1".parse().unwrap(), 8080)]);
         assert_eq!(
             parsed.listeners[0],
             Listener {

@@ -1,8 +1,9 @@
 //! `qtrace watch`: attach, then print per-port overflows until Ctrl-C,
 //! SIGTERM, `--duration` or a closed stdout; then a final summary.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
@@ -12,13 +13,14 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{UsageError, WatchArgs};
-use crate::aggregate::Aggregator;
-use crate::event::{self, Decoded, Kind};
+use crate::backlog::{self, Clamp};
+use crate::event::{self, Kind};
+use crate::kernel_state::Settings;
 use crate::netns::{self, Namespaces};
 use crate::output::{ndjson, table};
 use crate::ports::PortSet;
-use crate::probe::{Filter, Maps, Probe, Tier};
-use crate::source;
+use crate::probe::Filter;
+use crate::tracer::Tracer;
 
 /// Stdout that notices when its reader went away (`| head -1`).
 struct Out {
@@ -48,30 +50,21 @@ impl Out {
 }
 
 struct Watch {
-    agg: Aggregator,
-    namespaces: Namespaces,
-    maps_counters: aya::maps::PerCpuHashMap<MapData, qtrace_common::CounterKey, u64>,
-    maps_stats: aya::maps::PerCpuArray<MapData, u64>,
+    tracer: Tracer,
     json: bool,
     out: Out,
-    boot_offset: i128,
-    undecodable: u64,
-    last_poll: Instant,
+    /// Namespaces whose settings were printed (NDJSON).
+    settings_shown: BTreeSet<u32>,
 }
 
 impl Watch {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            match Decoded::decode(&item, self.boot_offset) {
-                Ok(ev) => {
-                    self.agg.on_event(&ev);
-                    if self.json {
-                        self.out.json(&ev.to_json());
-                    }
-                }
-                Err(_) => self.undecodable += 1,
+        let (json, out) = (self.json, &mut self.out);
+        self.tracer.drain(ring, |ev| {
+            if json {
+                out.json(&ev.to_json());
             }
-        }
+        });
         if self.json {
             self.out.flush();
         }
@@ -80,26 +73,68 @@ impl Watch {
     /// Reads the kernel's counters and the listeners; reports what changed.
     fn poll(&mut self) -> Result<()> {
         let now = event::realtime_ns();
-        self.agg.on_counters(source::counters(&self.maps_counters)?);
-        let before = self.agg.losses.ringbuf_full;
-        self.agg.losses = source::losses(&self.maps_stats, self.undecodable)?;
-        let lost = self.agg.losses.ringbuf_full - before;
-        self.namespaces.refresh();
-        let counted = self.agg.on_listeners(&self.namespaces.listeners());
-        let elapsed = self.last_poll.elapsed().as_secs_f64();
-        self.last_poll = Instant::now();
-        self.agg.tick(elapsed);
-        self.agg.forget_idle();
+        let report = self.tracer.poll()?;
         if self.json {
-            if lost > 0 {
-                self.out.json(&ndjson::lost(lost, self.agg.losses.ringbuf_full, now));
+            let new: Vec<u32> = self.tracer.listeners.iter().map(|ns| ns.netns).filter(|n| !self.settings_shown.contains(n)).collect();
+            for (netns, settings) in self.settings_of(&new) {
+                self.out.json(&ndjson::settings(netns, settings, now));
+                self.settings_shown.insert(netns);
             }
-            for d in &counted {
+            if report.lost > 0 {
+                self.out.json(&ndjson::lost(report.lost, self.tracer.agg.losses.ringbuf_full, now));
+            }
+            for d in &report.counted {
                 self.out.json(&ndjson::counted(d, now));
+            }
+            for seen in &report.listens {
+                self.out.json(&ndjson::listen(seen, now));
             }
             self.out.flush();
         }
         Ok(())
+    }
+
+    /// The settings of the namespaces `which`, read inside each.
+    fn settings_of(&self, which: &[u32]) -> BTreeMap<u32, Settings> {
+        self.tracer
+            .namespaces
+            .run_in_each(|| Ok(Settings::read()), |ino| which.contains(&ino))
+            .into_iter()
+            .filter_map(|(ino, s)| Some((ino, s.ok()?)))
+            .collect()
+    }
+
+    /// The header lines of the table: each shown namespace's settings and
+    /// the backlogs qtrace saw clamped.
+    fn context(&self, show_quiet: bool) -> String {
+        let shown: BTreeSet<u32> = self
+            .tracer
+            .agg
+            .ports()
+            .iter()
+            .filter(|(_, st)| show_quiet || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0)
+            .map(|(k, _)| k.netns)
+            .collect();
+        let shown: Vec<u32> = if shown.is_empty() { vec![self.tracer.namespaces.own()] } else { shown.into_iter().collect() };
+        let mut text = String::new();
+        for (netns, settings) in self.settings_of(&shown) {
+            text.push_str(&format!("netns {netns}: {}\n", settings.line()));
+        }
+        for ns in &self.tracer.listeners {
+            for l in &ns.listeners {
+                let Some(req) = self.tracer.backlogs.get(u64::from(l.inode)) else { continue };
+                if backlog::clamp(Some(req.backlog), l.accept_queue_max, None) == Clamp::Proven && shown.contains(&ns.netns) {
+                    text.push_str(&format!(
+                        "port {}: {} asked listen() for a backlog of {}, net.core.somaxconn cut it to {}\n",
+                        l.port,
+                        req.owner.short(),
+                        req.backlog,
+                        l.accept_queue_max
+                    ));
+                }
+            }
+        }
+        text
     }
 }
 
@@ -122,48 +157,37 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         Some(spec) => Some(netns::resolve(spec).map_err(|e| UsageError(format!("{e:#}")))?),
         None => None,
     };
-    let mut namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
-    let mut agg = Aggregator::new(netns, ports.clone());
-    // Baseline of every listener's drop counter before the hooks go in.
-    agg.on_listeners(&namespaces.listeners());
-
-    let mut probe = Probe::attach(args.hooks, &Filter { netns, ports: ports.clone() })?;
-    let Maps { events, counters, stats } = probe.take_maps()?;
-    agg.set_derive_counted(probe.tier == Tier::Tracepoint);
-    for (tier, why) in &probe.refused {
-        eprintln!("qtrace: {tier} tier unavailable: {why}");
+    let namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
+    let (tracer, events) = Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces)?;
+    for line in tracer.limits() {
+        eprintln!("qtrace: {line}");
     }
-    if probe.tier == Tier::Tracepoint {
-        eprintln!("qtrace: SYN-stage drops and syncookie-ACK overflows have no hook on the tracepoint tier: they are counted from each listener's drop counter (kind listener_drop_counted), without per-connection detail");
-        if let Some(why) = &probe.ack_detail_missing {
-            eprintln!("qtrace: {why}: ACK-stage overflows are counted from the listeners too");
-        }
-        if probe.counted_is_upper_bound {
-            eprintln!("qtrace: on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound");
-        }
-    }
+    let count = tracer.namespaces.count();
     eprintln!(
-        "qtrace: watching {} ({} namespace{}) with the {} tier; Ctrl-C to stop",
+        "qtrace: watching {} ({count} namespace{}) with the {} tier; Ctrl-C to stop",
         describe(&ports, &args),
-        namespaces.count(),
-        if namespaces.count() == 1 { "" } else { "s" },
-        probe.tier
+        if count == 1 { "" } else { "s" },
+        tracer.probe.tier
     );
-    for (ino, why) in &namespaces.unreachable {
+    for (ino, why) in &tracer.namespaces.unreachable {
         eprintln!("qtrace: network namespace {ino} cannot be entered ({why}); its SYN-stage totals are missing");
     }
-
+    let tier = tracer.probe.tier;
     let mut w = Watch {
-        agg,
-        namespaces,
-        maps_counters: counters,
-        maps_stats: stats,
+        tracer,
         json: args.json,
         out: Out { w: io::BufWriter::new(io::stdout()), closed: false },
-        boot_offset: event::boot_offset_ns(),
-        undecodable: 0,
-        last_poll: Instant::now(),
+        settings_shown: BTreeSet::new(),
     };
+    if args.json {
+        let all: Vec<u32> = w.tracer.listeners.iter().map(|ns| ns.netns).collect();
+        let now = event::realtime_ns();
+        for (netns, settings) in w.settings_of(&all) {
+            w.out.json(&ndjson::settings(netns, settings, now));
+            w.settings_shown.insert(netns);
+        }
+        w.out.flush();
+    }
     let live_table = !args.json && io::stdout().is_terminal();
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
     // until the AsyncFd (which owns the ring buffer) is dropped.
@@ -190,8 +214,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     if live_table {
                         text.push_str("\x1b[H\x1b[J");
                     }
-                    text.push_str(&format!("{}  tier {}\n", &event::rfc3339(event::realtime_ns())[..19], probe.tier));
-                    text.push_str(&table::render(&w.agg, args.all));
+                    text.push_str(&format!("{}  tier {tier}\n", &event::rfc3339(event::realtime_ns())[..19]));
+                    text.push_str(&w.context(args.all));
+                    text.push_str(&table::render(&w.tracer.agg, args.all));
                     text.push('\n');
                     w.out.write_str(&text);
                     w.out.flush();
@@ -213,18 +238,19 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     w.drain(ring.get_mut());
     w.poll()?;
-    probe.detach();
-    if args.json {
-        for (key, st) in w.agg.ports() {
+    let Watch { tracer, mut out, json, .. } = w;
+    let (agg, _, _) = tracer.detach();
+    if json {
+        for (key, st) in agg.ports() {
             if st.events > 0 || Kind::ALL.iter().any(|k| st.count(*k) > 0) {
-                w.out.json(&ndjson::summary(key, st));
+                out.json(&ndjson::summary(key, st));
             }
         }
-        w.out.json(&ndjson::losses(&w.agg.losses));
+        out.json(&ndjson::losses(&agg.losses));
     } else {
-        w.out.write_str("Summary\n");
-        w.out.write_str(&table::render(&w.agg, args.all));
+        out.write_str("Summary\n");
+        out.write_str(&table::render(&agg, args.all));
     }
-    w.out.flush();
+    out.flush();
     Ok(())
 }

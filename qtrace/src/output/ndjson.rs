@@ -4,7 +4,10 @@
 use serde::Serialize;
 
 use crate::aggregate::{CountedDelta, Losses, PortKey, PortStats};
+use crate::backlog::{self, Clamp};
 use crate::event::{rfc3339, Kind};
+use crate::kernel_state::Settings;
+use crate::tracer::ListenSeen;
 
 /// Drops known only from the listener's drop counter (`"type": "counted"`).
 #[derive(Serialize)]
@@ -96,5 +99,57 @@ pub fn losses(l: &Losses) -> LossesJson {
         read_failed: l.read_failed,
         entry_missing: l.entry_missing,
         undecodable: l.undecodable,
+    }
+}
+
+/// A namespace's listen-queue settings (`"type": "settings"`), printed when
+/// `watch` starts and when it first sees a namespace.
+#[derive(Serialize)]
+pub struct SettingsJson {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub time: String,
+    pub netns: u32,
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+pub fn settings(netns: u32, settings: Settings, now_ns: i128) -> SettingsJson {
+    SettingsJson { ty: "settings", time: rfc3339(now_ns), netns, settings }
+}
+
+/// A `listen(2)` qtrace saw, with the backlog asked for and the bound the
+/// kernel set (`"type": "listen"`).
+#[derive(Serialize)]
+pub struct ListenJson {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub time: String,
+    pub netns: u32,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub pid: u32,
+    pub comm: String,
+    pub requested_backlog: i32,
+    pub accept_queue_max: u32,
+    /// True when `net.core.somaxconn` cut the requested backlog.
+    pub clamped: bool,
+}
+
+pub fn listen(seen: &ListenSeen, now_ns: i128) -> ListenJson {
+    let l = &seen.listener;
+    ListenJson {
+        ty: "listen",
+        time: rfc3339(now_ns),
+        netns: seen.netns,
+        family: if l.addr.is_ipv4() { "ipv4" } else { "ipv6" },
+        local_addr: l.addr.to_string(),
+        local_port: l.port,
+        pid: seen.requested.owner.pid,
+        comm: seen.requested.owner.comm.clone(),
+        requested_backlog: seen.requested.backlog,
+        accept_queue_max: l.accept_queue_max,
+        clamped: backlog::clamp(Some(seen.requested.backlog), l.accept_queue_max, None) == Clamp::Proven,
     }
 }

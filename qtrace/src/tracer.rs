@@ -1,0 +1,146 @@
+//! A running trace: the attached programs, the maps they fill, every
+//! watched namespace's listeners and the aggregation of it all. `watch`
+//! and `doctor` each drive one; neither formats anything here.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use qtrace_common::{CounterKey, ListenCall, ListenKey};
+
+use crate::aggregate::{Aggregator, CountedDelta};
+use crate::backlog::{Requested, RequestedBacklogs};
+use crate::event::{self, Decoded};
+use crate::netns::{Namespaces, NsListeners};
+use crate::probe::{Filter, HookChoice, Maps, Probe, Tier};
+use crate::sock_diag::Listener;
+use crate::source;
+
+/// A `listen(2)` qtrace saw, matched to its listener.
+#[derive(Debug, Clone)]
+pub struct ListenSeen {
+    pub netns: u32,
+    pub listener: Listener,
+    pub requested: Requested,
+}
+
+/// What one poll found new.
+#[derive(Debug, Default)]
+pub struct PollReport {
+    /// Events the ring buffer had no room for since the last poll.
+    pub lost: u64,
+    /// Drops counted from listeners' drop counters since the last poll.
+    pub counted: Vec<CountedDelta>,
+    /// `listen(2)` calls matched since the last poll.
+    pub listens: Vec<ListenSeen>,
+}
+
+pub struct Tracer {
+    pub probe: Probe,
+    pub agg: Aggregator,
+    pub namespaces: Namespaces,
+    pub backlogs: RequestedBacklogs,
+    /// Listeners as of the latest poll.
+    pub listeners: Vec<NsListeners>,
+    counters: PerCpuHashMap<MapData, CounterKey, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
+    boot_offset: i128,
+    undecodable: u64,
+    last_poll: Instant,
+}
+
+impl Tracer {
+    /// Takes a baseline of every listener, then attaches. Returns the ring
+    /// buffer separately: callers wait on it their own way.
+    pub fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces) -> Result<(Self, RingBuf<MapData>)> {
+        let mut agg = Aggregator::new(filter.netns, filter.ports.clone());
+        // Baseline of every listener's drop counter before the hooks go in.
+        let listeners = namespaces.listeners();
+        agg.on_listeners(&listeners);
+        let mut probe = Probe::attach(choice, filter)?;
+        let Maps { events, counters, stats, listen_calls } = probe.take_maps()?;
+        agg.set_derive_counted(probe.tier == Tier::Tracepoint);
+        let tracer = Self {
+            probe,
+            agg,
+            namespaces,
+            backlogs: RequestedBacklogs::default(),
+            listeners,
+            counters,
+            stats,
+            listen_calls,
+            boot_offset: event::boot_offset_ns(),
+            undecodable: 0,
+            last_poll: Instant::now(),
+        };
+        Ok((tracer, events))
+    }
+
+    /// What the attached tier cannot see on this kernel, one sentence each.
+    pub fn limits(&self) -> Vec<String> {
+        let p = &self.probe;
+        let mut out: Vec<String> = p.refused.iter().map(|(tier, why)| format!("{tier} tier unavailable: {why}")).collect();
+        if p.tier == Tier::Tracepoint {
+            out.push("SYN-stage drops and syncookie-ACK overflows have no hook on the tracepoint tier: they are counted from each listener's drop counter (kind listener_drop_counted), without per-connection detail".into());
+            if let Some(why) = &p.ack_detail_missing {
+                out.push(format!("{why}: ACK-stage overflows are counted from the listeners too"));
+            }
+            if p.counted_is_upper_bound {
+                out.push("on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound".into());
+            }
+        }
+        if let Some(why) = &p.listen_calls_missing {
+            out.push(format!("requested backlogs are not recorded ({why}): a clamp by somaxconn can only be inferred"));
+        }
+        out
+    }
+
+    /// Decodes and aggregates every record waiting in `ring`, handing each
+    /// to `each` as well.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, mut each: impl FnMut(&Decoded)) {
+        while let Some(item) = ring.next() {
+            match Decoded::decode(&item, self.boot_offset) {
+                Ok(ev) => {
+                    self.agg.on_event(&ev);
+                    each(&ev);
+                }
+                Err(_) => self.undecodable += 1,
+            }
+        }
+    }
+
+    /// Reads the kernel's counters, the listeners and the `listen(2)` calls;
+    /// reports what is new.
+    pub fn poll(&mut self) -> Result<PollReport> {
+        self.agg.on_counters(source::counters(&self.counters)?);
+        let before = self.agg.losses.ringbuf_full;
+        self.agg.losses = source::losses(&self.stats, self.undecodable)?;
+        let lost = self.agg.losses.ringbuf_full - before;
+        self.namespaces.refresh();
+        self.listeners = self.namespaces.listeners();
+        let counted = self.agg.on_listeners(&self.listeners);
+        let elapsed = self.last_poll.elapsed().as_secs_f64();
+        self.last_poll = Instant::now();
+        self.agg.tick(elapsed);
+        self.agg.forget_idle();
+        let mut listens = Vec::new();
+        if let Some(map) = &mut self.listen_calls {
+            for ino in self.backlogs.collect(map) {
+                let found = self.listeners.iter().find_map(|ns| ns.listeners.iter().find(|l| u64::from(l.inode) == ino).map(|l| (ns.netns, l)));
+                if let (Some((netns, l)), Some(req)) = (found, self.backlogs.get(ino)) {
+                    listens.push(ListenSeen { netns, listener: l.clone(), requested: req.clone() });
+                }
+            }
+            let live = self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
+            self.backlogs.retain(&live);
+        }
+        Ok(PollReport { lost, counted, listens })
+    }
+
+    /// Detaches and unloads the programs.
+    pub fn detach(self) -> (Aggregator, Namespaces, RequestedBacklogs) {
+        self.probe.detach();
+        (self.agg, self.namespaces, self.backlogs)
+    }
+}
