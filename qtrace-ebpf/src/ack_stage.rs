@@ -22,11 +22,11 @@
 //! `tcp_v4_syn_recv_sock()`, whose own hook reports it; the v6 hook skips
 //! IPv4 packets so nothing is counted twice.
 
+use aya_ebpf::maps::PerCpuArray;
 use aya_ebpf::{
     macros::{fexit, kprobe, kretprobe},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use aya_ebpf::maps::PerCpuArray;
 use qtrace_common::{hook, kind};
 
 use crate::emit::{emit, watched};

@@ -44,7 +44,7 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let call = ListenCall { ts_ns, backlog: backlog as u32 as i32, fd: fd as u32 };
     // A full map only loses this call's requested backlog.
-    let _ = LISTEN_PENDING.insert(&id, &call, 0);
+    let _ = LISTEN_PENDING.insert(id, call, 0);
     0
 }
 
@@ -54,12 +54,14 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(call) = (unsafe { LISTEN_PENDING.get(&id) }).copied() else { return 0 };
-    let _ = LISTEN_PENDING.remove(&id);
+    let Some(call) = (unsafe { LISTEN_PENDING.get(id) }).copied() else {
+        return 0;
+    };
+    let _ = LISTEN_PENDING.remove(id);
     let ret: i64 = read(ctx.as_ptr() as u64, cfg.tp_listen_ret);
     if ret == 0 {
         let key = ListenKey { tgid: (id >> 32) as u32, fd: call.fd };
-        let _ = LISTEN_CALLS.insert(&key, &call, 0);
+        let _ = LISTEN_CALLS.insert(key, call, 0);
     }
     0
 }

@@ -37,7 +37,9 @@ use crate::maps::{SynEntry, SYN_ENTRY};
 
 #[inline(always)]
 fn on_entry(sk: u64, skb: u64) {
-    let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else { return };
+    let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else {
+        return;
+    };
     // SAFETY: per-CPU slot; cleared first so an unwatched call leaves no entry.
     unsafe { (*slot).sk = 0 };
     let Some(cfg) = config() else { return };
@@ -54,7 +56,9 @@ fn on_entry(sk: u64, skb: u64) {
 
 #[inline(always)]
 fn on_exit(sk: u64, hook: u8) {
-    let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else { return };
+    let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else {
+        return;
+    };
     // SAFETY: per-CPU slot.
     let e = unsafe { *slot };
     unsafe { (*slot).sk = 0 };

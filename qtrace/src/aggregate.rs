@@ -69,11 +69,7 @@ impl PortStats {
         self.connections.len()
     }
     fn hooked_weight(&self) -> u64 {
-        Kind::ALL
-            .iter()
-            .filter(|k| **k != Kind::ListenerDropCounted)
-            .map(|k| k.listener_drop_weight() * self.kinds[k.index()])
-            .sum()
+        Kind::ALL.iter().filter(|k| **k != Kind::ListenerDropCounted).map(|k| k.listener_drop_weight() * self.kinds[k.index()]).sum()
     }
 }
 
@@ -154,7 +150,9 @@ impl Aggregator {
     /// Replaces the per-kind totals with the kernel's counters.
     pub fn on_counters<I: IntoIterator<Item = (CounterKey, u64)>>(&mut self, counters: I) {
         for (key, value) in counters {
-            let Some(kind) = Kind::from_id(key.kind) else { continue };
+            let Some(kind) = Kind::from_id(key.kind) else {
+                continue;
+            };
             let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
             st.kinds[kind.index()] = value;
         }

@@ -64,12 +64,23 @@ struct Member {
 #[derive(Debug, Clone)]
 enum Type {
     /// int, float, enum: a scalar with a size in bytes.
-    Scalar { size: u32 },
+    Scalar {
+        size: u32,
+    },
     Ptr,
-    Array { elem: u32, len: u32 },
-    Composite { name: u32, size: u32, members: Vec<Member> },
+    Array {
+        elem: u32,
+        len: u32,
+    },
+    Composite {
+        name: u32,
+        size: u32,
+        members: Vec<Member>,
+    },
     /// typedef, const, volatile, restrict, type tag: see through.
-    Alias { target: u32 },
+    Alias {
+        target: u32,
+    },
     Other,
 }
 
@@ -113,20 +124,10 @@ impl Btf {
         let hdr_len = u32_at(data, 4).ok_or(BtfError::BadHeader)? as usize;
         let field = |at| u32_at(data, at).map(|v| v as usize).ok_or(BtfError::BadHeader);
         let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
-        let types_bytes = data
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::BadHeader)?;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::BadHeader)?
-            .to_vec();
+        let types_bytes = data.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or(BtfError::BadHeader)?;
+        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or(BtfError::BadHeader)?.to_vec();
 
-        let mut btf = Btf {
-            strings,
-            types: vec![Type::Other],
-            enumerators: HashMap::new(),
-            structs: HashMap::new(),
-        };
+        let mut btf = Btf { strings, types: vec![Type::Other], enumerators: HashMap::new(), structs: HashMap::new() };
         let mut at = 0usize;
         let t = types_bytes;
         while at < t.len() {
@@ -157,8 +158,7 @@ impl Btf {
                         let m_name = u32_at(t, at).ok_or_else(bad)?;
                         let m_type = u32_at(t, at + 4).ok_or_else(bad)?;
                         let m_off = u32_at(t, at + 8).ok_or_else(bad)?;
-                        let (bit_offset, bitfield_size) =
-                            if kind_flag { (m_off & 0xff_ffff, m_off >> 24) } else { (m_off, 0) };
+                        let (bit_offset, bitfield_size) = if kind_flag { (m_off & 0xff_ffff, m_off >> 24) } else { (m_off, 0) };
                         members.push(Member { name: m_name, type_id: m_type, bit_offset, bitfield_size });
                         at += 12;
                     }
@@ -188,9 +188,7 @@ impl Btf {
                     }
                     Type::Scalar { size: size_or_type }
                 }
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    Type::Alias { target: size_or_type }
-                }
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias { target: size_or_type },
                 KIND_FWD | KIND_FUNC => Type::Other,
                 KIND_FUNC_PROTO => {
                     at += 8 * vlen;
@@ -366,10 +364,7 @@ mod tests {
     fn reports_what_is_missing() {
         let btf = Btf::parse(&sample()).unwrap();
         assert_eq!(btf.field("nope", "a"), Err(BtfError::NoStruct("nope".into())));
-        assert_eq!(
-            btf.field("outer", "in.q"),
-            Err(BtfError::NoMember { within: "struct outer.in".into(), member: "q".into() })
-        );
+        assert_eq!(btf.field("outer", "in.q"), Err(BtfError::NoMember { within: "struct outer.in".into(), member: "q".into() }));
         assert_eq!(btf.field("outer", "a.b").unwrap_err().to_string(), "member b not found in struct outer.a");
         assert!(btf.enumerator("E_TWO").is_err());
     }

@@ -113,7 +113,9 @@ impl NetCounters {
 pub fn parse_snmp(text: &str, out: &mut BTreeMap<String, u64>) {
     let mut lines = text.lines();
     while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        let (Some((group, names)), Some((group2, values))) = (names.split_once(':'), values.split_once(':')) else { continue };
+        let (Some((group, names)), Some((group2, values))) = (names.split_once(':'), values.split_once(':')) else {
+            continue;
+        };
         if group != group2 {
             continue;
         }
@@ -155,7 +157,14 @@ mod tests {
         let c = NetCounters::from_map(&all);
         assert_eq!(
             c,
-            NetCounters { listen_overflows: 94, listen_drops: 188, req_qfull_drop: 7, req_qfull_do_cookies: 3, syn_retrans: 12, out_rsts: 5 }
+            NetCounters {
+                listen_overflows: 94,
+                listen_drops: 188,
+                req_qfull_drop: 7,
+                req_qfull_do_cookies: 3,
+                syn_retrans: 12,
+                out_rsts: 5
+            }
         );
         assert!(!all.contains_key("Tcp:MaxConn"));
         let later = NetCounters { listen_drops: 190, ..c };

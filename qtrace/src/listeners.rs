@@ -95,7 +95,7 @@ pub fn snapshot(
             });
         }
     }
-    rows.sort_by(|a, b| (a.netns, a.listener.port, a.listener.addr).cmp(&(b.netns, b.listener.port, b.listener.addr)));
+    rows.sort_by_key(|a| (a.netns, a.listener.port, a.listener.addr));
     rows
 }
 
@@ -104,23 +104,15 @@ mod tests {
     use super::*;
 
     fn l(addr: &str, port: u16) -> Listener {
-        Listener {
-            family: 2,
-            addr: addr.parse().unwrap(),
-            port,
-            accept_queue: 0,
-            accept_queue_max: 8,
-            drops: Some(0),
-            cookie: 0,
-            inode: 1,
-        }
+        Listener { family: 2, addr: addr.parse().unwrap(), port, accept_queue: 0, accept_queue_max: 8, drops: Some(0), cookie: 0, inode: 1 }
     }
 
     #[test]
     fn requests_go_to_the_one_listener_that_can_own_them() {
         let ls = [l("127.0.0.1", 80), l("0.0.0.0", 81), l("10.0.0.1", 82), l("0.0.0.0", 82), l("::", 83)];
         let r = |a: &str, p| (a.parse().unwrap(), p);
-        let reqs = [r("127.0.0.1", 80), r("127.0.0.1", 80), r("10.1.1.1", 81), r("10.0.0.2", 82), r("::ffff:127.0.0.1", 83), r("127.0.0.1", 99)];
+        let reqs =
+            [r("127.0.0.1", 80), r("127.0.0.1", 80), r("10.1.1.1", 81), r("10.0.0.2", 82), r("::ffff:127.0.0.1", 83), r("127.0.0.1", 99)];
         assert_eq!(syn_queues(&ls, &reqs), vec![Some(2), Some(1), Some(0), Some(1), Some(1)]);
         // 10.0.0.1:82 could be either listener on 82: both unknown.
         let reqs = [r("10.0.0.1", 82)];

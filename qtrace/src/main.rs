@@ -27,6 +27,8 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Watch(args) => qtrace::cli::watch::run(args).await,
+            Command::Listeners(args) => qtrace::cli::listeners::run(args),
+            Command::Doctor(args) => qtrace::cli::doctor::run(args).await,
         }
     });
     match result {

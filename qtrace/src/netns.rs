@@ -47,7 +47,9 @@ pub fn resolve(spec: &str) -> Result<u32> {
 /// Namespace files live on nsfs (`NSFS_MAGIC`).
 fn is_nsfs(path: &Path) -> bool {
     const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs(2) writes into a zeroed struct we own; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as libc::c_long == NSFS_MAGIC }
@@ -65,17 +67,23 @@ fn discover() -> BTreeMap<u32, PathBuf> {
             }
         }
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return found };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for p in procs.flatten() {
         let name = p.file_name();
         if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
         for t in tasks.flatten() {
             let ns = t.path().join("ns/net");
             // readlink gives "net:[4026531840]" without opening anything.
-            let Ok(link) = std::fs::read_link(&ns) else { continue };
+            let Ok(link) = std::fs::read_link(&ns) else {
+                continue;
+            };
             let link = link.to_string_lossy();
             if let Some(ino) = link.strip_prefix("net:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse().ok()) {
                 found.entry(ino).or_insert(ns);

@@ -91,8 +91,12 @@ impl TpFormat {
             } else if let Some(fmt) = line.strip_prefix("print fmt:") {
                 // Pairs look like `{ 40, "TCP_LISTEN_OVERFLOW" }`.
                 for chunk in fmt.split('{').skip(1) {
-                    let Some((num, rest)) = chunk.split_once(',') else { continue };
-                    let Ok(value) = num.trim().parse::<u64>() else { continue };
+                    let Some((num, rest)) = chunk.split_once(',') else {
+                        continue;
+                    };
+                    let Ok(value) = num.trim().parse::<u64>() else {
+                        continue;
+                    };
                     let mut quoted = rest.split('"');
                     if let (Some(_), Some(sym)) = (quoted.next(), quoted.next()) {
                         out.symbols.push((value, sym.to_owned()));

@@ -89,8 +89,10 @@ mod tests {
         assert_eq!("abc".parse::<PortRange>(), Err(PortError::NotANumber("abc".into())));
         assert_eq!("9-1".parse::<PortRange>(), Err(PortError::Reversed(9, 1)));
         assert_eq!("-5".parse::<PortRange>(), Err(PortError::NotANumber("".into())));
-        assert_eq!("99999999999999999999".parse::<PortRange>().unwrap_err().to_string(),
-            "\"99999999999999999999\" is not a port number (1-65535) or a range like 8000-8100");
+        assert_eq!(
+            "99999999999999999999".parse::<PortRange>().unwrap_err().to_string(),
+            "\"99999999999999999999\" is not a port number (1-65535) or a range like 8000-8100"
+        );
         assert_eq!("9-1".parse::<PortRange>().unwrap_err().to_string(), "range 9-1 is reversed; write 1-9");
     }
 }

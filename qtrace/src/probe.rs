@@ -135,9 +135,7 @@ fn explain(tier: Tier, err: &ProgramError) -> String {
     .flatten();
     match (tier, io) {
         (Tier::Fentry, Some(libc::EPERM)) => "fentry/fexit refused by the kernel (EPERM: a security policy forbids BPF trampolines)".into(),
-        (Tier::Fentry, Some(libc::EOPNOTSUPP | 524 /* ENOTSUPP */)) => {
-            "fentry/fexit not supported by this kernel or architecture".into()
-        }
+        (Tier::Fentry, Some(libc::EOPNOTSUPP | 524 /* ENOTSUPP */)) => "fentry/fexit not supported by this kernel or architecture".into(),
         (Tier::Kprobe, _) if text.contains("kprobe/type") || text.contains("kprobe_events") => {
             "kprobes are not built into this kernel (CONFIG_KPROBES is not set)".into()
         }
@@ -155,9 +153,8 @@ impl Probe {
     /// Resolves offsets, loads the object, applies the filter and attaches
     /// the first tier that works (or exactly the one asked for).
     pub fn attach(choice: HookChoice, filter: &Filter) -> Result<Self> {
-        let btf = Btf::from_sys_fs().context(
-            "reading the kernel's BTF (/sys/kernel/btf/vmlinux); qtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF",
-        )?;
+        let btf = Btf::from_sys_fs()
+            .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux); qtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF")?;
         let mut cfg = Config::empty();
         offsets::from_btf(&btf, &mut cfg)?;
         let tracefs = ensure_tracefs()?;
@@ -174,9 +171,7 @@ impl Probe {
         cfg.filter_ports = u32::from(!filter.ports.is_all());
 
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| match &e {
-            EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EPERM) =>
-            {
+            EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM) => {
                 anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
             }
             _ => anyhow::Error::new(e).context("loading qtrace's eBPF object"),

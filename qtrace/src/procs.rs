@@ -37,14 +37,24 @@ pub fn owners(wanted: &std::collections::BTreeSet<u64>) -> BTreeMap<u64, Vec<Own
     if wanted.is_empty() {
         return out;
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) else {
+            continue;
+        };
         let mut name = None;
         for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
-            let Some(ino) = link.to_str().and_then(socket_inode) else { continue };
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(ino) = link.to_str().and_then(socket_inode) else {
+                continue;
+            };
             if wanted.contains(&ino) {
                 let comm = name.get_or_insert_with(|| comm(pid)).clone();
                 let list = out.entry(ino).or_default();

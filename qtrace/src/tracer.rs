@@ -12,6 +12,7 @@ use crate::aggregate::{Aggregator, CountedDelta};
 use crate::backlog::{Requested, RequestedBacklogs};
 use crate::event::{self, Decoded};
 use crate::netns::{Namespaces, NsListeners};
+use crate::ports::PortSet;
 use crate::probe::{Filter, HookChoice, Maps, Probe, Tier};
 use crate::sock_diag::Listener;
 use crate::source;
@@ -42,6 +43,7 @@ pub struct Tracer {
     pub backlogs: RequestedBacklogs,
     /// Listeners as of the latest poll.
     pub listeners: Vec<NsListeners>,
+    ports: PortSet,
     counters: PerCpuHashMap<MapData, CounterKey, u64>,
     stats: PerCpuArray<MapData, u64>,
     listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
@@ -67,6 +69,7 @@ impl Tracer {
             namespaces,
             backlogs: RequestedBacklogs::default(),
             listeners,
+            ports: filter.ports.clone(),
             counters,
             stats,
             listen_calls,
@@ -127,8 +130,12 @@ impl Tracer {
         let mut listens = Vec::new();
         if let Some(map) = &mut self.listen_calls {
             for ino in self.backlogs.collect(map) {
-                let found = self.listeners.iter().find_map(|ns| ns.listeners.iter().find(|l| u64::from(l.inode) == ino).map(|l| (ns.netns, l)));
+                let found =
+                    self.listeners.iter().find_map(|ns| ns.listeners.iter().find(|l| u64::from(l.inode) == ino).map(|l| (ns.netns, l)));
                 if let (Some((netns, l)), Some(req)) = (found, self.backlogs.get(ino)) {
+                    if !self.ports.contains(l.port) {
+                        continue;
+                    }
                     listens.push(ListenSeen { netns, listener: l.clone(), requested: req.clone() });
                 }
             }

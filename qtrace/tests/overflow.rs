@@ -9,18 +9,13 @@
 mod common;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{connect, connect_nonblocking, listener, port, settle, unsupported, wait_connected, NetNs, Qtrace};
-use std::os::fd::AsRawFd;
+use common::{ack_scenario, addr, connect, connect_nonblocking, listener, port, settle, unsupported, NetNs, Qtrace};
 use socket2::Socket;
+use std::os::fd::AsRawFd;
 
 const SETTLE: Duration = Duration::from_millis(400);
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 /// Programs qtrace loads, by the names the kernel keeps (15 characters).
 fn qtrace_programs() -> usize {
@@ -66,7 +61,11 @@ fn syn_burst_total_equals_listen_drops(ip: &str) {
 /// (tracepoint tier before 6.11), records that exact totals are unsupported.
 fn exact_totals(done: &common::Finished, test: &str, ip: &str) -> bool {
     if done.counted_is_upper_bound() {
-        unsupported(&format!("{test} ({ip})"), "exact totals", "before 6.11 skb:kfree_skb does not name the listener, so request-route discards cannot be told from listen drops");
+        unsupported(
+            &format!("{test} ({ip})"),
+            "exact totals",
+            "before 6.11 skb:kfree_skb does not name the listener, so request-route discards cannot be told from listen drops",
+        );
         return false;
     }
     true
@@ -86,32 +85,6 @@ fn drops_match(done: &common::Finished, port: u16, listen_drops: u64, test: &str
 
 fn after_overflows(ns: &NetNs, before: &common::Counters) -> u64 {
     ns.counters().delta(before, "ListenOverflows")
-}
-
-/// Three clients whose final ACK arrives when the accept queue is full:
-/// `listen(4)` with four unaccepted connections (not yet full: full is more
-/// than the bound), then four requests wait in the SYN queue while an
-/// nftables rule holds their final ACKs back (four fit whether the kernel
-/// calls the SYN queue full at `qlen >= 4`, as 5.10 does, or `qlen > 4`);
-/// then data segments carry the ACKs: one completes, three overflow.
-struct AckScenario {
-    _srv: Socket,
-    _held: Vec<Socket>,
-    clients: Vec<Socket>,
-}
-
-fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
-    let srv = ns.run(|| listener(a, 4));
-    let held: Vec<Socket> = ns.run(|| (0..4).map(|_| connect(a)).collect());
-    ns.block(a.port(), false);
-    let clients: Vec<Socket> = ns.run(|| (0..4).map(|_| connect_nonblocking(a)).collect());
-    // Each client got its SYN-ACK and sent the (held) final ACK.
-    clients.iter().for_each(wait_connected);
-    ns.unblock();
-    for c in &clients {
-        c.send(b"x").expect("the client believes it is connected");
-    }
-    AckScenario { _srv: srv, _held: held, clients }
 }
 
 /// A request's final ACK overflows, `tcp_abort_on_overflow=0`: dropped,
@@ -156,7 +129,6 @@ fn ack_overflow_is_reported_per_event(ip: &str) {
         assert_eq!(e["action"], "drop");
     }
 }
-
 
 /// `tcp_abort_on_overflow=1`: the kernel resets the client, and qtrace says
 /// so (`ack_overflow_reset`, action `reset`).
@@ -217,7 +189,11 @@ fn syncookie_ack_overflows_are_reported_per_event(ip: &str) {
     // The tracepoint tier sees these from 6.11 on (rx_sk; cookie_v4_check
     // frees with NO_SOCKET since 6.9), whatever TCP_LISTEN_OVERFLOW's state.
     if done.counted_is_upper_bound() || done.ack_detail_missing().is_some_and(|w| w.contains("5.17")) {
-        unsupported(&format!("cookie_ack_overflow ({ip})"), "per-event syncookie-ACK overflows", "before 6.11 skb:kfree_skb does not name the listener");
+        unsupported(
+            &format!("cookie_ack_overflow ({ip})"),
+            "per-event syncookie-ACK overflows",
+            "before 6.11 skb:kfree_skb does not name the listener",
+        );
         return;
     }
     assert_eq!(done.events(p, "cookie_ack_overflow").len() as u64, overflows, "one event per ListenOverflows");
@@ -271,7 +247,11 @@ fn syn_queue_full_with_syncookies_sends_cookies(ip: &str) {
     if done.sees_syn_stage() {
         assert_eq!(done.events(p, "syncookie_sent").len() as u64, cookies);
     } else {
-        unsupported(&format!("syncookie_sent ({ip})"), "cookies sent", "no hook on tcp_conn_request on the tracepoint tier (cookies are not drops and move no counter per listener)");
+        unsupported(
+            &format!("syncookie_sent ({ip})"),
+            "cookies sent",
+            "no hook on tcp_conn_request on the tracepoint tier (cookies are not drops and move no counter per listener)",
+        );
     }
 }
 
@@ -288,7 +268,13 @@ fn deferred_accept_listener_reports_no_drops(ip: &str) {
         let secs: libc::c_int = 5;
         // SAFETY: setsockopt with a c_int option value of the right size.
         let rc = unsafe {
-            libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, (&secs as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32)
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
         };
         assert_eq!(rc, 0, "TCP_DEFER_ACCEPT");
         s

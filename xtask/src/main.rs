@@ -98,7 +98,12 @@ fn setup(extra: &[&'static str]) -> Result<()> {
     if !missing.is_empty() {
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
         status(Command::new("apt-get").args(["update", "-qq"]))?;
-        status(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
     }
 
     // The bpf target has no prebuilt core: aya-build uses nightly's
@@ -108,7 +113,8 @@ fn setup(extra: &[&'static str]) -> Result<()> {
         eprintln!("xtask: installing the nightly toolchain");
         status(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
     }
-    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"])).unwrap_or_default();
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"])).unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to nightly");
         status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
@@ -120,7 +126,16 @@ fn setup(extra: &[&'static str]) -> Result<()> {
         eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
         status(
             Command::new("cargo")
-                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22", "--force"])
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                    "--force",
+                ])
                 .env("LLVM_PREFIX", LLVM_PREFIX),
         )?;
     }
@@ -136,31 +151,38 @@ fn build() -> Result<()> {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// Builds the root integration suite and returns its executable.
-fn test_binary() -> Result<PathBuf> {
-    let out = cargo()
-        .args(["test", "--no-run", "--message-format=json", "--package", "qtrace", "--test", "overflow"])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("building the integration tests")?;
+/// The root integration suites the kernel matrix runs.
+const VM_SUITES: &[&str] = &["overflow", "diagnosis"];
+
+/// Builds the root integration suites and returns (name, executable) pairs.
+fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--no-run", "--message-format=json", "--package", "qtrace"]);
+    for suite in VM_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("building the integration tests")?;
     if !out.status.success() {
         bail!("building the integration tests failed");
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["target"]["name"] == "overflow" && v["executable"].is_string())
-        .and_then(|v| v["executable"].as_str().map(PathBuf::from))
-        .context("no executable for the overflow tests")
+    let built: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    VM_SUITES
+        .iter()
+        .map(|suite| {
+            built
+                .iter()
+                .find(|v| v["target"]["name"] == *suite && v["executable"].is_string())
+                .and_then(|v| v["executable"].as_str().map(|e| ((*suite).to_owned(), PathBuf::from(e))))
+                .with_context(|| format!("no executable for the {suite} tests"))
+        })
+        .collect()
 }
 
 fn vm_test() -> Result<()> {
-    vm::vm_test(&target_dir().join("release/qtrace"), &test_binary()?)
+    vm::vm_test(&target_dir().join("release/qtrace"), &test_binaries()?)
 }
 
 fn run(args: Vec<OsString>) -> Result<()> {
@@ -172,11 +194,15 @@ fn run(args: Vec<OsString>) -> Result<()> {
 fn test() -> Result<()> {
     status(cargo().args(["clippy", "--workspace", "--exclude", "qtrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
     // The programs only build for the bpf target (core from source).
-    status(
-        Command::new("rustup")
-            .args(["run", "nightly", "cargo", "clippy", "--package", "qtrace-ebpf", "--release"])
-            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]),
-    )?;
+    status(Command::new("rustup").args(["run", "nightly", "cargo", "clippy", "--package", "qtrace-ebpf", "--release"]).args([
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Root tests share the kernel's programs and counters: one at a time.
     // One release binary serves the host suite and every guest kernel.
     build()?;

@@ -1,6 +1,7 @@
 //! `cargo xtask vm-test`: the kernel matrix. Boots Debian's cloud kernels
-//! under QEMU and runs the root integration suite (`qtrace/tests/overflow.rs`)
-//! inside each, once per hook tier, with the same release qtrace binary.
+//! under QEMU and runs the root integration suites (`qtrace/tests/overflow.rs`,
+//! `qtrace/tests/diagnosis.rs`) inside each, once per hook tier, with the
+//! same release qtrace binary.
 //!
 //! The host kernel refuses fentry and has no kprobes, so the fentry and
 //! kprobe tiers are proven here, on real distribution kernels. Kernel
@@ -31,7 +32,8 @@ const KERNELS: &[(&str, &str)] = &[
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(1500);
 /// Modules the tests need, in load order (dependencies first).
-const MODULES: &[&str] = &["lib/libcrc32c", "net/netfilter/nfnetlink", "net/netfilter/nf_tables", "net/ipv4/inet_diag", "net/ipv4/tcp_diag"];
+const MODULES: &[&str] =
+    &["lib/libcrc32c", "net/netfilter/nfnetlink", "net/netfilter/nf_tables", "net/ipv4/inet_diag", "net/ipv4/tcp_diag"];
 /// Tools the tests run.
 const TOOLS: &[&str] = &["ip", "ss", "nft", "bpftool"];
 
@@ -52,11 +54,8 @@ fn run(cmd: &mut Command) -> Result<String> {
 /// bookworm and trixie from the system's own mirror.
 fn apt_options(dir: &Path) -> Result<Vec<String>> {
     let sources = fs::read_to_string("/etc/apt/sources.list.d/debian.sources").context("reading the system's Debian sources")?;
-    let mirror = sources
-        .lines()
-        .find_map(|l| l.strip_prefix("URIs:"))
-        .map(|s| s.trim().to_owned())
-        .context("no URIs: line in debian.sources")?;
+    let mirror =
+        sources.lines().find_map(|l| l.strip_prefix("URIs:")).map(|s| s.trim().to_owned()).context("no URIs: line in debian.sources")?;
     fs::create_dir_all(dir.join("lists/partial"))?;
     fs::create_dir_all(dir.join("archives/partial"))?;
     let mut list = String::new();
@@ -167,13 +166,15 @@ ip link set lo up
 echo "QTRACE-KERNEL $(uname -r)"
 for tier in TIERS; do
   rm -f /tmp/report
-  QTRACE_BIN=/usr/bin/qtrace QTRACE_TEST_HOOKS=$tier QTRACE_TEST_REPORT=/tmp/report \
-    overflow-tests --test-threads=1 >/tmp/out 2>&1
-  rc=$?
-  grep -E '^test .* \.\.\. ' /tmp/out | sed "s/^/QTRACE-TEST tier=$tier /"
+  for suite in SUITES; do
+    QTRACE_BIN=/usr/bin/qtrace QTRACE_TEST_HOOKS=$tier QTRACE_TEST_REPORT=/tmp/report \
+      $suite-tests --test-threads=1 >/tmp/out 2>&1
+    rc=$?
+    grep -E '^test .* \.\.\. ' /tmp/out | sed "s/^/QTRACE-TEST tier=$tier /"
+    [ $rc -ne 0 ] && sed "s/^/QTRACE-LOG tier=$tier /" /tmp/out
+    echo "QTRACE-RESULT tier=$tier suite=$suite rc=$rc"
+  done
   [ -f /tmp/report ] && sed "s/^/QTRACE-UNSUPPORTED tier=$tier /" /tmp/report
-  [ $rc -ne 0 ] && sed "s/^/QTRACE-LOG tier=$tier /" /tmp/out
-  echo "QTRACE-RESULT tier=$tier rc=$rc"
 done
 dmesg | tail -15 | sed 's/^/QTRACE-DMESG /'
 echo QTRACE-DONE
@@ -215,14 +216,16 @@ fn module_dir(vmlinuz: &Path) -> Result<PathBuf> {
 }
 
 /// Builds a newc initramfs for one kernel.
-fn initramfs(dir: &Path, vmlinuz: &Path, qtrace: &Path, tests: &Path) -> Result<PathBuf> {
+fn initramfs(dir: &Path, vmlinuz: &Path, qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<PathBuf> {
     let root = dir.join("initramfs");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("bin"))?;
     fs::create_dir_all(root.join("modules"))?;
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is needed")?;
     copy_with_libs(&root, qtrace, "qtrace")?;
-    copy_with_libs(&root, tests, "overflow-tests")?;
+    for (suite, bin) in tests {
+        copy_with_libs(&root, bin, &format!("{suite}-tests"))?;
+    }
     for tool in TOOLS {
         copy_with_libs(&root, &which(tool)?, tool)?;
     }
@@ -245,7 +248,8 @@ fn initramfs(dir: &Path, vmlinuz: &Path, qtrace: &Path, tests: &Path) -> Result<
         }
     }
     let init = root.join("init");
-    fs::write(&init, INIT.replace("TIERS", &TIERS.join(" ")))?;
+    let suites: Vec<&str> = tests.iter().map(|(s, _)| s.as_str()).collect();
+    fs::write(&init, INIT.replace("TIERS", &TIERS.join(" ")).replace("SUITES", &suites.join(" ")))?;
     run(Command::new("chmod").arg("755").arg(&init))?;
     let image = dir.join("initramfs.cpio.gz");
     let st = Command::new("sh")
@@ -307,11 +311,17 @@ fn print_oops(console: &str) {
 /// One matrix cell's verdict.
 fn verdict(console: &str, tier: &str, test: &str) -> String {
     let line = console.lines().find(|l| l.starts_with(&format!("QTRACE-TEST tier={tier} test {test} ... ")));
-    let Some(line) = line else { return "FAIL (no result)".into() };
-    if line.ends_with(" ok") { "pass".into() } else { "FAIL".into() }
+    let Some(line) = line else {
+        return "FAIL (no result)".into();
+    };
+    if line.ends_with(" ok") {
+        "pass".into()
+    } else {
+        "FAIL".into()
+    }
 }
 
-pub fn vm_test(qtrace: &Path, tests: &Path) -> Result<()> {
+pub fn vm_test(qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<()> {
     let dir = cache_dir();
     fs::create_dir_all(&dir)?;
     let started = Instant::now();
@@ -350,7 +360,11 @@ pub fn vm_test(qtrace: &Path, tests: &Path) -> Result<()> {
         for tier in TIERS {
             for test in &names {
                 let v = verdict(&console, tier, test);
-                if v == "pass" { passes += 1 } else { failures += 1 }
+                if v == "pass" {
+                    passes += 1
+                } else {
+                    failures += 1
+                }
                 let _ = writeln!(matrix, "  {tier:<11} {test:<52} {v}");
             }
             for l in console.lines().filter_map(|l| l.strip_prefix(&format!("QTRACE-UNSUPPORTED tier={tier} "))) {
@@ -359,7 +373,9 @@ pub fn vm_test(qtrace: &Path, tests: &Path) -> Result<()> {
         }
         if console.lines().any(|l| l.starts_with("QTRACE-RESULT") && !l.ends_with(" rc=0")) || !console.contains("QTRACE-DONE") {
             eprintln!("--- {label}: failing tests' output and the kernel log ---");
-            for l in console.lines().filter(|l| l.starts_with("QTRACE-LOG") || l.starts_with("QTRACE-DMESG") || l.starts_with("QTRACE-BOOT")) {
+            for l in
+                console.lines().filter(|l| l.starts_with("QTRACE-LOG") || l.starts_with("QTRACE-DMESG") || l.starts_with("QTRACE-BOOT"))
+            {
                 eprintln!("{l}");
             }
             if !console.contains("QTRACE-DONE") {

@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions (one file per subcommand
 //! for the logic) and the one-line error contract.
 
+pub mod doctor;
+pub mod listeners;
 pub mod watch;
 
 use std::time::Duration;
@@ -26,14 +28,64 @@ pub struct Cli {
 
 const EXAMPLES: &str = "\
 Examples:
-  During an incident:    sudo qtrace watch --port 8080
-  Every listener, 60 s:  sudo qtrace watch --duration 60
-  Machine-readable:      sudo qtrace watch --json | jq 'select(.kind==\"accept_queue_full\")'";
+  During an incident:     sudo qtrace watch --port 8080
+  Why, and what to change: sudo qtrace doctor --port 8080
+  Every listener:         qtrace listeners
+  Every listener, 60 s:   sudo qtrace watch --duration 60
+  Machine-readable:       sudo qtrace watch --json | jq 'select(.kind==\"accept_queue_full\")'";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch overflows live: a per-port table every interval, or NDJSON events.
     Watch(WatchArgs),
+    /// List every TCP listener: queues, drop counter, owning process, clamped backlogs.
+    Listeners(ListenersArgs),
+    /// Sample a few seconds and explain what overflows, why, and what to change.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenersArgs {
+    /// Port or inclusive range to show; repeat for more (default: every listener).
+    #[arg(short, long = "port", value_name = "PORT[-PORT]")]
+    pub ports: Vec<PortRange>,
+
+    /// Only this network namespace: inode number, `ip netns` name or a path
+    /// such as /proc/PID/ns/net (default: every namespace qtrace can enter).
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<String>,
+
+    /// Print one JSON object per listener and line (see docs/events.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Port or inclusive range to diagnose; repeat for more (default: every listener).
+    #[arg(short, long = "port", value_name = "PORT[-PORT]")]
+    pub ports: Vec<PortRange>,
+
+    /// Only this network namespace: inode number, `ip netns` name or a path
+    /// such as /proc/PID/ns/net (default: every namespace qtrace can enter).
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<String>,
+
+    /// Seconds to sample counters (and trace, when permitted) before concluding.
+    #[arg(short, long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+
+    /// Print the report as NDJSON: capabilities, settings, then one finding per line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Hook tier for the capture: `auto` picks the most detailed one this kernel allows.
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub hooks: HookChoice,
+
+    /// Counters and listeners only: no eBPF capture.
+    #[arg(long)]
+    pub no_capture: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +149,9 @@ mod tests {
 
     #[test]
     fn parses_watch() {
-        let Command::Watch(w) = parse(&["watch", "-p", "8080", "--port", "9000-9002", "--json", "-i", "0.5"]).unwrap().command;
+        let Command::Watch(w) = parse(&["watch", "-p", "8080", "--port", "9000-9002", "--json", "-i", "0.5"]).unwrap().command else {
+            panic!("not watch")
+        };
         assert_eq!(w.ports.len(), 2);
         assert!(w.json);
         assert_eq!(w.interval, Duration::from_millis(500));
@@ -116,6 +170,9 @@ mod tests {
             &["watch", "--interval=-1"],
             &["watch", "--duration", "nan"],
             &["watch", "--hooks", "magic"],
+            &["listeners", "--port", "0"],
+            &["doctor", "--duration", "0"],
+            &["doctor", "-p", "70000"],
         ] {
             let err = parse(bad).unwrap_err();
             assert!(matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue), "{bad:?}: {err}");

@@ -122,7 +122,9 @@ impl Watch {
         }
         for ns in &self.tracer.listeners {
             for l in &ns.listeners {
-                let Some(req) = self.tracer.backlogs.get(u64::from(l.inode)) else { continue };
+                let Some(req) = self.tracer.backlogs.get(u64::from(l.inode)) else {
+                    continue;
+                };
                 if backlog::clamp(Some(req.backlog), l.accept_queue_max, None) == Clamp::Proven && shown.contains(&ns.netns) {
                     text.push_str(&format!(
                         "port {}: {} asked listen() for a backlog of {}, net.core.somaxconn cut it to {}\n",
@@ -142,7 +144,8 @@ fn describe(ports: &PortSet, args: &WatchArgs) -> String {
     let what = if ports.is_all() {
         "every listening port".to_owned()
     } else {
-        let list: Vec<String> = args.ports.iter().map(|r| if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) }).collect();
+        let list: Vec<String> =
+            args.ports.iter().map(|r| if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) }).collect();
         format!("port {}", list.join(", "))
     };
     match &args.netns {
@@ -173,12 +176,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         eprintln!("qtrace: network namespace {ino} cannot be entered ({why}); its SYN-stage totals are missing");
     }
     let tier = tracer.probe.tier;
-    let mut w = Watch {
-        tracer,
-        json: args.json,
-        out: Out { w: io::BufWriter::new(io::stdout()), closed: false },
-        settings_shown: BTreeSet::new(),
-    };
+    let mut w =
+        Watch { tracer, json: args.json, out: Out { w: io::BufWriter::new(io::stdout()), closed: false }, settings_shown: BTreeSet::new() };
     if args.json {
         let all: Vec<u32> = w.tracer.listeners.iter().map(|ns| ns.netns).collect();
         let now = event::realtime_ns();

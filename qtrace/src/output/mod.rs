@@ -1,3 +1,6 @@
-//! What `watch` prints: a per-port table for people, NDJSON for machines.
+//! What the subcommands print: tables for people, NDJSON for machines.
+pub mod doctor;
+pub mod listeners;
 pub mod ndjson;
+pub mod style;
 pub mod table;

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use crate::aggregate::{Aggregator, PortKey, PortStats};
 use crate::event::{rfc3339, Kind};
 
-
 fn last_event(st: &PortStats) -> String {
     match &st.last {
         Some(ev) => {
@@ -27,10 +26,8 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
     // Only kinds that occurred get a column: the view stays narrow, and a
     // tier that cannot see a kind does not show a misleading zero.
     // Discards are not overflows; they stay in the JSON summary.
-    let columns: Vec<Kind> = Kind::ALL
-        .into_iter()
-        .filter(|k| *k != Kind::ListenerDiscard && rows.iter().any(|(_, st)| st.count(*k) > 0))
-        .collect();
+    let columns: Vec<Kind> =
+        Kind::ALL.into_iter().filter(|k| *k != Kind::ListenerDiscard && rows.iter().any(|(_, st)| st.count(*k) > 0)).collect();
     let mut out = String::new();
     let _ = write!(out, "{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
     for k in &columns {

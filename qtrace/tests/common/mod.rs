@@ -79,12 +79,18 @@ impl NetNs {
 
     /// The namespace's listen-queue counters from TcpExt (`nstat`).
     pub fn counters(&self) -> Counters {
-        let text = self.run(|| std::fs::read_to_string("/proc/thread-self/net/netstat").expect("netstat"));
+        let text = self.run(|| {
+            let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").expect("netstat");
+            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+            netstat + &snmp
+        });
         let lines: Vec<&str> = text.lines().collect();
         let mut map = HashMap::new();
         for pair in lines.chunks(2) {
-            let (Some(keys), Some(values)) = (pair.first(), pair.get(1)) else { continue };
-            if keys.starts_with("TcpExt:") {
+            let (Some(keys), Some(values)) = (pair.first(), pair.get(1)) else {
+                continue;
+            };
+            if keys.starts_with("TcpExt:") || keys.starts_with("Tcp:") {
                 for (k, v) in keys.split_whitespace().zip(values.split_whitespace()).skip(1) {
                     if LISTEN_COUNTERS.contains(&k) {
                         map.insert(k.to_owned(), v.parse().unwrap_or(0));
@@ -125,7 +131,8 @@ impl Drop for NetNs {
     }
 }
 
-const LISTEN_COUNTERS: &[&str] = &["ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "EmbryonicRsts"];
+const LISTEN_COUNTERS: &[&str] =
+    &["ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "EmbryonicRsts", "TCPSynRetrans", "OutRsts"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters(pub HashMap<String, u64>);
@@ -137,6 +144,36 @@ impl Counters {
     pub fn delta(&self, before: &Counters, k: &str) -> u64 {
         self.get(k) - before.get(k)
     }
+}
+
+pub fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+/// Three clients whose final ACK arrives when the accept queue is full:
+/// `listen(4)` with four unaccepted connections (not yet full: full is more
+/// than the bound), then four requests wait in the SYN queue while an
+/// nftables rule holds their final ACKs back (four fit whether the kernel
+/// calls the SYN queue full at `qlen >= 4`, as 5.10 does, or `qlen > 4`);
+/// then data segments carry the ACKs: one completes, three overflow.
+pub struct AckScenario {
+    pub srv: Socket,
+    pub held: Vec<Socket>,
+    pub clients: Vec<Socket>,
+}
+
+pub fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
+    let srv = ns.run(|| listener(a, 4));
+    let held: Vec<Socket> = ns.run(|| (0..4).map(|_| connect(a)).collect());
+    ns.block(a.port(), false);
+    let clients: Vec<Socket> = ns.run(|| (0..4).map(|_| connect_nonblocking(a)).collect());
+    // Each client got its SYN-ACK and sent the (held) final ACK.
+    clients.iter().for_each(wait_connected);
+    ns.unblock();
+    for c in &clients {
+        c.send(b"x").expect("the client believes it is connected");
+    }
+    AckScenario { srv, held, clients }
 }
 
 pub fn listener(addr: SocketAddr, backlog: i32) -> Socket {
@@ -202,14 +239,21 @@ pub struct Finished {
 
 impl Qtrace {
     /// Starts `qtrace watch ARGS` from the host namespace and waits for its
-    /// ready line. `QTRACE_BIN` overrides the binary (the VM matrix puts it
-    /// elsewhere) and `QTRACE_TEST_HOOKS` forces a hook tier.
+    /// ready line. `QTRACE_TEST_HOOKS` forces a hook tier.
     pub fn watch(args: &[&str]) -> Self {
+        Self::start("watch", args, "qtrace: watching")
+    }
+
+    /// Starts `qtrace doctor ARGS` and waits until it samples.
+    pub fn doctor(args: &[&str]) -> Self {
+        Self::start("doctor", args, "qtrace: doctor: sampling")
+    }
+
+    fn start(sub: &str, args: &[&str], ready_prefix: &str) -> Self {
         require_root();
-        let bin = std::env::var("QTRACE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_qtrace").to_owned());
         let hooks = std::env::var("QTRACE_TEST_HOOKS").unwrap_or_else(|_| "auto".into());
-        let mut child = Command::new(bin)
-            .arg("watch")
+        let mut child = Command::new(bin())
+            .arg(sub)
             .args(["--hooks", &hooks])
             .args(args)
             .stdout(Stdio::piped())
@@ -231,7 +275,7 @@ impl Qtrace {
             let left = deadline.saturating_duration_since(Instant::now());
             match q.stderr.recv_timeout(left) {
                 Ok(line) => {
-                    let ready = line.starts_with("qtrace: watching");
+                    let ready = line.starts_with(ready_prefix);
                     if ready {
                         let tier = line.split(" with the ").nth(1).and_then(|t| t.split_whitespace().next());
                         q.tier = tier.unwrap_or_default().to_owned();
@@ -247,9 +291,14 @@ impl Qtrace {
     }
 
     /// Stops it with `signal` and collects its NDJSON output.
-    pub fn stop(mut self, signal: i32) -> Finished {
+    pub fn stop(self, signal: i32) -> Finished {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait()
+    }
+
+    /// Waits for it to end by itself and collects its NDJSON output.
+    pub fn wait(mut self) -> Finished {
         let out = self.child.wait_with_output().expect("qtrace exits");
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
             self.stderr_lines.push(line);
@@ -312,6 +361,12 @@ impl Finished {
     pub fn summary(&self, port: u16) -> Option<&Value> {
         self.of_type("summary").find(|s| s["local_port"] == port)
     }
+}
+
+/// The qtrace binary under test: `QTRACE_BIN` overrides the one cargo
+/// built (the VM matrix puts it elsewhere).
+pub fn bin() -> String {
+    std::env::var("QTRACE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_qtrace").to_owned())
 }
 
 /// Process-wide unique ports so tests never see each other's listeners.

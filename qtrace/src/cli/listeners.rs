@@ -1,0 +1,46 @@
+//! `qtrace listeners`: every TCP listener with its queues, drop counter,
+//! owning processes and whether `somaxconn` clamped its backlog. Needs no
+//! eBPF; unprivileged it sees its own namespace and its own processes.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use anyhow::Result;
+
+use super::{ListenersArgs, UsageError};
+use crate::kernel_state::Settings;
+use crate::listeners;
+use crate::netns::{self, Namespaces};
+use crate::output::listeners as render;
+use crate::output::style::Style;
+use crate::ports::PortSet;
+
+pub fn run(args: ListenersArgs) -> Result<()> {
+    let netns = match &args.netns {
+        Some(spec) => Some(netns::resolve(spec).map_err(|e| UsageError(format!("{e:#}")))?),
+        None => None,
+    };
+    let mut namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
+    let settings: BTreeMap<u32, Settings> =
+        namespaces.run_in_each(|| Ok(Settings::read()), |_| true).into_iter().filter_map(|(ino, s)| Some((ino, s.ok()?))).collect();
+    let rows = listeners::snapshot(&mut namespaces, &PortSet::new(args.ports.clone()), &settings, None);
+    let mut text = String::new();
+    if args.json {
+        for r in &rows {
+            text.push_str(&serde_json::to_string(&render::json(r))?);
+            text.push('\n');
+        }
+    } else {
+        text = render::table(&rows, Style::for_stdout());
+    }
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if !namespaces.unreachable.is_empty() {
+        eprintln!(
+            "qtrace: {} network namespace{} could not be entered (entering another namespace needs CAP_SYS_ADMIN); their listeners are not shown",
+            namespaces.unreachable.len(),
+            if namespaces.unreachable.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}

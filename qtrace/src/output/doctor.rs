@@ -1,0 +1,127 @@
+//! `qtrace doctor`'s report: capabilities, each namespace's settings and
+//! counter growth, then the findings; for people or as NDJSON.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::diagnose::{evidence_line, Finding, NsSample, Severity};
+use crate::output::style::Style;
+
+/// What this kernel and this run of qtrace can see (`"type": "capabilities"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Capabilities {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub kernel: String,
+    /// `/sys/kernel/btf/vmlinux` exists (qtrace needs it for any capture).
+    pub btf: bool,
+    pub root: bool,
+    /// The hook tier the capture ran with; null without a capture.
+    pub tier: Option<String>,
+    /// Why there was no capture.
+    pub capture_error: Option<String>,
+    /// What the tier could not see, and why better tiers were refused.
+    pub limits: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Capabilities {
+    pub fn probe() -> Self {
+        // SAFETY: uname(2) fills a zeroed struct we own; geteuid has no preconditions.
+        let (kernel, root) = unsafe {
+            let mut u: libc::utsname = std::mem::zeroed();
+            let kernel = if libc::uname(&mut u) == 0 {
+                std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+            } else {
+                "unknown".into()
+            };
+            (kernel, libc::geteuid() == 0)
+        };
+        Self {
+            ty: "capabilities",
+            kernel,
+            btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
+            root,
+            tier: None,
+            capture_error: None,
+            limits: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
+/// `"type": "settings"` with the counters' growth over the window.
+pub fn settings_json(s: &NsSample) -> Value {
+    let mut v = json!({ "type": "settings", "netns": s.netns });
+    if let (Value::Object(m), Value::Object(settings)) = (&mut v, json!(s.settings)) {
+        m.extend(settings);
+        m.insert("counters_delta".into(), json!(s.delta));
+    }
+    v
+}
+
+/// `"type": "finding"`.
+pub fn finding_json(f: &Finding) -> Value {
+    let mut v = json!({ "type": "finding" });
+    if let (Value::Object(m), Value::Object(rest)) = (&mut v, json!(f)) {
+        m.extend(rest);
+    }
+    v
+}
+
+pub fn report(caps: &Capabilities, namespaces: &[NsSample], findings: &[Finding], style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} Linux {}, BTF {}, {:.1} s sampled, {}",
+        style.bold("qtrace doctor:"),
+        caps.kernel,
+        if caps.btf { "yes" } else { "no" },
+        caps.seconds,
+        match (&caps.tier, &caps.capture_error) {
+            (Some(t), _) => format!("eBPF capture with the {t} tier"),
+            (None, Some(e)) => format!("no eBPF capture ({e})"),
+            (None, None) => "no eBPF capture".into(),
+        }
+    );
+    for l in &caps.limits {
+        let _ = writeln!(out, "  {}", style.dim(&format!("note: {l}")));
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Settings and counters"));
+    for s in namespaces {
+        let d = &s.delta;
+        let _ = writeln!(out, "  netns {}: {}", s.netns, s.settings.line());
+        let _ = writeln!(
+            out,
+            "  {:>w$}  +{} ListenOverflows, +{} ListenDrops, +{} TCPReqQFullDrop, +{} TCPReqQFullDoCookies, +{} TCPSynRetrans, +{} OutRsts",
+            "",
+            d.listen_overflows,
+            d.listen_drops,
+            d.req_qfull_drop,
+            d.req_qfull_do_cookies,
+            d.syn_retrans,
+            d.out_rsts,
+            w = format!("netns {}:", s.netns).len() - 2
+        );
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Findings"));
+    for f in findings {
+        let label = match f.severity {
+            Severity::Critical => style.red(f.severity.label()),
+            Severity::Warning => style.yellow(f.severity.label()),
+            Severity::Info => f.severity.label().to_owned(),
+        };
+        let _ = writeln!(out, "{label} {}", f.summary);
+        let ev = evidence_line(&f.evidence);
+        if !ev.is_empty() {
+            let _ = writeln!(out, "  evidence: {ev}");
+        }
+        for (i, r) in f.remedy.iter().enumerate() {
+            let _ = writeln!(out, "  {} {r}", if i == 0 { "fix:" } else { "    " });
+        }
+    }
+    out
+}

@@ -1,0 +1,146 @@
+//! `qtrace listeners`: one NDJSON record per listener, or an aligned table.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::backlog::Clamp;
+use crate::listeners::ListenerRow;
+use crate::output::style::Style;
+use crate::procs::Owner;
+
+/// `"type": "listener"`; see docs/events.md.
+#[derive(Serialize)]
+pub struct ListenerJson<'a> {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub netns: u32,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    /// Connections waiting to be accepted (`ss` Recv-Q).
+    pub accept_queue: u32,
+    /// The accept queue's bound, min(backlog, somaxconn) (`ss` Send-Q).
+    pub accept_queue_max: u32,
+    /// Requests in the SYN queue; null when shared with another listener.
+    pub syn_queue: Option<u32>,
+    /// The listener's drop counter (`ss -m` d<N>); null if not reported.
+    pub drops: Option<u32>,
+    pub processes: &'a [Owner],
+    pub somaxconn: Option<u32>,
+    pub requested_backlog: Option<i32>,
+    pub backlog_clamped: Clamp,
+}
+
+pub fn json(r: &ListenerRow) -> ListenerJson<'_> {
+    let l = &r.listener;
+    ListenerJson {
+        ty: "listener",
+        netns: r.netns,
+        family: if l.addr.is_ipv4() { "ipv4" } else { "ipv6" },
+        local_addr: l.addr.to_string(),
+        local_port: l.port,
+        accept_queue: l.accept_queue,
+        accept_queue_max: l.accept_queue_max,
+        syn_queue: r.syn_queue,
+        drops: l.drops,
+        processes: &r.owners,
+        somaxconn: r.somaxconn,
+        requested_backlog: r.requested_backlog,
+        backlog_clamped: r.clamp,
+    }
+}
+
+/// Owners as `comm(pid)`, the first two and a count of the rest.
+pub fn owners(list: &[Owner]) -> String {
+    match list {
+        [] => "-".into(),
+        [a] => a.short(),
+        [a, b] => format!("{} {}", a.short(), b.short()),
+        [a, b, rest @ ..] => format!("{} {} +{}", a.short(), b.short(), rest.len()),
+    }
+}
+
+pub fn table(rows: &[ListenerRow], style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        style.bold(&format!(
+            "{:>10} {:<24} {:>5} {:>11} {:>5} {:>7}  {}",
+            "NETNS", "ADDRESS", "PORT", "ACCEPT-Q", "SYN-Q", "DROPS", "PROCESS"
+        ))
+    );
+    for r in rows {
+        let l = &r.listener;
+        let q = format!("{}/{}", l.accept_queue, l.accept_queue_max);
+        let q = if l.accept_queue_max > 0 && l.accept_queue >= l.accept_queue_max {
+            style.red(&format!("{q:>11}"))
+        } else {
+            format!("{q:>11}")
+        };
+        let syn = r.syn_queue.map_or_else(|| "?".into(), |n| n.to_string());
+        let drops = l.drops.map_or_else(|| "?".into(), |n| n.to_string());
+        let drops = if l.drops.unwrap_or(0) > 0 { style.red(&format!("{drops:>7}")) } else { format!("{drops:>7}") };
+        let note = match r.clamp {
+            Clamp::No => String::new(),
+            Clamp::Likely => style.yellow(&format!("  bound = somaxconn {}: backlog probably clamped", l.accept_queue_max)),
+            Clamp::Proven => style.yellow(&format!(
+                "  listen({}) clamped to {} by somaxconn",
+                r.requested_backlog.unwrap_or_default(),
+                l.accept_queue_max
+            )),
+        };
+        let _ = writeln!(out, "{:>10} {:<24} {:>5} {q} {syn:>5} {drops}  {}{note}", r.netns, l.addr.to_string(), l.port, owners(&r.owners));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sock_diag::Listener;
+
+    fn row(port: u16, q: (u32, u32), drops: u32, clamp: Clamp, owners: Vec<Owner>) -> ListenerRow {
+        ListenerRow {
+            netns: 4026531840,
+            listener: Listener {
+                family: 2,
+                addr: "127.0.0.1".parse().unwrap(),
+                port,
+                accept_queue: q.0,
+                accept_queue_max: q.1,
+                drops: Some(drops),
+                cookie: 1,
+                inode: 9,
+            },
+            syn_queue: Some(0),
+            owners,
+            somaxconn: Some(64),
+            requested_backlog: (clamp == Clamp::Proven).then_some(4096),
+            clamp,
+        }
+    }
+
+    #[test]
+    fn table_flags_clamps_and_lists_owners() {
+        let o = |pid, comm: &str| Owner { pid, comm: comm.into() };
+        let rows = [
+            row(8080, (5, 5), 188, Clamp::No, vec![o(10, "server")]),
+            row(9000, (0, 64), 0, Clamp::Proven, vec![o(1, "nginx"), o(2, "nginx"), o(3, "nginx")]),
+            row(9001, (0, 64), 0, Clamp::Likely, vec![]),
+        ];
+        let text = table(&rows, Style::default());
+        let expected = concat!(
+            "     NETNS ADDRESS                   PORT    ACCEPT-Q SYN-Q   DROPS  PROCESS\n",
+            "4026531840 127.0.0.1                 8080         5/5     0     188  server(10)\n",
+            "4026531840 127.0.0.1                 9000        0/64     0       0  nginx(1) nginx(2) +1  listen(4096) clamped to 64 by somaxconn\n",
+            "4026531840 127.0.0.1                 9001        0/64     0       0  -  bound = somaxconn 64: backlog probably clamped\n",
+        );
+        assert_eq!(text, expected);
+        let j = serde_json::to_value(json(&rows[1])).unwrap();
+        assert_eq!(j["backlog_clamped"], "proven");
+        assert_eq!(j["requested_backlog"], 4096);
+        assert_eq!(j["processes"][0]["comm"], "nginx");
+    }
+}
