@@ -149,6 +149,11 @@ impl Ctx<'_> {
         });
     }
 
+    /// The window's length for evidence, to a tenth of a second.
+    fn seconds(&self) -> Value {
+        json!((self.input.seconds * 10.0).round() / 10.0)
+    }
+
     fn secs(&self) -> String {
         format!("{:.1} s", self.input.seconds)
     }
@@ -177,7 +182,7 @@ pub fn diagnose(input: &Input) -> Vec<Finding> {
         let mut ev = Map::new();
         ev.insert("listeners".into(), n.into());
         ev.insert("namespaces".into(), input.namespaces.len().into());
-        ev.insert("seconds".into(), json!(input.seconds));
+        ev.insert("seconds".into(), cx.seconds());
         let netns = input.namespaces.first().map_or(0, |n| n.netns);
         cx.out.push(Finding {
             id: "no_overflow",
@@ -227,7 +232,7 @@ fn listener_findings(cx: &mut Ctx, ns: &NsSample, l: &ListenerSample, in_ns: usi
     base.insert("accept_queue".into(), r.accept_queue.into());
     base.insert("accept_queue_max".into(), r.accept_queue_max.into());
     base.insert("peak_accept_queue".into(), l.peak_accept_queue.into());
-    base.insert("seconds".into(), json!(cx.input.seconds));
+    base.insert("seconds".into(), cx.seconds());
     kind_evidence(&mut base, &l.kinds);
     let ns_wide = l.kinds.is_none() || k(Kind::ListenerDropCounted) > 0;
 
@@ -378,9 +383,10 @@ fn listener_findings(cx: &mut Ctx, ns: &NsSample, l: &ListenerSample, in_ns: usi
 fn namespace_findings(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample], seen: &Seen) {
     let d = &ns.delta;
     let all = cx.input.all_ports;
+    let seconds = cx.seconds();
     let counters = |pairs: &[(&str, u64)]| -> Map<String, Value> {
         let mut m: Map<String, Value> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
-        m.insert("seconds".into(), json!(cx.input.seconds));
+        m.insert("seconds".into(), seconds.clone());
         m
     };
     if all && !seen.accept_overflow && d.listen_overflows > 0 {
@@ -457,7 +463,7 @@ fn namespace_findings(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample]
             ),
             _ => (
                 format!(
-                    "tcp_abort_on_overflow=0 in network namespace {}: a client whose final ACK overflowed believes it is connected; the server dropped that ACK and retransmits its SYN-ACK (TCPSynRetrans +{} in {}), so the client's first request stalls or times out instead of failing",
+                    "tcp_abort_on_overflow=0 in network namespace {}: overflowing handshake packets are dropped silently and retransmitted (TCPSynRetrans, SYN and SYN-ACK retransmissions: +{} in {}); a client whose final ACK was dropped believes it is connected, so its first request stalls or times out instead of failing",
                     ns.netns,
                     d.syn_retrans,
                     cx.secs()
@@ -555,7 +561,7 @@ mod tests {
         assert_eq!(f[0].processes[0].comm, "server");
         assert_eq!(f[0].evidence["ListenOverflows"], 94);
         assert!(f[0].summary.contains("(5/5) overflowed: 188 handshake packets"), "{}", f[0].summary);
-        assert!(f[1].summary.contains("TCPSynRetrans +30"), "{}", f[1].summary);
+        assert!(f[1].summary.contains("SYN-ACK retransmissions: +30 in 5.0 s"), "{}", f[1].summary);
     }
 
     #[test]

@@ -124,6 +124,23 @@ fn ensure_tracefs() -> Result<&'static Path> {
     Ok(Path::new("/sys/kernel/tracing"))
 }
 
+/// What qtrace lacks to load its programs, from `/proc/self/status`'s
+/// `CapEff`: CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (Linux 5.8+). `None`
+/// when it has enough (or the line is unreadable: the kernel then decides).
+pub fn missing_capabilities(status: &str) -> Option<String> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return None;
+    }
+    let missing: Vec<&str> =
+        [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")].iter().filter(|(c, _)| !has(*c)).map(|(_, n)| *n).collect();
+    Some(format!("CAP_BPF and CAP_PERFMON (missing: {})", missing.join(", ")))
+}
+
 /// A short reason for a failed load or attach, in the terms an operator knows.
 fn explain(tier: Tier, err: &ProgramError) -> String {
     let text = format!("{err:#}");
@@ -153,6 +170,10 @@ impl Probe {
     /// Resolves offsets, loads the object, applies the filter and attaches
     /// the first tier that works (or exactly the one asked for).
     pub fn attach(choice: HookChoice, filter: &Filter) -> Result<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if let Some(missing) = missing_capabilities(&status) {
+            bail!("loading eBPF programs needs root or {missing}");
+        }
         let btf = Btf::from_sys_fs()
             .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux); qtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF")?;
         let mut cfg = Config::empty();
@@ -307,5 +328,21 @@ fn unload_all(ebpf: &mut Ebpf) {
             Program::TracePoint(p) => p.unload(),
             _ => Ok(()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_from_status() {
+        let status = |eff: &str| format!("Name:\tqtrace\nCapInh:\t0000000000000000\nCapEff:\t{eff}\n");
+        assert_eq!(missing_capabilities(&status("000001ffffffffff")), None, "root");
+        assert_eq!(missing_capabilities(&status("000000c000000000")), None, "CAP_BPF + CAP_PERFMON");
+        assert_eq!(missing_capabilities(&status("0000000000200000")), None, "CAP_SYS_ADMIN");
+        assert_eq!(missing_capabilities(&status("0000000000000000")).unwrap(), "CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)");
+        assert_eq!(missing_capabilities(&status("0000008000000000")).unwrap(), "CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)");
+        assert_eq!(missing_capabilities("garbage"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! listeners and (when permitted) an eBPF capture for `--duration`, then
 //! explains what overflowed, why, and what to change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -147,6 +147,7 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
             ListenerSample { peak_accept_queue: peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue), drops_delta, kinds, row }
         })
         .collect();
+    let listener_netns: Vec<u32> = listeners.iter().map(|l| l.row.netns).collect();
     let findings = diagnose::diagnose(&Input { seconds, namespaces: samples.clone(), listeners, all_ports: ports.is_all() });
 
     let mut text = String::new();
@@ -165,7 +166,11 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
         }
     } else {
         caps.seconds = seconds;
-        text = render::report(&caps, &samples, &findings, Style::for_stdout());
+        // People get the namespaces that matter: with a listener on a
+        // diagnosed port or a finding (a host may have hundreds).
+        let relevant: BTreeSet<u32> = listener_netns.into_iter().chain(findings.iter().map(|f| f.netns)).collect();
+        let shown: Vec<NsSample> = samples.into_iter().filter(|s| relevant.contains(&s.netns)).collect();
+        text = render::report(&caps, &shown, &findings, Style::for_stdout());
     }
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())

@@ -119,8 +119,9 @@ pub fn report(caps: &Capabilities, namespaces: &[NsSample], findings: &[Finding]
         if !ev.is_empty() {
             let _ = writeln!(out, "  evidence: {ev}");
         }
+        let label = if f.severity == Severity::Info { "next:" } else { "fix: " };
         for (i, r) in f.remedy.iter().enumerate() {
-            let _ = writeln!(out, "  {} {r}", if i == 0 { "fix:" } else { "    " });
+            let _ = writeln!(out, "  {} {r}", if i == 0 { label } else { "     " });
         }
     }
     out
