@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 
-use super::{DoctorArgs, UsageError};
+use super::{DoctorArgs, Resolved};
 use crate::diagnose::{self, Input, ListenerSample, NsSample};
 use crate::event::Kind;
 use crate::kernel_state::NsState;
@@ -17,7 +17,6 @@ use crate::listeners;
 use crate::netns::{self, Namespaces};
 use crate::output::doctor::{self as render, Capabilities};
 use crate::output::style::Style;
-use crate::ports::PortSet;
 use crate::probe::Filter;
 use crate::tracer::Tracer;
 
@@ -43,12 +42,7 @@ fn track_peaks(peaks: &mut BTreeMap<u64, u32>, snapshot: &[netns::NsListeners]) 
 }
 
 pub async fn run(args: DoctorArgs) -> Result<()> {
-    let netns = match &args.netns {
-        Some(spec) => Some(netns::resolve(spec).map_err(|e| UsageError(format!("{e:#}")))?),
-        None => None,
-    };
-    let ports = PortSet::new(args.ports.clone());
-    let mut namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
+    let Resolved { ports, netns, mut namespaces } = args.scope.resolve()?;
     let before = states(&namespaces);
     let first = namespaces.listeners();
     let baseline: BTreeMap<u64, u32> = first.iter().flat_map(|ns| &ns.listeners).filter_map(|l| Some((l.cookie, l.drops?))).collect();

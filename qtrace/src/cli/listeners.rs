@@ -7,23 +7,17 @@ use std::io::Write as _;
 
 use anyhow::Result;
 
-use super::{ListenersArgs, UsageError};
+use super::{ListenersArgs, Resolved};
 use crate::kernel_state::Settings;
 use crate::listeners;
-use crate::netns::{self, Namespaces};
 use crate::output::listeners as render;
 use crate::output::style::Style;
-use crate::ports::PortSet;
 
 pub fn run(args: ListenersArgs) -> Result<()> {
-    let netns = match &args.netns {
-        Some(spec) => Some(netns::resolve(spec).map_err(|e| UsageError(format!("{e:#}")))?),
-        None => None,
-    };
-    let mut namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
+    let Resolved { ports, mut namespaces, .. } = args.scope.resolve()?;
     let settings: BTreeMap<u32, Settings> =
         namespaces.run_in_each(|| Ok(Settings::read()), |_| true).into_iter().filter_map(|(ino, s)| Some((ino, s.ok()?))).collect();
-    let rows = listeners::snapshot(&mut namespaces, &PortSet::new(args.ports.clone()), &settings, None);
+    let rows = listeners::snapshot(&mut namespaces, &ports, &settings, None);
     let mut text = String::new();
     if args.json {
         for r in &rows {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ports::PortRange;
+use crate::netns::{self, Namespaces};
+use crate::ports::{PortRange, PortSet};
 use crate::probe::HookChoice;
 
 /// Trace TCP listen-queue overflows live, per port.
@@ -44,9 +45,10 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
+/// Which listeners a subcommand looks at.
 #[derive(Debug, Args)]
-pub struct ListenersArgs {
-    /// Port or inclusive range to show; repeat for more (default: every listener).
+pub struct Scope {
+    /// Port or inclusive range; repeat for more (default: every listener).
     #[arg(short, long = "port", value_name = "PORT[-PORT]")]
     pub ports: Vec<PortRange>,
 
@@ -54,6 +56,30 @@ pub struct ListenersArgs {
     /// such as /proc/PID/ns/net (default: every namespace qtrace can enter).
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<String>,
+}
+
+/// A [`Scope`] checked against the system.
+pub struct Resolved {
+    pub ports: PortSet,
+    pub netns: Option<u32>,
+    pub namespaces: Namespaces,
+}
+
+impl Scope {
+    /// Resolves `--netns` and opens the namespaces; a namespace that does
+    /// not exist or cannot be entered is a usage error (exit 2).
+    pub fn resolve(&self) -> Result<Resolved, UsageError> {
+        let usage = |e: anyhow::Error| UsageError(format!("{e:#}"));
+        let netns = self.netns.as_deref().map(netns::resolve).transpose().map_err(usage)?;
+        let namespaces = Namespaces::new(netns).map_err(usage)?;
+        Ok(Resolved { ports: PortSet::new(self.ports.clone()), netns, namespaces })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListenersArgs {
+    #[command(flatten)]
+    pub scope: Scope,
 
     /// Print one JSON object per listener and line (see docs/events.md).
     #[arg(long)]
@@ -62,14 +88,8 @@ pub struct ListenersArgs {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Port or inclusive range to diagnose; repeat for more (default: every listener).
-    #[arg(short, long = "port", value_name = "PORT[-PORT]")]
-    pub ports: Vec<PortRange>,
-
-    /// Only this network namespace: inode number, `ip netns` name or a path
-    /// such as /proc/PID/ns/net (default: every namespace qtrace can enter).
-    #[arg(long, value_name = "NETNS")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub scope: Scope,
 
     /// Seconds to sample counters (and trace, when permitted) before concluding.
     #[arg(short, long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
@@ -90,14 +110,8 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Port or inclusive range to watch; repeat for more (default: every listener).
-    #[arg(short, long = "port", value_name = "PORT[-PORT]")]
-    pub ports: Vec<PortRange>,
-
-    /// Only this network namespace: inode number, `ip netns` name or a path
-    /// such as /proc/PID/ns/net (default: every namespace on the host).
-    #[arg(long, value_name = "NETNS")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub scope: Scope,
 
     /// Seconds between refreshes of the table and of the kernel's counters.
     #[arg(short, long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
@@ -152,7 +166,7 @@ mod tests {
         let Command::Watch(w) = parse(&["watch", "-p", "8080", "--port", "9000-9002", "--json", "-i", "0.5"]).unwrap().command else {
             panic!("not watch")
         };
-        assert_eq!(w.ports.len(), 2);
+        assert_eq!(w.scope.ports.len(), 2);
         assert!(w.json);
         assert_eq!(w.interval, Duration::from_millis(500));
         assert_eq!(w.hooks, HookChoice::Auto);

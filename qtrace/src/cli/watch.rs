@@ -12,11 +12,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{UsageError, WatchArgs};
+use super::{Resolved, WatchArgs};
 use crate::backlog::{self, Clamp};
 use crate::event::{self, Kind};
 use crate::kernel_state::Settings;
-use crate::netns::{self, Namespaces};
 use crate::output::{ndjson, table};
 use crate::ports::PortSet;
 use crate::probe::Filter;
@@ -144,23 +143,22 @@ fn describe(ports: &PortSet, args: &WatchArgs) -> String {
     let what = if ports.is_all() {
         "every listening port".to_owned()
     } else {
-        let list: Vec<String> =
-            args.ports.iter().map(|r| if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) }).collect();
+        let list: Vec<String> = args
+            .scope
+            .ports
+            .iter()
+            .map(|r| if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) })
+            .collect();
         format!("port {}", list.join(", "))
     };
-    match &args.netns {
+    match &args.scope.netns {
         Some(ns) => format!("{what} in network namespace {ns}"),
         None => format!("{what} in every network namespace"),
     }
 }
 
 pub async fn run(args: WatchArgs) -> Result<()> {
-    let ports = PortSet::new(args.ports.clone());
-    let netns = match &args.netns {
-        Some(spec) => Some(netns::resolve(spec).map_err(|e| UsageError(format!("{e:#}")))?),
-        None => None,
-    };
-    let namespaces = Namespaces::new(netns).map_err(|e| UsageError(format!("{e:#}")))?;
+    let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     let (tracer, events) = Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces)?;
     for line in tracer.limits() {
         eprintln!("qtrace: {line}");
