@@ -114,7 +114,13 @@ impl Watch {
             .filter(|(_, st)| show_quiet || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0)
             .map(|(k, _)| k.netns)
             .collect();
-        let shown: Vec<u32> = if shown.is_empty() { vec![self.tracer.namespaces.own()] } else { shown.into_iter().collect() };
+        // Nothing to show yet: the one watched namespace (`--netns`), else
+        // qtrace's own.
+        let shown: Vec<u32> = match (shown.is_empty(), &self.tracer.listeners[..]) {
+            (false, _) => shown.into_iter().collect(),
+            (true, [only]) => vec![only.netns],
+            (true, _) => vec![self.tracer.namespaces.own()],
+        };
         let mut text = String::new();
         for (netns, settings) in self.settings_of(&shown) {
             text.push_str(&format!("netns {netns}: {}\n", settings.line()));
