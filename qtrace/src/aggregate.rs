@@ -238,16 +238,7 @@ mod tests {
     use crate::sock_diag::Listener;
 
     fn listener(port: u16, cookie: u64, drops: u32, q: (u32, u32)) -> Listener {
-        Listener {
-            family: 2,
-            addr: "127.0.0.1".parse().unwrap(),
-            port,
-            accept_queue: q.0,
-            accept_queue_max: q.1,
-            drops: Some(drops),
-            cookie,
-            inode: 1,
-        }
+        Listener { cookie, ..Listener::example(port, q, drops) }
     }
 
     fn snap(netns: u32, ls: Vec<Listener>) -> Vec<NsListeners> {

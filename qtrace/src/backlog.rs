@@ -85,14 +85,6 @@ impl RequestedBacklogs {
     pub fn retain(&mut self, live: &BTreeSet<u64>) {
         self.by_inode.retain(|ino, _| live.contains(ino));
     }
-
-    pub fn len(&self) -> usize {
-        self.by_inode.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_inode.is_empty()
-    }
 }
 
 #[cfg(test)]

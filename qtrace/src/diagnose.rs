@@ -512,16 +512,7 @@ mod tests {
         ListenerSample {
             row: ListenerRow {
                 netns: 7,
-                listener: Listener {
-                    family: 2,
-                    addr: "127.0.0.1".parse().unwrap(),
-                    port,
-                    accept_queue: q.0,
-                    accept_queue_max: q.1,
-                    drops: Some(drops as u32),
-                    cookie: 1,
-                    inode: 2,
-                },
+                listener: Listener::example(port, q, drops as u32),
                 syn_queue: Some(0),
                 owners: vec![Owner { pid: 42, comm: "server".into() }],
                 somaxconn: Some(64),

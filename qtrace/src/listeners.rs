@@ -104,7 +104,7 @@ mod tests {
     use super::*;
 
     fn l(addr: &str, port: u16) -> Listener {
-        Listener { family: 2, addr: addr.parse().unwrap(), port, accept_queue: 0, accept_queue_max: 8, drops: Some(0), cookie: 0, inode: 1 }
+        Listener { addr: addr.parse().unwrap(), ..Listener::example(port, (0, 8), 0) }
     }
 
     #[test]

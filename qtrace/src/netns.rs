@@ -198,12 +198,13 @@ impl Namespaces {
     }
 
     /// Runs `f` inside each watched namespace `which` selects (directly for
-    /// qtrace's own).
-    pub fn run_in_each<T: Send>(&self, f: impl Fn() -> io::Result<T> + Sync, which: impl Fn(u32) -> bool) -> Vec<(u32, io::Result<T>)> {
+    /// qtrace's own) and keeps what it read; a namespace where `f` fails
+    /// (gone meanwhile, files unreadable) is left out.
+    pub fn read_each<T: Send>(&self, f: impl Fn() -> io::Result<T> + Sync, which: impl Fn(u32) -> bool) -> BTreeMap<u32, T> {
         self.paths
             .iter()
             .filter(|(ino, _)| which(**ino))
-            .map(|(ino, path)| (*ino, if *ino == self.own { f() } else { run_in(path, &f) }))
+            .filter_map(|(ino, path)| Some((*ino, if *ino == self.own { f() } else { run_in(path, &f) }.ok()?)))
             .collect()
     }
 

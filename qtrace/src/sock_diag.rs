@@ -41,6 +41,24 @@ pub struct Listener {
     pub inode: u32,
 }
 
+#[cfg(test)]
+impl Listener {
+    /// A 127.0.0.1 listener with accept queue `q` (now, max) and `drops`,
+    /// for the crate's tests.
+    pub fn example(port: u16, q: (u32, u32), drops: u32) -> Self {
+        Self {
+            family: libc::AF_INET as u8,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            accept_queue: q.0,
+            accept_queue_max: q.1,
+            drops: Some(drops),
+            cookie: 1,
+            inode: 1,
+        }
+    }
+}
+
 /// `inet_diag_req_v2` for all TCP sockets of `family` in `state` (a
 /// `TCP_*` value), asking for meminfo.
 pub fn dump_request(family: u8, state: u8, seq: u32) -> Vec<u8> {

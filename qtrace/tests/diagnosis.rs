@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ack_scenario, addr, bin, connect, connect_nonblocking, listener, port, settle, unsupported, NetNs, Qtrace};
+use common::{ack_scenario, addr, bin, connect, connect_nonblocking, listener, port, settle, unsupported, Counters, NetNs, Qtrace};
 use serde_json::Value;
 use socket2::Socket;
 
@@ -150,23 +150,43 @@ fn doctor_proves_a_clamped_backlog() {
     assert_eq!(settings["somaxconn"], 64);
 }
 
+/// What one `doctor` window saw, with the namespace's counters around it.
+struct Window<T> {
+    before: Counters,
+    after: Counters,
+    done: common::Finished,
+    /// What the scenario made (sockets). Bind it to a name when
+    /// destructuring: `..` would close the sockets before the test reads
+    /// the listener's counter.
+    _kept: T,
+}
+
+/// Runs `doctor` on the namespace for `duration` seconds while `scenario`
+/// runs; then every packet to `port` is held back, so the window holds all
+/// the traffic the counters before and after it saw.
+fn doctor_window<T>(ns: &NetNs, port: u16, duration: &str, scenario: impl FnOnce() -> T) -> Window<T> {
+    let before = ns.counters();
+    let q = Qtrace::doctor(&["--netns", &ns.name, "--duration", duration, "--json"]);
+    let kept = scenario();
+    ns.block(port, true);
+    let done = q.wait();
+    let after = ns.counters();
+    assert!(done.status.success(), "{:?}", done.stderr);
+    Window { before, after, done, _kept: kept }
+}
+
 /// A never-accepting listener under a connect burst: an accept-queue
 /// overflow naming its port and process, with the namespace's counters.
 #[test]
 fn doctor_names_an_accept_queue_overflow() {
     let ns = NetNs::new(&[]);
     let p = port();
-    let before = ns.counters();
-    let q = Qtrace::doctor(&["--netns", &ns.name, "--duration", "4", "--json"]);
-    let _srv = ns.run(|| listener(addr("127.0.0.1", p), 2));
-    let clients: Vec<Socket> = ns.run(|| (0..30).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
-    std::thread::sleep(Duration::from_millis(1500));
-    // Nothing reaches the listener after this, so the window holds it all.
-    ns.block(p, true);
-    let done = q.wait();
-    let after = ns.counters();
-    drop(clients);
-    assert!(done.status.success(), "{:?}", done.stderr);
+    let Window { before, after, done, _kept: _sockets } = doctor_window(&ns, p, "4", || {
+        let srv = ns.run(|| listener(addr("127.0.0.1", p), 2));
+        let clients: Vec<Socket> = ns.run(|| (0..30).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+        std::thread::sleep(Duration::from_millis(1500));
+        (srv, clients)
+    });
 
     let f = finding(&done, "accept_queue_overflow", Some(p));
     assert_eq!(f["severity"], "critical");
@@ -189,17 +209,14 @@ fn doctor_names_an_accept_queue_overflow() {
 fn doctor_explains_a_syn_queue_overflow_without_syncookies() {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0"]);
     let p = port();
-    let before = ns.counters();
-    let q = Qtrace::doctor(&["--netns", &ns.name, "--duration", "3", "--json"]);
-    let _srv = ns.run(|| listener(addr("127.0.0.1", p), 4));
-    ns.block(p, false);
-    let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
-    std::thread::sleep(Duration::from_millis(1500));
-    ns.block(p, true);
-    let done = q.wait();
-    let after = ns.counters();
-    drop(clients);
-    assert!(done.status.success(), "{:?}", done.stderr);
+    let Window { before, after, done, _kept: _sockets } = doctor_window(&ns, p, "3", || {
+        let srv = ns.run(|| listener(addr("127.0.0.1", p), 4));
+        // Final ACKs held back: the requests stay in the SYN queue.
+        ns.block(p, false);
+        let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+        std::thread::sleep(Duration::from_millis(1500));
+        (srv, clients)
+    });
 
     let dropped = after.delta(&before, "TCPReqQFullDrop");
     assert!(dropped >= 4, "the SYN queue overflowed (TCPReqQFullDrop +{dropped})");
@@ -217,15 +234,11 @@ fn doctor_explains_a_syn_queue_overflow_without_syncookies() {
 fn doctor_explains_abort_on_overflow() {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=1"]);
     let p = port();
-    let before = ns.counters();
-    let q = Qtrace::doctor(&["--netns", &ns.name, "--duration", "3", "--json"]);
-    let s = ack_scenario(&ns, addr("127.0.0.1", p));
-    std::thread::sleep(Duration::from_millis(500));
-    ns.block(p, true);
-    let done = q.wait();
-    let after = ns.counters();
-    drop(s);
-    assert!(done.status.success(), "{:?}", done.stderr);
+    let Window { before, after, done, _kept: _sockets } = doctor_window(&ns, p, "3", || {
+        let s = ack_scenario(&ns, addr("127.0.0.1", p));
+        std::thread::sleep(Duration::from_millis(500));
+        s
+    });
 
     assert_eq!(after.delta(&before, "ListenOverflows"), 3, "three final ACKs overflowed");
     finding(&done, "accept_queue_overflow", Some(p));

@@ -30,7 +30,7 @@ enum Sampling {
 const SAMPLE: Duration = Duration::from_millis(250);
 
 fn states(namespaces: &Namespaces) -> BTreeMap<u32, NsState> {
-    namespaces.run_in_each(NsState::read, |_| true).into_iter().filter_map(|(ino, s)| Some((ino, s.ok()?))).collect()
+    namespaces.read_each(NsState::read, |_| true)
 }
 
 /// Longest accept queue per listener (by socket cookie).

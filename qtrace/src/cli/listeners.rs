@@ -2,7 +2,6 @@
 //! owning processes and whether `somaxconn` clamped its backlog. Needs no
 //! eBPF; unprivileged it sees its own namespace and its own processes.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use anyhow::Result;
@@ -15,8 +14,7 @@ use crate::output::style::Style;
 
 pub fn run(args: ListenersArgs) -> Result<()> {
     let Resolved { ports, mut namespaces, .. } = args.scope.resolve()?;
-    let settings: BTreeMap<u32, Settings> =
-        namespaces.run_in_each(|| Ok(Settings::read()), |_| true).into_iter().filter_map(|(ino, s)| Some((ino, s.ok()?))).collect();
+    let settings = namespaces.read_each(|| Ok(Settings::read()), |_| true);
     let rows = listeners::snapshot(&mut namespaces, &ports, &settings, None);
     let mut text = String::new();
     if args.json {

@@ -95,12 +95,7 @@ impl Watch {
 
     /// The settings of the namespaces `which`, read inside each.
     fn settings_of(&self, which: &[u32]) -> BTreeMap<u32, Settings> {
-        self.tracer
-            .namespaces
-            .run_in_each(|| Ok(Settings::read()), |ino| which.contains(&ino))
-            .into_iter()
-            .filter_map(|(ino, s)| Some((ino, s.ok()?)))
-            .collect()
+        self.tracer.namespaces.read_each(|| Ok(Settings::read()), |ino| which.contains(&ino))
     }
 
     /// The header lines of the table: each shown namespace's settings and

@@ -104,16 +104,7 @@ mod tests {
     fn row(port: u16, q: (u32, u32), drops: u32, clamp: Clamp, owners: Vec<Owner>) -> ListenerRow {
         ListenerRow {
             netns: 4026531840,
-            listener: Listener {
-                family: 2,
-                addr: "127.0.0.1".parse().unwrap(),
-                port,
-                accept_queue: q.0,
-                accept_queue_max: q.1,
-                drops: Some(drops),
-                cookie: 1,
-                inode: 9,
-            },
+            listener: Listener::example(port, q, drops),
             syn_queue: Some(0),
             owners,
             somaxconn: Some(64),
