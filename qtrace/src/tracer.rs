@@ -116,12 +116,16 @@ impl Tracer {
     /// Reads the kernel's counters, the listeners and the `listen(2)` calls;
     /// reports what is new.
     pub fn poll(&mut self) -> Result<PollReport> {
+        // Listeners first, counters second: every drop a listener's counter
+        // already shows is then in the per-kind counters too, so drops still
+        // in flight between the two reads are never taken for drops no hook
+        // saw (they would be counted twice under a steady storm).
+        self.namespaces.refresh();
+        self.listeners = self.namespaces.listeners();
         self.agg.on_counters(source::counters(&self.counters)?);
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = source::losses(&self.stats, self.undecodable)?;
         let lost = self.agg.losses.ringbuf_full - before;
-        self.namespaces.refresh();
-        self.listeners = self.namespaces.listeners();
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();
         self.last_poll = Instant::now();
