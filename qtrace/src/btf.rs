@@ -9,8 +9,6 @@
 //! (looking through anonymous structs and unions, as C does), and the value of
 //! an enumerator such as `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`.
 
-use std::collections::HashMap;
-
 use thiserror::Error;
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -53,46 +51,39 @@ pub enum BtfError {
     NoEnumerator(String),
 }
 
-#[derive(Debug, Clone)]
+/// A parsed BTF blob (for example `/sys/kernel/btf/vmlinux`).
+///
+/// Parsing only walks the type records to index where each one starts (one
+/// pass, no allocation per type): a 6.18 vmlinux has some 150,000 types and
+/// qtrace asks about a handful, so records are decoded when asked about.
+pub struct Btf {
+    data: Vec<u8>,
+    /// Where the type and string sections lie in `data`.
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Start of each type's record within the type section, by type id
+    /// (index 0 is BTF's `void` and has none).
+    offsets: Vec<u32>,
+}
+
+/// One type record's fixed part and its trailing entries.
+#[derive(Clone, Copy)]
+struct Rec<'a> {
+    name: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    size_or_type: u32,
+    /// The bytes after the 12-byte header (members, enumerators, ...).
+    tail: &'a [u8],
+}
+
+/// A struct or union member.
 struct Member {
     name: u32,
     type_id: u32,
     bit_offset: u32,
     bitfield_size: u32,
-}
-
-#[derive(Debug, Clone)]
-enum Type {
-    /// int, float, enum: a scalar with a size in bytes.
-    Scalar {
-        size: u32,
-    },
-    Ptr,
-    Array {
-        elem: u32,
-        len: u32,
-    },
-    Composite {
-        name: u32,
-        size: u32,
-        members: Vec<Member>,
-    },
-    /// typedef, const, volatile, restrict, type tag: see through.
-    Alias {
-        target: u32,
-    },
-    Other,
-}
-
-/// A parsed BTF blob (for example `/sys/kernel/btf/vmlinux`).
-pub struct Btf {
-    strings: Vec<u8>,
-    /// Index 0 is BTF's `void`.
-    types: Vec<Type>,
-    /// Enumerator name -> value, for ENUM and ENUM64.
-    enumerators: HashMap<String, i64>,
-    /// Struct name -> first type id with that name.
-    structs: HashMap<String, u32>,
 }
 
 /// Where a member lives inside its outermost struct.
@@ -109,118 +100,93 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// Bytes of a record's trailing part, by kind (`include/uapi/linux/btf.h`).
+fn tail_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_ARRAY => 12,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+        KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+        _ => return None,
+    })
+}
+
 impl Btf {
     /// Reads the running kernel's BTF.
     pub fn from_sys_fs() -> std::io::Result<Self> {
-        let data = std::fs::read("/sys/kernel/btf/vmlinux")?;
-        Self::parse(&data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        Self::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
+    }
+
+    /// Reads a BTF file (a kernel's `/sys/kernel/btf/vmlinux`, or one
+    /// extracted for a kernel that does not publish its own).
+    pub fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let data = std::fs::read(path)?;
+        Self::parse(data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
     /// Parses little-endian BTF (the only kind x86_64 and arm64 kernels emit).
-    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
-        if u16_at(data, 0) != Some(BTF_MAGIC) {
+    pub fn parse(data: impl Into<Vec<u8>>) -> Result<Self, BtfError> {
+        let data = data.into();
+        if u16_at(&data, 0) != Some(BTF_MAGIC) {
             return Err(BtfError::BadHeader);
         }
-        let hdr_len = u32_at(data, 4).ok_or(BtfError::BadHeader)? as usize;
-        let field = |at| u32_at(data, at).map(|v| v as usize).ok_or(BtfError::BadHeader);
+        let field = |at| u32_at(&data, at).map(|v| v as usize).ok_or(BtfError::BadHeader);
+        let hdr_len = field(4)?;
         let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
-        let types_bytes = data.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or(BtfError::BadHeader)?;
-        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or(BtfError::BadHeader)?.to_vec();
-
-        let mut btf = Btf { strings, types: vec![Type::Other], enumerators: HashMap::new(), structs: HashMap::new() };
-        let mut at = 0usize;
-        let t = types_bytes;
-        while at < t.len() {
-            let bad = || BtfError::BadType(u32::MAX);
-            let name = u32_at(t, at).ok_or_else(bad)?;
-            let info = u32_at(t, at + 4).ok_or_else(bad)?;
-            let size_or_type = u32_at(t, at + 8).ok_or_else(bad)?;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let kind_flag = info >> 31 == 1;
-            at += 12;
-            let ty = match kind {
-                KIND_INT => {
-                    at += 4;
-                    Type::Scalar { size: size_or_type }
-                }
-                KIND_FLOAT => Type::Scalar { size: size_or_type },
-                KIND_PTR => Type::Ptr,
-                KIND_ARRAY => {
-                    let elem = u32_at(t, at).ok_or_else(bad)?;
-                    let len = u32_at(t, at + 8).ok_or_else(bad)?;
-                    at += 12;
-                    Type::Array { elem, len }
-                }
-                KIND_STRUCT | KIND_UNION => {
-                    let mut members = Vec::with_capacity(vlen);
-                    for _ in 0..vlen {
-                        let m_name = u32_at(t, at).ok_or_else(bad)?;
-                        let m_type = u32_at(t, at + 4).ok_or_else(bad)?;
-                        let m_off = u32_at(t, at + 8).ok_or_else(bad)?;
-                        let (bit_offset, bitfield_size) = if kind_flag { (m_off & 0xff_ffff, m_off >> 24) } else { (m_off, 0) };
-                        members.push(Member { name: m_name, type_id: m_type, bit_offset, bitfield_size });
-                        at += 12;
-                    }
-                    if kind == KIND_STRUCT && name != 0 {
-                        let id = btf.types.len() as u32;
-                        btf.structs.entry(btf.str_at(name).to_owned()).or_insert(id);
-                    }
-                    Type::Composite { name, size: size_or_type, members }
-                }
-                KIND_ENUM => {
-                    for _ in 0..vlen {
-                        let e_name = u32_at(t, at).ok_or_else(bad)?;
-                        let e_val = u32_at(t, at + 4).ok_or_else(bad)? as i32;
-                        btf.enumerators.insert(btf.str_at(e_name).to_owned(), i64::from(e_val));
-                        at += 8;
-                    }
-                    Type::Scalar { size: size_or_type }
-                }
-                KIND_ENUM64 => {
-                    for _ in 0..vlen {
-                        let e_name = u32_at(t, at).ok_or_else(bad)?;
-                        let lo = u32_at(t, at + 4).ok_or_else(bad)?;
-                        let hi = u32_at(t, at + 8).ok_or_else(bad)?;
-                        let v = (u64::from(hi) << 32 | u64::from(lo)) as i64;
-                        btf.enumerators.insert(btf.str_at(e_name).to_owned(), v);
-                        at += 12;
-                    }
-                    Type::Scalar { size: size_or_type }
-                }
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias { target: size_or_type },
-                KIND_FWD | KIND_FUNC => Type::Other,
-                KIND_FUNC_PROTO => {
-                    at += 8 * vlen;
-                    Type::Other
-                }
-                KIND_VAR | KIND_DECL_TAG => {
-                    at += 4;
-                    Type::Other
-                }
-                KIND_DATASEC => {
-                    at += 12 * vlen;
-                    Type::Other
-                }
-                other => return Err(BtfError::BadType(other)),
-            };
-            btf.types.push(ty);
+        let types = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        if data.get(types.clone()).is_none() || data.get(strings.clone()).is_none() {
+            return Err(BtfError::BadHeader);
         }
-        Ok(btf)
+        let t = &data[types.clone()];
+        let mut offsets = vec![0u32];
+        let mut at = 0usize;
+        while at < t.len() {
+            let info = u32_at(t, at + 4).ok_or(BtfError::BadType(u32::MAX))?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let len = 12 + tail_len(kind, vlen).ok_or(BtfError::BadType(kind))?;
+            if at + len > t.len() {
+                return Err(BtfError::BadType(u32::MAX));
+            }
+            offsets.push(at as u32);
+            at += len;
+        }
+        Ok(Self { data, types, strings, offsets })
+    }
+
+    fn rec(&self, id: u32) -> Option<Rec<'_>> {
+        let at = *self.offsets.get(id as usize).filter(|_| id != 0)? as usize;
+        let t = &self.data[self.types.clone()];
+        let info = u32_at(t, at + 4)?;
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let tail = t.get(at + 12..at + 12 + tail_len(kind, vlen)?)?;
+        Some(Rec { name: u32_at(t, at)?, kind, vlen, kind_flag: info >> 31 == 1, size_or_type: u32_at(t, at + 8)?, tail })
     }
 
     fn str_at(&self, off: u32) -> &str {
-        let s = self.strings.get(off as usize..).unwrap_or_default();
+        let s = self.data[self.strings.clone()].get(off as usize..).unwrap_or_default();
         let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
         std::str::from_utf8(&s[..end]).unwrap_or("")
     }
 
+    /// Every record, with its id.
+    fn all(&self) -> impl Iterator<Item = (u32, Rec<'_>)> {
+        (1..self.offsets.len() as u32).filter_map(|id| Some((id, self.rec(id)?)))
+    }
+
+    /// The first type of `kind` named `name`.
+    fn find(&self, kind: u32, name: &str) -> Option<u32> {
+        self.all().find(|(_, r)| r.kind == kind && r.name != 0 && self.str_at(r.name) == name).map(|(id, _)| id)
+    }
+
     /// Follows typedefs and qualifiers.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Rec<'_>> {
         for _ in 0..32 {
-            match self.types.get(id as usize)? {
-                Type::Alias { target } => id = *target,
-                ty => return Some(ty),
+            let r = self.rec(id)?;
+            match r.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = r.size_or_type,
+                _ => return Some(r),
             }
         }
         None
@@ -228,43 +194,53 @@ impl Btf {
 
     fn size_of(&self, id: u32) -> u32 {
         match self.resolve(id) {
-            Some(Type::Scalar { size }) | Some(Type::Composite { size, .. }) => *size,
-            Some(Type::Ptr) => 8,
-            Some(Type::Array { elem, len }) => self.size_of(*elem) * len,
+            Some(r) if matches!(r.kind, KIND_INT | KIND_FLOAT | KIND_ENUM | KIND_ENUM64 | KIND_STRUCT | KIND_UNION) => r.size_or_type,
+            Some(r) if r.kind == KIND_PTR => 8,
+            Some(r) if r.kind == KIND_ARRAY => {
+                let (elem, len) = (u32_at(r.tail, 0).unwrap_or(0), u32_at(r.tail, 8).unwrap_or(0));
+                self.size_of(elem) * len
+            }
             _ => 0,
         }
     }
 
-    /// Finds `name` among `members`, descending into anonymous structs and
-    /// unions. Returns (bit offset from the start of `members`' owner, member).
-    fn find_member<'a>(&'a self, members: &'a [Member], name: &str) -> Option<(u32, &'a Member)> {
-        for m in members {
-            if m.name != 0 && self.str_at(m.name) == name {
-                return Some((m.bit_offset, m));
-            }
+    fn members(r: Rec<'_>) -> impl Iterator<Item = Member> + '_ {
+        r.tail.chunks_exact(12).take(r.vlen).map(move |m| {
+            let off = u32_at(m, 8).unwrap_or(0);
+            let (bit_offset, bitfield_size) = if r.kind_flag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
+            Member { name: u32_at(m, 0).unwrap_or(0), type_id: u32_at(m, 4).unwrap_or(0), bit_offset, bitfield_size }
+        })
+    }
+
+    fn composite(&self, id: u32) -> Option<Rec<'_>> {
+        self.resolve(id).filter(|r| matches!(r.kind, KIND_STRUCT | KIND_UNION))
+    }
+
+    /// Finds `name` among the members of `owner`, descending into anonymous
+    /// structs and unions. Returns (bit offset from the start of `owner`, member).
+    fn find_member(&self, owner: Rec<'_>, name: &str, depth: u32) -> Option<(u32, Member)> {
+        if let Some(m) = Self::members(owner).find(|m| m.name != 0 && self.str_at(m.name) == name) {
+            return Some((m.bit_offset, m));
         }
-        for m in members.iter().filter(|m| m.name == 0) {
-            if let Some(Type::Composite { members: inner, .. }) = self.resolve(m.type_id) {
-                if let Some((off, found)) = self.find_member(inner, name) {
-                    return Some((m.bit_offset + off, found));
-                }
-            }
+        if depth > 8 {
+            return None;
         }
-        None
+        Self::members(owner).filter(|m| m.name == 0).find_map(|m| {
+            let inner = self.composite(m.type_id)?;
+            self.find_member(inner, name, depth + 1).map(|(off, found)| (m.bit_offset + off, found))
+        })
     }
 
     /// Byte offset and size of `path` (dot-separated members) inside struct
     /// `root`, for example `field("sock", "__sk_common.skc_net")`.
     pub fn field(&self, root: &str, path: &str) -> Result<Field, BtfError> {
-        let mut id = *self.structs.get(root).ok_or_else(|| BtfError::NoStruct(root.to_owned()))?;
+        let mut id = self.find(KIND_STRUCT, root).ok_or_else(|| BtfError::NoStruct(root.to_owned()))?;
         let mut bits = 0u32;
         let mut within = format!("struct {root}");
         for part in path.split('.') {
             let no_member = || BtfError::NoMember { within: within.clone(), member: part.to_owned() };
-            let Some(Type::Composite { members, .. }) = self.resolve(id) else {
-                return Err(no_member());
-            };
-            let (off, member) = self.find_member(members, part).ok_or_else(no_member)?;
+            let owner = self.composite(id).ok_or_else(no_member)?;
+            let (off, member) = self.find_member(owner, part, 0).ok_or_else(no_member)?;
             if member.bitfield_size != 0 || off % 8 != 0 {
                 return Err(BtfError::Bitfield(format!("{within}.{part}")));
             }
@@ -277,15 +253,35 @@ impl Btf {
 
     /// Value of an enumerator, for example `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`.
     pub fn enumerator(&self, name: &str) -> Result<i64, BtfError> {
-        self.enumerators.get(name).copied().ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
+        self.all()
+            .find_map(|(_, r)| match r.kind {
+                KIND_ENUM => r.tail.chunks_exact(8).find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name).map(|e| {
+                    let v = u32_at(e, 4).unwrap_or(0);
+                    // kind_flag marks a signed enum; unsigned ones are zero-extended.
+                    if r.kind_flag {
+                        i64::from(v as i32)
+                    } else {
+                        i64::from(v)
+                    }
+                }),
+                KIND_ENUM64 => r
+                    .tail
+                    .chunks_exact(12)
+                    .find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name)
+                    .map(|e| (u64::from(u32_at(e, 8).unwrap_or(0)) << 32 | u64::from(u32_at(e, 4).unwrap_or(0))) as i64),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
+    }
+
+    /// Type id of the kernel function `name` (what fentry attaches to).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.find(KIND_FUNC, name)
     }
 
     /// Name of a composite type.
     pub fn struct_name(&self, id: u32) -> Option<&str> {
-        match self.types.get(id as usize)? {
-            Type::Composite { name, .. } => Some(self.str_at(*name)),
-            _ => None,
-        }
+        self.rec(id).filter(|r| matches!(r.kind, KIND_STRUCT | KIND_UNION)).map(|r| self.str_at(r.name))
     }
 }
 
@@ -350,7 +346,7 @@ mod tests {
 
     #[test]
     fn resolves_members_through_anonymous_unions_and_aliases() {
-        let btf = Btf::parse(&sample()).unwrap();
+        let btf = Btf::parse(sample()).unwrap();
         assert_eq!(btf.struct_name(9), Some("outer"));
         assert_eq!(btf.field("outer", "a").unwrap(), Field { offset: 0, size: 4 });
         assert_eq!(btf.field("outer", "y").unwrap(), Field { offset: 10, size: 2 });
@@ -362,7 +358,7 @@ mod tests {
 
     #[test]
     fn reports_what_is_missing() {
-        let btf = Btf::parse(&sample()).unwrap();
+        let btf = Btf::parse(sample()).unwrap();
         assert_eq!(btf.field("nope", "a"), Err(BtfError::NoStruct("nope".into())));
         assert_eq!(btf.field("outer", "in.q"), Err(BtfError::NoMember { within: "struct outer.in".into(), member: "q".into() }));
         assert_eq!(btf.field("outer", "a.b").unwrap_err().to_string(), "member b not found in struct outer.a");
@@ -371,16 +367,16 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert_eq!(Btf::parse(&[]).err(), Some(BtfError::BadHeader));
-        assert_eq!(Btf::parse(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0]).err(), Some(BtfError::BadHeader));
+        assert_eq!(Btf::parse(Vec::new()).err(), Some(BtfError::BadHeader));
+        assert_eq!(Btf::parse(vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0]).err(), Some(BtfError::BadHeader));
         let mut blob = sample();
         for cut in [30, 50, 100, blob.len() - 10] {
             let mut hdr = blob.clone();
             hdr.truncate(cut);
-            let _ = Btf::parse(&hdr);
+            let _ = Btf::parse(hdr);
         }
         blob[24 + 7] = 0x7f; // first type's kind byte -> unknown kind
-        assert!(Btf::parse(&blob).is_err());
+        assert!(Btf::parse(blob).is_err());
     }
 
     /// The running kernel's BTF, where it exists (readable without root on

@@ -16,9 +16,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
-use aya::{Ebpf, EbpfError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
 use qtrace_common::{
-    Config, CounterKey, ListenCall, ListenKey, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
+    range, Config, CounterKey, ListenCall, ListenKey, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
 };
 
 use crate::btf::Btf;
@@ -166,6 +166,27 @@ fn chain(err: &dyn std::error::Error) -> String {
     all.join(": ")
 }
 
+/// The kernel's BTF: `/sys/kernel/btf/vmlinux`, or the file `QTRACE_BTF`
+/// names for a kernel that does not publish its own (one extracted from
+/// the kernel's debug package, or from BTFHub).
+fn kernel_btf() -> Result<Btf> {
+    let (path, given) = match std::env::var_os("QTRACE_BTF") {
+        Some(p) => (std::path::PathBuf::from(p), true),
+        None => (std::path::PathBuf::from("/sys/kernel/btf/vmlinux"), false),
+    };
+    Btf::from_file(&path).map_err(|e| {
+        let what = if given {
+            format!("reading the BTF file QTRACE_BTF names ({}): {e}", path.display())
+        } else {
+            format!(
+                "reading the kernel's BTF ({}): {e}; this kernel was built without CONFIG_DEBUG_INFO_BTF: point QTRACE_BTF at a BTF file for it",
+                path.display()
+            )
+        };
+        anyhow!("{what}. Without BTF no tier can attach; `qtrace listeners` and `qtrace doctor --no-capture` still work")
+    })
+}
+
 impl Probe {
     /// Resolves offsets, loads the object, applies the filter and attaches
     /// the first tier that works (or exactly the one asked for).
@@ -174,8 +195,13 @@ impl Probe {
         if let Some(missing) = missing_capabilities(&status) {
             bail!("loading eBPF programs needs root or {missing}");
         }
-        let btf = Btf::from_sys_fs()
-            .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux); qtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF")?;
+        // The kernel takes ~30 ms to format /proc/kallsyms: read it while
+        // the BTF is parsed and the object loaded.
+        let kallsyms = std::thread::spawn(|| match std::fs::File::open("/proc/kallsyms") {
+            Ok(f) => offsets::kallsyms_ranges(std::io::BufReader::with_capacity(1 << 16, f)),
+            Err(_) => ([0; 2 * range::LEN], range::NAMES.to_vec()),
+        });
+        let btf = kernel_btf()?;
         let mut cfg = Config::empty();
         offsets::from_btf(&btf, &mut cfg)?;
         let tracefs = ensure_tracefs()?;
@@ -183,20 +209,26 @@ impl Probe {
         let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
         let mut ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
         let listen_layout = listen_formats(tracefs, &mut cfg);
-        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-        let missing = offsets::ranges_from_kallsyms(&kallsyms, &mut cfg);
-        if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
-            ack_detail_missing = Some("kernel addresses are hidden (/proc/kallsyms, kernel.kptr_restrict)".into());
-        }
-        cfg.filter_netns = filter.netns.unwrap_or(0);
-        cfg.filter_ports = u32::from(!filter.ports.is_all());
+        let fentry_refused = match choice {
+            HookChoice::Auto | HookChoice::Fentry => fentry_refused(&btf),
+            _ => None,
+        };
+        drop(btf);
 
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| match &e {
+        // The patched loader reads no kernel BTF (vendor/aya/QTRACE-PATCH.md).
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(|e| match &e {
             EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM) => {
                 anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
             }
             _ => anyhow::Error::new(e).context("loading qtrace's eBPF object"),
         })?;
+        let (ranges, missing) = kallsyms.join().unwrap_or(([0; 2 * range::LEN], range::NAMES.to_vec()));
+        cfg.ranges = ranges;
+        if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
+            ack_detail_missing = Some("kernel addresses are hidden (/proc/kallsyms, kernel.kptr_restrict)".into());
+        }
+        cfg.filter_netns = filter.netns.unwrap_or(0);
+        cfg.filter_ports = u32::from(!filter.ports.is_all());
         {
             let mut config: Array<_, Config> = Array::try_from(ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?)?;
             config.set(0, cfg, 0).context("writing the programs' configuration")?;
@@ -208,7 +240,6 @@ impl Probe {
             }
         }
 
-        let aya_btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF for fentry")?;
         let order: &[Tier] = match choice {
             HookChoice::Auto => &[Tier::Fentry, Tier::Kprobe, Tier::Tracepoint],
             HookChoice::Fentry => &[Tier::Fentry],
@@ -216,9 +247,13 @@ impl Probe {
             HookChoice::Tracepoint => &[Tier::Tracepoint],
         };
         let mut refused = Vec::new();
+        let mut fentry_refused = fentry_refused;
         for &tier in order {
             let result = match tier {
-                Tier::Fentry => attach_fentry(&mut ebpf, &aya_btf),
+                Tier::Fentry => match fentry_refused.take() {
+                    Some(err) => Err((FENTRY_PROGRAMS[0].0, err)),
+                    None => attach_fentry(&mut ebpf),
+                },
                 Tier::Kprobe => attach_kprobe(&mut ebpf),
                 Tier::Tracepoint => attach_tracepoint(&mut ebpf),
             };
@@ -262,7 +297,44 @@ impl Probe {
 
 type AttachError = (&'static str, ProgramError);
 
-fn attach_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), AttachError> {
+/// Loads a two-instruction fentry program on `tcp_conn_request`, with the
+/// attach target's id from qtrace's own BTF reader. Where the kernel refuses
+/// it, the fentry tier is refused without aya parsing the whole BTF (its
+/// `FEntry::load` needs an `aya::Btf`) only to hear the same answer.
+fn fentry_refused(btf: &Btf) -> Option<ProgramError> {
+    let id = btf.func_id(FENTRY_PROGRAMS[0].1)?;
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = c"GPL";
+    // union bpf_attr for BPF_PROG_LOAD (include/uapi/linux/bpf.h): prog_type
+    // at 0, insn_cnt 4, insns 8, license 16, expected_attach_type 68,
+    // attach_btf_id 108; the rest zero.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&26u32.to_ne_bytes()); // BPF_PROG_TYPE_TRACING
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[68..72].copy_from_slice(&24u32.to_ne_bytes()); // BPF_TRACE_FENTRY
+    attr[108..112].copy_from_slice(&id.to_ne_bytes());
+    // SAFETY: attr is a valid BPF_PROG_LOAD attribute of the size given; the
+    // pointers in it outlive the call.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, 5 /* BPF_PROG_LOAD */, attr.as_ptr(), attr.len() as u32)
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just returned to us.
+        unsafe { libc::close(fd as i32) };
+        return None;
+    }
+    let io_error = std::io::Error::last_os_error();
+    // Only a refusal aya's own load would meet too; anything else, let aya try.
+    matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | 524))
+        .then(|| ProgramError::SyscallError(aya::sys::SyscallError { call: "bpf_prog_load", io_error }))
+}
+
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| (FENTRY_PROGRAMS[0].0, ProgramError::Btf(e)))?;
+    let btf = &btf;
     for &(name, func, exit) in FENTRY_PROGRAMS {
         let prog = ebpf.program_mut(name).ok_or((name, ProgramError::NotLoaded))?;
         let r = if exit {
