@@ -366,4 +366,42 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
         assert_eq!(rfc3339(1_795_219_200_500_000_000), "2026-11-21T00:00:00.500000000Z");
     }
+
+    /// Whatever the ring buffer hands over (truncated, garbage, a valid
+    /// record with random bytes flipped), decoding answers Ok or Err and
+    /// never panics. Deterministic xorshift, so a failure reproduces.
+    #[test]
+    fn decoding_garbage_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = Event { kind: qtrace_common::kind::ACK_OVERFLOW, family: AF_INET, lport: 8080, ..Event::default() };
+        // SAFETY: Event is plain old data with an explicit layout.
+        let bytes: Vec<u8> = unsafe { std::slice::from_raw_parts((&raw const valid).cast::<u8>(), std::mem::size_of::<Event>()) }.to_vec();
+        assert!(Decoded::decode(&bytes, 0).is_ok());
+        let (mut ok, mut err) = (0, 0);
+        for i in 0..200_000u32 {
+            let mut rec = if i % 2 == 0 { bytes.clone() } else { (0..next() % 160).map(|_| next() as u8).collect() };
+            for _ in 0..next() % 4 {
+                if !rec.is_empty() {
+                    let at = (next() as usize) % rec.len();
+                    rec[at] = next() as u8;
+                }
+            }
+            rec.truncate((next() % 96) as usize);
+            let offset = (next() as i128) - (1i128 << 63);
+            match Decoded::decode(&rec, offset) {
+                Ok(d) => {
+                    ok += 1;
+                    let _ = d.to_json();
+                }
+                Err(_) => err += 1,
+            }
+        }
+        assert!(ok > 0 && err > 0, "both outcomes exercised: {ok} ok, {err} errors");
+    }
 }

@@ -132,6 +132,11 @@ pub struct WatchArgs {
     /// Also list watched listeners that have no drops.
     #[arg(long)]
     pub all: bool,
+
+    /// Append the output (table or NDJSON) to FILE instead of stdout;
+    /// SIGHUP reopens it, for log rotation.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// A positive number of seconds (fractions allowed).

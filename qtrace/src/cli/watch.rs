@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{Resolved, WatchArgs};
+use super::{Resolved, UsageError, WatchArgs};
 use crate::backlog::{self, Clamp};
 use crate::event::{self, Kind};
 use crate::kernel_state::Settings;
@@ -21,13 +22,27 @@ use crate::ports::PortSet;
 use crate::probe::Filter;
 use crate::tracer::Tracer;
 
-/// Stdout that notices when its reader went away (`| head -1`).
+/// Where `watch` writes: stdout, or `--output FILE` (reopened on SIGHUP so
+/// logrotate can move it away). Notices when a pipe's reader went away
+/// (`| head -1`) and stops writing instead of failing.
 struct Out {
-    w: io::BufWriter<io::Stdout>,
+    w: io::BufWriter<Box<dyn Write>>,
+    path: Option<PathBuf>,
     closed: bool,
 }
 
+fn open_output(path: &Path) -> io::Result<Box<dyn Write>> {
+    Ok(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
+}
+
 impl Out {
+    fn new(path: Option<PathBuf>) -> Result<Self> {
+        let w: Box<dyn Write> = match &path {
+            Some(p) => open_output(p).map_err(|e| UsageError(format!("cannot write --output {}: {e}", p.display())))?,
+            None => Box::new(io::stdout()),
+        };
+        Ok(Self { w: io::BufWriter::new(w), path, closed: false })
+    }
     fn write_str(&mut self, s: &str) {
         if !self.closed && self.w.write_all(s.as_bytes()).is_err() {
             self.closed = true;
@@ -45,6 +60,27 @@ impl Out {
         if !self.closed && self.w.flush().is_err() {
             self.closed = true;
         }
+    }
+    /// SIGHUP: start a new file at `--output`'s path.
+    fn reopen(&mut self) -> Result<()> {
+        self.flush();
+        if let Some(p) = &self.path {
+            let w = open_output(p).with_context(|| format!("reopening --output {}", p.display()))?;
+            self.w = io::BufWriter::new(w);
+            self.closed = false;
+        }
+        Ok(())
+    }
+    /// Whether stdout is a pipe whose reader is gone, checked without
+    /// writing: `watch --json | head -1` must end even when nothing drops.
+    fn reader_gone(&self) -> bool {
+        if self.path.is_some() {
+            return false;
+        }
+        let mut pfd = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: one valid pollfd, no timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n == 1 && pfd.revents & libc::POLLERR != 0
     }
 }
 
@@ -160,6 +196,8 @@ fn describe(ports: &PortSet, args: &WatchArgs) -> String {
 
 pub async fn run(args: WatchArgs) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
+    // Before attaching: a bad --output is a usage error, not a late surprise.
+    let out = Out::new(args.output.clone())?;
     let (tracer, events) = Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces)?;
     for line in tracer.limits() {
         eprintln!("qtrace: {line}");
@@ -175,8 +213,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         eprintln!("qtrace: network namespace {ino} cannot be entered ({why}); its SYN-stage totals are missing");
     }
     let tier = tracer.probe.tier;
-    let mut w =
-        Watch { tracer, json: args.json, out: Out { w: io::BufWriter::new(io::stdout()), closed: false }, settings_shown: BTreeSet::new() };
+    let mut w = Watch { tracer, json: args.json, out, settings_shown: BTreeSet::new() };
     if args.json {
         let all: Vec<u32> = w.tracer.listeners.iter().map(|ns| ns.netns).collect();
         let now = event::realtime_ns();
@@ -186,7 +223,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         }
         w.out.flush();
     }
-    let live_table = !args.json && io::stdout().is_terminal();
+    let live_table = !args.json && args.output.is_none() && io::stdout().is_terminal();
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
     // until the AsyncFd (which owns the ring buffer) is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -196,6 +233,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     ticker.tick().await;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let deadline = tokio::time::Instant::now() + args.duration.unwrap_or(Duration::from_secs(u32::MAX.into()));
 
     loop {
@@ -220,11 +258,12 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     w.out.flush();
                 }
             }
+            _ = sighup.recv() => w.out.reopen()?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = tokio::time::sleep_until(deadline) => break,
         }
-        if w.out.closed {
+        if w.out.closed || w.out.reader_gone() {
             break;
         }
     }

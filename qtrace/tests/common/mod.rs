@@ -290,6 +290,10 @@ impl Qtrace {
         }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// Stops it with `signal` and collects its NDJSON output.
     pub fn stop(self, signal: i32) -> Finished {
         // SAFETY: kill(2) on our own child.
