@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod vm;
 
 /// bpf-linker version known to link aya 0.14 programs with Debian's LLVM 22.
@@ -18,6 +19,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages qtrace's tests use at run time.
 const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq"];
+/// Debian packages the benchmarks compare against.
+const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 /// Debian packages needed only to build bpf-linker against LLVM 22.
@@ -44,6 +47,16 @@ enum Cmd {
     /// Set up, then run clippy, the unit tests, the root integration suite
     /// and the VM matrix.
     Test,
+    /// Set up, build, and measure qtrace against bpftrace and no tracer:
+    /// writes target/bench/report.md and report.json (root, a few minutes).
+    Bench {
+        /// Repetitions of each measurement.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Only these sections (1 start-up, 2 accept path, 3 storm, 4 consumer ceiling, 5 memory).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<u8>,
+    },
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and attach every
     /// hook tier in each.
     VmTest,
@@ -56,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Build => setup(&[]).and_then(|()| build()),
         Cmd::Run { args } => setup(&[]).and_then(|()| build()).and_then(|()| run(args)),
         Cmd::Test => setup(VM_PACKAGES).and_then(|()| test()),
+        Cmd::Bench { runs, only } => setup(BENCH_PACKAGES).and_then(|()| bench(runs, only)),
         Cmd::VmTest => setup(VM_PACKAGES).and_then(|()| build()).and_then(|()| vm_test()),
     };
     match result {
@@ -183,6 +197,19 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
 
 fn vm_test() -> Result<()> {
     vm::vm_test(&target_dir().join("release/qtrace"), &test_binaries()?)
+}
+
+fn bench(runs: usize, only: Vec<u8>) -> Result<()> {
+    build()?;
+    status(cargo().args(["build", "--release", "--package", "qtrace", "--example", "ringbuf_count"]))?;
+    let release = target_dir().join("release");
+    bench::run(&bench::Options {
+        qtrace: release.join("qtrace"),
+        counter: release.join("examples/ringbuf_count"),
+        out: target_dir().join("bench"),
+        runs: runs.max(1),
+        only,
+    })
 }
 
 fn run(args: Vec<OsString>) -> Result<()> {

@@ -1,0 +1,56 @@
+//! The smallest consumer of qtrace's ring buffer, for `cargo xtask bench`:
+//! attaches the same programs the same way `qtrace watch` does, then only
+//! counts records until SIGINT. Its loss-free rate is the ceiling any
+//! consumer of this ring buffer can reach on the machine.
+//!
+//! `ringbuf_count [--netns NAME] [--port PORT]`; prints a `losses` record
+//! like qtrace's on exit.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use qtrace::ports::{PortRange, PortSet};
+use qtrace::probe::{Filter, HookChoice, Probe};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filter = Filter::default();
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, v] if flag == "--netns" => filter.netns = Some(qtrace::netns::resolve(v)?),
+            [flag, v] if flag == "--port" => filter.ports = PortSet::new(vec![v.parse::<PortRange>().map_err(anyhow::Error::msg)?]),
+            _ => anyhow::bail!("usage: ringbuf_count [--netns NAME] [--port PORT]"),
+        }
+    }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut probe = Probe::attach(HookChoice::Auto, &filter).context("attaching")?;
+    let mut maps = probe.take_maps()?;
+    eprintln!("qtrace: watching with the {} tier (counting only)", probe.tier);
+    let mut records = 0u64;
+    let mut pfd = libc::pollfd { fd: maps.events.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    while !STOP.load(Ordering::Relaxed) {
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        while maps.events.next().is_some() {
+            records += 1;
+        }
+    }
+    while maps.events.next().is_some() {
+        records += 1;
+    }
+    let losses = qtrace::source::losses(&maps.stats, 0)?;
+    println!(r#"{{"type":"losses","records":{records},"ringbuf_full":{}}}"#, losses.ringbuf_full);
+    probe.detach();
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! `cargo xtask bench`: qtrace's costs measured side by side with a
+//! bpftrace script on the same tracepoints and with no tracer at all, in
+//! one run, written to `target/bench/report.md` and `report.json`.
+//!
+//! Every figure is repeated and given as min / median / max; ratios are
+//! of medians measured in the same run, because absolute times on a
+//! shared machine drift between runs.
+
+mod accept;
+mod netns;
+mod packet;
+mod stats;
+mod storm;
+mod tracer;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use netns::Netns;
+use stats::Spread;
+use storm::Storm;
+use tracer::Running;
+
+pub struct Options {
+    pub qtrace: PathBuf,
+    pub counter: PathBuf,
+    pub out: PathBuf,
+    /// Repetitions of each measurement.
+    pub runs: usize,
+    /// Sections to run (by number, 1-5); empty: all.
+    pub only: Vec<u8>,
+}
+
+/// One section of the report: its JSON and its Markdown.
+struct Section {
+    key: &'static str,
+    json: Value,
+    md: String,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    which("bpftrace")?;
+    std::fs::create_dir_all(&opts.out)?;
+    let want = |n: u8| opts.only.is_empty() || opts.only.contains(&n);
+    let mut sections = Vec::new();
+    if want(1) {
+        eprintln!("bench: start-up");
+        sections.push(startup(opts)?);
+    }
+    if want(2) {
+        eprintln!("bench: accept path");
+        sections.push(accept_path(opts)?);
+    }
+    let mut rss_after_storm = None;
+    if want(3) || want(5) {
+        eprintln!("bench: drop storm");
+        let (section, rss) = drop_storm(opts)?;
+        rss_after_storm = Some(rss);
+        if want(3) {
+            sections.push(section);
+        }
+    }
+    if want(4) {
+        eprintln!("bench: consumer ceiling");
+        sections.push(ceiling(opts)?);
+    }
+    if want(5) {
+        eprintln!("bench: memory");
+        sections.push(memory(opts, rss_after_storm.expect("the storm ran"))?);
+    }
+
+    let machine = machine();
+    let mut report = json!({ "machine": machine });
+    let mut md = format!(
+        "# qtrace benchmark report\n\nKernel {}, {} CPUs, qtrace {}, bpftrace {}. Each figure: median (min–max) over the runs.\n",
+        machine["kernel"].as_str().unwrap_or("?"),
+        machine["cpus"],
+        machine["qtrace"].as_str().unwrap_or("?"),
+        machine["bpftrace"].as_str().unwrap_or("?"),
+    );
+    for s in sections {
+        report[s.key] = s.json;
+        md.push('\n');
+        md.push_str(&s.md);
+    }
+    std::fs::write(opts.out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    std::fs::write(opts.out.join("report.md"), &md)?;
+    print!("{md}");
+    eprintln!("bench: wrote {}", opts.out.join("report.md").display());
+    Ok(())
+}
+
+fn which(tool: &str) -> Result<()> {
+    let ok = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        bail!("{tool} is not installed");
+    }
+    Ok(())
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    json!({
+        "kernel": first_line("uname", &["-r"]),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "qtrace": env!("CARGO_PKG_VERSION"),
+        "bpftrace": first_line("bpftrace", &["--version"]),
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// 1. Exec to attached, and peak RSS, of `qtrace watch` and the bpftrace script.
+fn startup(opts: &Options) -> Result<Section> {
+    let (mut q_ms, mut q_rss, mut b_ms, mut b_rss) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..opts.runs {
+        let q = tracer::qtrace(&opts.qtrace, &[])?;
+        q_ms.push(q.ready.as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(300));
+        q_rss.push(mib(q.stop()?.peak_rss_kib));
+        let b = tracer::bpftrace()?;
+        b_ms.push(b.ready.as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(300));
+        b_rss.push(mib(b.stop()?.peak_rss_kib));
+    }
+    let (qm, qr, bm, br) = (Spread::of(&q_ms), Spread::of(&q_rss), Spread::of(&b_ms), Spread::of(&b_rss));
+    let (t_ratio, r_ratio) = (qm.median / bm.median, qr.median / br.median);
+    let md = format!(
+        "## 1. Start-up\n\nWall time from exec to attached (qtrace's `watching` line on stderr; the script's `BEGIN` output for bpftrace), and peak RSS (`wait4` `ru_maxrss`), {} runs each, alternating.\n\n\
+| | ready (ms) | peak RSS (MiB) |\n|---|---|---|\n| `qtrace watch` | {} | {} |\n| bpftrace script | {} | {} |\n| **ratio qtrace / bpftrace** | **{:.3}** | **{:.3}** |\n",
+        opts.runs,
+        qm.show(1),
+        qr.show(1),
+        bm.show(1),
+        br.show(1),
+        t_ratio,
+        r_ratio
+    );
+    let json = json!({
+        "qtrace": { "ready_ms": qm.json(), "peak_rss_mib": qr.json() },
+        "bpftrace": { "ready_ms": bm.json(), "peak_rss_mib": br.json() },
+        "ready_ratio": t_ratio, "rss_ratio": r_ratio,
+    });
+    Ok(Section { key: "startup", json, md })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Attached {
+    Nothing,
+    Qtrace,
+    Bpftrace,
+}
+
+impl Attached {
+    fn start(self, opts: &Options) -> Result<Option<Running>> {
+        Ok(match self {
+            Attached::Nothing => None,
+            Attached::Qtrace => Some(tracer::qtrace(&opts.qtrace, &["--json"])?),
+            Attached::Bpftrace => Some(tracer::bpftrace()?),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Attached::Nothing => "no tracer",
+            Attached::Qtrace => "`qtrace watch --json`",
+            Attached::Bpftrace => "bpftrace script",
+        }
+    }
+}
+
+/// 2. Connections per second through an accept loop with and without tracers.
+fn accept_path(opts: &Options) -> Result<Section> {
+    let ns = Netns::create("qtrace-bench-accept")?;
+    ns.sysctl("net.core.somaxconn", "4096")?;
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    let duration = Duration::from_secs(2);
+    accept::run(&ns, 2, Duration::from_millis(500))?; // warm-up
+    let order = [Attached::Nothing, Attached::Qtrace, Attached::Bpftrace];
+    let mut rates: BTreeMap<Attached, Vec<f64>> = BTreeMap::new();
+    // Per round, each tracer's rate over the untraced rate of the same
+    // round: drift between rounds cancels out of these.
+    let mut paired: BTreeMap<Attached, Vec<f64>> = BTreeMap::new();
+    for round in 0..opts.runs {
+        let mut this_round = BTreeMap::new();
+        // Rotate who goes first so drift does not favour one.
+        for i in 0..order.len() {
+            let who = order[(round + i) % order.len()];
+            let running = who.start(opts)?;
+            let rate = accept::run(&ns, 2, duration)?;
+            if let Some(r) = running {
+                r.stop()?;
+            }
+            rates.entry(who).or_default().push(rate);
+            this_round.insert(who, rate);
+        }
+        for (who, rate) in &this_round {
+            paired.entry(*who).or_default().push(rate / this_round[&Attached::Nothing]);
+        }
+    }
+    let mut md = format!(
+        "## 2. Cost on the accept path\n\nA server that accepts, writes 3 bytes and closes; 2 client threads opening one connection per request; loopback in a fresh namespace; {} rounds of {} s per setting, the order rotating each round. The ratio is taken within each round (traced / untraced), then summarised.\n\n| attached | connections/s | ratio to none |\n|---|---|---|\n",
+        opts.runs,
+        duration.as_secs()
+    );
+    let mut json = json!({});
+    for (who, v) in &rates {
+        let (s, ratio) = (Spread::of(v), Spread::of(&paired[who]));
+        let _ = writeln!(md, "| {} | {} | {} |", who.name(), s.show(0), ratio.show(3));
+        json[match who {
+            Attached::Nothing => "none",
+            Attached::Qtrace => "qtrace",
+            Attached::Bpftrace => "bpftrace",
+        }] = json!({ "connections_per_s": s.json(), "ratio": ratio.json() });
+    }
+    Ok(Section { key: "accept_path", json, md })
+}
+
+const STORM_NS: &str = "qtrace-bench-storm";
+const STORM_RATE: f64 = 100_000.0;
+
+/// qtrace's view of one storm, from its NDJSON.
+#[derive(Default)]
+struct Seen {
+    events: u64,
+    drops: u64,
+    lost: u64,
+}
+
+fn seen(lines: &[String], events: u64, port: u16) -> Seen {
+    let mut s = Seen { events, ..Seen::default() };
+    for v in lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+        match v["type"].as_str() {
+            Some("summary") if v["local_port"] == port => s.drops = v["drops"].as_u64().unwrap_or(0),
+            Some("losses") => s.lost = v["ringbuf_full"].as_u64().unwrap_or(0),
+            _ => {}
+        }
+    }
+    s
+}
+
+fn counter(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
+    after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
+}
+
+/// 3. A paced storm on one listener: exactness, loss and qtrace's CPU.
+fn drop_storm(opts: &Options) -> Result<(Section, Spread)> {
+    let ns = Netns::create(STORM_NS)?;
+    storm::wire(&ns)?;
+    let duration = Duration::from_secs(5);
+    let mut rows = String::new();
+    let (mut rates, mut cpu_per_m, mut rss) = (vec![], vec![], vec![]);
+    let mut all_exact = true;
+    let mut total_lost = 0;
+    for round in 0..opts.runs {
+        let port = 8100 + round as u16;
+        let storm = Storm::prepare(&ns, port, 64, 2)?;
+        let q = tracer::qtrace(&opts.qtrace, &["--json", "--netns", STORM_NS, "--port", &port.to_string()])?;
+        let before = ns.tcp_ext()?;
+        let cpu0 = q.cpu()?;
+        storm.fire(Some(STORM_RATE), duration);
+        std::thread::sleep(Duration::from_millis(1500));
+        let cpu = q.cpu()? - cpu0;
+        rss.push(mib(q.rss_kib()));
+        let after = ns.tcp_ext()?;
+        let usage = q.stop()?;
+        let s = seen(&usage.lines, usage.events, port);
+        let overflows = counter(&before, &after, "ListenOverflows");
+        let drops = counter(&before, &after, "ListenDrops");
+        let exact = s.drops == overflows && s.drops == drops;
+        all_exact &= exact;
+        total_lost += s.lost;
+        rates.push(overflows as f64 / duration.as_secs_f64());
+        if s.events > 0 {
+            cpu_per_m.push(cpu.as_secs_f64() * 1e6 / s.events as f64);
+        }
+        let _ = writeln!(
+            rows,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            round + 1,
+            overflows,
+            drops,
+            s.drops,
+            if exact { "yes" } else { "**no**" },
+            s.events,
+            s.lost,
+            cpu.as_secs_f64()
+        );
+    }
+    let (r, c, m) = (Spread::of(&rates), Spread::of(&cpu_per_m), Spread::of(&rss));
+    let md = format!(
+        "## 3. Drop storm\n\nA listener (backlog 64, never accepting) with a full accept queue; 63 waiting requests whose final ACK is sent again and again from 2 threads at {} packets/s for {} s, each one an accept-queue overflow (`ListenOverflows` and `ListenDrops` +1). qtrace runs `watch --json --netns {STORM_NS} --port P`.\n\n\
+| run | ListenOverflows Δ | ListenDrops Δ | qtrace port total | equal | events delivered | events lost | qtrace CPU (s) |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
+- drops per second achieved: {}\n- qtrace CPU time per million events: {} s\n- totals equal to the kernel's counters in every run: **{}**; events lost in all: **{}**\n",
+        STORM_RATE,
+        duration.as_secs(),
+        r.show(0),
+        c.show(2),
+        if all_exact { "yes" } else { "no" },
+        total_lost,
+    );
+    let json = json!({
+        "rate_target": STORM_RATE, "seconds": duration.as_secs(),
+        "drops_per_s": r.json(), "cpu_s_per_million_events": c.json(),
+        "exact": all_exact, "events_lost": total_lost, "rss_mib_after": m.json(),
+    });
+    Ok((Section { key: "drop_storm", json, md }, m))
+}
+
+/// Runs one storm of `rate` (None: as fast as the senders go) against a
+/// consumer started by `start`; returns (events the kernel made per second,
+/// events lost).
+fn ceiling_run(ns: &Netns, port: u16, rate: Option<f64>, start: impl FnOnce() -> Result<Running>) -> Result<(f64, u64, u64)> {
+    let storm = Storm::prepare(ns, port, 64, 2)?;
+    let consumer = start()?;
+    let before = ns.tcp_ext()?;
+    let duration = Duration::from_secs(3);
+    storm.fire(rate, duration);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = ns.tcp_ext()?;
+    let usage = consumer.stop()?;
+    let made = counter(&before, &after, "ListenOverflows");
+    let lost = usage
+        .lines
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["type"] == "losses"))
+        .and_then(|v| v["ringbuf_full"].as_u64())
+        .context("the consumer printed no losses record")?;
+    Ok((made as f64 / duration.as_secs_f64(), made, lost))
+}
+
+/// 4. The event rate each consumer keeps up with, stepping the storm's rate.
+fn ceiling(opts: &Options) -> Result<Section> {
+    let ns = Netns::create(STORM_NS)?;
+    storm::wire(&ns)?;
+    let steps = [Some(100_000.0), Some(200_000.0), Some(400_000.0), None];
+    let mut md = String::from(
+        "## 4. Consumer ceiling\n\nThe storm of section 3 at rising rates (the last as fast as 2 sending threads go), 3 s each, against qtrace's consumer \
+(`watch --json --netns --port`: decode, aggregate and print NDJSON) and a minimal consumer that only counts ring-buffer records (`qtrace/examples/ringbuf_count.rs`: the same programs attached the same way).\n\n\
+| target rate | consumer | events made/s | events lost |\n|---|---|---|---|\n",
+    );
+    let mut json = Vec::new();
+    let mut port = 8200;
+    let mut best = BTreeMap::new();
+    for rate in steps {
+        for (name, bin) in [("qtrace", &opts.qtrace), ("minimal", &opts.counter)] {
+            port += 1;
+            let p = port.to_string();
+            let (made_rate, _made, lost) = ceiling_run(&ns, port, rate, || {
+                if name == "qtrace" {
+                    tracer::qtrace(bin, &["--json", "--netns", STORM_NS, "--port", &p])
+                } else {
+                    tracer::counter(bin)
+                }
+            })?;
+            let shown = rate.map(|r| format!("{r:.0}/s")).unwrap_or_else(|| "max".into());
+            let _ = writeln!(md, "| {shown} | {name} | {made_rate:.0} | {lost} |");
+            json.push(json!({ "target": rate, "consumer": name, "made_per_s": made_rate, "lost": lost }));
+            if lost == 0 {
+                let b = best.entry(name).or_insert(0.0f64);
+                *b = b.max(made_rate);
+            }
+        }
+    }
+    for (name, rate) in &best {
+        let _ = writeln!(md, "\nHighest rate with no loss, {name}: {rate:.0} events/s");
+    }
+    Ok(Section { key: "consumer_ceiling", json: json!({ "steps": json, "lossless_max": best }), md })
+}
+
+/// 5. qtrace's memory after the storm and after an hour of listener churn.
+fn memory(opts: &Options, after_storm: Spread) -> Result<Section> {
+    let ns = Netns::create(STORM_NS)?;
+    storm::wire(&ns)?;
+    const LISTENERS: u16 = 3600;
+    let q = tracer::qtrace(&opts.qtrace, &["--netns", STORM_NS])?;
+    std::thread::sleep(Duration::from_secs(1));
+    let start = mib(q.rss_kib());
+    let mut samples = vec![];
+    for i in 0..LISTENERS {
+        let storm = Storm::prepare(&ns, 30000 + i, 2, 1)?;
+        storm.fire_n(3);
+        drop(storm);
+        if i % 600 == 599 {
+            samples.push(mib(q.rss_kib()));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let end = mib(q.rss_kib());
+    q.stop()?;
+    let md = format!(
+        "## 5. Memory\n\n- RSS of `qtrace watch --json` at the end of each storm (section 3): {} MiB\n\
+- Listener churn, an hour's worth at one new listener a second: {LISTENERS} listeners opened on distinct ports, each overflowed 3 times, then closed, while `qtrace watch --netns` runs. RSS at the start {start:.1} MiB, every 600 listeners {}, at the end {end:.1} MiB.\n",
+        after_storm.show(1),
+        samples.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", "),
+    );
+    let json = json!({ "rss_mib_after_storm": after_storm.json(), "churn": { "listeners": LISTENERS, "rss_mib_start": start, "rss_mib_samples": samples, "rss_mib_end": end } });
+    Ok(Section { key: "memory", json, md })
+}
