@@ -220,6 +220,12 @@ impl Probe {
             EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM) => {
                 anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
             }
+            // BPF_MAP_TYPE_RINGBUF arrived in Linux 5.8; older kernels reject the type.
+            EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
+                if name == MAP_EVENTS && io_error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                anyhow!("this kernel has no BPF ring buffer (creating {MAP_EVENTS} failed with EINVAL): qtrace needs Linux 5.8 or later")
+            }
             _ => anyhow::Error::new(e).context("loading qtrace's eBPF object"),
         })?;
         let (ranges, missing) = kallsyms.join().unwrap_or(([0; 2 * range::LEN], range::NAMES.to_vec()));

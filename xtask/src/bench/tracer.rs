@@ -30,6 +30,17 @@ pub struct Running {
     pub ready: Duration,
     /// stdout, collected by a thread (qtrace's NDJSON), when asked for.
     stdout: Option<JoinHandle<(Vec<String>, u64)>>,
+    reaped: bool,
+}
+
+impl Drop for Running {
+    /// A bench that fails half-way leaves no tracer running.
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// What a tracer used (peak RSS from `wait4(2)`) and printed.
@@ -87,7 +98,7 @@ fn start(mut cmd: Command, ready_on_stderr: bool, ready: &str, keep_stdout: bool
         }
     };
     let stdout = if ready_on_stderr { Some(other_reader) } else { Some(ready_reader) };
-    Ok(Running { child, ready: at - t0, stdout })
+    Ok(Running { child, ready: at - t0, stdout, reaped: false })
 }
 
 pub fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
@@ -142,9 +153,9 @@ impl Running {
         // SAFETY: our child; valid out-pointers.
         let rc = unsafe { libc::wait4(self.pid(), &mut status, 0, &mut ru) };
         if rc < 0 {
-            let _ = self.child.kill();
             bail!("waiting for the tracer: {}", std::io::Error::last_os_error());
         }
+        self.reaped = true;
         let (lines, events) = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         Ok(Usage { peak_rss_kib: ru.ru_maxrss as u64, lines, events })
     }
