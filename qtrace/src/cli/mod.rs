@@ -33,7 +33,11 @@ Examples:
   Why, and what to change: sudo qtrace doctor --port 8080
   Every listener:         qtrace listeners
   Every listener, 60 s:   sudo qtrace watch --duration 60
-  Machine-readable:       sudo qtrace watch --json | jq 'select(.kind==\"accept_queue_full\")'";
+  Machine-readable:       sudo qtrace watch --json | jq 'select(.kind==\"accept_queue_full\")'
+
+Environment:
+  QTRACE_BTF=FILE   BTF for a kernel without /sys/kernel/btf/vmlinux
+  NO_COLOR          no colour in tables";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

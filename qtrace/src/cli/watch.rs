@@ -244,6 +244,10 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                 guard.clear_ready();
             }
             _ = ticker.tick() => {
+                // Once per tick, not per ring-buffer wake-up.
+                if w.out.reader_gone() {
+                    break;
+                }
                 w.poll()?;
                 if !args.json {
                     let mut text = String::new();
@@ -263,7 +267,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = tokio::time::sleep_until(deadline) => break,
         }
-        if w.out.closed || w.out.reader_gone() {
+        if w.out.closed {
             break;
         }
     }
