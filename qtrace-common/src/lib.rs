@@ -27,6 +27,12 @@ pub const MAP_PORTS: &str = "PORTS";
 pub const MAP_LISTEN_CALLS: &str = "LISTEN_CALLS";
 /// Entries of [`MAP_LISTEN_CALLS`]; the oldest is evicted beyond this.
 pub const LISTEN_CALLS_MAX: u32 = 4096;
+/// LRU hash map `u64` (the socket's address) -> [`ClosedListener`]: each
+/// watched listener's drop counter as it closed, which userspace takes out
+/// at its next poll (a closed listener can no longer be read).
+pub const MAP_CLOSED_LISTENERS: &str = "CLOSED_LISTENERS";
+/// Entries of [`MAP_CLOSED_LISTENERS`]: listeners closed between two polls.
+pub const CLOSED_LISTENERS_MAX: u32 = 4096;
 
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -165,6 +171,20 @@ pub struct ListenCall {
 }
 const _: () = assert!(core::mem::size_of::<ListenCall>() == 16);
 
+/// Value of [`MAP_CLOSED_LISTENERS`]: a listener's final drop counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClosedListener {
+    /// `sk_cookie`: what `sock_diag` reported it as (0 if it never did).
+    pub cookie: u64,
+    pub netns: u32,
+    /// `sk_drops` when it left `TCP_LISTEN`.
+    pub drops: u32,
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<ClosedListener>() == 24);
+
 /// Load-time configuration: filters and kernel offsets resolved from the
 /// running kernel's BTF and tracepoint formats, so one binary serves every
 /// kernel from 5.10 on. [`OFFSET_NONE`] marks what the kernel lacks.
@@ -219,11 +239,20 @@ pub struct Config {
     pub tp_listen_backlog: u32,
     /// `syscalls:sys_exit_listen`: offset of `ret`.
     pub tp_listen_ret: u32,
+    /// `sock:inet_sock_set_state`: offsets of `skaddr`, `oldstate`,
+    /// `newstate` and `protocol`.
+    pub tp_state_skaddr: u32,
+    pub tp_state_oldstate: u32,
+    pub tp_state_newstate: u32,
+    pub tp_state_protocol: u32,
+    /// `struct sock`: `__sk_common.skc_cookie` (8 bytes).
+    pub sk_cookie: u32,
+    pub _pad: u32,
     /// Text ranges from kallsyms as (start, end) pairs in [`range`] order:
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 120 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 144 + 16 * range::LEN);
 
 /// Kernel functions whose text range the tracepoint tier matches `location`
 /// against.
@@ -271,6 +300,12 @@ impl Config {
             tp_listen_fd: OFFSET_NONE,
             tp_listen_backlog: OFFSET_NONE,
             tp_listen_ret: OFFSET_NONE,
+            tp_state_skaddr: OFFSET_NONE,
+            tp_state_oldstate: OFFSET_NONE,
+            tp_state_newstate: OFFSET_NONE,
+            tp_state_protocol: OFFSET_NONE,
+            sk_cookie: OFFSET_NONE,
+            _pad: 0,
             ranges: [0; 2 * range::LEN],
         }
     }
@@ -291,6 +326,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ListenKey {}
     unsafe impl aya::Pod for super::ListenCall {}
+    unsafe impl aya::Pod for super::ClosedListener {}
 }
 
 impl Event {

@@ -4,8 +4,10 @@
 //! - the same logic as kprobe/kretprobe programs,
 //! - `tracepoints`: `skb:kfree_skb` with `TCP_LISTEN_OVERFLOW` (6.15+).
 //!
-//! `listen_calls` (syscall tracepoints) runs beside whichever tier is
-//! attached: it records the backlog applications ask for.
+//! `listen_calls` (syscall tracepoints) and `listener_close`
+//! (`sock:inet_sock_set_state`) run beside whichever tier is attached: they
+//! record the backlog applications ask for and each listener's final drop
+//! counter.
 //!
 //! Every program decides what happened, counts it exactly in the per-CPU
 //! counters map and, if there is room, sends the detail through the ring
@@ -17,6 +19,7 @@ mod ack_stage;
 mod emit;
 mod listen_calls;
 mod listener;
+mod listener_close;
 mod maps;
 mod syn_stage;
 mod tracepoints;

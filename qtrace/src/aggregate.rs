@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
-use qtrace_common::CounterKey;
+use qtrace_common::{ClosedListener, CounterKey};
 
 use crate::event::{Decoded, Kind};
 use crate::netns::NsListeners;
@@ -55,6 +55,8 @@ pub struct PortStats {
     derived_prev: u64,
     /// Deltas of listeners that closed, kept so totals do not shrink.
     closed_drops: u64,
+    /// Seconds since a listener was last seen on this port (0 while one is).
+    pub gone_for: f64,
 }
 
 impl PortStats {
@@ -114,6 +116,18 @@ pub struct Aggregator {
     /// miss some `tcp_listendrop()` paths: the tracepoint tier).
     derive_counted: bool,
     pub losses: Losses,
+    /// Ports forgotten by [`Aggregator::expire`], and their drops.
+    pub expired: Expired,
+    /// Final drop counters of tracked listeners that closed, by (netns,
+    /// cookie), for the next [`Aggregator::on_listeners`].
+    finals: HashMap<(u32, u64), u32>,
+}
+
+/// What expiry took out of the aggregation, so totals stay accountable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub ports: u64,
+    pub drops: u64,
 }
 
 impl Aggregator {
@@ -158,6 +172,24 @@ impl Aggregator {
         }
     }
 
+    /// Takes the final drop counters of listeners that closed (recorded in
+    /// the kernel as they closed; see `listener_close` in qtrace-ebpf). A
+    /// tracked listener's final value replaces the last one a snapshot
+    /// read; a listener no snapshot ever saw was born while qtrace watched,
+    /// so all its drops are new.
+    pub fn on_closed(&mut self, closed: &[ClosedListener]) {
+        for c in closed {
+            if !self.watched(c.netns, c.port) {
+                continue;
+            }
+            if c.cookie != 0 && self.tracks.contains_key(&(c.netns, c.cookie)) {
+                self.finals.insert((c.netns, c.cookie), c.drops);
+            } else {
+                self.ports.entry(PortKey { netns: c.netns, port: c.port }).or_default().closed_drops += u64::from(c.drops);
+            }
+        }
+    }
+
     /// Takes a listener snapshot: queue state, drop-counter deltas, and the
     /// drops no hook saw individually. The first snapshot is the baseline.
     pub fn on_listeners(&mut self, snapshot: &[NsListeners]) -> Vec<CountedDelta> {
@@ -186,10 +218,13 @@ impl Aggregator {
         let closed: Vec<(u32, u64)> = self.tracks.keys().filter(|id| !live.contains(id)).copied().collect();
         for id in closed {
             if let Some(t) = self.tracks.remove(&id) {
+                let last = self.finals.remove(&id).unwrap_or(t.last);
                 let st = self.ports.entry(PortKey { netns: id.0, port: t.port }).or_default();
-                st.closed_drops += u64::from(t.last.wrapping_sub(t.baseline));
+                st.closed_drops += u64::from(last.wrapping_sub(t.baseline));
             }
         }
+        // Only closed listeners have finals; anything left is stale.
+        self.finals.clear();
         let mut per_port: HashMap<PortKey, u64> = HashMap::new();
         for ((netns, _), t) in &self.tracks {
             *per_port.entry(PortKey { netns: *netns, port: t.port }).or_default() += u64::from(t.last.wrapping_sub(t.baseline));
@@ -216,19 +251,38 @@ impl Aggregator {
         out
     }
 
-    /// Updates per-port rates after `seconds` of wall time.
+    /// Updates per-port rates and how long each port has had no listener,
+    /// after `seconds` of wall time.
     pub fn tick(&mut self, seconds: f64) {
         for st in self.ports.values_mut() {
             let total = st.drops();
             st.rate = if seconds > 0.0 { total.saturating_sub(st.prev_total) as f64 / seconds } else { 0.0 };
             st.prev_total = total;
+            st.gone_for = if st.listening { 0.0 } else { st.gone_for + seconds };
         }
+    }
+
+    /// Takes out ports that have had no listener for `after` seconds and
+    /// returns them (with their final totals), so a long run's memory and
+    /// metric series follow the listeners that exist, not every port that
+    /// ever dropped. The caller also deletes their kernel counters, which
+    /// would otherwise bring them back at the next poll.
+    pub fn expire(&mut self, after: f64) -> Vec<(PortKey, PortStats)> {
+        let gone: Vec<PortKey> = self.ports.iter().filter(|(_, st)| !st.listening && st.gone_for >= after).map(|(k, _)| *k).collect();
+        let out: Vec<(PortKey, PortStats)> = gone.into_iter().filter_map(|k| self.ports.remove(&k).map(|st| (k, st))).collect();
+        for (_, st) in &out {
+            self.expired.ports += 1;
+            self.expired.drops += st.drops();
+        }
+        out
     }
 
     /// Forgets ports with no listener and no drops (keeps memory bounded
     /// under listener churn; ports with drops stay for the summary).
     pub fn forget_idle(&mut self) {
-        self.ports.retain(|_, st| st.listening || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0);
+        // A listener-counter delta not yet settled into counted drops keeps
+        // its port too.
+        self.ports.retain(|_, st| st.listening || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0 || st.listener_drops > 0);
     }
 }
 
@@ -324,6 +378,22 @@ mod tests {
     }
 
     #[test]
+    fn final_counters_of_closed_listeners_complete_the_totals() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 10, (0, 2))]));
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 14, (0, 2))]));
+        // It dropped 3 more before it closed, after the last snapshot; and a
+        // listener no snapshot saw (cookie 0) opened, dropped 5 and closed.
+        let closed = |cookie, drops| ClosedListener { cookie, netns: 7, drops, port: 8080, _pad: [0; 6] };
+        agg.on_closed(&[closed(1, 17), closed(0, 5)]);
+        agg.on_listeners(&snap(7, vec![]));
+        let d = agg.on_listeners(&snap(7, vec![]));
+        assert_eq!(d.last().map(|d| d.total), Some(7 + 5), "14 - 10 + 3, and 5");
+        // A later snapshot without finals keeps the total.
+        assert!(agg.on_listeners(&snap(7, vec![])).is_empty());
+    }
+
+    #[test]
     fn filters_apply_to_listeners() {
         let mut agg = Aggregator::new(Some(7), PortSet::new(vec!["8080".parse().unwrap()]));
         let mut s = snap(7, vec![listener(8080, 1, 0, (0, 2)), listener(9090, 2, 0, (0, 2))]);
@@ -354,5 +424,36 @@ mod tests {
         agg.on_listeners(&snap(7, vec![]));
         agg.forget_idle();
         assert_eq!(agg.ports().keys().map(|k| k.port).collect::<Vec<_>>(), vec![8080]);
+    }
+
+    #[test]
+    fn ports_expire_only_after_their_listeners_are_gone_long_enough() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_listeners(&snap(7, vec![listener(8080, 1, 0, (0, 2)), listener(9090, 2, 0, (0, 2))]));
+        agg.on_counters([(key(qtrace_common::kind::ACCEPT_QUEUE_FULL), 3)]);
+        agg.on_counters([(CounterKey { netns: 7, port: 9090, kind: qtrace_common::kind::ACCEPT_QUEUE_FULL, _pad: 0 }, 1)]);
+        // 8080 closes; 9090 stays open however long it is quiet.
+        agg.on_listeners(&snap(7, vec![listener(9090, 2, 0, (0, 2))]));
+        for _ in 0..5 {
+            agg.tick(1.0);
+            assert!(agg.expire(10.0).is_empty(), "gone 5 s at most, kept");
+        }
+        // It reopens before expiry: the clock starts again.
+        agg.on_listeners(&snap(7, vec![listener(8080, 3, 0, (0, 2)), listener(9090, 2, 0, (0, 2))]));
+        agg.tick(1.0);
+        agg.on_listeners(&snap(7, vec![listener(9090, 2, 0, (0, 2))]));
+        for _ in 0..9 {
+            agg.tick(1.0);
+        }
+        assert!(agg.expire(10.0).is_empty(), "9 s since it closed again");
+        agg.tick(1.0);
+        let gone = agg.expire(10.0);
+        assert_eq!(gone.iter().map(|(k, st)| (k.port, st.drops())).collect::<Vec<_>>(), vec![(8080, 3)]);
+        assert_eq!(agg.ports().keys().map(|k| k.port).collect::<Vec<_>>(), vec![9090]);
+        assert_eq!(agg.expired, Expired { ports: 1, drops: 3 });
+        for _ in 0..100 {
+            agg.tick(1.0);
+        }
+        assert!(agg.expire(10.0).is_empty(), "a quiet open listener never expires");
     }
 }

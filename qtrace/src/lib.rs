@@ -14,6 +14,7 @@ pub mod diagnose;
 pub mod event;
 pub mod kernel_state;
 pub mod listeners;
+pub mod metrics;
 pub mod netns;
 pub mod offsets;
 pub mod output;

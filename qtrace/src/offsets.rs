@@ -166,6 +166,24 @@ pub fn from_listen_formats(enter: &TpFormat, exit: &TpFormat, cfg: &mut Config) 
     Ok(())
 }
 
+/// Reads the layout of `sock:inet_sock_set_state` into `cfg`, and
+/// `sk_cookie` from `btf`: what the listener-close recorder needs.
+pub fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> Result<()> {
+    let field = |name: &str, size: u32| -> Result<u32> {
+        match fmt.field(name) {
+            Some(f) if f.size == size => Ok(f.offset),
+            Some(f) => bail!("sock:inet_sock_set_state field {name} is {} bytes, expected {size}", f.size),
+            None => bail!("sock:inet_sock_set_state has no field {name}"),
+        }
+    };
+    cfg.tp_state_skaddr = field("skaddr", 8)?;
+    cfg.tp_state_oldstate = field("oldstate", 4)?;
+    cfg.tp_state_newstate = field("newstate", 4)?;
+    cfg.tp_state_protocol = field("protocol", 2).unwrap_or(OFFSET_NONE);
+    cfg.sk_cookie = offset(btf, "sock", "__sk_common.skc_cookie", &[8])?;
+    Ok(())
+}
+
 /// Start and end of each function in `range::NAMES`, as `Config::ranges` holds them.
 pub type Ranges = [u64; 2 * range::LEN];
 

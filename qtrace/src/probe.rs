@@ -18,7 +18,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use qtrace_common::{
-    range, Config, CounterKey, ListenCall, ListenKey, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
+    range, ClosedListener, Config, CounterKey, ListenCall, ListenKey, MAP_CLOSED_LISTENERS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
 };
 
 use crate::btf::Btf;
@@ -94,6 +95,9 @@ pub struct Probe {
     /// Why the backlogs applications ask for in `listen(2)` are not
     /// recorded, if they are not.
     pub listen_calls_missing: Option<String>,
+    /// Why listeners' final drop counters are not recorded as they close,
+    /// if they are not.
+    pub closed_missing: Option<String>,
 }
 
 /// The maps userspace reads while the programs run.
@@ -104,6 +108,9 @@ pub struct Maps {
     /// Successful `listen(2)` calls not yet matched to a socket; `None`
     /// when the syscall tracepoints could not be attached.
     pub listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
+    /// Listeners' final drop counters, by socket address; `None` when the
+    /// recorder could not be attached.
+    pub closed: Option<HashMap<MapData, u64, ClosedListener>>,
 }
 
 /// Mounts tracefs if nothing provides it yet (tracepoint ids and formats
@@ -209,6 +216,7 @@ impl Probe {
         let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
         let mut ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
         let listen_layout = listen_formats(tracefs, &mut cfg);
+        let state_layout = state_format(tracefs, &btf, &mut cfg);
         let fentry_refused = match choice {
             HookChoice::Auto | HookChoice::Fentry => fentry_refused(&btf),
             _ => None,
@@ -267,7 +275,16 @@ impl Probe {
                 Ok(()) => {
                     let counted_is_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
                     let listen_calls_missing = listen_layout.and_then(|()| attach_listen_calls(&mut ebpf)).err();
-                    return Ok(Self { ebpf, tier, refused, ack_detail_missing, counted_is_upper_bound, listen_calls_missing });
+                    let closed_missing = state_layout.and_then(|()| attach_closed_listeners(&mut ebpf)).err();
+                    return Ok(Self {
+                        ebpf,
+                        tier,
+                        refused,
+                        ack_detail_missing,
+                        counted_is_upper_bound,
+                        listen_calls_missing,
+                        closed_missing,
+                    });
                 }
                 Err((name, err)) => {
                     let why = explain(tier, &err);
@@ -290,6 +307,10 @@ impl Probe {
             stats: PerCpuArray::try_from(take(&mut self.ebpf, MAP_STATS)?)?,
             listen_calls: match self.listen_calls_missing {
                 None => Some(HashMap::try_from(take(&mut self.ebpf, MAP_LISTEN_CALLS)?)?),
+                Some(_) => None,
+            },
+            closed: match self.closed_missing {
+                None => Some(HashMap::try_from(take(&mut self.ebpf, MAP_CLOSED_LISTENERS)?)?),
                 Some(_) => None,
             },
         })
@@ -384,6 +405,21 @@ fn listen_formats(tracefs: &Path, cfg: &mut Config) -> Result<(), String> {
         })
     };
     offsets::from_listen_formats(&read("sys_enter_listen")?, &read("sys_exit_listen")?, cfg).map_err(|e| format!("{e:#}"))
+}
+
+/// Reads `sock:inet_sock_set_state`'s layout and `sk_cookie` into `cfg`.
+fn state_format(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<(), String> {
+    let path = tracefs.join("events/sock/inet_sock_set_state/format");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    offsets::from_state_format(&TpFormat::parse(&text), btf, cfg).map_err(|e| format!("{e:#}"))
+}
+
+/// Attaches the listener-close recorder (beside any tier).
+fn attach_closed_listeners(ebpf: &mut Ebpf) -> Result<(), String> {
+    let name = "inet_sock_set_state";
+    let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
+    let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+    p.load().and_then(|()| p.attach("sock", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))
 }
 
 /// Attaches the `listen(2)` recorders (beside any tier).

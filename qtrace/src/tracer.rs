@@ -2,13 +2,13 @@
 //! watched namespace's listeners and the aggregation of it all. `watch`
 //! and `doctor` each drive one; neither formats anything here.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use qtrace_common::{CounterKey, ListenCall, ListenKey};
+use qtrace_common::{ClosedListener, CounterKey, ListenCall, ListenKey};
 
-use crate::aggregate::{Aggregator, CountedDelta};
+use crate::aggregate::{Aggregator, CountedDelta, PortKey, PortStats};
 use crate::backlog::{Requested, RequestedBacklogs};
 use crate::event::{self, Decoded};
 use crate::netns::{Namespaces, NsListeners};
@@ -34,6 +34,8 @@ pub struct PollReport {
     pub counted: Vec<CountedDelta>,
     /// `listen(2)` calls matched since the last poll.
     pub listens: Vec<ListenSeen>,
+    /// Ports forgotten because their listeners are gone, with final totals.
+    pub expired: Vec<(PortKey, PortStats)>,
 }
 
 pub struct Tracer {
@@ -43,10 +45,14 @@ pub struct Tracer {
     pub backlogs: RequestedBacklogs,
     /// Listeners as of the latest poll.
     pub listeners: Vec<NsListeners>,
+    /// Forget ports whose listeners have been gone this long (`None`: keep
+    /// every port that dropped until the end).
+    pub expire_after: Option<Duration>,
     ports: PortSet,
     counters: PerCpuHashMap<MapData, CounterKey, u64>,
     stats: PerCpuArray<MapData, u64>,
     listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
+    closed: Option<HashMap<MapData, u64, ClosedListener>>,
     boot_offset: i128,
     undecodable: u64,
     last_poll: Instant,
@@ -61,7 +67,7 @@ impl Tracer {
         let listeners = namespaces.listeners();
         agg.on_listeners(&listeners);
         let mut probe = Probe::attach(choice, filter)?;
-        let Maps { events, counters, stats, listen_calls } = probe.take_maps()?;
+        let Maps { events, counters, stats, listen_calls, closed } = probe.take_maps()?;
         agg.set_derive_counted(probe.tier == Tier::Tracepoint);
         let tracer = Self {
             probe,
@@ -69,10 +75,12 @@ impl Tracer {
             namespaces,
             backlogs: RequestedBacklogs::default(),
             listeners,
+            expire_after: None,
             ports: filter.ports.clone(),
             counters,
             stats,
             listen_calls,
+            closed,
             boot_offset: event::boot_offset_ns(),
             undecodable: 0,
             last_poll: Instant::now(),
@@ -92,6 +100,11 @@ impl Tracer {
             if p.counted_is_upper_bound {
                 out.push("on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound".into());
             }
+        }
+        if let Some(why) = &p.closed_missing {
+            out.push(format!(
+                "listeners' final drop counters are not recorded as they close ({why}): drops in a listener's last second may be missing"
+            ));
         }
         if let Some(why) = &p.listen_calls_missing {
             out.push(format!("requested backlogs are not recorded ({why}): a clamp by somaxconn can only be inferred"));
@@ -122,6 +135,10 @@ impl Tracer {
         // saw (they would be counted twice under a steady storm).
         self.namespaces.refresh();
         self.listeners = self.namespaces.listeners();
+        // After the snapshot: every listener it misses has its final
+        // counter recorded already (the tracepoint fires before unhash).
+        let closed = self.take_closed();
+        self.agg.on_closed(&closed);
         self.agg.on_counters(source::counters(&self.counters)?);
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = source::losses(&self.stats, self.undecodable)?;
@@ -131,6 +148,13 @@ impl Tracer {
         self.last_poll = Instant::now();
         self.agg.tick(elapsed);
         self.agg.forget_idle();
+        let expired = match self.expire_after {
+            Some(after) => self.agg.expire(after.as_secs_f64()),
+            None => Vec::new(),
+        };
+        if !expired.is_empty() {
+            self.forget_counters(&expired);
+        }
         let mut listens = Vec::new();
         if let Some(map) = &mut self.listen_calls {
             for ino in self.backlogs.collect(map) {
@@ -146,7 +170,39 @@ impl Tracer {
             let live = self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
             self.backlogs.retain(&live);
         }
-        Ok(PollReport { lost, counted, listens })
+        Ok(PollReport { lost, counted, listens, expired })
+    }
+
+    /// Takes the recorded final counters of listeners the latest snapshot
+    /// no longer has. Those it still has (closed since) wait for the next.
+    fn take_closed(&mut self) -> Vec<ClosedListener> {
+        let Some(map) = &mut self.closed else {
+            return Vec::new();
+        };
+        let live: std::collections::HashSet<(u32, u64)> =
+            self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(move |l| (ns.netns, l.cookie))).collect();
+        let entries: Vec<(u64, ClosedListener)> =
+            map.iter().filter_map(Result::ok).filter(|(_, c)| c.cookie == 0 || !live.contains(&(c.netns, c.cookie))).collect();
+        for (sk, _) in &entries {
+            let _ = map.remove(sk);
+        }
+        entries.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Deletes the in-kernel counters of expired ports: otherwise the next
+    /// poll brings them back, and the map (`COUNTERS_MAX` entries) fills up
+    /// over a long run. A listener reopened on the port later counts from 0.
+    fn forget_counters(&mut self, expired: &[(PortKey, PortStats)]) {
+        let keys: Vec<CounterKey> = self
+            .counters
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| expired.iter().any(|(e, _)| e.netns == k.netns && e.port == k.port))
+            .collect();
+        for k in keys {
+            // Already gone is fine: nothing else deletes, but never fail a poll on it.
+            let _ = self.counters.remove(&k);
+        }
     }
 
     /// Detaches and unloads the programs.

@@ -141,6 +141,36 @@ pub struct WatchArgs {
     /// SIGHUP reopens it, for log rotation.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+
+    /// Serve Prometheus metrics on ADDR (host:port) at /metrics, for
+    /// long-running use; see docs/metrics.md.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Forget a port (its table row, its metric series, its kernel counters)
+    /// once no listener has been on it for this many seconds; `never` keeps
+    /// every port that dropped until the end.
+    #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = parse_expire)]
+    pub expire: Expire,
+}
+
+/// `--expire`: seconds, or never.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expire(pub Option<Duration>);
+
+fn parse_expire(s: &str) -> Result<Expire, String> {
+    if s.trim() == "never" {
+        return Ok(Expire(None));
+    }
+    parse_seconds(s).map(|d| Expire(Some(d)))
+}
+
+/// `host:port` for the metrics endpoint; a bare port means every address.
+fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port));
+    }
+    s.parse().map_err(|_| format!("{s:?} is not an address and port (for example 127.0.0.1:9810 or [::1]:9810)"))
 }
 
 /// A positive number of seconds (fractions allowed).
@@ -180,6 +210,13 @@ mod tests {
         assert_eq!(w.interval, Duration::from_millis(500));
         assert_eq!(w.hooks, HookChoice::Auto);
         assert_eq!(w.duration, None);
+        assert_eq!((w.metrics_addr, w.expire), (None, Expire(Some(Duration::from_secs(600)))));
+        let Command::Watch(w) = parse(&["watch", "--metrics-addr", "127.0.0.1:9810", "--expire", "never"]).unwrap().command else {
+            panic!("not watch")
+        };
+        assert_eq!((w.metrics_addr, w.expire), (Some("127.0.0.1:9810".parse().unwrap()), Expire(None)));
+        let Command::Watch(w) = parse(&["watch", "--metrics-addr", "9810"]).unwrap().command else { panic!("not watch") };
+        assert_eq!(w.metrics_addr, Some("[::]:9810".parse().unwrap()));
     }
 
     #[test]
@@ -193,6 +230,10 @@ mod tests {
             &["watch", "--interval=-1"],
             &["watch", "--duration", "nan"],
             &["watch", "--hooks", "magic"],
+            &["watch", "--metrics-addr", "localhost"],
+            &["watch", "--metrics-addr", "1.2.3.4:99999"],
+            &["watch", "--expire", "0"],
+            &["watch", "--expire", "soon"],
             &["listeners", "--port", "0"],
             &["doctor", "--duration", "0"],
             &["doctor", "-p", "70000"],

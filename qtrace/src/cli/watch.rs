@@ -17,6 +17,7 @@ use super::{Resolved, UsageError, WatchArgs};
 use crate::backlog::{self, Clamp};
 use crate::event::{self, Kind};
 use crate::kernel_state::Settings;
+use crate::metrics::{self, Snapshot};
 use crate::output::{ndjson, table};
 use crate::ports::PortSet;
 use crate::probe::Filter;
@@ -90,6 +91,10 @@ struct Watch {
     out: Out,
     /// Namespaces whose settings were printed (NDJSON).
     settings_shown: BTreeSet<u32>,
+    /// What the metrics endpoint serves, when there is one.
+    metrics: Option<metrics::Shared>,
+    /// Lines about expired ports, for the next plain table.
+    expired_lines: Vec<String>,
 }
 
 impl Watch {
@@ -109,7 +114,25 @@ impl Watch {
     fn poll(&mut self) -> Result<()> {
         let now = event::realtime_ns();
         let report = self.tracer.poll()?;
+        if let Some(shared) = &self.metrics {
+            let snap = Snapshot::from_aggregator(&self.tracer.agg, &self.tracer.probe.tier.to_string(), self.tracer.namespaces.count());
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = snap;
+        }
+        if !self.json {
+            for (key, st) in &report.expired {
+                self.expired_lines.push(format!(
+                    "port {} (netns {}) expired: no listener for {:.0} s; {} drops in all\n",
+                    key.port,
+                    key.netns,
+                    st.gone_for,
+                    st.drops()
+                ));
+            }
+        }
         if self.json {
+            for (key, st) in &report.expired {
+                self.out.json(&ndjson::expired(key, st, now));
+            }
             let new: Vec<u32> = self.tracer.listeners.iter().map(|ns| ns.netns).filter(|n| !self.settings_shown.contains(n)).collect();
             for (netns, settings) in self.settings_of(&new) {
                 self.out.json(&ndjson::settings(netns, settings, now));
@@ -198,7 +221,17 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     // Before attaching: a bad --output is a usage error, not a late surprise.
     let out = Out::new(args.output.clone())?;
-    let (tracer, events) = Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces)?;
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| UsageError(format!("cannot serve metrics on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let (mut tracer, events) = Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces)?;
+    tracer.expire_after = args.expire.0;
     for line in tracer.limits() {
         eprintln!("qtrace: {line}");
     }
@@ -213,7 +246,18 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         eprintln!("qtrace: network namespace {ino} cannot be entered ({why}); its SYN-stage totals are missing");
     }
     let tier = tracer.probe.tier;
-    let mut w = Watch { tracer, json: args.json, out, settings_shown: BTreeSet::new() };
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let shared = metrics::Shared::new(Snapshot { tier: tier.to_string(), ..Snapshot::default() }.into());
+            let url = listener.local_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
+            // Dropped with the runtime when watch returns.
+            tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone()))));
+            eprintln!("qtrace: serving Prometheus metrics on {url}");
+            Some(shared)
+        }
+        None => None,
+    };
+    let mut w = Watch { tracer, json: args.json, out, settings_shown: BTreeSet::new(), metrics, expired_lines: Vec::new() };
     if args.json {
         let all: Vec<u32> = w.tracer.listeners.iter().map(|ns| ns.netns).collect();
         let now = event::realtime_ns();
@@ -256,6 +300,10 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     }
                     text.push_str(&format!("{}  tier {tier}\n", &event::rfc3339(event::realtime_ns())[..19]));
                     text.push_str(&w.context(args.all));
+                    // A live screen is redrawn each tick: the summary says it.
+                    if !live_table {
+                        text.extend(w.expired_lines.drain(..));
+                    }
                     text.push_str(&table::render(&w.tracer.agg, args.all));
                     text.push('\n');
                     w.out.write_str(&text);
@@ -291,6 +339,15 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     } else {
         out.write_str("Summary\n");
         out.write_str(&table::render(&agg, args.all));
+        if agg.expired.ports > 0 {
+            out.write_str(&format!(
+                "{} more port{} expired during the run (no listener for {} s): {} drops in all\n",
+                agg.expired.ports,
+                if agg.expired.ports == 1 { "" } else { "s" },
+                args.expire.0.map_or(0, |d| d.as_secs()),
+                agg.expired.drops
+            ));
+        }
     }
     out.flush();
     Ok(())

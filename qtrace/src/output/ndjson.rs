@@ -53,6 +53,9 @@ pub fn lost(count: u64, total: u64, now_ns: i128) -> LostJson {
 pub struct SummaryJson {
     #[serde(rename = "type")]
     pub ty: &'static str,
+    /// Only on `expired` records: when the port was taken out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
     pub netns: u32,
     pub local_port: u16,
     /// Per kind name, kinds with a zero count included.
@@ -68,6 +71,7 @@ pub fn summary(key: &PortKey, st: &PortStats) -> SummaryJson {
     let counts = Kind::ALL.iter().map(|k| (k.name().to_owned(), st.count(*k).into())).collect();
     SummaryJson {
         ty: "summary",
+        time: None,
         netns: key.netns,
         local_port: key.port,
         counts,
@@ -77,6 +81,11 @@ pub fn summary(key: &PortKey, st: &PortStats) -> SummaryJson {
         connections_capped: st.connections_capped,
         events: st.events,
     }
+}
+
+/// A port's final totals when `--expire` takes it out (`"type": "expired"`).
+pub fn expired(key: &PortKey, st: &PortStats, now_ns: i128) -> SummaryJson {
+    SummaryJson { ty: "expired", time: Some(rfc3339(now_ns)), ..summary(key, st) }
 }
 
 /// Totals of what could not be delivered or attributed (`"type": "losses"`).

@@ -1,0 +1,342 @@
+//! Prometheus metrics: a snapshot of the aggregation taken at each poll,
+//! encoded on each scrape with `prometheus-client` (OpenMetrics), or in the
+//! classic text format 0.0.4 for clients that do not ask for OpenMetrics.
+//!
+//! Series are the tracked ports: every watched listener's port, plus ports
+//! that dropped while their listener was gone, until `--expire` takes them
+//! out. Label cardinality therefore follows the listeners that exist.
+
+pub mod server;
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::aggregate::{Aggregator, Expired, Losses};
+use crate::event::Kind;
+
+/// One tracked port, as the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PortRow {
+    pub netns: u32,
+    pub port: u16,
+    pub kinds: [u64; Kind::ALL.len()],
+    pub drops: u64,
+    pub listener_drops: u64,
+    /// Accept queue now and its bound, while a listener exists.
+    pub accept_queue: Option<(u32, u32)>,
+}
+
+/// What a scrape reports, as of the latest poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub tier: String,
+    pub ports: Vec<PortRow>,
+    pub losses: Losses,
+    pub expired: Expired,
+    pub namespaces: usize,
+    /// Whether a poll has happened yet (before it, only the info metrics).
+    pub polled: bool,
+}
+
+impl Snapshot {
+    pub fn from_aggregator(agg: &Aggregator, tier: &str, namespaces: usize) -> Self {
+        let ports = agg
+            .ports()
+            .iter()
+            .map(|(k, st)| PortRow {
+                netns: k.netns,
+                port: k.port,
+                kinds: st.kinds,
+                drops: st.drops(),
+                listener_drops: st.listener_drops,
+                accept_queue: st.accept_queue,
+            })
+            .collect();
+        Self { tier: tier.to_owned(), ports, losses: agg.losses, expired: agg.expired, namespaces, polled: true }
+    }
+}
+
+/// The snapshot the poll loop writes and the HTTP server reads.
+pub type Shared = Arc<Mutex<Snapshot>>;
+
+#[derive(Debug)]
+struct SnapshotCollector(Shared);
+
+type Labels = Vec<(&'static str, String)>;
+
+fn port_labels(r: &PortRow) -> Labels {
+    vec![("netns", r.netns.to_string()), ("port", r.port.to_string())]
+}
+
+/// One metric family: a descriptor and its samples.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.into_iter().peekable();
+    let Some((_, first)) = samples.peek() else {
+        return Ok(());
+    };
+    let mut metric = enc.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, m) in samples {
+        m.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A family of one unlabelled sample.
+fn single<M: EncodeMetric>(enc: &mut DescriptorEncoder, name: &str, help: &str, m: M) -> Result<(), std::fmt::Error> {
+    m.encode(enc.encode_descriptor(name, help, None, m.metric_type())?)
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: i64) -> ConstGauge<i64> {
+    ConstGauge::new(v)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).encode(enc.encode_descriptor(
+            "qtrace_build",
+            "qtrace's version.",
+            None,
+            prometheus_client::metrics::MetricType::Info,
+        )?)?;
+        Info::new(vec![("tier", s.tier.clone())]).encode(enc.encode_descriptor(
+            "qtrace_hook_tier",
+            "The hook tier qtrace attached (fentry, tracepoint): what it can see per connection.",
+            None,
+            prometheus_client::metrics::MetricType::Info,
+        )?)?;
+        if let Some(rss) = resident_bytes() {
+            single(&mut enc, "process_resident_memory_bytes", "Resident memory size in bytes.", gauge(rss))?;
+        }
+        if !s.polled {
+            return Ok(());
+        }
+        let p = &s.ports;
+        family(
+            &mut enc,
+            "qtrace_drops",
+            "Connection attempts the listen queues dropped or reset (all kinds but syncookie_sent and listener_discard); equals the namespace's ListenDrops share of this port.",
+            p.iter().map(|r| (port_labels(r), counter(r.drops))),
+        )?;
+        family(
+            &mut enc,
+            "qtrace_overflows",
+            "Listen-queue events by kind (see docs/events.md); only kinds that happened on the port.",
+            p.iter().flat_map(|r| {
+                Kind::ALL.iter().filter(|k| r.kinds[k.index()] > 0).map(move |k| {
+                    let mut l = port_labels(r);
+                    l.push(("kind", k.name().to_owned()));
+                    (l, counter(r.kinds[k.index()]))
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "qtrace_listener_drop_counter",
+            "Growth of the port's listeners' own drop counter (sk_drops, ss -ltm d<N>) since qtrace started; closed listeners keep their share.",
+            p.iter().map(|r| (port_labels(r), counter(r.listener_drops))),
+        )?;
+        let open = || p.iter().filter_map(|r| r.accept_queue.map(|q| (r, q)));
+        family(
+            &mut enc,
+            "qtrace_accept_queue",
+            "Connections waiting in the port's accept queues now (summed over SO_REUSEPORT listeners).",
+            open().map(|(r, q)| (port_labels(r), gauge(q.0.into()))),
+        )?;
+        family(
+            &mut enc,
+            "qtrace_accept_queue_max",
+            "Bound of the port's accept queues: min(listen backlog, net.core.somaxconn), summed over its listeners.",
+            open().map(|(r, q)| (port_labels(r), gauge(q.1.into()))),
+        )?;
+        single(
+            &mut enc,
+            "qtrace_events_lost",
+            "Per-connection events the ring buffer had no room for (totals stay exact: they come from in-kernel counters).",
+            counter(s.losses.ringbuf_full),
+        )?;
+        let l = &s.losses;
+        family(
+            &mut enc,
+            "qtrace_losses",
+            "What could not be counted or attributed, by reason (counter_map_full: drops not in the totals).",
+            [
+                ("counter_map_full", l.counter_map_full),
+                ("read_failed", l.read_failed),
+                ("entry_missing", l.entry_missing),
+                ("undecodable", l.undecodable),
+            ]
+            .into_iter()
+            .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),
+        )?;
+        single(
+            &mut enc,
+            "qtrace_tracked_ports",
+            "Ports with series now (each watched listener's port, and ports whose listener is gone but not yet expired).",
+            gauge(p.len() as i64),
+        )?;
+        single(
+            &mut enc,
+            "qtrace_expired_ports",
+            "Ports taken out after their listeners had been gone for --expire.",
+            counter(s.expired.ports),
+        )?;
+        single(&mut enc, "qtrace_expired_drops", "Drops of the expired ports, at expiry.", counter(s.expired.drops))?;
+        single(&mut enc, "qtrace_watched_namespaces", "Network namespaces whose listeners qtrace reads.", gauge(s.namespaces as i64))?;
+        Ok(())
+    }
+}
+
+/// This process's resident set, from `/proc/self/statm`.
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page)
+}
+
+/// A registry whose one collector reads `shared` on each scrape.
+pub fn registry(shared: Shared) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(SnapshotCollector(shared)));
+    r
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn openmetrics(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// Rewrites OpenMetrics text as the classic Prometheus text format 0.0.4:
+/// a counter family `x` is announced as `x_total` (its samples' name), an
+/// info family `x` as gauge `x_info`, and `# EOF` / `# UNIT` go.
+pub fn to_classic(om: &str) -> String {
+    let mut renamed: std::collections::HashMap<&str, (String, &str)> = std::collections::HashMap::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, ty)) = rest.split_once(' ') {
+                match ty {
+                    "counter" => renamed.insert(name, (format!("{name}_total"), "counter")),
+                    "info" => renamed.insert(name, (format!("{name}_info"), "gauge")),
+                    _ => None,
+                };
+            }
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match header.and_then(|(p, rest)| rest.split_once(' ').map(|(name, tail)| (p, name, tail))) {
+            Some((p, name, tail)) if renamed.contains_key(name) => {
+                let (new, ty) = &renamed[name];
+                let tail = if p == "# TYPE " { ty } else { tail };
+                out.push_str(&format!("{p}{new} {tail}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        let mut kinds = [0; Kind::ALL.len()];
+        kinds[Kind::AckOverflow.index()] = 3;
+        kinds[Kind::SyncookieSent.index()] = 2;
+        let rows = vec![
+            PortRow { netns: 4026531840, port: 8080, kinds, drops: 3, listener_drops: 6, accept_queue: Some((5, 4)) },
+            // Gone, not yet expired: counters but no queue gauges.
+            PortRow { netns: 4026531840, port: 9090, drops: 0, ..Default::default() },
+        ];
+        Arc::new(Mutex::new(Snapshot {
+            tier: "tracepoint".into(),
+            ports: rows,
+            losses: Losses { ringbuf_full: 7, ..Default::default() },
+            expired: Expired { ports: 1, drops: 9 },
+            namespaces: 1,
+            polled: true,
+        }))
+    }
+
+    #[test]
+    fn openmetrics_has_every_family_with_port_labels() {
+        let text = openmetrics(&registry(shared()));
+        for want in [
+            "qtrace_build_info{version=\"",
+            "qtrace_hook_tier_info{tier=\"tracepoint\"} 1",
+            "qtrace_drops_total{netns=\"4026531840\",port=\"8080\"} 3",
+            "qtrace_drops_total{netns=\"4026531840\",port=\"9090\"} 0",
+            "qtrace_overflows_total{netns=\"4026531840\",port=\"8080\",kind=\"ack_overflow\"} 3",
+            "qtrace_overflows_total{netns=\"4026531840\",port=\"8080\",kind=\"syncookie_sent\"} 2",
+            "qtrace_listener_drop_counter_total{netns=\"4026531840\",port=\"8080\"} 6",
+            "qtrace_accept_queue{netns=\"4026531840\",port=\"8080\"} 5",
+            "qtrace_accept_queue_max{netns=\"4026531840\",port=\"8080\"} 4",
+            "qtrace_events_lost_total 7",
+            "qtrace_losses_total{reason=\"counter_map_full\"} 0",
+            "qtrace_tracked_ports 2",
+            "qtrace_expired_ports_total 1",
+            "qtrace_expired_drops_total 9",
+            "# TYPE qtrace_drops counter",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("port=\"9090\",kind"), "kinds that never happened have no series");
+        assert!(!text.contains("qtrace_accept_queue{netns=\"4026531840\",port=\"9090\"}"), "no queue gauge without a listener");
+    }
+
+    #[test]
+    fn classic_text_names_families_after_their_samples() {
+        let classic = to_classic(&openmetrics(&registry(shared())));
+        assert!(classic.contains("# TYPE qtrace_drops_total counter\n"));
+        assert!(classic.contains("# HELP qtrace_drops_total Connection"));
+        assert!(classic.contains("# TYPE qtrace_build_info gauge\n"));
+        assert!(classic.contains("# TYPE qtrace_accept_queue gauge\n"));
+        assert!(!classic.contains("# EOF"));
+        // Every sample's name is announced by a TYPE line before it.
+        let mut typed = std::collections::HashSet::new();
+        for line in classic.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(typed.contains(name), "{name} has no TYPE line");
+            }
+        }
+    }
+
+    #[test]
+    fn before_the_first_poll_only_info_is_shown() {
+        let s = Arc::new(Mutex::new(Snapshot { tier: "fentry".into(), ..Default::default() }));
+        let text = openmetrics(&registry(s));
+        assert!(text.contains("qtrace_hook_tier_info{tier=\"fentry\"} 1"));
+        assert!(!text.contains("qtrace_drops"));
+    }
+}
