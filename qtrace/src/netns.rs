@@ -163,7 +163,9 @@ impl Namespaces {
                     self.paths.insert(ino, found[&ino].clone());
                 }
                 Err(e) => {
-                    self.unreachable.insert(ino, e.to_string());
+                    let why =
+                        if e.raw_os_error() == Some(libc::EPERM) { "entering it needs CAP_SYS_ADMIN".to_owned() } else { e.to_string() };
+                    self.unreachable.insert(ino, why);
                 }
             }
         }

@@ -200,7 +200,7 @@ impl Probe {
     pub fn attach(choice: HookChoice, filter: &Filter) -> Result<Self> {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         if let Some(missing) = missing_capabilities(&status) {
-            bail!("loading eBPF programs needs root or {missing}");
+            bail!("loading eBPF programs needs root, CAP_SYS_ADMIN, or {missing}");
         }
         // The kernel takes ~30 ms to format /proc/kallsyms: read it while
         // the BTF is parsed and the object loaded.
@@ -239,7 +239,8 @@ impl Probe {
         let (ranges, missing) = kallsyms.join().unwrap_or(([0; 2 * range::LEN], range::NAMES.to_vec()));
         cfg.ranges = ranges;
         if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
-            ack_detail_missing = Some("kernel addresses are hidden (/proc/kallsyms, kernel.kptr_restrict)".into());
+            ack_detail_missing =
+                Some("kernel addresses are hidden (/proc/kallsyms shows them only to CAP_SYSLOG, see kernel.kptr_restrict)".into());
         }
         cfg.filter_netns = filter.netns.unwrap_or(0);
         cfg.filter_ports = u32::from(!filter.ports.is_all());

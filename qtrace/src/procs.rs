@@ -67,6 +67,25 @@ pub fn owners(wanted: &std::collections::BTreeSet<u64>) -> BTreeMap<u64, Vec<Own
     out
 }
 
+/// How many processes' descriptor tables could not be read: other users'
+/// `/proc/PID/fd` takes CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
+pub fn unreadable() -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+    procs
+        .flatten()
+        .filter(|p| p.file_name().to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|p| match std::fs::read_dir(p.path().join("fd")) {
+            Err(e) => denied(&e),
+            // Listing may be allowed (CAP_DAC_READ_SEARCH) and reading the
+            // links not (they take a ptrace check).
+            Ok(mut fds) => fds.find_map(Result::ok).is_some_and(|fd| std::fs::read_link(fd.path()).is_err_and(|e| denied(&e))),
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

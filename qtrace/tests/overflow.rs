@@ -348,6 +348,31 @@ fn healthy_listener_reports_nothing(ip: &str) {
     assert_eq!(done.of_type("event").count(), 0);
 }
 
+/// A listener opened, overflowed and closed between two of qtrace's polls
+/// (`--interval 4`): no snapshot ever reads its drop counter, yet its drops
+/// count (its final counter is recorded as it closes). Then a second one
+/// on the same port, already seen by a poll, closes with drops made after
+/// that poll.
+fn short_lived_listeners_keep_their_drops(ip: &str) {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json", "--netns", &ns.name, "--interval", "4"]);
+    let before = ns.counters();
+    for wait_ms in [300, 5000] {
+        let srv = ns.run(|| listener(addr(ip, p), 1));
+        let clients: Vec<Socket> = ns.run(|| (0..8).map(|_| connect_nonblocking(addr(ip, p))).collect());
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        drop(srv);
+        drop(clients);
+    }
+    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
+    let listen_drops = after - before.get("ListenDrops");
+    let done = q.stop(libc::SIGINT);
+    assert!(done.status.success(), "{:?}", done.stderr);
+    assert!(listen_drops >= 12, "both listeners overflowed (ListenDrops +{listen_drops})");
+    drops_match(&done, p, listen_drops, "short_lived_listeners", ip);
+}
+
 /// Every scenario runs over IPv4 and IPv6 loopback: `ipv4::NAME`, `ipv6::NAME`.
 macro_rules! both_families {
     ($($name:ident),* $(,)?) => {
@@ -370,4 +395,5 @@ both_families!(
     deferred_accept_listener_reports_no_drops,
     unwatched_ports_produce_nothing,
     healthy_listener_reports_nothing,
+    short_lived_listeners_keep_their_drops,
 );

@@ -126,11 +126,17 @@ fn missing_privileges_are_named() {
     let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
     let (code, stderr) = run(&["watch"], &nobody);
     assert_eq!(code, Some(1), "{stderr:?}");
-    assert_eq!(stderr, vec!["qtrace: error: loading eBPF programs needs root or CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)"]);
+    assert_eq!(
+        stderr,
+        vec!["qtrace: error: loading eBPF programs needs root, CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)"]
+    );
     let bpf_only = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+bpf", "--ambient-caps=+bpf"];
     let (code, stderr) = run(&["watch"], &bpf_only);
     assert_eq!(code, Some(1), "{stderr:?}");
-    assert_eq!(stderr, vec!["qtrace: error: loading eBPF programs needs root or CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)"]);
+    assert_eq!(
+        stderr,
+        vec!["qtrace: error: loading eBPF programs needs root, CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)"]
+    );
     // What needs no privilege still works for them.
     let (code, stderr) = run(&["listeners", "--json"], &nobody);
     assert_eq!(code, Some(0), "{stderr:?}");

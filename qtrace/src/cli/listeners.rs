@@ -34,5 +34,14 @@ pub fn run(args: ListenersArgs) -> Result<()> {
             if namespaces.unreachable.len() == 1 { "" } else { "s" }
         );
     }
+    if rows.iter().any(|r| r.owners.is_empty()) {
+        let hidden = crate::procs::unreadable();
+        if hidden > 0 {
+            eprintln!(
+                "qtrace: the descriptors of {hidden} process{} could not be read (other users' /proc/PID/fd needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); listeners they hold show no process",
+                if hidden == 1 { "" } else { "es" }
+            );
+        }
+    }
     Ok(())
 }

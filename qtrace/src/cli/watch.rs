@@ -235,6 +235,18 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     for line in tracer.limits() {
         eprintln!("qtrace: {line}");
     }
+    let mut server = None;
+    let tier = tracer.probe.tier;
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let shared = metrics::Shared::new(Snapshot { tier: tier.to_string(), ..Snapshot::default() }.into());
+            let url = listener.local_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
+            server = Some(tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone())))));
+            eprintln!("qtrace: serving Prometheus metrics on {url}");
+            Some(shared)
+        }
+        None => None,
+    };
     let count = tracer.namespaces.count();
     eprintln!(
         "qtrace: watching {} ({count} namespace{}) with the {} tier; Ctrl-C to stop",
@@ -245,18 +257,6 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     for (ino, why) in &tracer.namespaces.unreachable {
         eprintln!("qtrace: network namespace {ino} cannot be entered ({why}); its SYN-stage totals are missing");
     }
-    let tier = tracer.probe.tier;
-    let metrics = match metrics_listener {
-        Some(listener) => {
-            let shared = metrics::Shared::new(Snapshot { tier: tier.to_string(), ..Snapshot::default() }.into());
-            let url = listener.local_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
-            // Dropped with the runtime when watch returns.
-            tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone()))));
-            eprintln!("qtrace: serving Prometheus metrics on {url}");
-            Some(shared)
-        }
-        None => None,
-    };
     let mut w = Watch { tracer, json: args.json, out, settings_shown: BTreeSet::new(), metrics, expired_lines: Vec::new() };
     if args.json {
         let all: Vec<u32> = w.tracer.listeners.iter().map(|ns| ns.netns).collect();
@@ -329,6 +329,9 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     w.poll()?;
     let Watch { tracer, mut out, json, .. } = w;
     let (agg, _, _) = tracer.detach();
+    if let Some(server) = server {
+        server.abort();
+    }
     if json {
         for (key, st) in agg.ports() {
             if st.events > 0 || Kind::ALL.iter().any(|k| st.count(*k) > 0) {

@@ -147,7 +147,7 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut enc,
-            "qtrace_listener_drop_counter",
+            "qtrace_listener_drops",
             "Growth of the port's listeners' own drop counter (sk_drops, ss -ltm d<N>) since qtrace started; closed listeners keep their share.",
             p.iter().map(|r| (port_labels(r), counter(r.listener_drops))),
         )?;
@@ -295,7 +295,7 @@ mod tests {
             "qtrace_drops_total{netns=\"4026531840\",port=\"9090\"} 0",
             "qtrace_overflows_total{netns=\"4026531840\",port=\"8080\",kind=\"ack_overflow\"} 3",
             "qtrace_overflows_total{netns=\"4026531840\",port=\"8080\",kind=\"syncookie_sent\"} 2",
-            "qtrace_listener_drop_counter_total{netns=\"4026531840\",port=\"8080\"} 6",
+            "qtrace_listener_drops_total{netns=\"4026531840\",port=\"8080\"} 6",
             "qtrace_accept_queue{netns=\"4026531840\",port=\"8080\"} 5",
             "qtrace_accept_queue_max{netns=\"4026531840\",port=\"8080\"} 4",
             "qtrace_events_lost_total 7",

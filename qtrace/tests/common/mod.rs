@@ -71,6 +71,12 @@ impl NetNs {
         })
     }
 
+    /// The namespace's inode number, as qtrace labels it.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.name)).expect("namespace file").ino()
+    }
+
     pub fn exec(&self, args: &[&str]) -> String {
         let mut all = vec!["ip", "netns", "exec", &self.name];
         all.extend_from_slice(args);
@@ -377,4 +383,49 @@ pub fn bin() -> String {
 pub fn port() -> u16 {
     static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
     20_000 + (std::process::id() % 2000) as u16 * 10 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) as u16
+}
+
+/// A minimal HTTP/1.0 GET (no client library: the suite runs in minimal
+/// guests too). Returns the status, the headers and the body.
+pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n").expect("request sent");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// One sample's value from Prometheus-format text: the line that starts
+/// with `series` (name and labels exactly as qtrace writes them).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+}
+
+impl Qtrace {
+    /// The address of its metrics endpoint, from its start-up line.
+    pub fn metrics_addr(&self) -> String {
+        let line = self.stderr_lines.iter().find_map(|l| l.strip_prefix("qtrace: serving Prometheus metrics on http://"));
+        let line = line.unwrap_or_else(|| panic!("no metrics line in {:?}", self.stderr_lines));
+        line.trim_end_matches("/metrics").to_owned()
+    }
 }
