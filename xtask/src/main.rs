@@ -23,6 +23,12 @@ const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq"];
 const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
+/// Debian packages the metrics and deployment tests run against: a real
+/// Prometheus server and promtool, and systemd-analyze.
+const DEPLOY_TEST_PACKAGES: &[&str] = &["prometheus", "systemd"];
+/// Kubernetes' own schemas, offline, from PyPI: the DaemonSet is checked
+/// against them.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 /// Debian packages needed only to build bpf-linker against LLVM 22.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 
@@ -68,7 +74,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup(&[]),
         Cmd::Build => setup(&[]).and_then(|()| build()),
         Cmd::Run { args } => setup(&[]).and_then(|()| build()).and_then(|()| run(args)),
-        Cmd::Test => setup(VM_PACKAGES).and_then(|()| test()),
+        Cmd::Test => setup(&[VM_PACKAGES, DEPLOY_TEST_PACKAGES].concat()).and_then(|()| python_tools()).and_then(|()| test()),
         Cmd::Bench { runs, only } => setup(BENCH_PACKAGES).and_then(|()| bench(runs, only)),
         Cmd::VmTest => setup(VM_PACKAGES).and_then(|()| build()).and_then(|()| vm_test()),
     };
@@ -154,6 +160,16 @@ fn setup(extra: &[&'static str]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Installs the PyPI tools the tests use, unless the pinned version is there.
+fn python_tools() -> Result<()> {
+    let want = KUBERNETES_VALIDATE.split_once("==").map_or("", |(_, v)| v);
+    if output(Command::new("python3").args(["-m", "kubernetes_validate", "--version"])).is_some_and(|v| v.contains(want)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {KUBERNETES_VALIDATE} from PyPI");
+    status(Command::new("python3").args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", KUBERNETES_VALIDATE]))
 }
 
 fn cargo() -> Command {

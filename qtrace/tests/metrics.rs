@@ -1,0 +1,248 @@
+//! The metrics endpoint against a real Prometheus server (Debian's
+//! `prometheus` package, installed by `cargo xtask test`) and its linter
+//! (`promtool`), and a soak run with listener churn. Root only, host only:
+//! the guests of the kernel matrix have no Prometheus.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{addr, connect_nonblocking, free_port, http_get, listener, port, sample, settle, url_encode, NetNs, Qtrace};
+use serde_json::Value;
+use socket2::Socket;
+
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// A Prometheus server scraping one target every second, in a scratch
+/// directory; killed and removed with the guard.
+struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("qtrace-prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: qtrace\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("config written");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).expect("log file"))
+            .spawn()
+            .expect("prometheus starts (Debian package prometheus)");
+        let p = Self { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&p.addr).is_err() || http_get(&p.addr, "/-/ready", None).0 != 200 {
+            assert!(Instant::now() < deadline, "prometheus never became ready: {}", p.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// An instant query's samples through the HTTP API.
+    fn query(&self, promql: &str) -> Vec<Value> {
+        let (status, _, body) = http_get(&self.addr, &format!("/api/v1/query?query={}", url_encode(promql)), None);
+        assert_eq!(status, 200, "{promql}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("API answers JSON");
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The value of a query that yields one sample.
+    fn value(&self, promql: &str) -> Option<f64> {
+        let r = self.query(promql);
+        r.first().and_then(|s| s["value"][1].as_str()).and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A listener with backlog 2 that never accepts, and 40 clients: the SYN
+/// and accept queues overflow. Returns the listener (close it to end).
+fn overflow(ns: &NetNs, p: u16) -> (Socket, Vec<Socket>) {
+    let srv = ns.run(|| listener(addr("127.0.0.1", p), 2));
+    let clients: Vec<Socket> = ns.run(|| (0..40).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    (srv, clients)
+}
+
+/// The acceptance test: Prometheus scrapes qtrace until the
+/// counter for the port equals the namespace's `ListenDrops` delta.
+#[test]
+fn prometheus_scrapes_the_kernel_delta() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--netns", &ns.name, "--metrics-addr", "127.0.0.1:0", "--json"]);
+    let target = q.metrics_addr();
+    let prom = Prometheus::start(&target);
+    let before = ns.counters();
+    let (srv, clients) = overflow(&ns, p);
+    // Let the clients retransmit their SYNs once.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(clients);
+    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
+    let kernel = after - before.get("ListenDrops");
+    assert!(kernel >= 40, "the burst should overflow (ListenDrops +{kernel})");
+
+    let series = format!("qtrace_drops_total{{job=\"qtrace\",port=\"{p}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = prom.value(&series);
+        if seen == Some(kernel as f64) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen, Some(kernel as f64), "Prometheus's {series} vs the ListenDrops delta; prometheus log: {}", prom.log());
+    // The scrape itself is healthy, and the info metrics name the tier.
+    assert_eq!(prom.value("up{job=\"qtrace\"}"), Some(1.0));
+    let tier = prom.query("qtrace_hook_tier_info");
+    assert_eq!(tier.len(), 1);
+    assert_eq!(tier[0]["metric"]["tier"], q.tier.as_str());
+    // Per kind, the series add up to the same total.
+    let by_kind = prom.value(&format!("sum(qtrace_overflows_total{{port=\"{p}\",kind!~\"syncookie_sent|listener_discard\"}})"));
+    assert_eq!(by_kind, Some(kernel as f64), "sum over kinds");
+    // The listener is still open: its queue gauges exist, at its bound of 2.
+    assert_eq!(prom.value(&format!("qtrace_accept_queue_max{{port=\"{p}\"}}")), Some(2.0));
+    // Prometheus negotiated OpenMetrics; the classic format passes promtool's linter.
+    let (status, head, body) = http_get(&target, "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    use std::io::Write as _;
+    lint.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("metrics piped");
+    let out = lint.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, head, om) = http_get(&target, "/metrics", Some("application/openmetrics-text;version=1.0.0"));
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(om.ends_with("# EOF\n"));
+    assert_eq!(sample(&om, &format!("qtrace_drops_total{{netns=\"{}\",port=\"{p}\"}}", ns.inode())), Some(kernel as f64));
+    drop(srv);
+    let done = q.stop(libc::SIGINT);
+    assert!(done.status.success(), "{:?}", done.stderr);
+}
+
+/// Resident set of a process, from /proc.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok()).expect("VmRSS")
+}
+
+/// Listener churn for a bounded time: every round opens listeners on fresh
+/// ports, overflows each, closes them. With `--expire 3`, closed ports'
+/// series go; a listener kept open keeps its series; and every drop the
+/// kernel counted is in the live series or in the expired totals. Prints
+/// qtrace's resident memory over the run.
+#[test]
+fn soak_with_listener_churn() {
+    let ns = NetNs::new(&[]);
+    let out = std::env::temp_dir().join(format!("qtrace-soak-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let q = Qtrace::watch(&[
+        "--netns",
+        &ns.name,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--json",
+        "--output",
+        out.to_str().unwrap(),
+        "--expire",
+        "3",
+    ]);
+    let target = q.metrics_addr();
+    let before = ns.counters();
+    // One listener stays for the whole run, overflowed once at the start.
+    let kept_port = port();
+    let (kept, kept_clients) = overflow(&ns, kept_port);
+    let rounds: u16 = std::env::var("QTRACE_SOAK_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let per_round: u16 = 20;
+    // Below the ephemeral range (32768+), so no client takes one of them.
+    let base = 10_000 + (std::process::id() % 12) as u16 * 800;
+    let start = Instant::now();
+    let mut rss = vec![(0.0, rss_kib(q.pid()))];
+    for round in 0..rounds {
+        // Half the listeners reopen on the same ports every round; the
+        // other half are on ports never used before.
+        let listeners: Vec<(Socket, Vec<Socket>)> = (0..per_round)
+            .map(|i| if i < per_round / 2 { base + i } else { base + 100 + round * per_round / 2 + i - per_round / 2 })
+            .map(|p| overflow(&ns, p))
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        drop(listeners);
+        if round % 5 == 4 {
+            rss.push((start.elapsed().as_secs_f64(), rss_kib(q.pid())));
+        }
+    }
+    drop(kept_clients);
+    // Past the expiry of the last round's ports, and settled.
+    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
+    let kernel = after - before.get("ListenDrops");
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, _, om) = http_get(&target, "/metrics", Some("application/openmetrics-text"));
+    rss.push((start.elapsed().as_secs_f64(), rss_kib(q.pid())));
+
+    let netns = ns.inode();
+    let live: Vec<&str> = om.lines().filter(|l| l.starts_with("qtrace_drops_total{")).collect();
+    assert_eq!(live.len(), 1, "only the open listener keeps series:\n{om}");
+    assert!(live[0].contains(&format!("port=\"{kept_port}\"")), "{live:?}");
+    assert_eq!(sample(&om, "qtrace_tracked_ports"), Some(1.0));
+    let kept_drops = sample(&om, &format!("qtrace_drops_total{{netns=\"{netns}\",port=\"{kept_port}\"}}")).unwrap();
+    let expired = sample(&om, "qtrace_expired_drops_total").unwrap();
+    assert_eq!(kept_drops + expired, kernel as f64, "live + expired drops vs the ListenDrops delta");
+    let expired_ports = sample(&om, "qtrace_expired_ports_total").unwrap();
+    assert!(expired_ports >= f64::from(rounds * per_round) / 4.0, "churned ports expired: {expired_ports}");
+    assert_eq!(sample(&om, "qtrace_losses_total{reason=\"counter_map_full\"}"), Some(0.0));
+    drop(kept);
+    let done = q.stop(libc::SIGTERM);
+    assert!(done.status.success(), "{:?}", done.stderr);
+    // The NDJSON file has an expired record per expired port.
+    let text = std::fs::read_to_string(&out).expect("output file");
+    let _ = std::fs::remove_file(&out);
+    let expired_records = text.lines().filter(|l| l.contains("\"type\":\"expired\"")).count();
+    assert_eq!(expired_records as f64, expired_ports, "one expired record per expired port");
+
+    let first = rss[1].1;
+    let last = rss.last().unwrap().1;
+    let max = rss.iter().map(|r| r.1).max().unwrap();
+    let report: Vec<String> = rss.iter().map(|(t, kib)| format!("{t:.0}s {:.1}", *kib as f64 / 1024.0)).collect();
+    eprintln!(
+        "soak: {rounds} rounds x {per_round} listeners, {kernel} drops, {expired_ports} ports expired; qtrace RSS MiB over time: {}",
+        report.join(", ")
+    );
+    // Flat, not a leak: the figures above are the report. A leak of even one
+    // kilobyte per churned port would show as 1.2 MiB here.
+    assert!(last <= first + 2048, "RSS grew from {first} KiB to {last} KiB (max {max} KiB)");
+}
