@@ -26,6 +26,9 @@ use crate::ports::PortSet;
 /// Distinct connections remembered per port; beyond this the count is a
 /// lower bound (shown with `+`), so memory stays bounded under a storm.
 pub const CONNECTIONS_CAP: usize = 65_536;
+/// Distinct connections remembered over all ports (about 20 MiB): a long
+/// run with many overflowing ports stays bounded too.
+pub const CONNECTIONS_TOTAL_CAP: usize = 262_144;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortKey {
@@ -121,6 +124,8 @@ pub struct Aggregator {
     /// Final drop counters of tracked listeners that closed, by (netns,
     /// cookie), for the next [`Aggregator::on_listeners`].
     finals: HashMap<(u32, u64), u32>,
+    /// Distinct connections remembered over all ports.
+    connections_total: usize,
 }
 
 /// What expiry took out of the aggregation, so totals stay accountable.
@@ -153,9 +158,12 @@ impl Aggregator {
     pub fn on_event(&mut self, ev: &Decoded) {
         let st = self.ports.entry(PortKey { netns: ev.netns, port: ev.local.port() }).or_default();
         st.events += 1;
-        if st.connections.len() < CONNECTIONS_CAP {
-            st.connections.insert((ev.local, ev.remote));
-        } else if !st.connections.contains(&(ev.local, ev.remote)) {
+        let pair = (ev.local, ev.remote);
+        if st.connections.len() < CONNECTIONS_CAP && self.connections_total < CONNECTIONS_TOTAL_CAP {
+            if st.connections.insert(pair) {
+                self.connections_total += 1;
+            }
+        } else if !st.connections.contains(&pair) {
             st.connections_capped = true;
         }
         st.last = Some(ev.clone());
@@ -271,6 +279,7 @@ impl Aggregator {
         let gone: Vec<PortKey> = self.ports.iter().filter(|(_, st)| !st.listening && st.gone_for >= after).map(|(k, _)| *k).collect();
         let out: Vec<(PortKey, PortStats)> = gone.into_iter().filter_map(|k| self.ports.remove(&k).map(|st| (k, st))).collect();
         for (_, st) in &out {
+            self.connections_total -= st.connections.len();
             self.expired.ports += 1;
             self.expired.drops += st.drops();
         }
@@ -282,7 +291,14 @@ impl Aggregator {
     pub fn forget_idle(&mut self) {
         // A listener-counter delta not yet settled into counted drops keeps
         // its port too.
-        self.ports.retain(|_, st| st.listening || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0 || st.listener_drops > 0);
+        let total = &mut self.connections_total;
+        self.ports.retain(|_, st| {
+            let keep = st.listening || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0 || st.listener_drops > 0;
+            if !keep {
+                *total -= st.connections.len();
+            }
+            keep
+        });
     }
 }
 
@@ -391,6 +407,29 @@ mod tests {
         assert_eq!(d.last().map(|d| d.total), Some(7 + 5), "14 - 10 + 3, and 5");
         // A later snapshot without finals keeps the total.
         assert!(agg.on_listeners(&snap(7, vec![])).is_empty());
+    }
+
+    #[test]
+    fn remembered_connections_are_bounded_over_all_ports_and_freed_on_expiry() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        let per_port = CONNECTIONS_TOTAL_CAP / 4 + 10;
+        for port in 1..=5u16 {
+            for i in 0..per_port {
+                let mut ev = event(Kind::AckOverflow, 1);
+                ev.local = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+                ev.remote = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).into(), 1);
+                agg.on_event(&ev);
+            }
+        }
+        assert_eq!(agg.connections_total, CONNECTIONS_TOTAL_CAP);
+        assert_eq!(agg.ports().values().map(PortStats::connections).sum::<usize>(), CONNECTIONS_TOTAL_CAP);
+        assert!(agg.ports().values().last().unwrap().connections_capped, "the port that found no room says so");
+        // No listener anywhere: after expiry the room is free again.
+        agg.on_counters((1..=5u16).map(|port| (CounterKey { netns: 7, port, kind: qtrace_common::kind::ACK_OVERFLOW, _pad: 0 }, 1)));
+        agg.on_listeners(&snap(7, vec![]));
+        agg.tick(1.0);
+        assert_eq!(agg.expire(1.0).len(), 5);
+        assert_eq!(agg.connections_total, 0);
     }
 
     #[test]

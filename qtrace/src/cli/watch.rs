@@ -133,7 +133,10 @@ impl Watch {
             for (key, st) in &report.expired {
                 self.out.json(&ndjson::expired(key, st, now));
             }
-            let new: Vec<u32> = self.tracer.listeners.iter().map(|ns| ns.netns).filter(|n| !self.settings_shown.contains(n)).collect();
+            // Namespaces that went away are forgotten (a long run sees many).
+            let live: BTreeSet<u32> = self.tracer.listeners.iter().map(|ns| ns.netns).collect();
+            self.settings_shown.retain(|n| live.contains(n));
+            let new: Vec<u32> = live.iter().copied().filter(|n| !self.settings_shown.contains(n)).collect();
             for (netns, settings) in self.settings_of(&new) {
                 self.out.json(&ndjson::settings(netns, settings, now));
                 self.settings_shown.insert(netns);
