@@ -1,7 +1,7 @@
 //! The deployment files in deploy/: the systemd unit passes
 //! `systemd-analyze verify`, the DaemonSet passes Kubernetes' schema
-//! (`kubernetes-validate --strict`), the Grafana dashboard asks only for
-//! metrics qtrace serves, and the capability set both name is exactly
+//! (`kubernetes-validate --strict`), the Grafana dashboard and the alert
+//! rules (`promtool check rules`) ask only for metrics qtrace serves, and the capability set both name is exactly
 //! enough: with it qtrace sees everything, without any one of them it says
 //! what is missing (root, host only).
 
@@ -148,6 +148,21 @@ fn the_dashboard_asks_only_for_metrics_qtrace_serves() {
         }
     }
     assert!(exprs.iter().any(|e| e.contains("rate(qtrace_drops_total")), "a per-port drop-rate panel");
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_use_served_metrics() {
+    let out = Command::new("promtool").args(["check", "rules"]).arg(deploy("prometheus/alerts.yml")).output().expect("promtool runs");
+    assert!(out.status.success(), "promtool check rules: {}", text(&out));
+    let served = qtrace_metric_names();
+    let rules = read("prometheus/alerts.yml");
+    let exprs: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).collect();
+    assert!(exprs.len() >= 3, "{exprs:?}");
+    for e in exprs {
+        for name in metric_names(e) {
+            assert!(served.contains(&name), "{e}: qtrace serves no {name}");
+        }
+    }
 }
 
 fn qtrace_metric_names() -> BTreeSet<String> {

@@ -34,6 +34,7 @@ Examples:
   Every listener:         qtrace listeners
   Every listener, 60 s:   sudo qtrace watch --duration 60
   Machine-readable:       sudo qtrace watch --json | jq 'select(.kind==\"accept_queue_full\")'
+  Staging, for days:      sudo qtrace watch --metrics-addr 127.0.0.1:9810 --json --output /var/log/qtrace.ndjson
 
 Environment:
   QTRACE_BTF=FILE   BTF for a kernel without /sys/kernel/btf/vmlinux
