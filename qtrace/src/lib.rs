@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod backlog;
 pub mod btf;
 pub mod cli;
+pub mod demo;
 pub mod diagnose;
 pub mod event;
 pub mod kernel_state;

@@ -18,7 +18,7 @@ mod vm;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages qtrace's tests use at run time.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq"];
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux", "man-db"];
 /// Debian packages the benchmarks compare against.
 const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.
@@ -53,6 +53,12 @@ enum Cmd {
     /// Set up, then run clippy, the unit tests, the root integration suite
     /// and the VM matrix.
     Test,
+    /// Set up, build, and install qtrace, its manual pages and its shell
+    /// completions under PREFIX (root for the default).
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
     /// Set up, build, and measure qtrace against bpftrace and no tracer:
     /// writes target/bench/report.md and report.json (root, a few minutes).
     Bench {
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup(&[]),
         Cmd::Build => setup(&[]).and_then(|()| build()),
         Cmd::Run { args } => setup(&[]).and_then(|()| build()).and_then(|()| run(args)),
+        Cmd::Install { prefix } => setup(&[]).and_then(|()| build()).and_then(|()| install(&prefix)),
         Cmd::Test => setup(&[VM_PACKAGES, DEPLOY_TEST_PACKAGES].concat()).and_then(|()| python_tools()).and_then(|()| test()),
         Cmd::Bench { runs, only } => setup(BENCH_PACKAGES).and_then(|()| bench(runs, only)),
         Cmd::VmTest => setup(VM_PACKAGES).and_then(|()| build()).and_then(|()| vm_test()),
@@ -226,6 +233,34 @@ fn bench(runs: usize, only: Vec<u8>) -> Result<()> {
         runs: runs.max(1),
         only,
     })
+}
+
+/// The binary, `qtrace manpage --dir` and `qtrace completions SHELL`,
+/// where man and the shells look under `prefix`.
+fn install(prefix: &std::path::Path) -> Result<()> {
+    let bin = target_dir().join("release/qtrace");
+    let dest = prefix.join("bin/qtrace");
+    let shells = [
+        ("bash", "share/bash-completion/completions/qtrace"),
+        ("zsh", "share/zsh/site-functions/_qtrace"),
+        ("fish", "share/fish/vendor_completions.d/qtrace.fish"),
+    ];
+    for dir in ["bin", "share/man/man1"].iter().copied().chain(shells.iter().map(|(_, p)| p.rsplit_once('/').map_or("", |(d, _)| d))) {
+        std::fs::create_dir_all(prefix.join(dir)).with_context(|| format!("creating {}", prefix.join(dir).display()))?;
+    }
+    // Copy to a temporary name, then rename: a running qtrace keeps its inode.
+    let tmp = dest.with_extension("new");
+    std::fs::copy(&bin, &tmp).with_context(|| format!("copying {} to {}", bin.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("installing {}", dest.display()))?;
+    let man = prefix.join("share/man/man1");
+    status(Command::new(&dest).arg("manpage").arg("--dir").arg(&man))?;
+    for (shell, path) in shells {
+        let out = Command::new(&dest).args(["completions", shell]).output().with_context(|| format!("qtrace completions {shell}"))?;
+        anyhow::ensure!(out.status.success(), "qtrace completions {shell} failed");
+        std::fs::write(prefix.join(path), out.stdout).with_context(|| format!("writing {}", prefix.join(path).display()))?;
+    }
+    eprintln!("xtask: installed {}, manual pages in {}, completions for bash, zsh and fish", dest.display(), man.display());
+    Ok(())
 }
 
 fn run(args: Vec<OsString>) -> Result<()> {

@@ -1,8 +1,11 @@
 //! Command-line interface: argument definitions (one file per subcommand
 //! for the logic) and the one-line error contract.
 
+pub mod demo;
 pub mod doctor;
+pub mod generate;
 pub mod listeners;
+pub mod tui;
 pub mod watch;
 
 use std::time::Duration;
@@ -27,8 +30,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXAMPLES: &str = "\
+pub const EXAMPLES: &str = "\
 Examples:
+  First time, see it work: sudo qtrace demo
   During an incident:     sudo qtrace watch --port 8080
   Why, and what to change: sudo qtrace doctor --port 8080
   Every listener:         qtrace listeners
@@ -48,6 +52,54 @@ pub enum Command {
     Listeners(ListenersArgs),
     /// Sample a few seconds and explain what overflows, why, and what to change.
     Doctor(DoctorArgs),
+    /// Show every kind of overflow, live, in a throwaway network namespace (root).
+    Demo(DemoArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout, or write every page to a directory.
+    Manpage(ManpageArgs),
+    /// The demo's server and clients, inside the namespace `demo` made for them.
+    #[command(name = "demo-scenario", hide = true)]
+    DemoScenario(DemoScenarioArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Seconds each kind of overflow is shown before the next.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub phase: Duration,
+
+    /// Stop after this many seconds (default: until q or Ctrl-C).
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+
+    /// Plain periodic tables even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+
+    /// Hook tier: `auto` picks the most detailed one this kernel allows.
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub hooks: HookChoice,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoScenarioArgs {
+    #[arg(long, value_parser = parse_seconds)]
+    pub phase: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Write qtrace.1 and a page per subcommand (qtrace-watch.1, ...) here.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Which listeners a subcommand looks at.
@@ -137,6 +189,11 @@ pub struct WatchArgs {
     /// Also list watched listeners that have no drops.
     #[arg(long)]
     pub all: bool,
+
+    /// Plain periodic tables even on a terminal (the default there is the
+    /// full-screen live view).
+    #[arg(long, conflicts_with = "json")]
+    pub plain: bool,
 
     /// Append the output (table or NDJSON) to FILE instead of stdout;
     /// SIGHUP reopens it, for log rotation.

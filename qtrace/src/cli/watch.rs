@@ -13,11 +13,14 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::tui::Tui;
 use super::{Resolved, UsageError, WatchArgs};
 use crate::backlog::{self, Clamp};
 use crate::event::{self, Kind};
 use crate::kernel_state::Settings;
 use crate::metrics::{self, Snapshot};
+use crate::output::live::Action;
+use crate::output::style::Style;
 use crate::output::{ndjson, table};
 use crate::ports::PortSet;
 use crate::probe::Filter;
@@ -221,6 +224,12 @@ fn describe(ports: &PortSet, args: &WatchArgs) -> String {
 }
 
 pub async fn run(args: WatchArgs) -> Result<()> {
+    run_with(args, None).await
+}
+
+/// `watch`, with a line of explanation above the live view that `banner`
+/// keeps current (`qtrace demo`).
+pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiver<String>>) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     // Before attaching: a bad --output is a usage error, not a late surprise.
     let out = Out::new(args.output.clone())?;
@@ -270,7 +279,14 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         }
         w.out.flush();
     }
-    let live_table = !args.json && args.output.is_none() && io::stdout().is_terminal();
+    // On a terminal, unless told otherwise: the full-screen live view.
+    let mut tui = if !args.json && !args.plain && args.output.is_none() && io::stdout().is_terminal() {
+        Some(Tui::start(Style::for_stdout().on)?)
+    } else {
+        None
+    };
+    let what = describe(&ports, &args);
+    let mut header = Vec::new();
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
     // until the AsyncFd (which owns the ring buffer) is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -296,21 +312,44 @@ pub async fn run(args: WatchArgs) -> Result<()> {
                     break;
                 }
                 w.poll()?;
-                if !args.json {
-                    let mut text = String::new();
-                    if live_table {
-                        text.push_str("\x1b[H\x1b[J");
+                let stamp = format!("{}  tier {tier}", &event::rfc3339(event::realtime_ns())[..19]);
+                if let Some(tui) = &mut tui {
+                    header = vec![format!("qtrace: watching {what}  {stamp}")];
+                    if let Some(b) = &banner {
+                        header.extend(b.borrow().split('\t').filter(|l| !l.is_empty()).map(str::to_owned));
                     }
-                    text.push_str(&format!("{}  tier {tier}\n", &event::rfc3339(event::realtime_ns())[..19]));
+                    header.extend(w.context(true).lines().map(str::to_owned));
+                    // The screen is redrawn each tick: the summary says it.
+                    w.expired_lines.clear();
+                    tui.tick(&w.tracer, &header)?;
+                } else if !args.json {
+                    let mut text = format!("{stamp}\n");
+                    if let Some(b) = banner.as_ref().map(|b| b.borrow().clone()).filter(|b| !b.is_empty()) {
+                        text.push_str(&b.replace('\t', "\n"));
+                        text.push('\n');
+                    }
                     text.push_str(&w.context(args.all));
-                    // A live screen is redrawn each tick: the summary says it.
-                    if !live_table {
-                        text.extend(w.expired_lines.drain(..));
-                    }
+                    text.extend(w.expired_lines.drain(..));
                     text.push_str(&table::render(&w.tracer.agg, args.all));
                     text.push('\n');
                     w.out.write_str(&text);
                     w.out.flush();
+                }
+            }
+            action = async {
+                match &mut tui {
+                    Some(t) => t.next_key().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match action {
+                    Action::Quit => break,
+                    Action::Redraw => {
+                        if let Some(t) = &mut tui {
+                            t.draw(&w.tracer, &header)?;
+                        }
+                    }
+                    Action::None => {}
                 }
             }
             _ = sighup.recv() => w.out.reopen()?,
@@ -323,6 +362,8 @@ pub async fn run(args: WatchArgs) -> Result<()> {
         }
     }
 
+    // Back to the normal screen for the summary.
+    drop(tui);
     // Final accounting while the hooks still count: two polls a moment
     // apart let the listener-derived totals settle.
     w.drain(ring.get_mut());

@@ -1,0 +1,85 @@
+//! `qtrace demo`: the live view on port 8080 of a throwaway network
+//! namespace where a slow server and bursty clients make each kind of
+//! overflow happen in turn (`crate::demo`). Needs root and nothing else:
+//! the namespace is made with unshare(2), not `ip netns`, and ends with
+//! the child process that lives in it.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::{watch, DemoArgs, Expire, Scope, UsageError, WatchArgs};
+use crate::demo::PORT;
+use crate::ports::PortRange;
+
+/// The scenario's process: killed and reaped on drop, and killed by the
+/// kernel if qtrace dies first (PR_SET_PDEATHSIG).
+struct Scenario(Child);
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(UsageError("qtrace demo needs root: it creates a network namespace and loads eBPF programs".into()).into());
+    }
+    let exe = std::env::current_exe().context("finding qtrace's own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["demo-scenario", "--phase", &args.phase.as_secs_f64().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: prctl and unshare are async-signal-safe; they run in the child
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = Scenario(cmd.spawn().context("starting the demo's server in a new network namespace")?);
+    let pid = child.0.id();
+    let mut lines = BufReader::new(child.0.stdout.take().context("the scenario's output")?).lines();
+    match lines.next() {
+        Some(Ok(l)) if l == "ready" => {}
+        Some(Ok(l)) => bail!("the demo's scenario failed: {l}"),
+        _ => bail!("the demo's scenario ended before it was ready"),
+    }
+    let (tx, banner) = tokio::sync::watch::channel(String::new());
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    eprintln!(
+        "qtrace: demo: a slow server on port {PORT} with bursty clients, in a throwaway network namespace (process {pid}); each kind of overflow in turn, {} s each; q or Ctrl-C ends it and removes everything",
+        args.phase.as_secs()
+    );
+    let watch_args = WatchArgs {
+        scope: Scope { ports: vec![PortRange { first: PORT, last: PORT }], netns: Some(format!("/proc/{pid}/ns/net")) },
+        interval: Duration::from_secs(1),
+        duration: args.duration,
+        json: false,
+        hooks: args.hooks,
+        all: true,
+        plain: args.plain,
+        output: None,
+        metrics_addr: None,
+        expire: Expire(None),
+    };
+    let result = watch::run_with(watch_args, Some(banner)).await;
+    drop(child);
+    result
+}

@@ -1,0 +1,403 @@
+//! The full-screen live view of `watch` on a terminal: one row per watched
+//! port with its drop rate per kind, a sparkline of the last minute, its
+//! accept queue as a bar and its owner; a status line with the tier and
+//! lost events. The state here (rates, history, sort, filter, pause) is
+//! pure; `cli::tui` owns the terminal and the keys.
+
+use std::collections::{HashMap, VecDeque};
+
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use crate::aggregate::{Aggregator, PortKey};
+use crate::event::Kind;
+
+/// Samples kept for the sparkline: a minute at the default 1 s interval.
+const HISTORY: usize = 60;
+/// Characters of the sparkline: two samples each.
+const SPARK_WIDTH: usize = HISTORY / 2;
+const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Most drops per second first.
+    #[default]
+    Rate,
+    /// Most drops since start first.
+    Total,
+    /// By port number.
+    Port,
+}
+
+impl Sort {
+    fn next(self) -> Self {
+        match self {
+            Sort::Rate => Sort::Total,
+            Sort::Total => Sort::Port,
+            Sort::Port => Sort::Rate,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Sort::Rate => "drops/s",
+            Sort::Total => "drops",
+            Sort::Port => "port",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct History {
+    prev: [u64; Kind::ALL.len()],
+    /// Per kind, per second, over the last update.
+    rates: [f64; Kind::ALL.len()],
+    /// Drops per update, newest last.
+    drops: VecDeque<u64>,
+}
+
+/// A key the view understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Enter,
+    Esc,
+    Backspace,
+}
+
+/// What a key asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Redraw,
+    Quit,
+}
+
+/// One row as drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRow {
+    pub key: PortKey,
+    pub process: String,
+    pub queue: Option<(u32, u32)>,
+    pub rate: f64,
+    pub kind_rates: Vec<f64>,
+    pub drops: u64,
+    pub spark: String,
+}
+
+#[derive(Debug, Default)]
+pub struct LiveView {
+    pub sort: Sort,
+    /// Only this port.
+    pub filter: Option<u16>,
+    /// The port being typed after `/`.
+    pub editing: Option<String>,
+    pub paused: bool,
+    /// Also listeners without drops.
+    pub show_quiet: bool,
+    /// Colour (off with `NO_COLOR`).
+    pub color: bool,
+    history: HashMap<PortKey, History>,
+}
+
+impl LiveView {
+    pub fn new(color: bool) -> Self {
+        Self { color, show_quiet: true, ..Self::default() }
+    }
+
+    /// Takes the aggregation after `seconds`: per-kind rates and the
+    /// sparkline sample. Nothing changes while paused.
+    pub fn update(&mut self, agg: &Aggregator, seconds: f64) {
+        if self.paused {
+            return;
+        }
+        self.history.retain(|k, _| agg.ports().contains_key(k));
+        for (key, st) in agg.ports() {
+            let h = self.history.entry(*key).or_insert_with(|| History { prev: st.kinds, ..History::default() });
+            let mut drops = 0;
+            for k in Kind::ALL {
+                let d = st.kinds[k.index()].saturating_sub(h.prev[k.index()]);
+                h.rates[k.index()] = if seconds > 0.0 { d as f64 / seconds } else { 0.0 };
+                if k.is_drop() {
+                    drops += d;
+                }
+            }
+            h.prev = st.kinds;
+            h.drops.push_back(drops);
+            while h.drops.len() > HISTORY {
+                h.drops.pop_front();
+            }
+        }
+    }
+
+    /// Applies a key.
+    pub fn key(&mut self, key: Key) -> Action {
+        if let Some(typed) = &mut self.editing {
+            match key {
+                Key::Char(c) if c.is_ascii_digit() && typed.len() < 5 => typed.push(c),
+                Key::Backspace => {
+                    typed.pop();
+                }
+                Key::Enter => {
+                    self.filter = typed.parse().ok().filter(|p| *p != 0);
+                    self.editing = None;
+                }
+                Key::Esc => self.editing = None,
+                _ => return Action::None,
+            }
+            return Action::Redraw;
+        }
+        match key {
+            Key::Char('q') | Key::Esc => return Action::Quit,
+            Key::Char('s') => self.sort = self.sort.next(),
+            Key::Char('/') | Key::Char('f') => self.editing = Some(String::new()),
+            Key::Char('c') => self.filter = None,
+            // The screen freezes; counting goes on.
+            Key::Char('p') | Key::Char(' ') => self.paused = !self.paused,
+            Key::Char('a') => self.show_quiet = !self.show_quiet,
+            _ => return Action::None,
+        }
+        Action::Redraw
+    }
+
+    /// Kinds with a column: those that happened on a shown port (a tier
+    /// that cannot see a kind shows no misleading zero).
+    pub fn kinds(&self, agg: &Aggregator) -> Vec<Kind> {
+        Kind::ALL.into_iter().filter(|k| *k != Kind::ListenerDiscard && agg.ports().values().any(|st| st.count(*k) > 0)).collect()
+    }
+
+    /// The rows to draw, filtered and sorted. `owner` names a port's process.
+    pub fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> Vec<LiveRow> {
+        let kinds = self.kinds(agg);
+        let mut rows: Vec<LiveRow> = agg
+            .ports()
+            .iter()
+            .filter(|(k, _)| self.filter.is_none_or(|p| p == k.port))
+            .filter(|(_, st)| self.show_quiet || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0)
+            .map(|(key, st)| {
+                let h = self.history.get(key);
+                let rate = |k: Kind| h.map_or(0.0, |h| h.rates[k.index()]);
+                LiveRow {
+                    key: *key,
+                    process: owner(key).unwrap_or_else(|| "-".into()),
+                    queue: st.accept_queue,
+                    rate: Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| rate(*k)).sum(),
+                    kind_rates: kinds.iter().map(|k| rate(*k)).collect(),
+                    drops: st.drops(),
+                    spark: h.map(|h| sparkline(&h.drops)).unwrap_or_default(),
+                }
+            })
+            .collect();
+        match self.sort {
+            Sort::Rate => rows.sort_by(|a, b| b.rate.total_cmp(&a.rate).then(b.drops.cmp(&a.drops)).then(a.key.cmp(&b.key))),
+            Sort::Total => rows.sort_by(|a, b| b.drops.cmp(&a.drops).then(a.key.cmp(&b.key))),
+            Sort::Port => rows.sort_by_key(|r| (r.key.port, r.key.netns)),
+        }
+        rows
+    }
+
+    fn style(&self, color: Color) -> Style {
+        if self.color {
+            Style::default().fg(color)
+        } else {
+            Style::default()
+        }
+    }
+
+    /// Draws the whole screen: `header` lines (time, settings, clamps,
+    /// the demo's explanation), the table, and the status line.
+    pub fn draw(&self, frame: &mut Frame, kinds: &[Kind], rows: &[LiveRow], header: &[String], status: &str) {
+        let [top, table, bottom] =
+            Layout::vertical([Constraint::Length(header.len() as u16), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+        let head: Vec<Line> = header.iter().map(|l| Line::from(l.as_str())).collect();
+        frame.render_widget(Paragraph::new(head), top);
+
+        let bold = Style::default().add_modifier(Modifier::BOLD);
+        // One namespace on screen: no column for it.
+        let netns = rows.iter().any(|r| r.key.netns != rows[0].key.netns);
+        let mut titles = vec!["NETNS".to_owned()];
+        titles.extend(titles_without_netns(kinds));
+        let header_row = Row::new(titles.into_iter().map(Cell::from)).style(bold);
+        let lines: Vec<Row> = rows
+            .iter()
+            .map(|r| {
+                let hot = r.rate > 0.0;
+                let mut cells = vec![
+                    Cell::from(r.key.netns.to_string()),
+                    Cell::from(r.key.port.to_string()),
+                    Cell::from(r.process.clone()),
+                    Cell::from(queue_cell(r.queue)).style(self.style(match r.queue {
+                        Some((now, max)) if now > max => Color::Red,
+                        Some((now, max)) if now > 0 && now * 4 >= max * 3 => Color::Yellow,
+                        _ => Color::Reset,
+                    })),
+                    Cell::from(format!("{:.1}", r.rate)).style(if hot {
+                        self.style(Color::Red).add_modifier(Modifier::BOLD)
+                    } else {
+                        Style::default()
+                    }),
+                ];
+                cells.extend(r.kind_rates.iter().map(|v| Cell::from(format!("{v:.1}"))));
+                cells.push(Cell::from(r.drops.to_string()));
+                cells.push(Cell::from(r.spark.clone()).style(self.style(Color::Red)));
+                Row::new(cells.into_iter().skip(usize::from(!netns)))
+            })
+            .collect();
+        let header_row = if netns { header_row } else { Row::new(titles_without_netns(kinds)).style(bold) };
+        let mut widths =
+            vec![Constraint::Length(10), Constraint::Length(5), Constraint::Length(20), Constraint::Length(16), Constraint::Length(7)];
+        widths.extend(kinds.iter().map(|k| Constraint::Length(k.column().len() as u16 + 2)));
+        widths.extend([Constraint::Length(8), Constraint::Length(SPARK_WIDTH as u16)]);
+        if !netns {
+            widths.remove(0);
+        }
+        frame.render_widget(Table::new(lines, widths).header(header_row).column_spacing(1), table);
+        if rows.is_empty() {
+            let note = match self.filter {
+                Some(p) => format!("no watched listener on port {p} (c clears the filter)"),
+                None => "no watched listener yet".to_owned(),
+            };
+            let [_, msg] = Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(table);
+            frame.render_widget(Paragraph::new(note), msg);
+        }
+        let status_style =
+            if self.color { Style::default().bg(Color::Blue).fg(Color::White) } else { Style::default().add_modifier(Modifier::REVERSED) };
+        frame.render_widget(Paragraph::new(Line::from(Span::styled(status.to_owned(), status_style))), bottom);
+    }
+
+    /// The status line: tier, losses, view settings, keys.
+    pub fn status(&self, tier: &str, agg: &Aggregator) -> String {
+        let l = &agg.losses;
+        let mut s = format!(" tier {tier} | lost events {} | sort {}", l.ringbuf_full, self.sort.name());
+        if l.counter_map_full + l.read_failed + l.undecodable > 0 {
+            s.push_str(&format!(" | uncounted {} unreadable {} undecodable {}", l.counter_map_full, l.read_failed, l.undecodable));
+        }
+        if let Some(p) = self.filter {
+            s.push_str(&format!(" | port {p}"));
+        }
+        if self.paused {
+            s.push_str(" | PAUSED");
+        }
+        match &self.editing {
+            Some(typed) => s.push_str(&format!(" | port to show: {typed}_ (Enter, Esc)")),
+            None => s.push_str(" | q quit  s sort  / port  c clear  p pause  a quiet"),
+        }
+        s
+    }
+}
+
+fn titles_without_netns(kinds: &[Kind]) -> Vec<String> {
+    let mut titles = vec!["PORT".to_owned(), "PROCESS".into(), "ACCEPT QUEUE".into(), "DROPS/S".into()];
+    titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
+    titles.extend(["DROPS".into(), "LAST MINUTE".into()]);
+    titles
+}
+
+/// `████░░░░ 5/8`: the accept queue against its bound.
+fn queue_bar((now, max): (u32, u32)) -> String {
+    const W: u32 = 8;
+    let filled = if max == 0 { 0 } else { (now.min(max) * W).div_ceil(max) };
+    let bar: String = (0..W).map(|i| if i < filled { '█' } else { '░' }).collect();
+    format!("{bar} {now}/{max}")
+}
+
+/// The bar, or `closed` when the port has no listener now.
+fn queue_cell(q: Option<(u32, u32)>) -> String {
+    q.map_or_else(|| "closed".to_owned(), queue_bar)
+}
+
+/// The last minute, two samples per character (their sum), newest right.
+fn sparkline(samples: &VecDeque<u64>) -> String {
+    let v: Vec<u64> = samples.iter().copied().collect();
+    // Pairs end at the newest sample; an odd oldest one stands alone.
+    let mut sums: Vec<u64> = v.rchunks(2).map(|c| c.iter().sum()).collect();
+    sums.reverse();
+    let max = sums.iter().copied().max().unwrap_or(0);
+    sums.iter()
+        .map(|&v| match v {
+            0 => ' ',
+            _ => SPARK[((v * (SPARK.len() as u64 - 1)).div_ceil(max.max(1)) as usize).min(SPARK.len() - 1)],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::PortSet;
+    use qtrace_common::{kind, CounterKey};
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    fn counters(agg: &mut Aggregator, port: u16, acc: u64, ack: u64) {
+        let key = |kind| CounterKey { netns: 7, port, kind, _pad: 0 };
+        agg.on_counters([(key(kind::ACCEPT_QUEUE_FULL), acc), (key(kind::ACK_OVERFLOW), ack)]);
+    }
+
+    #[test]
+    fn rates_sort_filter_and_pause() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        let mut v = LiveView::new(false);
+        counters(&mut agg, 8080, 0, 0);
+        counters(&mut agg, 9090, 0, 0);
+        v.update(&agg, 1.0);
+        counters(&mut agg, 8080, 10, 2);
+        counters(&mut agg, 9090, 40, 0);
+        v.update(&agg, 2.0);
+        let rows = v.rows(&agg, |k| Some(format!("srv{}", k.port)));
+        assert_eq!(rows.iter().map(|r| (r.key.port, r.rate)).collect::<Vec<_>>(), vec![(9090, 20.0), (8080, 6.0)]);
+        assert_eq!(rows[1].kind_rates, vec![5.0, 1.0], "accept_queue_full and ack_overflow columns");
+        assert_eq!(rows[1].process, "srv8080");
+        assert_eq!(v.key(Key::Char('s')), Action::Redraw);
+        v.key(Key::Char('s'));
+        assert_eq!(v.rows(&agg, |_| None)[0].key.port, 8080, "sorted by port");
+        // Filter: `/`, digits, Enter.
+        for k in [Key::Char('/'), Key::Char('9'), Key::Char('0'), Key::Char('9'), Key::Char('0'), Key::Enter] {
+            v.key(k);
+        }
+        assert_eq!(v.rows(&agg, |_| None).iter().map(|r| r.key.port).collect::<Vec<_>>(), vec![9090]);
+        v.key(Key::Char('c'));
+        assert_eq!(v.rows(&agg, |_| None).len(), 2);
+        // Paused: the numbers stay as they were.
+        v.key(Key::Char('p'));
+        counters(&mut agg, 9090, 100, 0);
+        v.update(&agg, 1.0);
+        assert_eq!(v.rows(&agg, |_| None).iter().find(|r| r.key.port == 9090).unwrap().rate, 20.0);
+        assert!(v.status("tracepoint", &agg).contains("PAUSED"));
+        assert_eq!(v.key(Key::Char('q')), Action::Quit);
+    }
+
+    #[test]
+    fn bars_and_sparklines() {
+        assert_eq!(queue_bar((0, 8)), "░░░░░░░░ 0/8");
+        assert_eq!(queue_bar((5, 8)), "█████░░░ 5/8");
+        assert_eq!(queue_bar((9, 8)), "████████ 9/8");
+        assert_eq!(queue_cell(None), "closed");
+        assert_eq!(sparkline(&VecDeque::from(vec![0, 0, 1, 0, 6, 1])), " ▂█");
+        assert_eq!(sparkline(&VecDeque::from(vec![3, 0, 0])), "█ ");
+    }
+
+    #[test]
+    fn draws_rows_and_status() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        let mut v = LiveView::new(false);
+        counters(&mut agg, 8080, 0, 0);
+        v.update(&agg, 1.0);
+        counters(&mut agg, 8080, 3, 0);
+        v.update(&agg, 1.0);
+        let rows = v.rows(&agg, |_| Some("slowsrv(42)".into()));
+        let mut term = Terminal::new(TestBackend::new(140, 8)).unwrap();
+        let kinds = v.kinds(&agg);
+        term.draw(|f| v.draw(f, &kinds, &rows, &["netns 7: somaxconn 4096".into()], &v.status("fentry", &agg))).unwrap();
+        let screen: Vec<String> =
+            term.backend().buffer().content.chunks(140).map(|line| line.iter().map(|c| c.symbol()).collect::<String>()).collect();
+        let text = screen.join("\n");
+        assert!(screen[0].starts_with("netns 7: somaxconn 4096"), "{text}");
+        assert!(text.contains("SYN:ACCQ/s"), "{text}");
+        let row = screen.iter().find(|l| l.contains("8080")).unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains("slowsrv(42)") && row.contains("3.0"), "{row}");
+        assert!(screen[7].contains("tier fentry"), "{text}");
+    }
+}
