@@ -137,6 +137,10 @@ fn missing_privileges_are_named() {
         stderr,
         vec!["qtrace: error: loading eBPF programs needs root, CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)"]
     );
+    // The demo says what it needs before making anything.
+    let (code, stderr) = run(&["demo"], &nobody);
+    assert_eq!((code, stderr.len()), (Some(2), 1), "{stderr:?}");
+    assert!(stderr[0].starts_with("qtrace: error: qtrace demo needs root"), "{stderr:?}");
     // What needs no privilege still works for them.
     let (code, stderr) = run(&["listeners", "--json"], &nobody);
     assert_eq!(code, Some(0), "{stderr:?}");
