@@ -238,10 +238,13 @@ fn soak_with_listener_churn() {
     let last = rss.last().unwrap().1;
     let max = rss.iter().map(|r| r.1).max().unwrap();
     let report: Vec<String> = rss.iter().map(|(t, kib)| format!("{t:.0}s {:.1}", *kib as f64 / 1024.0)).collect();
-    eprintln!(
-        "soak: {rounds} rounds x {per_round} listeners, {kernel} drops, {expired_ports} ports expired; qtrace RSS MiB over time: {}",
+    let line = format!(
+        "soak: {rounds} rounds x {per_round} listeners, {kernel} drops (live + expired = ListenDrops), {expired_ports} ports expired; qtrace RSS MiB over time: {}\n",
         report.join(", ")
     );
+    eprint!("{line}");
+    // Kept for the test run's report (cargo xtask test prints it).
+    let _ = std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("soak-report.txt"), &line);
     // Flat, not a leak: the figures above are the report. A leak of even one
     // kilobyte per churned port would show as 1.2 MiB here.
     assert!(last <= first + 2048, "RSS grew from {first} KiB to {last} KiB (max {max} KiB)");

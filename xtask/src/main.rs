@@ -290,5 +290,9 @@ fn test() -> Result<()> {
             .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--", "--test-threads=1"])
             .env("QTRACE_BIN", target_dir().join("release/qtrace")),
     )?;
+    // The soak test's memory figures: a report, not an assertion.
+    if let Ok(report) = std::fs::read_to_string(target_dir().join("tmp/soak-report.txt")) {
+        eprint!("xtask: {report}");
+    }
     vm_test()
 }
