@@ -270,6 +270,13 @@ impl Aggregator {
         }
     }
 
+    /// Sets each port's rate to its drops over `seconds` (for a summary).
+    pub fn average_rates(&mut self, seconds: f64) {
+        for st in self.ports.values_mut() {
+            st.rate = if seconds > 0.0 { st.drops() as f64 / seconds } else { 0.0 };
+        }
+    }
+
     /// Takes out ports that have had no listener for `after` seconds and
     /// returns them (with their final totals), so a long run's memory and
     /// metric series follow the listeners that exist, not every port that
@@ -463,6 +470,16 @@ mod tests {
         agg.on_listeners(&snap(7, vec![]));
         agg.forget_idle();
         assert_eq!(agg.ports().keys().map(|k| k.port).collect::<Vec<_>>(), vec![8080]);
+    }
+
+    #[test]
+    fn average_rates_cover_the_whole_run() {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_counters([(key(qtrace_common::kind::ACCEPT_QUEUE_FULL), 30)]);
+        agg.tick(0.1);
+        assert_eq!(agg.ports()[&PortKey { netns: 7, port: 8080 }].rate, 300.0, "30 drops seen in the last 100 ms");
+        agg.average_rates(60.0);
+        assert_eq!(agg.ports()[&PortKey { netns: 7, port: 8080 }].rate, 0.5);
     }
 
     #[test]

@@ -297,6 +297,7 @@ pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiv
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + args.duration.unwrap_or(Duration::from_secs(u32::MAX.into()));
 
     loop {
@@ -372,7 +373,9 @@ pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiv
     w.drain(ring.get_mut());
     w.poll()?;
     let Watch { tracer, mut out, json, .. } = w;
-    let (agg, _, _) = tracer.detach();
+    let (mut agg, _, _) = tracer.detach();
+    // The summary's DROPS/S: over the whole run, not the last 100 ms.
+    agg.average_rates(started.elapsed().as_secs_f64());
     if let Some(server) = server {
         server.abort();
     }
