@@ -158,6 +158,21 @@ impl Watch {
         Ok(())
     }
 
+    /// One plain table: time, explanation lines, context, expiries, rows.
+    fn print_table(&mut self, stamp: &str, banner: &[String], all: bool) {
+        let mut text = format!("{stamp}\n");
+        for line in banner {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&self.context(all));
+        text.extend(self.expired_lines.drain(..));
+        text.push_str(&table::render(&self.tracer.agg, all));
+        text.push('\n');
+        self.out.write_str(&text);
+        self.out.flush();
+    }
+
     /// The settings of the namespaces `which`, read inside each.
     fn settings_of(&self, which: &[u32]) -> BTreeMap<u32, Settings> {
         self.tracer.namespaces.read_each(|| Ok(Settings::read()), |ino| which.contains(&ino))
@@ -223,6 +238,26 @@ fn describe(ports: &PortSet, args: &WatchArgs) -> String {
     }
 }
 
+/// Binds `--metrics-addr` before anything is attached: a taken port is a
+/// usage error, not a late surprise.
+fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| UsageError(format!("cannot serve metrics on {addr}: {e}")))?;
+    Ok(l)
+}
+
+/// Starts the scrape endpoint; returns its task and the snapshot each poll
+/// refreshes.
+fn serve_metrics(listener: tokio::net::TcpListener, tier: &str) -> (tokio::task::JoinHandle<()>, metrics::Shared) {
+    let shared = metrics::Shared::new(Snapshot { tier: tier.to_owned(), ..Snapshot::default() }.into());
+    let url = listener.local_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
+    let task = tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone()))));
+    eprintln!("qtrace: serving Prometheus metrics on {url}");
+    (task, shared)
+}
+
 pub async fn run(args: WatchArgs) -> Result<()> {
     run_with(args, None).await
 }
@@ -233,32 +268,14 @@ pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiv
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     // Before attaching: a bad --output is a usage error, not a late surprise.
     let out = Out::new(args.output.clone())?;
-    let metrics_listener = match args.metrics_addr {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|e| UsageError(format!("cannot serve metrics on {addr}: {e}")))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = args.metrics_addr.map(bind_metrics).transpose()?;
     let (mut tracer, events) = Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces)?;
     tracer.expire_after = args.expire.0;
     for line in tracer.limits() {
         eprintln!("qtrace: {line}");
     }
-    let mut server = None;
     let tier = tracer.probe.tier;
-    let metrics = match metrics_listener {
-        Some(listener) => {
-            let shared = metrics::Shared::new(Snapshot { tier: tier.to_string(), ..Snapshot::default() }.into());
-            let url = listener.local_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
-            server = Some(tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone())))));
-            eprintln!("qtrace: serving Prometheus metrics on {url}");
-            Some(shared)
-        }
-        None => None,
-    };
+    let (server, metrics) = metrics_listener.map(|l| serve_metrics(l, &tier.to_string())).unzip();
     let count = tracer.namespaces.count();
     eprintln!(
         "qtrace: watching {} ({count} namespace{}) with the {} tier; Ctrl-C to stop",
@@ -314,27 +331,17 @@ pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiv
                 }
                 w.poll()?;
                 let stamp = format!("{}  tier {tier}", &event::rfc3339(event::realtime_ns())[..19]);
+                let banner_lines: Vec<String> =
+                    banner.as_ref().map(|b| b.borrow().split('\t').filter(|l| !l.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
                 if let Some(tui) = &mut tui {
                     header = vec![format!("qtrace: watching {what}  {stamp}")];
-                    if let Some(b) = &banner {
-                        header.extend(b.borrow().split('\t').filter(|l| !l.is_empty()).map(str::to_owned));
-                    }
+                    header.extend(banner_lines);
                     header.extend(w.context(true).lines().map(str::to_owned));
                     // The screen is redrawn each tick: the summary says it.
                     w.expired_lines.clear();
                     tui.tick(&w.tracer, &header)?;
                 } else if !args.json {
-                    let mut text = format!("{stamp}\n");
-                    if let Some(b) = banner.as_ref().map(|b| b.borrow().clone()).filter(|b| !b.is_empty()) {
-                        text.push_str(&b.replace('\t', "\n"));
-                        text.push('\n');
-                    }
-                    text.push_str(&w.context(args.all));
-                    text.extend(w.expired_lines.drain(..));
-                    text.push_str(&table::render(&w.tracer.agg, args.all));
-                    text.push('\n');
-                    w.out.write_str(&text);
-                    w.out.flush();
+                    w.print_table(&stamp, &banner_lines, args.all);
                 }
             }
             action = async {
