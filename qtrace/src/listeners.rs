@@ -61,17 +61,18 @@ pub fn syn_queues(listeners: &[Listener], requests: &[(IpAddr, u16)]) -> Vec<Opt
 }
 
 /// Every listener on a watched port of every namespace `namespaces` can
-/// enter, sorted by namespace, port and address.
+/// enter, sorted by namespace, port and address; and how many processes'
+/// descriptors could not be read (their listeners show no owner).
 pub fn snapshot(
     namespaces: &mut Namespaces,
     ports: &PortSet,
     settings: &BTreeMap<u32, Settings>,
     requested: Option<&RequestedBacklogs>,
-) -> Vec<ListenerRow> {
+) -> (Vec<ListenerRow>, usize) {
     let all = namespaces.listeners();
     let mut requests = namespaces.requests();
     let inodes: BTreeSet<u64> = all.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
-    let mut owners = procs::owners(&inodes);
+    let procs::Owners { by_inode: mut owners, unreadable } = procs::owners(&inodes);
     let mut rows = Vec::new();
     for ns in all {
         let reqs = requests.remove(&ns.netns).unwrap_or_default();
@@ -96,7 +97,7 @@ pub fn snapshot(
         }
     }
     rows.sort_by_key(|a| (a.netns, a.listener.port, a.listener.addr));
-    rows
+    (rows, unreadable)
 }
 
 #[cfg(test)]

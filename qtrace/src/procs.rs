@@ -31,33 +31,53 @@ pub fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_owned()).unwrap_or_else(|_| "?".into())
 }
 
+/// Who holds which sockets, and how many processes could not be looked
+/// at: other users' `/proc/PID/fd` takes CAP_SYS_PTRACE (to read the
+/// links) and CAP_DAC_READ_SEARCH (to list them).
+#[derive(Debug, Default)]
+pub struct Owners {
+    pub by_inode: BTreeMap<u64, Vec<Owner>>,
+    pub unreadable: usize,
+}
+
 /// Every process holding each socket inode in `wanted`, by inode.
-pub fn owners(wanted: &std::collections::BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
-    let mut out: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
+pub fn owners(wanted: &std::collections::BTreeSet<u64>) -> Owners {
+    let mut out = Owners::default();
     if wanted.is_empty() {
         return out;
     }
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
     };
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                out.unreadable += usize::from(denied(&e));
+                continue;
+            }
         };
         let mut name = None;
         for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
-                continue;
+            let link = match std::fs::read_link(fd.path()) {
+                Ok(link) => link,
+                // Listed but not readable: every link of it will be the same.
+                Err(e) if denied(&e) => {
+                    out.unreadable += 1;
+                    break;
+                }
+                Err(_) => continue,
             };
             let Some(ino) = link.to_str().and_then(socket_inode) else {
                 continue;
             };
             if wanted.contains(&ino) {
                 let comm = name.get_or_insert_with(|| comm(pid)).clone();
-                let list = out.entry(ino).or_default();
+                let list = out.by_inode.entry(ino).or_default();
                 if !list.iter().any(|o| o.pid == pid) {
                     list.push(Owner { pid, comm });
                 }
@@ -65,25 +85,6 @@ pub fn owners(wanted: &std::collections::BTreeSet<u64>) -> BTreeMap<u64, Vec<Own
         }
     }
     out
-}
-
-/// How many processes' descriptor tables could not be read: other users'
-/// `/proc/PID/fd` takes CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
-pub fn unreadable() -> usize {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
-    procs
-        .flatten()
-        .filter(|p| p.file_name().to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())))
-        .filter(|p| match std::fs::read_dir(p.path().join("fd")) {
-            Err(e) => denied(&e),
-            // Listing may be allowed (CAP_DAC_READ_SEARCH) and reading the
-            // links not (they take a ptrace check).
-            Ok(mut fds) => fds.find_map(Result::ok).is_some_and(|fd| std::fs::read_link(fd.path()).is_err_and(|e| denied(&e))),
-        })
-        .count()
 }
 
 #[cfg(test)]
@@ -105,6 +106,6 @@ mod tests {
         let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
         let ino = socket_inode(link.to_str().unwrap()).unwrap();
         let found = owners(&[ino].into());
-        assert_eq!(found[&ino], vec![Owner { pid: std::process::id(), comm: comm(std::process::id()) }]);
+        assert_eq!(found.by_inode[&ino], vec![Owner { pid: std::process::id(), comm: comm(std::process::id()) }]);
     }
 }

@@ -119,7 +119,7 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
     };
     let after = states(&namespaces);
     let settings = after.iter().map(|(ino, s)| (*ino, s.settings)).collect();
-    let rows = listeners::snapshot(&mut namespaces, &ports, &settings, backlogs.as_ref());
+    let (rows, _) = listeners::snapshot(&mut namespaces, &ports, &settings, backlogs.as_ref());
 
     let samples: Vec<NsSample> = after
         .iter()

@@ -15,7 +15,7 @@ use crate::output::style::Style;
 pub fn run(args: ListenersArgs) -> Result<()> {
     let Resolved { ports, mut namespaces, .. } = args.scope.resolve()?;
     let settings = namespaces.read_each(|| Ok(Settings::read()), |_| true);
-    let rows = listeners::snapshot(&mut namespaces, &ports, &settings, None);
+    let (rows, unreadable) = listeners::snapshot(&mut namespaces, &ports, &settings, None);
     let mut text = String::new();
     if args.json {
         for r in &rows {
@@ -34,14 +34,11 @@ pub fn run(args: ListenersArgs) -> Result<()> {
             if namespaces.unreachable.len() == 1 { "" } else { "s" }
         );
     }
-    if rows.iter().any(|r| r.owners.is_empty()) {
-        let hidden = crate::procs::unreadable();
-        if hidden > 0 {
-            eprintln!(
-                "qtrace: the descriptors of {hidden} process{} could not be read (other users' /proc/PID/fd needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); listeners they hold show no process",
-                if hidden == 1 { "" } else { "es" }
-            );
-        }
+    if unreadable > 0 && rows.iter().any(|r| r.owners.is_empty()) {
+        eprintln!(
+            "qtrace: the descriptors of {unreadable} process{} could not be read (other users' /proc/PID/fd needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); listeners they hold show no process",
+            if unreadable == 1 { "" } else { "es" }
+        );
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ impl Owners {
             for ino in unknown {
                 // Not found (another user's process without the privilege
                 // to look): remembered as unknown, not looked up again.
-                let name = found.get(&ino).and_then(|o| o.first()).map(|o| o.short()).unwrap_or_else(|| "-".into());
+                let name = found.by_inode.get(&ino).and_then(|o| o.first()).map(|o| o.short()).unwrap_or_else(|| "-".into());
                 self.names.insert(ino as u32, name);
             }
         }
@@ -140,8 +140,7 @@ impl Tui {
     pub fn draw(&mut self, tracer: &Tracer, header: &[String]) -> Result<()> {
         // Paused: the rows as they were when the pause began.
         if !self.view.paused || self.shown.is_none() {
-            let rows = self.view.rows(&tracer.agg, |k| self.owner_of.get(k).cloned());
-            self.shown = Some((self.view.kinds(&tracer.agg), rows));
+            self.shown = Some(self.view.rows(&tracer.agg, |k| self.owner_of.get(k).cloned()));
         }
         let status = self.view.status(&tracer.probe.tier.to_string(), &tracer.agg);
         let (view, (kinds, rows)) = (&self.view, self.shown.as_ref().expect("set above"));

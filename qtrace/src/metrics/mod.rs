@@ -107,7 +107,8 @@ fn gauge(v: i64) -> ConstGauge<i64> {
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Polls and scrapes share one thread: the lock is never contended.
+        let s = self.0.lock().unwrap_or_else(|e| e.into_inner());
         Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).encode(enc.encode_descriptor(
             "qtrace_build",
             "qtrace's version.",

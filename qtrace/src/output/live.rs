@@ -164,12 +164,13 @@ impl LiveView {
 
     /// Kinds with a column: those that happened on a shown port (a tier
     /// that cannot see a kind shows no misleading zero).
-    pub fn kinds(&self, agg: &Aggregator) -> Vec<Kind> {
+    fn kinds(&self, agg: &Aggregator) -> Vec<Kind> {
         Kind::ALL.into_iter().filter(|k| *k != Kind::ListenerDiscard && agg.ports().values().any(|st| st.count(*k) > 0)).collect()
     }
 
-    /// The rows to draw, filtered and sorted. `owner` names a port's process.
-    pub fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> Vec<LiveRow> {
+    /// The kinds with a column, and the rows to draw, filtered and sorted.
+    /// `owner` names a port's process.
+    pub fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> (Vec<Kind>, Vec<LiveRow>) {
         let kinds = self.kinds(agg);
         let mut rows: Vec<LiveRow> = agg
             .ports()
@@ -195,7 +196,7 @@ impl LiveView {
             Sort::Total => rows.sort_by(|a, b| b.drops.cmp(&a.drops).then(a.key.cmp(&b.key))),
             Sort::Port => rows.sort_by_key(|r| (r.key.port, r.key.netns)),
         }
-        rows
+        (kinds, rows)
     }
 
     fn style(&self, color: Color) -> Style {
@@ -216,10 +217,11 @@ impl LiveView {
 
         let bold = Style::default().add_modifier(Modifier::BOLD);
         // One namespace on screen: no column for it.
-        let netns = rows.iter().any(|r| r.key.netns != rows[0].key.netns);
-        let mut titles = vec!["NETNS".to_owned()];
-        titles.extend(titles_without_netns(kinds));
-        let header_row = Row::new(titles.into_iter().map(Cell::from)).style(bold);
+        let skip = usize::from(!rows.iter().any(|r| r.key.netns != rows[0].key.netns));
+        let mut titles = vec!["NETNS".to_owned(), "PORT".into(), "PROCESS".into(), "ACCEPT QUEUE".into(), "DROPS/S".into()];
+        titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
+        titles.extend(["DROPS".into(), "LAST MINUTE".into()]);
+        let header_row = Row::new(titles.into_iter().skip(skip).map(Cell::from)).style(bold);
         let lines: Vec<Row> = rows
             .iter()
             .map(|r| {
@@ -242,17 +244,14 @@ impl LiveView {
                 cells.extend(r.kind_rates.iter().map(|v| Cell::from(format!("{v:.1}"))));
                 cells.push(Cell::from(r.drops.to_string()));
                 cells.push(Cell::from(r.spark.clone()).style(self.style(Color::Red)));
-                Row::new(cells.into_iter().skip(usize::from(!netns)))
+                Row::new(cells.into_iter().skip(skip))
             })
             .collect();
-        let header_row = if netns { header_row } else { Row::new(titles_without_netns(kinds)).style(bold) };
         let mut widths =
             vec![Constraint::Length(10), Constraint::Length(5), Constraint::Length(20), Constraint::Length(16), Constraint::Length(7)];
         widths.extend(kinds.iter().map(|k| Constraint::Length(k.column().len() as u16 + 2)));
         widths.extend([Constraint::Length(8), Constraint::Length(SPARK_WIDTH as u16)]);
-        if !netns {
-            widths.remove(0);
-        }
+        let widths: Vec<Constraint> = widths.into_iter().skip(skip).collect();
         frame.render_widget(Table::new(lines, widths).header(header_row).column_spacing(1), table);
         if rows.is_empty() {
             let note = match self.filter {
@@ -286,13 +285,6 @@ impl LiveView {
         }
         s
     }
-}
-
-fn titles_without_netns(kinds: &[Kind]) -> Vec<String> {
-    let mut titles = vec!["PORT".to_owned(), "PROCESS".into(), "ACCEPT QUEUE".into(), "DROPS/S".into()];
-    titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
-    titles.extend(["DROPS".into(), "LAST MINUTE".into()]);
-    titles
 }
 
 /// `████░░░░ 5/8`: the accept queue against its bound.
@@ -346,25 +338,25 @@ mod tests {
         counters(&mut agg, 8080, 10, 2);
         counters(&mut agg, 9090, 40, 0);
         v.update(&agg, 2.0);
-        let rows = v.rows(&agg, |k| Some(format!("srv{}", k.port)));
+        let (_, rows) = v.rows(&agg, |k| Some(format!("srv{}", k.port)));
         assert_eq!(rows.iter().map(|r| (r.key.port, r.rate)).collect::<Vec<_>>(), vec![(9090, 20.0), (8080, 6.0)]);
         assert_eq!(rows[1].kind_rates, vec![5.0, 1.0], "accept_queue_full and ack_overflow columns");
         assert_eq!(rows[1].process, "srv8080");
         assert_eq!(v.key(Key::Char('s')), Action::Redraw);
         v.key(Key::Char('s'));
-        assert_eq!(v.rows(&agg, |_| None)[0].key.port, 8080, "sorted by port");
+        assert_eq!(v.rows(&agg, |_| None).1[0].key.port, 8080, "sorted by port");
         // Filter: `/`, digits, Enter.
         for k in [Key::Char('/'), Key::Char('9'), Key::Char('0'), Key::Char('9'), Key::Char('0'), Key::Enter] {
             v.key(k);
         }
-        assert_eq!(v.rows(&agg, |_| None).iter().map(|r| r.key.port).collect::<Vec<_>>(), vec![9090]);
+        assert_eq!(v.rows(&agg, |_| None).1.iter().map(|r| r.key.port).collect::<Vec<_>>(), vec![9090]);
         v.key(Key::Char('c'));
-        assert_eq!(v.rows(&agg, |_| None).len(), 2);
+        assert_eq!(v.rows(&agg, |_| None).1.len(), 2);
         // Paused: the numbers stay as they were.
         v.key(Key::Char('p'));
         counters(&mut agg, 9090, 100, 0);
         v.update(&agg, 1.0);
-        assert_eq!(v.rows(&agg, |_| None).iter().find(|r| r.key.port == 9090).unwrap().rate, 20.0);
+        assert_eq!(v.rows(&agg, |_| None).1.iter().find(|r| r.key.port == 9090).unwrap().rate, 20.0);
         assert!(v.status("tracepoint", &agg).contains("PAUSED"));
         assert_eq!(v.key(Key::Char('q')), Action::Quit);
     }
@@ -387,9 +379,8 @@ mod tests {
         v.update(&agg, 1.0);
         counters(&mut agg, 8080, 3, 0);
         v.update(&agg, 1.0);
-        let rows = v.rows(&agg, |_| Some("slowsrv(42)".into()));
+        let (kinds, rows) = v.rows(&agg, |_| Some("slowsrv(42)".into()));
         let mut term = Terminal::new(TestBackend::new(140, 8)).unwrap();
-        let kinds = v.kinds(&agg);
         term.draw(|f| v.draw(f, &kinds, &rows, &["netns 7: somaxconn 4096".into()], &v.status("fentry", &agg))).unwrap();
         let screen: Vec<String> =
             term.backend().buffer().content.chunks(140).map(|line| line.iter().map(|c| c.symbol()).collect::<String>()).collect();
