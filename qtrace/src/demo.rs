@@ -2,7 +2,8 @@
 //! bursty clients, in a network namespace of its own, going through each
 //! kind of overflow in turn. It runs in a child process that `qtrace demo`
 //! starts in a fresh namespace; it dies with its parent, and the namespace
-//! with it. Each phase is announced on stdout as one line, with the
+//! with it. It starts when told to on stdin (once qtrace is attached).
+//! Each phase is announced on stdout as one line, with the
 //! namespace's own counters as the kernel reports them.
 
 use std::io::Write as _;
@@ -214,6 +215,12 @@ pub fn scenario(phase_secs: u64) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     writeln!(out, "ready")?;
     out.flush()?;
+    // No traffic before qtrace is attached: every drop the namespace's
+    // counters show is then one qtrace saw too.
+    let mut go = String::new();
+    if std::io::stdin().read_line(&mut go)? == 0 {
+        return Ok(());
+    }
     loop {
         for (i, p) in PHASES.iter().enumerate() {
             write_sysctl("tcp_syncookies", p.syncookies);

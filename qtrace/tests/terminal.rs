@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, require_root};
+use common::{bin, counters_of, require_root};
 
 /// A tmux session running one command in a 150x20 terminal.
 struct Tmux {
@@ -69,8 +69,13 @@ fn drops_8080(screen: &str) -> Option<u64> {
     row.split_whitespace().nth(col)?.parse().ok()
 }
 
+fn scenario_pid() -> Option<u32> {
+    let out = Command::new("pgrep").args(["-x", "slow-server"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
+}
+
 fn scenario_alive() -> bool {
-    Command::new("pgrep").args(["-x", "slow-server"]).status().is_ok_and(|s| s.success())
+    scenario_pid().is_some()
 }
 
 #[test]
@@ -102,6 +107,11 @@ fn the_live_view_shows_the_demo_and_its_keys_work() {
     t.wait_for("an empty filter", Duration::from_secs(5), |s| s.contains("no watched listener on port 9999"));
     t.keys("c");
     t.wait_for("the row back", Duration::from_secs(5), |s| drops_8080(s).is_some());
+    // The demo's namespace is fresh and only port 8080 listens in it: its
+    // ListenDrops, read just before quitting, is a floor for the summary.
+    let pid = scenario_pid().expect("the demo's server");
+    let kernel = counters_of(&format!("/proc/{pid}")).get("ListenDrops");
+    assert!(kernel > 0, "the kernel counted drops in the demo's namespace");
     t.keys("q");
     let end = t.wait_for("the summary", Duration::from_secs(15), |s| s.contains("exit status"));
     assert!(end.contains("Summary") && end.contains("exit status 0"), "{end}");
@@ -115,6 +125,7 @@ fn the_live_view_shows_the_demo_and_its_keys_work() {
             l.split_whitespace().nth(col)?.parse().ok()
         })
         .unwrap_or_else(|| panic!("no summary row for 8080: {end}"));
+    assert!(total >= kernel, "summary {total} vs the namespace's ListenDrops {kernel} before quitting");
     assert!(total >= d2, "summary {total} vs live {d2}");
     // The scenario (and with it its namespace) is gone.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -138,5 +149,16 @@ fn the_demo_without_a_terminal_prints_plain_tables() {
     let row = summary.lines().find(|l| l.split_whitespace().nth(1) == Some("8080")).unwrap_or_else(|| panic!("{summary}"));
     let drops: u64 = row.split_whitespace().nth(col).unwrap().parse().unwrap();
     assert!(drops > 0, "the demo overflowed: {summary}");
+    // The phase lines carry the namespace's own ListenDrops growth per phase
+    // (traffic starts only once qtrace is attached): their last values add
+    // up to a floor for qtrace's total.
+    let mut per_phase = std::collections::BTreeMap::new();
+    for line in stdout.lines().filter(|l| l.starts_with("demo ")) {
+        let phase = line.split(':').next().unwrap().to_owned();
+        let n = line.split("ListenDrops +").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok());
+        per_phase.insert(phase, n.unwrap_or(0));
+    }
+    let kernel: u64 = per_phase.values().sum();
+    assert!(kernel > 0 && drops >= kernel, "qtrace {drops} vs the namespace's ListenDrops {kernel} ({per_phase:?})");
     assert!(!scenario_alive(), "the demo's server outlived it");
 }

@@ -4,7 +4,7 @@
 //! the namespace is made with unshare(2), not `ip netns`, and ends with
 //! the child process that lives in it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding qtrace's own executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(["demo-scenario", "--phase", &args.phase.as_secs_f64().to_string()])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     // SAFETY: prctl and unshare are async-signal-safe; they run in the child
@@ -79,7 +79,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         metrics_addr: None,
         expire: Expire(None),
     };
-    let result = watch::run_with(watch_args, Some(banner)).await;
+    let mut go = child.0.stdin.take().context("the scenario's input")?;
+    let start: Box<dyn FnOnce()> = Box::new(move || {
+        // A scenario that already died shows as a quiet port; its exit is
+        // reported when the demo ends.
+        let _ = go.write_all(b"start\n");
+    });
+    let result = watch::run_with(watch_args, Some(banner), Some(start)).await;
     drop(child);
     result
 }

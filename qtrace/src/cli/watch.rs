@@ -259,12 +259,17 @@ fn serve_metrics(listener: tokio::net::TcpListener, tier: &str) -> (tokio::task:
 }
 
 pub async fn run(args: WatchArgs) -> Result<()> {
-    run_with(args, None).await
+    run_with(args, None, None).await
 }
 
-/// `watch`, with a line of explanation above the live view that `banner`
-/// keeps current (`qtrace demo`).
-pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiver<String>>) -> Result<()> {
+/// `watch`, with lines of explanation above the live view that `banner`
+/// keeps current, and `attached` called once the hooks are in
+/// (`qtrace demo` starts its traffic then).
+pub async fn run_with(
+    args: WatchArgs,
+    banner: Option<tokio::sync::watch::Receiver<String>>,
+    attached: Option<Box<dyn FnOnce()>>,
+) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     // Before attaching: a bad --output is a usage error, not a late surprise.
     let out = Out::new(args.output.clone())?;
@@ -276,6 +281,9 @@ pub async fn run_with(args: WatchArgs, banner: Option<tokio::sync::watch::Receiv
     }
     let tier = tracer.probe.tier;
     let (server, metrics) = metrics_listener.map(|l| serve_metrics(l, &tier.to_string())).unzip();
+    if let Some(attached) = attached {
+        attached();
+    }
     let count = tracer.namespaces.count();
     eprintln!(
         "qtrace: watching {} ({count} namespace{}) with the {} tier; Ctrl-C to stop",

@@ -85,26 +85,7 @@ impl NetNs {
 
     /// The namespace's listen-queue counters from TcpExt (`nstat`).
     pub fn counters(&self) -> Counters {
-        let text = self.run(|| {
-            let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").expect("netstat");
-            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
-            netstat + &snmp
-        });
-        let lines: Vec<&str> = text.lines().collect();
-        let mut map = HashMap::new();
-        for pair in lines.chunks(2) {
-            let (Some(keys), Some(values)) = (pair.first(), pair.get(1)) else {
-                continue;
-            };
-            if keys.starts_with("TcpExt:") || keys.starts_with("Tcp:") {
-                for (k, v) in keys.split_whitespace().zip(values.split_whitespace()).skip(1) {
-                    if LISTEN_COUNTERS.contains(&k) {
-                        map.insert(k.to_owned(), v.parse().unwrap_or(0));
-                    }
-                }
-            }
-        }
-        Counters(map)
+        self.run(|| counters_of("/proc/thread-self"))
     }
 
     /// The listener's drop counter as `ss -ltm` shows it (`d<N>`).
@@ -135,6 +116,29 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
+}
+
+/// The listen-queue counters of a process's namespace, from
+/// `/proc/<pid or thread-self>/net` (`nstat`'s sources).
+pub fn counters_of(proc_dir: &str) -> Counters {
+    let netstat = std::fs::read_to_string(format!("{proc_dir}/net/netstat")).expect("netstat");
+    let snmp = std::fs::read_to_string(format!("{proc_dir}/net/snmp")).expect("snmp");
+    let text = netstat + &snmp;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut map = HashMap::new();
+    for pair in lines.chunks(2) {
+        let (Some(keys), Some(values)) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
+        if keys.starts_with("TcpExt:") || keys.starts_with("Tcp:") {
+            for (k, v) in keys.split_whitespace().zip(values.split_whitespace()).skip(1) {
+                if LISTEN_COUNTERS.contains(&k) {
+                    map.insert(k.to_owned(), v.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    Counters(map)
 }
 
 const LISTEN_COUNTERS: &[&str] =
