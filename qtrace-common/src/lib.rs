@@ -15,7 +15,12 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Per-CPU array of `u64` indexed by the `stat::*` ids: what could not be
 /// delivered or attributed.
 pub const MAP_STATS: &str = "STATS";
-/// Array with one [`Config`] at index 0, written by userspace before attach.
+/// Array with one [`Config`] at index 0, written by userspace after the maps
+/// are created and before any program is loaded, then frozen. The map is
+/// read-only for programs (`BPF_F_RDONLY_PROG`), so once frozen the verifier
+/// knows its contents as constants (`bpf_map_direct_read`, Linux 5.2): it
+/// follows only the branch a configured value selects, which is how one
+/// program reads a context slot that differs between kernels.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Array of 65536 `u8`: non-zero where the local port is watched (only
 /// consulted when [`Config::filter_ports`] is set).
@@ -247,12 +252,49 @@ pub struct Config {
     pub tp_state_protocol: u32,
     /// `struct sock`: `__sk_common.skc_cookie` (8 bytes).
     pub sk_cookie: u32,
-    pub _pad: u32,
+    /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
+    /// in the fentry/fexit context and the kprobe registers, by parameter
+    /// name from the kernel's BTF.
+    pub conn_request: ArgSlots,
+    pub syn_recv_v4: ArgSlots,
+    pub syn_recv_v6: ArgSlots,
     /// Text ranges from kallsyms as (start, end) pairs in [`range`] order:
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 144 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 152 + 16 * range::LEN);
+
+/// Marks a parameter a traced function does not have (or a program does not
+/// read).
+pub const SLOT_NONE: u8 = u8::MAX;
+
+/// Where a traced function's values sit, resolved by parameter name from the
+/// running kernel's BTF rather than fixed at compile time: prototypes change
+/// within a stable series (Debian's 6.12.117 gave `tcp_v4_syn_recv_sock` a
+/// seventh parameter, `opt_child_init`, that 6.12.107 lacks).
+///
+/// A fentry/fexit context is the traced function's arguments as an array of
+/// `u64` followed, for fexit, by its return value, so the return value's
+/// slot is the number of parameters. A kprobe reads the same positions from
+/// the argument registers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgSlots {
+    /// Position of the `sk` parameter (the listener).
+    pub sk: u8,
+    /// Position of the `skb` parameter (the packet).
+    pub skb: u8,
+    /// Position of `req_unhash` ([`SLOT_NONE`] where not read).
+    pub req_unhash: u8,
+    /// Number of parameters: the return value's slot in an fexit context.
+    pub ret: u8,
+}
+const _: () = assert!(core::mem::size_of::<ArgSlots>() == 4);
+
+impl ArgSlots {
+    /// Nothing resolved: the programs that need these are never loaded.
+    pub const NONE: Self = Self { sk: SLOT_NONE, skb: SLOT_NONE, req_unhash: SLOT_NONE, ret: SLOT_NONE };
+}
 
 /// Kernel functions whose text range the tracepoint tier matches `location`
 /// against.
@@ -305,7 +347,9 @@ impl Config {
             tp_state_newstate: OFFSET_NONE,
             tp_state_protocol: OFFSET_NONE,
             sk_cookie: OFFSET_NONE,
-            _pad: 0,
+            conn_request: ArgSlots::NONE,
+            syn_recv_v4: ArgSlots::NONE,
+            syn_recv_v6: ArgSlots::NONE,
             ranges: [0; 2 * range::LEN],
         }
     }

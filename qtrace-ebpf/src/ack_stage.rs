@@ -10,6 +10,11 @@
 //!                                   bool *own_req);
 //! ```
 //!
+//! Stable kernels from late 2026 (seen: Debian's 6.12.117, 6.18.44) add a
+//! seventh parameter,
+//! `opt_child_init` (a function pointer): the programs read each value at
+//! the position BTF gives its name (`args`).
+//!
 //! It returns NULL when the accept queue is full (`ListenOverflows`), but
 //! also on memory or route failures: only NULL *with* the accept queue full
 //! is an overflow. `req_unhash` tells the route: `tcp_check_req()` passes the
@@ -27,8 +32,9 @@ use aya_ebpf::{
     macros::{fexit, kprobe, kretprobe},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use qtrace_common::{hook, kind};
+use qtrace_common::{hook, kind, ArgSlots};
 
+use crate::args::{btf_slot, reg_arg};
 use crate::emit::{emit, watched};
 use crate::listener::{backlog, config, identity, is_ipv4_skb, sysctl};
 use crate::maps::{AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
@@ -61,27 +67,36 @@ fn on_return(call: AckEntry, child: u64, v6: bool, hook: u8) {
     emit(cfg, k, hook, &id, sk, skb, &q);
 }
 
+/// The arguments at the positions the kernel's BTF gives them.
 #[inline(always)]
-fn fexit_args(ctx: &FExitContext) -> AckEntry {
-    AckEntry { sk: ctx.arg(0), skb: ctx.arg(1), req_unhash: ctx.arg(4) }
+fn fexit_args(ctx: &FExitContext, at: ArgSlots) -> AckEntry {
+    AckEntry { sk: btf_slot(ctx, at.sk), skb: btf_slot(ctx, at.skb), req_unhash: btf_slot(ctx, at.req_unhash) }
 }
 
-// fexit reads the return value as argument 6: `bpf_get_func_ret` needs 5.17,
-// the trampoline's extra slot works from 5.5.
+// fexit finds the return value after the arguments, in the slot numbered
+// like the function's parameter count (`at.ret`, from BTF): 6 on 5.10 to
+// 6.12.107, 7 since `opt_child_init` was added. `bpf_get_func_ret` would
+// need 5.17; the trampoline's slot works from 5.5.
 #[fexit(function = "tcp_v4_syn_recv_sock")]
 pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
-    on_return(fexit_args(&ctx), ctx.arg(6), false, hook::FEXIT_TCP_V4_SYN_RECV_SOCK);
+    if let Some(cfg) = config() {
+        let at = cfg.syn_recv_v4;
+        on_return(fexit_args(&ctx, at), btf_slot(&ctx, at.ret), false, hook::FEXIT_TCP_V4_SYN_RECV_SOCK);
+    }
     0
 }
 
 #[fexit(function = "tcp_v6_syn_recv_sock")]
 pub fn fexit_tcp_v6_syn_recv_sock(ctx: FExitContext) -> u32 {
-    on_return(fexit_args(&ctx), ctx.arg(6), true, hook::FEXIT_TCP_V6_SYN_RECV_SOCK);
+    if let Some(cfg) = config() {
+        let at = cfg.syn_recv_v6;
+        on_return(fexit_args(&ctx, at), btf_slot(&ctx, at.ret), true, hook::FEXIT_TCP_V6_SYN_RECV_SOCK);
+    }
     0
 }
 
-fn save(slot: &PerCpuArray<AckEntry>, ctx: &ProbeContext) {
-    let (Some(sk), Some(skb), Some(req_unhash)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(4)) else {
+fn save(slot: &PerCpuArray<AckEntry>, ctx: &ProbeContext, at: ArgSlots) {
+    let (Some(sk), Some(skb), Some(req_unhash)) = (reg_arg(ctx, at.sk), reg_arg(ctx, at.skb), reg_arg(ctx, at.req_unhash)) else {
         return;
     };
     if let Some(p) = slot.get_ptr_mut(0) {
@@ -102,7 +117,9 @@ fn restore(slot: &PerCpuArray<AckEntry>, ctx: &RetProbeContext, v6: bool, hook: 
 
 #[kprobe]
 pub fn kprobe_tcp_v4_syn_recv_sock(ctx: ProbeContext) -> u32 {
-    save(&ACK_V4_ENTRY, &ctx);
+    if let Some(cfg) = config() {
+        save(&ACK_V4_ENTRY, &ctx, cfg.syn_recv_v4);
+    }
     0
 }
 
@@ -114,7 +131,9 @@ pub fn kretprobe_tcp_v4_syn_recv_sock(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_tcp_v6_syn_recv_sock(ctx: ProbeContext) -> u32 {
-    save(&ACK_V6_ENTRY, &ctx);
+    if let Some(cfg) = config() {
+        save(&ACK_V6_ENTRY, &ctx, cfg.syn_recv_v6);
+    }
     0
 }
 

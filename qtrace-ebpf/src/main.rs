@@ -14,8 +14,12 @@
 //! buffer. Nothing is formatted here.
 #![no_std]
 #![no_main]
+// Inline assembly on the bpf target (nightly, which builds this crate
+// anyway): see `args`.
+#![feature(asm_experimental_arch)]
 
 mod ack_stage;
+mod args;
 mod emit;
 mod listen_calls;
 mod listener;

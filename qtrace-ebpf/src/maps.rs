@@ -1,6 +1,7 @@
 //! The maps both sides share (names and value types from `qtrace-common`)
 //! and the per-CPU scratch the entry/exit program pairs use.
 
+use aya_ebpf::bindings::BPF_F_RDONLY_PROG;
 use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -16,8 +17,10 @@ pub static COUNTERS: PerCpuHashMap<CounterKey, u64> = PerCpuHashMap::with_max_en
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(qtrace_common::stat::LEN, 0);
 
+/// Read-only for programs and frozen by userspace before they load, so the
+/// verifier reads it as constants (see [`qtrace_common::MAP_CONFIG`]).
 #[map]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
 
 #[map]
 pub static PORTS: Array<u8> = Array::with_max_entries(PORTS_LEN, 0);

@@ -31,18 +31,18 @@ use aya_ebpf::{
 };
 use qtrace_common::{hook, kind, stat, Config};
 
+use crate::args::{btf_slot, reg_arg};
 use crate::emit::{bump, emit, watched};
 use crate::listener::{backlog, config, identity, read, sysctl, Backlog};
 use crate::maps::{SynEntry, SYN_ENTRY};
 
 #[inline(always)]
-fn on_entry(sk: u64, skb: u64) {
+fn on_entry(cfg: &Config, sk: u64, skb: u64) {
     let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: per-CPU slot; cleared first so an unwatched call leaves no entry.
     unsafe { (*slot).sk = 0 };
-    let Some(cfg) = config() else { return };
     let id = identity(cfg, sk);
     if !id.valid() || !watched(cfg, &id) {
         return;
@@ -98,24 +98,32 @@ fn syn_backlog_last_quarter(cfg: &Config, net: u64, qlen: u32) -> bool {
     max - (qlen as i32) < (max >> 2)
 }
 
-/// fentry/fexit tier (BTF trampolines; x86_64 from 5.5).
+/// fentry/fexit tier (BTF trampolines; x86_64 from 5.5). `sk` and `skb` are
+/// read at the positions the kernel's BTF gives them (`cfg.conn_request`).
 #[fentry(function = "tcp_conn_request")]
 pub fn fentry_tcp_conn_request(ctx: FEntryContext) -> u32 {
-    on_entry(ctx.arg::<u64>(2), ctx.arg::<u64>(3));
+    if let Some(cfg) = config() {
+        let at = cfg.conn_request;
+        on_entry(cfg, btf_slot(&ctx, at.sk), btf_slot(&ctx, at.skb));
+    }
     0
 }
 
 #[fexit(function = "tcp_conn_request")]
 pub fn fexit_tcp_conn_request(ctx: FExitContext) -> u32 {
-    on_exit(ctx.arg::<u64>(2), hook::FEXIT_TCP_CONN_REQUEST);
+    if let Some(cfg) = config() {
+        on_exit(btf_slot(&ctx, cfg.conn_request.sk), hook::FEXIT_TCP_CONN_REQUEST);
+    }
     0
 }
 
 /// kprobe tier: the same, for kernels without trampolines.
 #[kprobe]
 pub fn kprobe_tcp_conn_request(ctx: ProbeContext) -> u32 {
-    if let (Some(sk), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
-        on_entry(sk, skb);
+    let Some(cfg) = config() else { return 0 };
+    let at = cfg.conn_request;
+    if let (Some(sk), Some(skb)) = (reg_arg(&ctx, at.sk), reg_arg(&ctx, at.skb)) {
+        on_entry(cfg, sk, skb);
     }
     0
 }

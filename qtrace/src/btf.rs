@@ -49,6 +49,8 @@ pub enum BtfError {
     Bitfield(String),
     #[error("enumerator {0} not found in the kernel's BTF")]
     NoEnumerator(String),
+    #[error("function {0} not found in the kernel's BTF")]
+    NoFunc(String),
 }
 
 /// A parsed BTF blob (for example `/sys/kernel/btf/vmlinux`).
@@ -279,9 +281,94 @@ impl Btf {
         self.find(KIND_FUNC, name)
     }
 
+    /// The parameter names of each kernel function in `names`, in order
+    /// (from its `FUNC_PROTO`; an unnamed parameter is an empty string).
+    /// One walk over the types for all of them: functions come late in a
+    /// vmlinux's BTF, and each walk costs some 2 ms on 6.18.
+    pub fn func_params<const N: usize>(&self, names: [&str; N]) -> [Result<Vec<&str>, BtfError>; N] {
+        let mut ids = [None; N];
+        for (id, r) in self.all().filter(|(_, r)| r.kind == KIND_FUNC && r.name != 0) {
+            let name = self.str_at(r.name);
+            if let Some(i) = names.iter().position(|n| *n == name) {
+                ids[i] = ids[i].or(Some(id));
+            }
+        }
+        std::array::from_fn(|i| {
+            let func = ids[i].and_then(|id| self.rec(id)).ok_or_else(|| BtfError::NoFunc(names[i].to_owned()))?;
+            let proto = self.rec(func.size_or_type).filter(|r| r.kind == KIND_FUNC_PROTO).ok_or(BtfError::BadType(KIND_FUNC))?;
+            Ok(proto.tail.chunks_exact(8).take(proto.vlen).map(|p| self.str_at(u32_at(p, 0).unwrap_or(0))).collect())
+        })
+    }
+
     /// Name of a composite type.
     pub fn struct_name(&self, id: u32) -> Option<&str> {
         self.rec(id).filter(|r| matches!(r.kind, KIND_STRUCT | KIND_UNION)).map(|r| self.str_at(r.name))
+    }
+}
+
+/// Builds BTF blobs for tests: kernel functions with the prototypes
+/// different kernels give them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    #[derive(Default)]
+    pub(crate) struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl Builder {
+        pub(crate) fn new() -> Self {
+            Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+        }
+
+        fn name(&mut self, s: &str) -> u32 {
+            let at = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            at
+        }
+
+        fn push(&mut self, words: &[u32]) -> u32 {
+            for w in words {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        /// `void *`-like pointer: enough for a parameter's type.
+        fn pointer(&mut self) -> u32 {
+            self.push(&[0, KIND_PTR << 24, 0])
+        }
+
+        /// A function `name(params...)` returning a pointer: its FUNC_PROTO,
+        /// then its FUNC.
+        pub(crate) fn func(mut self, name: &str, params: &[&str]) -> Self {
+            let ptr = self.pointer();
+            let mut words = vec![0, KIND_FUNC_PROTO << 24 | params.len() as u32, ptr];
+            for p in params {
+                words.extend([self.name(p), ptr]);
+            }
+            let proto = self.push(&words);
+            let n = self.name(name);
+            self.push(&[n, KIND_FUNC << 24 | 1, proto]);
+            self
+        }
+
+        pub(crate) fn build(self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            for v in [24, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
     }
 }
 
@@ -363,6 +450,15 @@ mod tests {
         assert_eq!(btf.field("outer", "in.q"), Err(BtfError::NoMember { within: "struct outer.in".into(), member: "q".into() }));
         assert_eq!(btf.field("outer", "a.b").unwrap_err().to_string(), "member b not found in struct outer.a");
         assert!(btf.enumerator("E_TWO").is_err());
+    }
+
+    #[test]
+    fn function_parameters_by_name() {
+        let btf = Btf::parse(testing::Builder::new().func("f", &["sk", "", "skb"]).build()).unwrap();
+        let [f, g] = btf.func_params(["f", "g"]);
+        assert_eq!(f.unwrap(), vec!["sk", "", "skb"]);
+        assert_eq!(g, Err(BtfError::NoFunc("g".into())));
+        assert!(btf.func_id("f").is_some());
     }
 
     #[test]

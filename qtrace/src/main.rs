@@ -17,6 +17,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.verbose {
+        qtrace::cli::log_to_stderr();
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

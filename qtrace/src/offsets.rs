@@ -4,7 +4,7 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context, Result};
-use qtrace_common::{range, Config, OFFSET_NONE};
+use qtrace_common::{range, ArgSlots, Config, OFFSET_NONE, SLOT_NONE};
 
 use crate::btf::{Btf, BtfError};
 
@@ -47,6 +47,66 @@ pub fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
     cfg.skb_network_header = offset(btf, "sk_buff", "network_header", &[2])?;
     cfg.skb_transport_header = offset(btf, "sk_buff", "transport_header", &[2])?;
     cfg.skb_protocol = offset(btf, "sk_buff", "protocol", &[2])?;
+    Ok(())
+}
+
+/// The functions the fentry and kprobe tiers hook, with the parameters their
+/// programs read (by name: positions differ between kernels).
+const HOOKED: [(&str, &[&str]); 3] = [
+    ("tcp_conn_request", &["sk", "skb"]),
+    ("tcp_v4_syn_recv_sock", &["sk", "skb", "req_unhash"]),
+    ("tcp_v6_syn_recv_sock", &["sk", "skb", "req_unhash"]),
+];
+
+/// Why the fentry and kprobe tiers cannot read a hooked function's
+/// arguments on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("{func}() is not in the kernel's BTF")]
+    NoFunc { func: &'static str },
+    #[error("{func}() has no parameter named {param} on this kernel (its parameters: {params})")]
+    NoParam { func: &'static str, param: &'static str, params: String },
+    #[error("{func}() takes {param} as parameter {n}, past the {regs} a kprobe reads from registers", n = *position + 1)]
+    NotInRegister { func: &'static str, param: &'static str, position: u8, regs: u8 },
+}
+
+/// Fills `cfg`'s argument slots of every hooked function from `btf`: the
+/// position of each parameter its program reads, by name, and the number of
+/// parameters (where fexit finds the return value). An error is the reason
+/// the fentry and kprobe tiers are refused; the tracepoint tier needs none.
+pub fn arg_slots(btf: &Btf, cfg: &mut Config) -> Result<(), SlotError> {
+    let mut resolved = [ArgSlots::NONE; 3];
+    let prototypes = btf.func_params(HOOKED.map(|(func, _)| func));
+    for (((func, wanted), params), out) in HOOKED.iter().zip(prototypes).zip(&mut resolved) {
+        let params = params.map_err(|_| SlotError::NoFunc { func })?;
+        let mut pos = [SLOT_NONE; 3];
+        for (name, slot) in wanted.iter().zip(&mut pos) {
+            let at = params.iter().position(|p| p == name);
+            *slot =
+                at.and_then(|i| u8::try_from(i).ok()).ok_or_else(|| SlotError::NoParam { func, param: name, params: params.join(", ") })?;
+        }
+        let ret = u8::try_from(params.len()).unwrap_or(SLOT_NONE);
+        *out = ArgSlots { sk: pos[0], skb: pos[1], req_unhash: pos[2], ret };
+    }
+    [cfg.conn_request, cfg.syn_recv_v4, cfg.syn_recv_v6] = resolved;
+    Ok(())
+}
+
+/// Arguments a kprobe reads from registers: `__PT_PARM1_REG` to
+/// `__PT_PARM6_REG` on x86_64, eight on arm64 (libbpf's `bpf_tracing.h`).
+const REGISTER_ARGS: u8 = if cfg!(target_arch = "aarch64") { 8 } else { 6 };
+
+/// Whether the kprobe tier can read every argument `cfg` places: the rest
+/// are on the stack, where its programs do not look.
+pub fn kprobe_reads(cfg: &Config) -> Result<(), SlotError> {
+    let slots = [cfg.conn_request, cfg.syn_recv_v4, cfg.syn_recv_v6];
+    for ((func, wanted), at) in HOOKED.iter().zip(slots) {
+        for (param, position) in wanted.iter().zip([at.sk, at.skb, at.req_unhash]) {
+            if position != SLOT_NONE && position >= REGISTER_ARGS {
+                return Err(SlotError::NotInRegister { func, param, position, regs: REGISTER_ARGS });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -326,6 +386,61 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
         let (ranges, _) =
             kallsyms_ranges("ffffffffc0001000 t cookie_v6_check\t[ipv6]\nnot a line\n\nffffffffc0001800 t x\t[ipv6]\n".as_bytes());
         assert_eq!(&ranges[6..8], &[0xffffffffc0001000, 0xffffffffc0001800]);
+    }
+
+    /// Hooked functions as a kernel's BTF declares them; `opt_child_init`
+    /// says whether `tcp_v4/v6_syn_recv_sock` have the seventh parameter
+    /// (Debian's 6.12.117 and 6.18.44 do, 5.10 to 6.12.107 do not).
+    fn kernel(opt_child_init: bool) -> Btf {
+        let mut recv = vec!["sk", "skb", "req", "dst", "req_unhash", "own_req"];
+        if opt_child_init {
+            recv.push("opt_child_init");
+        }
+        let b = crate::btf::testing::Builder::new()
+            .func("tcp_conn_request", &["rsk_ops", "af_ops", "sk", "skb"])
+            .func("tcp_v4_syn_recv_sock", &recv)
+            .func("tcp_v6_syn_recv_sock", &recv);
+        Btf::parse(b.build()).unwrap()
+    }
+
+    #[test]
+    fn argument_slots_follow_the_prototype() {
+        let conn_request = ArgSlots { sk: 2, skb: 3, req_unhash: SLOT_NONE, ret: 4 };
+        for (seventh, ret) in [(false, 6), (true, 7)] {
+            let mut cfg = Config::empty();
+            arg_slots(&kernel(seventh), &mut cfg).unwrap();
+            let recv = ArgSlots { sk: 0, skb: 1, req_unhash: 4, ret };
+            assert_eq!((cfg.conn_request, cfg.syn_recv_v4, cfg.syn_recv_v6), (conn_request, recv, recv), "seventh parameter: {seventh}");
+            assert_eq!(kprobe_reads(&cfg), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_missing_parameter_is_named() {
+        let recv = ["sk", "skb", "req", "dst", "unhash", "own_req"];
+        let b = crate::btf::testing::Builder::new()
+            .func("tcp_conn_request", &["rsk_ops", "af_ops", "sk", "skb"])
+            .func("tcp_v4_syn_recv_sock", &recv)
+            .func("tcp_v6_syn_recv_sock", &recv);
+        let mut cfg = Config::empty();
+        let err = arg_slots(&Btf::parse(b.build()).unwrap(), &mut cfg).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tcp_v4_syn_recv_sock() has no parameter named req_unhash on this kernel (its parameters: sk, skb, req, dst, unhash, own_req)"
+        );
+        assert_eq!(cfg.syn_recv_v4, ArgSlots::NONE, "nothing half-resolved");
+        let only_one = Btf::parse(crate::btf::testing::Builder::new().func("tcp_conn_request", &["sk", "skb"]).build()).unwrap();
+        assert_eq!(arg_slots(&only_one, &mut cfg).unwrap_err(), SlotError::NoFunc { func: "tcp_v4_syn_recv_sock" });
+    }
+
+    #[test]
+    fn kprobes_read_registers_only() {
+        let mut cfg = Config::empty();
+        arg_slots(&kernel(true), &mut cfg).unwrap();
+        cfg.syn_recv_v6.req_unhash = REGISTER_ARGS;
+        let err = kprobe_reads(&cfg).unwrap_err();
+        let want = format!("tcp_v6_syn_recv_sock() takes req_unhash as parameter {}, past the {REGISTER_ARGS}", REGISTER_ARGS + 1);
+        assert!(err.to_string().starts_with(&want), "{err}");
     }
 
     #[test]

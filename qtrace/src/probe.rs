@@ -11,6 +11,7 @@
 //! refused, so `watch` can say why it runs with less detail.
 
 use std::fmt;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -55,6 +56,18 @@ pub enum HookChoice {
     Fentry,
     Kprobe,
     Tracepoint,
+}
+
+impl HookChoice {
+    /// The tiers to try, best first.
+    fn tiers(self) -> &'static [Tier] {
+        match self {
+            HookChoice::Auto => &[Tier::Fentry, Tier::Kprobe, Tier::Tracepoint],
+            HookChoice::Fentry => &[Tier::Fentry],
+            HookChoice::Kprobe => &[Tier::Kprobe],
+            HookChoice::Tracepoint => &[Tier::Tracepoint],
+        }
+    }
 }
 
 /// What to watch, applied in the kernel.
@@ -149,7 +162,13 @@ pub fn missing_capabilities(status: &str) -> Option<String> {
 }
 
 /// A short reason for a failed load or attach, in the terms an operator knows.
-fn explain(tier: Tier, err: &ProgramError) -> String {
+fn explain(tier: Tier, name: &str, err: &ProgramError) -> String {
+    if let ProgramError::LoadError { io_error, verifier_log } = err {
+        let log = verifier_log.to_string();
+        if !log.trim().is_empty() {
+            return format!("the kernel's verifier refused {name} ({io_error}: {}; --verbose shows its log)", verifier_verdict(&log));
+        }
+    }
     let text = format!("{err:#}");
     let io = match err {
         ProgramError::LoadError { io_error, .. } => Some(io_error.raw_os_error()),
@@ -165,6 +184,13 @@ fn explain(tier: Tier, err: &ProgramError) -> String {
         }
         _ => chain(err),
     }
+}
+
+/// The verifier's own last word: the line that says why, not the
+/// statistics it prints after it.
+fn verifier_verdict(log: &str) -> &str {
+    let stats = ["processed ", "verification time", "stack depth", "mark_precise", "max_states_per_insn"];
+    log.lines().rev().map(str::trim).find(|l| !l.is_empty() && !stats.iter().any(|s| l.starts_with(s))).unwrap_or("no reason given")
 }
 
 /// An error with its causes, one line.
@@ -211,16 +237,23 @@ impl Probe {
         let btf = kernel_btf()?;
         let mut cfg = Config::empty();
         offsets::from_btf(&btf, &mut cfg)?;
+        // Where each hooked function keeps the arguments the fentry and
+        // kprobe programs read; without them both tiers are refused.
+        let slots = offsets::arg_slots(&btf, &mut cfg).map_err(|e| e.to_string());
         let tracefs = ensure_tracefs()?;
         let fmt_path = tracefs.join("events/skb/kfree_skb/format");
         let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
         let mut ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
         let listen_layout = listen_formats(tracefs, &mut cfg);
         let state_layout = state_format(tracefs, &btf, &mut cfg);
-        let fentry_refused = match choice {
-            HookChoice::Auto | HookChoice::Fentry => fentry_refused(&btf),
-            _ => None,
+        // Refusals known before loading anything.
+        let unavailable = |tier: Tier| match tier {
+            Tier::Fentry => slots.clone().err().or_else(|| fentry_refused(&btf).map(|e| explain(tier, FENTRY_PROGRAMS[0].0, &e))),
+            Tier::Kprobe => slots.clone().err().or_else(|| offsets::kprobe_reads(&cfg).err().map(|e| e.to_string())),
+            Tier::Tracepoint => None,
         };
+        let order = choice.tiers();
+        let known_refusals: Vec<Option<String>> = order.iter().map(|&t| unavailable(t)).collect();
         drop(btf);
 
         // The patched loader reads no kernel BTF (vendor/aya/QTRACE-PATCH.md).
@@ -244,35 +277,11 @@ impl Probe {
         }
         cfg.filter_netns = filter.netns.unwrap_or(0);
         cfg.filter_ports = u32::from(!filter.ports.is_all());
-        {
-            let mut config: Array<_, Config> = Array::try_from(ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?)?;
-            config.set(0, cfg, 0).context("writing the programs' configuration")?;
-        }
-        if !filter.ports.is_all() {
-            let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(MAP_PORTS).context("PORTS map")?)?;
-            for port in filter.ports.iter() {
-                ports.set(u32::from(port), 1u8, 0).context("writing the port filter")?;
-            }
-        }
+        write_config(&mut ebpf, cfg, &filter.ports)?;
 
-        let order: &[Tier] = match choice {
-            HookChoice::Auto => &[Tier::Fentry, Tier::Kprobe, Tier::Tracepoint],
-            HookChoice::Fentry => &[Tier::Fentry],
-            HookChoice::Kprobe => &[Tier::Kprobe],
-            HookChoice::Tracepoint => &[Tier::Tracepoint],
-        };
         let mut refused = Vec::new();
-        let mut fentry_refused = fentry_refused;
-        for &tier in order {
-            let result = match tier {
-                Tier::Fentry => match fentry_refused.take() {
-                    Some(err) => Err((FENTRY_PROGRAMS[0].0, err)),
-                    None => attach_fentry(&mut ebpf),
-                },
-                Tier::Kprobe => attach_kprobe(&mut ebpf),
-                Tier::Tracepoint => attach_tracepoint(&mut ebpf),
-            };
-            match result {
+        for (&tier, known) in order.iter().zip(known_refusals) {
+            match known.map_or_else(|| attach_tier(&mut ebpf, tier), Err) {
                 Ok(()) => {
                     let counted_is_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
                     let listen_calls_missing = listen_layout.and_then(|()| attach_listen_calls(&mut ebpf)).err();
@@ -287,12 +296,7 @@ impl Probe {
                         closed_missing,
                     });
                 }
-                Err((name, err)) => {
-                    let why = explain(tier, &err);
-                    log::debug!("{tier} tier: {name}: {err:?}");
-                    unload_all(&mut ebpf);
-                    refused.push((tier, why));
-                }
+                Err(why) => refused.push((tier, why)),
             }
         }
         let reasons: Vec<String> = refused.iter().map(|(t, why)| format!("{t}: {why}")).collect();
@@ -324,6 +328,49 @@ impl Probe {
 }
 
 type AttachError = (&'static str, ProgramError);
+
+/// Writes the programs' configuration and port filter, then freezes the
+/// configuration: programs loaded after this see it as constants (see
+/// `qtrace_common::MAP_CONFIG`), which the argument slots rely on.
+fn write_config(ebpf: &mut Ebpf, cfg: Config, ports: &PortSet) -> Result<()> {
+    if !ports.is_all() {
+        let mut map: Array<_, u8> = Array::try_from(ebpf.map_mut(MAP_PORTS).context("PORTS map")?)?;
+        for port in ports.iter() {
+            map.set(u32::from(port), 1u8, 0).context("writing the port filter")?;
+        }
+    }
+    let map = ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?;
+    let mut config: Array<_, Config> = Array::try_from(&mut *map)?;
+    config.set(0, cfg, 0).context("writing the programs' configuration")?;
+    let aya::maps::Map::Array(data) = map else { bail!("CONFIG is not an array map") };
+    // union bpf_attr for BPF_MAP_FREEZE (Linux 5.2): map_fd at 0.
+    let mut attr = [0u8; 8];
+    attr[0..4].copy_from_slice(&(data.fd().as_fd().as_raw_fd() as u32).to_ne_bytes());
+    // SAFETY: attr is a valid BPF_MAP_FREEZE attribute of the size given.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, 22 /* BPF_MAP_FREEZE */, attr.as_ptr(), attr.len() as u32)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("freezing the programs' configuration (BPF_MAP_FREEZE, Linux 5.2)");
+    }
+    Ok(())
+}
+
+/// Attaches one tier; on failure unloads what it loaded and says why in
+/// one sentence (the whole error, verifier log included, at debug level:
+/// `--verbose`).
+fn attach_tier(ebpf: &mut Ebpf, tier: Tier) -> Result<(), String> {
+    let result = match tier {
+        Tier::Fentry => attach_fentry(ebpf),
+        Tier::Kprobe => attach_kprobe(ebpf),
+        Tier::Tracepoint => attach_tracepoint(ebpf),
+    };
+    result.map_err(|(name, err)| {
+        log::debug!("{tier} tier: {name}: {}", chain(&err));
+        unload_all(ebpf);
+        explain(tier, name, &err)
+    })
+}
 
 /// Loads a two-instruction fentry program on `tcp_conn_request`, with the
 /// attach target's id from qtrace's own BTF reader. Where the kernel refuses

@@ -28,6 +28,32 @@ use crate::probe::HookChoice;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Print debugging detail on stderr, such as the kernel verifier's log
+    /// when it refuses a hook tier's programs.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// `--verbose`: qtrace's debug records (and the libraries' warnings) on stderr.
+pub fn log_to_stderr() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.target().starts_with("qtrace") || m.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if !self.enabled(record.metadata()) {
+                return;
+            }
+            eprintln!("qtrace: {}: {}", record.level().as_str().to_lowercase(), record.args());
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
 }
 
 pub const EXAMPLES: &str = "\
@@ -256,6 +282,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("qtrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn verbose_goes_anywhere() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        assert!(parse(&["watch", "-v", "--json"]).unwrap().verbose);
+        assert!(parse(&["--verbose", "doctor"]).unwrap().verbose);
+        assert!(!parse(&["listeners"]).unwrap().verbose);
     }
 
     #[test]
