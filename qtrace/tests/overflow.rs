@@ -373,6 +373,43 @@ fn short_lived_listeners_keep_their_drops(ip: &str) {
     drops_match(&done, p, listen_drops, "short_lived_listeners", ip);
 }
 
+/// `--hooks auto` picks the most detailed tier this kernel allows, and
+/// that tier counts a burst exactly. The expected tier comes from outside
+/// qtrace: the VM matrix derives it from each kernel package's
+/// configuration (`QTRACE_TEST_EXPECT_TIER`: BTF and ftrace direct calls
+/// mean fentry); where nothing says, it is the first tier that attaches
+/// when asked for alone (this host's policy refuses trampolines, which no
+/// configuration shows).
+#[test]
+fn auto_picks_the_most_detailed_tier() {
+    let expected = std::env::var("QTRACE_TEST_EXPECT_TIER").unwrap_or_else(|_| {
+        let attaches = |tier: &str| {
+            let st = std::process::Command::new(common::bin()).args(["watch", "--hooks", tier, "--duration", "1", "--json"]).output();
+            st.expect("qtrace runs").status.success()
+        };
+        ["fentry", "kprobe", "tracepoint"].into_iter().find(|t| attaches(t)).expect("some tier attaches").to_owned()
+    });
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch_with_hooks("auto", &["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let srv = ns.run(|| listener(addr("127.0.0.1", p), 2));
+    let clients: Vec<Socket> = ns.run(|| (0..12).map(|_| connect_nonblocking(addr("127.0.0.1", p))).collect());
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(clients);
+    let listen_drops = settle(SETTLE, || ns.counters().get("ListenDrops")) - before.get("ListenDrops");
+    let done = q.stop(libc::SIGINT);
+    drop(srv);
+    common::note("auto_picks_the_most_detailed_tier", &format!("--hooks auto picked {} (expected {expected})", done.tier));
+    assert_eq!(done.tier, expected, "the tier --hooks auto picked; stderr {:?}", done.stderr);
+    assert!(listen_drops >= 9, "the burst should overflow (ListenDrops +{listen_drops})");
+    drops_match(&done, p, listen_drops, "auto_picks_the_most_detailed_tier", "127.0.0.1");
+    if done.sees_syn_stage() {
+        let overflows = after_overflows(&ns, &before);
+        assert_eq!(done.events(p, "accept_queue_full").len() as u64, overflows, "one accept_queue_full event per ListenOverflows");
+    }
+}
+
 /// Every scenario runs over IPv4 and IPv6 loopback: `ipv4::NAME`, `ipv6::NAME`.
 macro_rules! both_families {
     ($($name:ident),* $(,)?) => {

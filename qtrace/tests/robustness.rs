@@ -174,6 +174,37 @@ fn a_kernel_without_btf_is_explained() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A kernel whose `tcp_v4/v6_syn_recv_sock` lack a parameter the fentry and
+/// kprobe programs read (simulated: this kernel's BTF with `req_unhash`
+/// renamed, through QTRACE_BTF): both tiers are refused in one sentence
+/// that names the function and the parameter, `auto` goes on to the
+/// tracepoint tier, and asking for fentry alone fails in one line.
+#[test]
+fn a_changed_prototype_refuses_the_tiers_that_need_it() {
+    require_root();
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("this host publishes its BTF");
+    let (from, to) = (b"\0req_unhash\0", b"\0req_unhasX\0");
+    let at = btf.windows(from.len()).position(|w| w == from).expect("req_unhash in the string section");
+    btf[at..at + to.len()].copy_from_slice(to);
+    let file = std::env::temp_dir().join(format!("qtrace-proto-{}.btf", std::process::id()));
+    std::fs::write(&file, &btf).expect("written");
+    let says = "tcp_v4_syn_recv_sock() has no parameter named req_unhash on this kernel";
+
+    let out = Command::new(bin()).args(["watch", "--duration", "0.5", "--json"]).env("QTRACE_BTF", &file).output().expect("qtrace runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "auto falls back to the tracepoint tier: {stderr}");
+    for tier in ["fentry", "kprobe"] {
+        let refusal = format!("qtrace: {tier} tier unavailable: {says} (its parameters: sk, skb, req, dst, req_unhasX, own_req");
+        assert!(stderr.lines().any(|l| l.starts_with(&refusal)), "{tier}: {stderr}");
+    }
+    let out = Command::new(bin()).args(["watch", "--hooks", "fentry", "--json"]).env("QTRACE_BTF", &file).output().expect("qtrace runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line, no verifier log: {stderr}");
+    assert!(stderr.contains(says), "{stderr}");
+    let _ = std::fs::remove_file(&file);
+}
+
 #[test]
 fn output_file_is_reopened_on_sighup() {
     require_root();

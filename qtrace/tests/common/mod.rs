@@ -254,17 +254,26 @@ impl Qtrace {
         Self::start("watch", args, "qtrace: watching")
     }
 
+    /// Starts `qtrace watch --hooks HOOKS ARGS`, whatever `QTRACE_TEST_HOOKS` says.
+    pub fn watch_with_hooks(hooks: &str, args: &[&str]) -> Self {
+        Self::start_with("watch", hooks, args, "qtrace: watching")
+    }
+
     /// Starts `qtrace doctor ARGS` and waits until it samples.
     pub fn doctor(args: &[&str]) -> Self {
         Self::start("doctor", args, "qtrace: doctor: sampling")
     }
 
     fn start(sub: &str, args: &[&str], ready_prefix: &str) -> Self {
-        require_root();
         let hooks = std::env::var("QTRACE_TEST_HOOKS").unwrap_or_else(|_| "auto".into());
+        Self::start_with(sub, &hooks, args, ready_prefix)
+    }
+
+    fn start_with(sub: &str, hooks: &str, args: &[&str], ready_prefix: &str) -> Self {
+        require_root();
         let mut child = Command::new(bin())
             .arg(sub)
-            .args(["--hooks", &hooks])
+            .args(["--hooks", hooks])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -337,6 +346,18 @@ pub fn unsupported(test: &str, what: &str, why: &str) {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("report file");
         f.write_all(line.as_bytes()).expect("report written");
+    }
+}
+
+/// Records what a test found about this kernel (for example the tier
+/// `--hooks auto` picked), in the file `QTRACE_TEST_NOTES` names: the VM
+/// matrix shows it beside the verdicts.
+pub fn note(test: &str, what: &str) {
+    eprintln!("note: {test}: {what}");
+    if let Ok(path) = std::env::var("QTRACE_TEST_NOTES") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("notes file");
+        writeln!(f, "{test}: {what}").expect("note written");
     }
 }
 
