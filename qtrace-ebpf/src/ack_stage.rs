@@ -32,7 +32,7 @@ use aya_ebpf::{
     macros::{fexit, kprobe, kretprobe},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use qtrace_common::{hook, kind, ArgSlots};
+use qtrace_common::{hook, kind, ArgSlots, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{emit, watched};
@@ -40,12 +40,11 @@ use crate::listener::{backlog, config, identity, is_ipv4_skb, sysctl};
 use crate::maps::{AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
 
 #[inline(always)]
-fn on_return(call: AckEntry, child: u64, v6: bool, hook: u8) {
+fn on_return(cfg: &Config, call: AckEntry, child: u64, v6: bool, hook: u8) {
     let AckEntry { sk, skb, req_unhash } = call;
     if child != 0 {
         return;
     }
-    let Some(cfg) = config() else { return };
     if v6 && is_ipv4_skb(cfg, skb) {
         return;
     }
@@ -81,7 +80,7 @@ fn fexit_args(ctx: &FExitContext, at: ArgSlots) -> AckEntry {
 pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
     if let Some(cfg) = config() {
         let at = cfg.syn_recv_v4;
-        on_return(fexit_args(&ctx, at), btf_slot(&ctx, at.ret), false, hook::FEXIT_TCP_V4_SYN_RECV_SOCK);
+        on_return(cfg, fexit_args(&ctx, at), btf_slot(&ctx, at.ret), false, hook::FEXIT_TCP_V4_SYN_RECV_SOCK);
     }
     0
 }
@@ -90,11 +89,12 @@ pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
 pub fn fexit_tcp_v6_syn_recv_sock(ctx: FExitContext) -> u32 {
     if let Some(cfg) = config() {
         let at = cfg.syn_recv_v6;
-        on_return(fexit_args(&ctx, at), btf_slot(&ctx, at.ret), true, hook::FEXIT_TCP_V6_SYN_RECV_SOCK);
+        on_return(cfg, fexit_args(&ctx, at), btf_slot(&ctx, at.ret), true, hook::FEXIT_TCP_V6_SYN_RECV_SOCK);
     }
     0
 }
 
+#[inline(always)]
 fn save(slot: &PerCpuArray<AckEntry>, ctx: &ProbeContext, at: ArgSlots) {
     let (Some(sk), Some(skb), Some(req_unhash)) = (reg_arg(ctx, at.sk), reg_arg(ctx, at.skb), reg_arg(ctx, at.req_unhash)) else {
         return;
@@ -105,13 +105,14 @@ fn save(slot: &PerCpuArray<AckEntry>, ctx: &ProbeContext, at: ArgSlots) {
     }
 }
 
+#[inline(always)]
 fn restore(slot: &PerCpuArray<AckEntry>, ctx: &RetProbeContext, v6: bool, hook: u8) {
     let Some(p) = slot.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU slot.
     let e = unsafe { *p };
     unsafe { (*p).sk = 0 };
-    if e.sk != 0 {
-        on_return(e, ctx.ret::<u64>(), v6, hook);
+    if let (true, Some(cfg)) = (e.sk != 0, config()) {
+        on_return(cfg, e, ctx.ret::<u64>(), v6, hook);
     }
 }
 

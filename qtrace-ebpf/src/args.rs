@@ -12,7 +12,7 @@
 //! whose contents the verifier knows as constants: it walks only the arm the
 //! running kernel's slot selects and never checks the others.
 
-use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::programs::{FEntryContext, FExitContext, ProbeContext};
 
 /// Reads the `u64` at word `$n` of a context, for each literal `$n`,
 /// choosing by `$slot`; `$none` for any other slot.
@@ -45,12 +45,18 @@ macro_rules! ctx_word {
     };
 }
 
+/// The contexts whose words are the traced function's arguments (a kprobe's
+/// are registers: [`reg_arg`]).
+pub trait TracingContext: aya_ebpf::EbpfContext {}
+impl TracingContext for FEntryContext {}
+impl TracingContext for FExitContext {}
+
 /// Slot `slot` of a fentry/fexit context: argument `slot` for
 /// `slot < number of parameters`, the return value (fexit) at that number.
 /// Zero for a slot beyond the twelve a trampoline can pass
 /// (`MAX_BPF_FUNC_ARGS`).
 #[inline(always)]
-pub fn btf_slot(ctx: &impl aya_ebpf::EbpfContext, slot: u8) -> u64 {
+pub fn btf_slot(ctx: &impl TracingContext, slot: u8) -> u64 {
     let base = ctx.as_ptr();
     let v = ctx_word!(base, slot, None,
         0 => 0, 1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 5, 6 => 6, 7 => 7, 8 => 8, 9 => 9, 10 => 10, 11 => 11, 12 => 12);

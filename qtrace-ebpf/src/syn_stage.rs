@@ -55,7 +55,7 @@ fn on_entry(cfg: &Config, sk: u64, skb: u64) {
 }
 
 #[inline(always)]
-fn on_exit(sk: u64, hook: u8) {
+fn on_exit(cfg: &Config, sk: u64, hook: u8) {
     let Some(slot) = SYN_ENTRY.get_ptr_mut(0) else {
         return;
     };
@@ -68,7 +68,6 @@ fn on_exit(sk: u64, hook: u8) {
         }
         return;
     }
-    let Some(cfg) = config() else { return };
     let id = identity(cfg, sk);
     let q = Backlog { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
     let syncookies = sysctl(cfg, id.net, cfg.net_syncookies);
@@ -112,7 +111,7 @@ pub fn fentry_tcp_conn_request(ctx: FEntryContext) -> u32 {
 #[fexit(function = "tcp_conn_request")]
 pub fn fexit_tcp_conn_request(ctx: FExitContext) -> u32 {
     if let Some(cfg) = config() {
-        on_exit(btf_slot(&ctx, cfg.conn_request.sk), hook::FEXIT_TCP_CONN_REQUEST);
+        on_exit(cfg, btf_slot(&ctx, cfg.conn_request.sk), hook::FEXIT_TCP_CONN_REQUEST);
     }
     0
 }
@@ -132,11 +131,11 @@ pub fn kprobe_tcp_conn_request(ctx: ProbeContext) -> u32 {
 pub fn kretprobe_tcp_conn_request(_ctx: RetProbeContext) -> u32 {
     // The return registers no longer hold the arguments: the entry's sk is
     // the one to compare against.
-    if let Some(slot) = SYN_ENTRY.get_ptr(0) {
+    if let (Some(slot), Some(cfg)) = (SYN_ENTRY.get_ptr(0), config()) {
         // SAFETY: per-CPU slot.
         let sk = unsafe { (*slot).sk };
         if sk != 0 {
-            on_exit(sk, hook::KRETPROBE_TCP_CONN_REQUEST);
+            on_exit(cfg, sk, hook::KRETPROBE_TCP_CONN_REQUEST);
         }
     }
     0

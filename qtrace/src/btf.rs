@@ -35,7 +35,7 @@ const KIND_ENUM64: u32 = 19;
 
 /// Why a BTF question has no answer. Callers match on these to tell "this
 /// kernel lacks the member" (a capability) from "the BTF is broken".
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum BtfError {
     #[error("not BTF data (bad magic or truncated header)")]
     BadHeader,

@@ -64,6 +64,8 @@ const HOOKED: [(&str, &[&str]); 3] = [
 pub enum SlotError {
     #[error("{func}() is not in the kernel's BTF")]
     NoFunc { func: &'static str },
+    #[error("reading {func}()'s prototype from the kernel's BTF: {error}")]
+    Btf { func: &'static str, error: BtfError },
     #[error("{func}() has no parameter named {param} on this kernel (its parameters: {params})")]
     NoParam { func: &'static str, param: &'static str, params: String },
     #[error("{func}() takes {param} as parameter {n}, past the {regs} a kprobe reads from registers", n = *position + 1)]
@@ -77,8 +79,20 @@ pub enum SlotError {
 pub fn arg_slots(btf: &Btf, cfg: &mut Config) -> Result<(), SlotError> {
     let mut resolved = [ArgSlots::NONE; 3];
     let prototypes = btf.func_params(HOOKED.map(|(func, _)| func));
-    for (((func, wanted), params), out) in HOOKED.iter().zip(prototypes).zip(&mut resolved) {
-        let params = params.map_err(|_| SlotError::NoFunc { func })?;
+    for (i, ((func, wanted), params)) in HOOKED.iter().zip(prototypes).enumerate() {
+        let params = match params {
+            Ok(p) => p,
+            // With IPv6 built as a module its functions are in the
+            // module's BTF, not vmlinux's. tcp_v6_syn_recv_sock implements
+            // the same `inet_connection_sock_af_ops.syn_recv_sock` as
+            // tcp_v4_syn_recv_sock, so C guarantees it the same prototype.
+            Err(BtfError::NoFunc(_)) if *func == "tcp_v6_syn_recv_sock" => {
+                resolved[i] = resolved[i - 1];
+                continue;
+            }
+            Err(BtfError::NoFunc(_)) => return Err(SlotError::NoFunc { func }),
+            Err(error) => return Err(SlotError::Btf { func, error }),
+        };
         let mut pos = [SLOT_NONE; 3];
         for (name, slot) in wanted.iter().zip(&mut pos) {
             let at = params.iter().position(|p| p == name);
@@ -86,7 +100,7 @@ pub fn arg_slots(btf: &Btf, cfg: &mut Config) -> Result<(), SlotError> {
                 at.and_then(|i| u8::try_from(i).ok()).ok_or_else(|| SlotError::NoParam { func, param: name, params: params.join(", ") })?;
         }
         let ret = u8::try_from(params.len()).unwrap_or(SLOT_NONE);
-        *out = ArgSlots { sk: pos[0], skb: pos[1], req_unhash: pos[2], ret };
+        resolved[i] = ArgSlots { sk: pos[0], skb: pos[1], req_unhash: pos[2], ret };
     }
     [cfg.conn_request, cfg.syn_recv_v4, cfg.syn_recv_v6] = resolved;
     Ok(())
@@ -431,6 +445,17 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
         assert_eq!(cfg.syn_recv_v4, ArgSlots::NONE, "nothing half-resolved");
         let only_one = Btf::parse(crate::btf::testing::Builder::new().func("tcp_conn_request", &["sk", "skb"]).build()).unwrap();
         assert_eq!(arg_slots(&only_one, &mut cfg).unwrap_err(), SlotError::NoFunc { func: "tcp_v4_syn_recv_sock" });
+    }
+
+    #[test]
+    fn ipv6_as_a_module_shares_the_ipv4_prototype() {
+        let recv = ["sk", "skb", "req", "dst", "req_unhash", "own_req", "opt_child_init"];
+        let b = crate::btf::testing::Builder::new()
+            .func("tcp_conn_request", &["rsk_ops", "af_ops", "sk", "skb"])
+            .func("tcp_v4_syn_recv_sock", &recv);
+        let mut cfg = Config::empty();
+        arg_slots(&Btf::parse(b.build()).unwrap(), &mut cfg).unwrap();
+        assert_eq!(cfg.syn_recv_v6, ArgSlots { sk: 0, skb: 1, req_unhash: 4, ret: 7 });
     }
 
     #[test]

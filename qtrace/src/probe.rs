@@ -254,6 +254,11 @@ impl Probe {
         };
         let order = choice.tiers();
         let known_refusals: Vec<Option<String>> = order.iter().map(|&t| unavailable(t)).collect();
+        for (tier, why) in order.iter().zip(&known_refusals) {
+            if let Some(why) = why {
+                log::debug!("{tier} tier refused before loading: {why}");
+            }
+        }
         drop(btf);
 
         // The patched loader reads no kernel BTF (vendor/aya/QTRACE-PATCH.md).
@@ -277,7 +282,8 @@ impl Probe {
         }
         cfg.filter_netns = filter.netns.unwrap_or(0);
         cfg.filter_ports = u32::from(!filter.ports.is_all());
-        write_config(&mut ebpf, cfg, &filter.ports)?;
+        write_ports(&mut ebpf, &filter.ports)?;
+        write_config(&mut ebpf, cfg)?;
 
         let mut refused = Vec::new();
         for (&tier, known) in order.iter().zip(known_refusals) {
@@ -329,16 +335,21 @@ impl Probe {
 
 type AttachError = (&'static str, ProgramError);
 
-/// Writes the programs' configuration and port filter, then freezes the
-/// configuration: programs loaded after this see it as constants (see
-/// `qtrace_common::MAP_CONFIG`), which the argument slots rely on.
-fn write_config(ebpf: &mut Ebpf, cfg: Config, ports: &PortSet) -> Result<()> {
+/// Marks the watched ports for the in-kernel filter.
+fn write_ports(ebpf: &mut Ebpf, ports: &PortSet) -> Result<()> {
     if !ports.is_all() {
         let mut map: Array<_, u8> = Array::try_from(ebpf.map_mut(MAP_PORTS).context("PORTS map")?)?;
         for port in ports.iter() {
             map.set(u32::from(port), 1u8, 0).context("writing the port filter")?;
         }
     }
+    Ok(())
+}
+
+/// Writes the programs' configuration, then freezes it: programs loaded
+/// after this see it as constants (see `qtrace_common::MAP_CONFIG`), which
+/// the argument slots rely on.
+fn write_config(ebpf: &mut Ebpf, cfg: Config) -> Result<()> {
     let map = ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?;
     let mut config: Array<_, Config> = Array::try_from(&mut *map)?;
     config.set(0, cfg, 0).context("writing the programs' configuration")?;
