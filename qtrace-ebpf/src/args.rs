@@ -10,19 +10,21 @@
 //! So a slot is read through a `match` whose arms each read one constant
 //! offset. The slot comes from the frozen, program-read-only CONFIG map,
 //! whose contents the verifier knows as constants: it walks only the arm the
-//! running kernel's slot selects and never checks the others.
+//! running kernel's slot selects and never checks the others. (5.10's
+//! verifier keeps a constant across a stack spill of 8 bytes only; the
+//! slots are compared straight from their loads, in registers.)
 
 use aya_ebpf::programs::{FEntryContext, FExitContext, ProbeContext};
 
-/// Reads the `u64` at word `$n` of a context, for each literal `$n`,
-/// choosing by `$slot`; `$none` for any other slot.
+/// Reads the `u64` at word `$word` of a context when `$slot` is `$n`;
+/// `None` for a slot not listed.
 ///
 /// Each arm is one `ldxdw` with its offset in the instruction, written as
 /// inline assembly: with plain (even volatile) loads LLVM merges the arms
 /// into one load at a computed address, and the verifier refuses a context
 /// access at a register offset ("dereference of modified ctx ptr").
 macro_rules! ctx_word {
-    ($base:expr, $slot:expr, $none:expr, $($n:literal => $word:expr),+ $(,)?) => {
+    ($base:expr, $slot:expr, $($n:literal => $word:expr),+ $(,)?) => {
         match $slot {
             $($n => {
                 let v: u64;
@@ -40,7 +42,7 @@ macro_rules! ctx_word {
                 };
                 Some(v)
             })+
-            _ => $none,
+            _ => None,
         }
     };
 }
@@ -58,7 +60,7 @@ impl TracingContext for FExitContext {}
 #[inline(always)]
 pub fn btf_slot(ctx: &impl TracingContext, slot: u8) -> u64 {
     let base = ctx.as_ptr();
-    let v = ctx_word!(base, slot, None,
+    let v = ctx_word!(base, slot,
         0 => 0, 1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 5, 6 => 6, 7 => 7, 8 => 8, 9 => 9, 10 => 10, 11 => 11, 12 => 12);
     v.unwrap_or(0)
 }
@@ -70,13 +72,13 @@ pub fn btf_slot(ctx: &impl TracingContext, slot: u8) -> u64 {
 #[cfg(bpf_target_arch = "x86_64")]
 macro_rules! reg_word {
     ($base:expr, $slot:expr) => {
-        ctx_word!($base, $slot, None, 0 => 14, 1 => 13, 2 => 12, 3 => 11, 4 => 9, 5 => 8)
+        ctx_word!($base, $slot, 0 => 14, 1 => 13, 2 => 12, 3 => 11, 4 => 9, 5 => 8)
     };
 }
 #[cfg(bpf_target_arch = "aarch64")]
 macro_rules! reg_word {
     ($base:expr, $slot:expr) => {
-        ctx_word!($base, $slot, None, 0 => 0, 1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 5, 6 => 6, 7 => 7)
+        ctx_word!($base, $slot, 0 => 0, 1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 5, 6 => 6, 7 => 7)
     };
 }
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
