@@ -1,11 +1,11 @@
 //! What a new user reads: `--help` with the three main uses, the manual
 //! pages (rendered by `man -l`) and shell completions (bash checks them).
 
-mod common;
-
 use std::process::Command;
 
-use common::bin;
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_qtrace")
+}
 
 fn qtrace(args: &[&str]) -> String {
     let out = Command::new(bin()).args(args).output().expect("qtrace runs");

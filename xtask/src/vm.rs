@@ -1,7 +1,7 @@
 //! `cargo xtask vm-test`: the kernel matrix. Boots Debian's cloud kernels
-//! under QEMU and runs the root integration suites (`qtrace/tests/overflow.rs`,
-//! `qtrace/tests/diagnosis.rs`) inside each, once per hook tier, with the
-//! same release qtrace binary.
+//! under QEMU and runs the root integration suites `overflow` and
+//! `diagnosis` (`test/integration-test/tests/`) inside each, once per hook
+//! tier, with the same release qtrace binary.
 //!
 //! The host kernel refuses fentry and has no kprobes, so the fentry and
 //! kprobe tiers are proven here, on real distribution kernels. Kernel

@@ -18,7 +18,7 @@ use serde_json::Value;
 use socket2::Socket;
 
 fn deploy(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(path)
 }
 
 fn read(path: &str) -> String {

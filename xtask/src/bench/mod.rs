@@ -43,6 +43,21 @@ struct Section {
     md: String,
 }
 
+/// `cargo xtask bench`: builds qtrace and the count-only consumer, then
+/// measures.
+pub(crate) fn bench(runs: usize, only: Vec<u8>) -> Result<()> {
+    crate::process::build()?;
+    crate::process::status(crate::process::cargo().args(["build", "--release", "--package", "qtrace", "--example", "ringbuf_count"]))?;
+    let release = crate::process::target_dir().join("release");
+    run(&Options {
+        qtrace: release.join("qtrace"),
+        counter: release.join("examples/ringbuf_count"),
+        out: crate::process::target_dir().join("bench"),
+        runs: runs.max(1),
+        only,
+    })
+}
+
 pub fn run(opts: &Options) -> Result<()> {
     which("bpftrace")?;
     std::fs::create_dir_all(&opts.out)?;

@@ -398,10 +398,10 @@ impl Finished {
     }
 }
 
-/// The qtrace binary under test: `QTRACE_BIN` overrides the one cargo
-/// built (the VM matrix puts it elsewhere).
+/// The qtrace binary under test, which `QTRACE_BIN` names (`cargo xtask
+/// test` sets it to the release build; the VM matrix to the guest's copy).
 pub fn bin() -> String {
-    std::env::var("QTRACE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_qtrace").to_owned())
+    std::env::var("QTRACE_BIN").expect("QTRACE_BIN names the qtrace binary under test: run the suites with `cargo xtask test`")
 }
 
 /// Process-wide unique ports so tests never see each other's listeners.

@@ -1,0 +1,72 @@
+//! `cargo xtask test`: clippy (host crates and the eBPF programs), the unit
+//! tests, the root integration suites on this kernel, then the kernel
+//! matrix (`vm`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{build, cargo, status, target_dir};
+use crate::vm;
+
+/// The root integration suites the kernel matrix runs.
+const VM_SUITES: &[&str] = &["overflow", "diagnosis"];
+
+/// Builds the root integration suites and returns (name, executable) pairs.
+fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--no-run", "--message-format=json", "--package", "integration-test"]);
+    for suite in VM_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("building the integration tests")?;
+    if !out.status.success() {
+        bail!("building the integration tests failed");
+    }
+    let built: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    VM_SUITES
+        .iter()
+        .map(|suite| {
+            built
+                .iter()
+                .find(|v| v["target"]["name"] == *suite && v["executable"].is_string())
+                .and_then(|v| v["executable"].as_str().map(|e| ((*suite).to_owned(), PathBuf::from(e))))
+                .with_context(|| format!("no executable for the {suite} tests"))
+        })
+        .collect()
+}
+
+pub(crate) fn vm_test() -> Result<()> {
+    vm::vm_test(&target_dir().join("release/qtrace"), &test_binaries()?)
+}
+
+pub(crate) fn test() -> Result<()> {
+    status(cargo().args(["clippy", "--workspace", "--exclude", "qtrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    // The programs only build for the bpf target (core from source).
+    status(Command::new("rustup").args(["run", "nightly", "cargo", "clippy", "--package", "qtrace-ebpf", "--release"]).args([
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Root tests share the kernel's programs and counters: one at a time.
+    // One release binary serves the host suite and every guest kernel.
+    build()?;
+    // The programs' crate has no host build (no_std, no_main);
+    // `--workspace` takes in test/integration-test, the root suites, which
+    // plain `cargo test` leaves out.
+    status(
+        cargo()
+            .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--", "--test-threads=1"])
+            .env("QTRACE_BIN", target_dir().join("release/qtrace")),
+    )?;
+    // The soak test's memory figures: a report, not an assertion.
+    if let Ok(report) = std::fs::read_to_string(target_dir().join("tmp/soak-report.txt")) {
+        eprint!("xtask: {report}");
+    }
+    vm_test()
+}
