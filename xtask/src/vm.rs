@@ -151,6 +151,9 @@ fn kernels(dir: &Path, only: Option<&str>) -> Result<(Vec<Kernel>, Vec<String>)>
         let mut errors = Vec::new();
         let chosen =
             names.iter().take(4).find_map(|pkg| unpack(dir, &opts, pkg).map_err(|e| errors.push(format!("{e:#}"))).ok().map(|b| (*pkg, b)));
+        if names.is_empty() {
+            bail!("the package lists name no kernel matching {pattern} (see {})", apt.join("lists").display());
+        }
         let Some((pkg, boot)) = chosen else { bail!("no kernel matching {pattern} could be fetched: {}", errors.join("; ")) };
         out.push(kernel(pkg, &boot, format!("newest {series}"))?);
     }
@@ -175,7 +178,10 @@ fn kernels(dir: &Path, only: Option<&str>) -> Result<(Vec<Kernel>, Vec<String>)>
 /// cache; a failed refresh with lists at hand is reported, not fatal.
 fn update_lists(lists: &Path, opts: &[String]) -> Result<()> {
     const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
-    let newest = fs::read_dir(lists).into_iter().flatten().flatten().filter_map(|e| e.metadata().ok()?.modified().ok()).max();
+    // The package indexes themselves: `partial/` and `lock` are there
+    // before the first update too.
+    let indexes = fs::read_dir(lists).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().contains("_Packages"));
+    let newest = indexes.filter_map(|e| e.metadata().ok()?.modified().ok()).max();
     let age = newest.and_then(|t| t.elapsed().ok());
     if age.is_some_and(|a| a < MAX_AGE) {
         return Ok(());
