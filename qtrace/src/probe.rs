@@ -234,46 +234,9 @@ impl Probe {
             Ok(f) => offsets::kallsyms_ranges(std::io::BufReader::with_capacity(1 << 16, f)),
             Err(_) => ([0; 2 * range::LEN], range::NAMES.to_vec()),
         });
-        let btf = kernel_btf()?;
-        let mut cfg = Config::empty();
-        offsets::from_btf(&btf, &mut cfg)?;
-        // Where each hooked function keeps the arguments the fentry and
-        // kprobe programs read; without them both tiers are refused.
-        let slots = offsets::arg_slots(&btf, &mut cfg).map_err(|e| e.to_string());
-        let tracefs = ensure_tracefs()?;
-        let fmt_path = tracefs.join("events/skb/kfree_skb/format");
-        let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
-        let mut ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
-        let listen_layout = listen_formats(tracefs, &mut cfg);
-        let state_layout = state_format(tracefs, &btf, &mut cfg);
-        // Refusals known before loading anything.
-        let unavailable = |tier: Tier| match tier {
-            Tier::Fentry => slots.clone().err().or_else(|| fentry_refused(&btf).map(|e| explain(tier, FENTRY_PROGRAMS[0].0, &e))),
-            Tier::Kprobe => slots.clone().err().or_else(|| offsets::kprobe_reads(&cfg).err().map(|e| e.to_string())),
-            Tier::Tracepoint => None,
-        };
         let order = choice.tiers();
-        let known_refusals: Vec<Option<String>> = order.iter().map(|&t| unavailable(t)).collect();
-        for (tier, why) in order.iter().zip(&known_refusals) {
-            if let Some(why) = why {
-                log::debug!("{tier} tier refused before loading: {why}");
-            }
-        }
-        drop(btf);
-
-        // The patched loader reads no kernel BTF (vendor/aya/QTRACE-PATCH.md).
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(|e| match &e {
-            EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM) => {
-                anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
-            }
-            // BPF_MAP_TYPE_RINGBUF arrived in Linux 5.8; older kernels reject the type.
-            EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
-                if name == MAP_EVENTS && io_error.raw_os_error() == Some(libc::EINVAL) =>
-            {
-                anyhow!("this kernel has no BPF ring buffer (creating {MAP_EVENTS} failed with EINVAL): qtrace needs Linux 5.8 or later")
-            }
-            _ => anyhow::Error::new(e).context("loading qtrace's eBPF object"),
-        })?;
+        let Resolved { mut cfg, known_refusals, mut ack_detail_missing, listen_layout, state_layout } = resolve(order)?;
+        let mut ebpf = load_object()?;
         let (ranges, missing) = kallsyms.join().unwrap_or(([0; 2 * range::LEN], range::NAMES.to_vec()));
         cfg.ranges = ranges;
         if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
@@ -334,6 +297,63 @@ impl Probe {
 }
 
 type AttachError = (&'static str, ProgramError);
+
+/// What the running kernel tells before anything loads: the programs'
+/// configuration (struct offsets and argument slots from BTF, tracepoint
+/// layouts from tracefs) and what each tier or recorder will lack.
+struct Resolved {
+    cfg: Config,
+    /// For each tier of the order asked for: why it is refused already.
+    known_refusals: Vec<Option<String>>,
+    ack_detail_missing: Option<String>,
+    listen_layout: Result<(), String>,
+    state_layout: Result<(), String>,
+}
+
+fn resolve(order: &[Tier]) -> Result<Resolved> {
+    let btf = kernel_btf()?;
+    let mut cfg = Config::empty();
+    offsets::from_btf(&btf, &mut cfg)?;
+    // Where each hooked function keeps the arguments the fentry and kprobe
+    // programs read; without them both tiers are refused.
+    let slots = offsets::arg_slots(&btf, &mut cfg).map_err(|e| e.to_string());
+    let tracefs = ensure_tracefs()?;
+    let fmt_path = tracefs.join("events/skb/kfree_skb/format");
+    let kfree_fmt = std::fs::read_to_string(&fmt_path).with_context(|| format!("reading {}", fmt_path.display()))?;
+    let ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
+    let listen_layout = listen_formats(tracefs, &mut cfg);
+    let state_layout = state_format(tracefs, &btf, &mut cfg);
+    let unavailable = |tier: Tier| match tier {
+        Tier::Fentry => slots.clone().err().or_else(|| fentry_refused(&btf).map(|e| explain(tier, FENTRY_PROGRAMS[0].0, &e))),
+        Tier::Kprobe => slots.clone().err().or_else(|| offsets::kprobe_reads(&cfg).err().map(|e| e.to_string())),
+        Tier::Tracepoint => None,
+    };
+    let known_refusals: Vec<Option<String>> = order.iter().map(|&t| unavailable(t)).collect();
+    for (tier, why) in order.iter().zip(&known_refusals) {
+        if let Some(why) = why {
+            log::debug!("{tier} tier refused before loading: {why}");
+        }
+    }
+    Ok(Resolved { cfg, known_refusals, ack_detail_missing, listen_layout, state_layout })
+}
+
+/// Creates the maps (the programs load per tier, after the configuration
+/// is written). The patched loader reads no kernel BTF
+/// (vendor/aya/QTRACE-PATCH.md).
+fn load_object() -> Result<Ebpf> {
+    EbpfLoader::new().load(OBJECT).map_err(|e| match &e {
+        EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM) => {
+            anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
+        }
+        // BPF_MAP_TYPE_RINGBUF arrived in Linux 5.8; older kernels reject the type.
+        EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
+            if name == MAP_EVENTS && io_error.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            anyhow!("this kernel has no BPF ring buffer (creating {MAP_EVENTS} failed with EINVAL): qtrace needs Linux 5.8 or later")
+        }
+        _ => anyhow::Error::new(e).context("loading qtrace's eBPF object"),
+    })
+}
 
 /// Marks the watched ports for the in-kernel filter.
 fn write_ports(ebpf: &mut Ebpf, ports: &PortSet) -> Result<()> {
