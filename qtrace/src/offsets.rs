@@ -85,7 +85,8 @@ pub fn arg_slots(btf: &Btf, cfg: &mut Config) -> Result<(), SlotError> {
             // With IPv6 built as a module its functions are in the
             // module's BTF, not vmlinux's. tcp_v6_syn_recv_sock implements
             // the same `inet_connection_sock_af_ops.syn_recv_sock` as
-            // tcp_v4_syn_recv_sock, so C guarantees it the same prototype.
+            // tcp_v4_syn_recv_sock (the entry before it in HOOKED), so C
+            // guarantees it the same prototype.
             Err(BtfError::NoFunc(_)) if *func == "tcp_v6_syn_recv_sock" => {
                 resolved[i] = resolved[i - 1];
                 continue;
