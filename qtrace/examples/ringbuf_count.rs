@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use qtrace::ports::{PortRange, PortSet};
-use qtrace::probe::{Filter, HookChoice, Probe};
+use qtrace::kernel::probe::{Filter, HookChoice, Probe};
+use qtrace::model::ports::{PortRange, PortSet};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -24,7 +24,7 @@ fn main() -> Result<()> {
     let mut filter = Filter::default();
     for pair in args.chunks(2) {
         match pair {
-            [flag, v] if flag == "--netns" => filter.netns = Some(qtrace::netns::resolve(v)?),
+            [flag, v] if flag == "--netns" => filter.netns = Some(qtrace::host::netns::resolve(v)?),
             [flag, v] if flag == "--port" => filter.ports = PortSet::new(vec![v.parse::<PortRange>().map_err(anyhow::Error::msg)?]),
             _ => anyhow::bail!("usage: ringbuf_count [--netns NAME] [--port PORT]"),
         }
@@ -49,7 +49,7 @@ fn main() -> Result<()> {
     while maps.events.next().is_some() {
         records += 1;
     }
-    let losses = qtrace::source::losses(&maps.stats, 0)?;
+    let losses = qtrace::kernel::maps::losses(&maps.stats, 0)?;
     println!(r#"{{"type":"losses","records":{records},"ringbuf_full":{}}}"#, losses.ringbuf_full);
     probe.detach();
     Ok(())

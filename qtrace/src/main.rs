@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             Command::Listeners(args) => qtrace::cli::listeners::run(args),
             Command::Doctor(args) => qtrace::cli::doctor::run(args).await,
             Command::Demo(args) => qtrace::cli::demo::run(args).await,
-            Command::DemoScenario(args) => qtrace::demo::scenario(args.phase.as_secs().max(1)),
+            Command::DemoScenario(args) => qtrace::cli::demo::scenario::scenario(args.phase.as_secs().max(1)),
             Command::Completions(args) => qtrace::cli::generate::completions(args.shell),
             Command::Manpage(args) => qtrace::cli::generate::manpage(args.dir.as_deref()),
         }

@@ -8,14 +8,14 @@ use anyhow::Result;
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use qtrace_common::{ClosedListener, CounterKey, ListenCall, ListenKey};
 
-use crate::aggregate::{Aggregator, CountedDelta, PortKey, PortStats};
-use crate::backlog::{Requested, RequestedBacklogs};
-use crate::event::{self, Decoded};
-use crate::netns::{Namespaces, NsListeners};
-use crate::ports::PortSet;
-use crate::probe::{Filter, HookChoice, Maps, Probe, Tier};
-use crate::sock_diag::Listener;
-use crate::source;
+use crate::host::netns::{Namespaces, NsListeners};
+use crate::host::sock_diag::Listener;
+use crate::kernel::maps;
+use crate::kernel::probe::{Filter, HookChoice, Maps, Probe, Tier};
+use crate::model::aggregate::{Aggregator, CountedDelta, PortKey, PortStats};
+use crate::model::backlog::{Requested, RequestedBacklogs};
+use crate::model::event::{self, Decoded};
+use crate::model::ports::PortSet;
 
 /// A `listen(2)` qtrace saw, matched to its listener.
 #[derive(Debug, Clone)]
@@ -139,9 +139,9 @@ impl Tracer {
         // counter recorded already (the tracepoint fires before unhash).
         let closed = self.take_closed();
         self.agg.on_closed(&closed);
-        self.agg.on_counters(source::counters(&self.counters)?);
+        self.agg.on_counters(maps::counters(&self.counters)?);
         let before = self.agg.losses.ringbuf_full;
-        self.agg.losses = source::losses(&self.stats, self.undecodable)?;
+        self.agg.losses = maps::losses(&self.stats, self.undecodable)?;
         let lost = self.agg.losses.ringbuf_full - before;
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();

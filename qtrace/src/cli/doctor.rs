@@ -10,14 +10,14 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 
 use super::{DoctorArgs, Resolved};
-use crate::diagnose::{self, Input, ListenerSample, NsSample};
-use crate::event::Kind;
-use crate::kernel_state::NsState;
-use crate::listeners;
-use crate::netns::{self, Namespaces};
+use crate::host::netns::{self, Namespaces};
+use crate::host::ns_state::NsState;
+use crate::kernel::probe::Filter;
+use crate::model::diagnose::{self, Input, ListenerSample, NsSample};
+use crate::model::event::Kind;
+use crate::model::inventory;
 use crate::output::doctor::{self as render, Capabilities};
 use crate::output::style::Style;
-use crate::probe::Filter;
 use crate::tracer::Tracer;
 
 /// With an eBPF capture, or from the counters and listeners alone.
@@ -119,7 +119,7 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
     };
     let after = states(&namespaces);
     let settings = after.iter().map(|(ino, s)| (*ino, s.settings)).collect();
-    let (rows, _) = listeners::snapshot(&mut namespaces, &ports, &settings, backlogs.as_ref());
+    let (rows, _) = inventory::snapshot(&mut namespaces, &ports, &settings, backlogs.as_ref());
 
     let samples: Vec<NsSample> = after
         .iter()
@@ -136,7 +136,9 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
             let l = &row.listener;
             let drops_delta = u64::from(l.drops.unwrap_or(0).wrapping_sub(baseline.get(&l.cookie).copied().unwrap_or(0)));
             let kinds = agg.as_ref().map(|a| {
-                a.ports().get(&crate::aggregate::PortKey { netns: row.netns, port: l.port }).map_or([0; Kind::ALL.len()], |st| st.kinds)
+                a.ports()
+                    .get(&crate::model::aggregate::PortKey { netns: row.netns, port: l.port })
+                    .map_or([0; Kind::ALL.len()], |st| st.kinds)
             });
             ListenerSample { peak_accept_queue: peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue), drops_delta, kinds, row }
         })

@@ -7,15 +7,15 @@ use std::io::Write as _;
 use anyhow::Result;
 
 use super::{ListenersArgs, Resolved};
-use crate::kernel_state::Settings;
-use crate::listeners;
+use crate::host::ns_state::Settings;
+use crate::model::inventory;
 use crate::output::listeners as render;
 use crate::output::style::Style;
 
 pub fn run(args: ListenersArgs) -> Result<()> {
     let Resolved { ports, mut namespaces, .. } = args.scope.resolve()?;
     let settings = namespaces.read_each(|| Ok(Settings::read()), |_| true);
-    let (rows, unreadable) = listeners::snapshot(&mut namespaces, &ports, &settings, None);
+    let (rows, unreadable) = inventory::snapshot(&mut namespaces, &ports, &settings, None);
     let mut text = String::new();
     if args.json {
         for r in &rows {

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::netns::{self, Namespaces};
-use crate::ports::{PortRange, PortSet};
-use crate::probe::HookChoice;
+use crate::host::netns::{self, Namespaces};
+use crate::kernel::probe::HookChoice;
+use crate::model::ports::{PortRange, PortSet};
 
 /// Trace TCP listen-queue overflows live, per port.
 ///

@@ -12,15 +12,15 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
-use crate::aggregate::PortKey;
-use crate::event::Kind;
-use crate::netns::NsListeners;
+use crate::host::netns::NsListeners;
+use crate::host::procs;
+use crate::model::aggregate::PortKey;
+use crate::model::event::Kind;
 use crate::output::live::{Action, Key, LiveRow, LiveView};
-use crate::procs;
 use crate::tracer::Tracer;
 
 /// What the input thread reports.
-enum Input {
+enum TermInput {
     Key(Key),
     /// Ctrl-C or Ctrl-D: in raw mode the terminal sends no SIGINT.
     Quit,
@@ -30,12 +30,12 @@ enum Input {
 /// Owning processes by socket inode, looked up once per new listener (a
 /// scan of every process's descriptors is too slow to repeat each tick).
 #[derive(Default)]
-struct Owners {
+struct OwnerNames {
     names: HashMap<u32, String>,
     scanned: Option<Instant>,
 }
 
-impl Owners {
+impl OwnerNames {
     fn by_port(&mut self, listeners: &[NsListeners]) -> HashMap<PortKey, String> {
         let live: BTreeSet<u32> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| l.inode)).collect();
         self.names.retain(|ino, _| live.contains(ino));
@@ -65,11 +65,11 @@ impl Owners {
 pub struct Tui {
     terminal: DefaultTerminal,
     pub view: LiveView,
-    owners: Owners,
+    owners: OwnerNames,
     owner_of: HashMap<PortKey, String>,
     /// What is on screen: the kinds with a column and the rows.
     shown: Option<(Vec<Kind>, Vec<LiveRow>)>,
-    input: mpsc::UnboundedReceiver<Input>,
+    input: mpsc::UnboundedReceiver<TermInput>,
     stop: Arc<AtomicBool>,
     last_update: Instant,
 }
@@ -89,16 +89,16 @@ impl Tui {
                 }
                 let msg = match event::read() {
                     Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => match k.code {
-                        KeyCode::Char('c' | 'd') if k.modifiers.contains(KeyModifiers::CONTROL) => Input::Quit,
-                        KeyCode::Char(c) => Input::Key(Key::Char(c)),
-                        KeyCode::Enter => Input::Key(Key::Enter),
-                        KeyCode::Esc => Input::Key(Key::Esc),
-                        KeyCode::Backspace => Input::Key(Key::Backspace),
+                        KeyCode::Char('c' | 'd') if k.modifiers.contains(KeyModifiers::CONTROL) => TermInput::Quit,
+                        KeyCode::Char(c) => TermInput::Key(Key::Char(c)),
+                        KeyCode::Enter => TermInput::Key(Key::Enter),
+                        KeyCode::Esc => TermInput::Key(Key::Esc),
+                        KeyCode::Backspace => TermInput::Key(Key::Backspace),
                         _ => continue,
                     },
-                    Ok(Event::Resize(..)) => Input::Resize,
+                    Ok(Event::Resize(..)) => TermInput::Resize,
                     Ok(_) => continue,
-                    Err(_) => Input::Quit,
+                    Err(_) => TermInput::Quit,
                 };
                 if tx.send(msg).is_err() {
                     break;
@@ -108,7 +108,7 @@ impl Tui {
         Ok(Self {
             terminal,
             view: LiveView::new(color),
-            owners: Owners::default(),
+            owners: OwnerNames::default(),
             owner_of: HashMap::new(),
             shown: None,
             input,
@@ -120,9 +120,9 @@ impl Tui {
     /// Waits for a key and applies it to the view.
     pub async fn next_key(&mut self) -> Action {
         match self.input.recv().await {
-            None | Some(Input::Quit) => Action::Quit,
-            Some(Input::Resize) => Action::Redraw,
-            Some(Input::Key(k)) => self.view.key(k),
+            None | Some(TermInput::Quit) => Action::Quit,
+            Some(TermInput::Resize) => Action::Redraw,
+            Some(TermInput::Key(k)) => self.view.key(k),
         }
     }
 

@@ -15,15 +15,15 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::tui::Tui;
 use super::{Resolved, UsageError, WatchArgs};
-use crate::backlog::{self, Clamp};
-use crate::event::{self, Kind};
-use crate::kernel_state::Settings;
+use crate::host::ns_state::Settings;
+use crate::kernel::probe::Filter;
 use crate::metrics::{self, Snapshot};
+use crate::model::backlog::{self, Clamp};
+use crate::model::event::{self, Kind};
+use crate::model::ports::PortSet;
 use crate::output::live::Action;
 use crate::output::style::Style;
 use crate::output::{ndjson, table};
-use crate::ports::PortSet;
-use crate::probe::Filter;
 use crate::tracer::Tracer;
 
 /// Where `watch` writes: stdout, or `--output FILE` (reopened on SIGHUP so

@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::aggregate::{Aggregator, Expired, Losses};
-use crate::event::Kind;
+use crate::model::aggregate::{Aggregator, Expired, Losses};
+use crate::model::event::Kind;
 
 /// One tracked port, as the metrics show it.
 #[derive(Debug, Clone, Default, PartialEq)]

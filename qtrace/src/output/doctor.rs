@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::diagnose::{evidence_line, Finding, NsSample, Severity};
+use crate::model::diagnose::{evidence_line, Finding, NsSample, Severity};
 use crate::output::style::Style;
 
 /// What this kernel and this run of qtrace can see (`"type": "capabilities"`).

@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::backlog::Clamp;
-use crate::listeners::ListenerRow;
+use crate::host::procs::Owner;
+use crate::model::backlog::Clamp;
+use crate::model::inventory::ListenerRow;
 use crate::output::style::Style;
-use crate::procs::Owner;
 
 /// `"type": "listener"`; see docs/events.md.
 #[derive(Serialize)]
@@ -99,7 +99,7 @@ pub fn table(rows: &[ListenerRow], style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sock_diag::Listener;
+    use crate::host::sock_diag::Listener;
 
     fn row(port: u16, q: (u32, u32), drops: u32, clamp: Clamp, owners: Vec<Owner>) -> ListenerRow {
         ListenerRow {

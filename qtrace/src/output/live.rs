@@ -12,8 +12,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use crate::aggregate::{Aggregator, PortKey};
-use crate::event::Kind;
+use crate::model::aggregate::{Aggregator, PortKey};
+use crate::model::event::Kind;
 
 /// Samples kept for the sparkline: a minute at the default 1 s interval.
 const HISTORY: usize = 60;
@@ -318,7 +318,7 @@ fn sparkline(samples: &VecDeque<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::PortSet;
+    use crate::model::ports::PortSet;
     use qtrace_common::{kind, CounterKey};
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;

@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use crate::aggregate::{CountedDelta, Losses, PortKey, PortStats};
-use crate::backlog::{self, Clamp};
-use crate::event::{rfc3339, Kind};
-use crate::kernel_state::Settings;
+use crate::host::ns_state::Settings;
+use crate::model::aggregate::{CountedDelta, Losses, PortKey, PortStats};
+use crate::model::backlog::{self, Clamp};
+use crate::model::event::{rfc3339, Kind};
 use crate::tracer::ListenSeen;
 
 /// Drops known only from the listener's drop counter (`"type": "counted"`).

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::aggregate::{Aggregator, PortKey, PortStats};
-use crate::event::{rfc3339, Kind};
+use crate::model::aggregate::{Aggregator, PortKey, PortStats};
+use crate::model::event::{rfc3339, Kind};
 
 fn last_event(st: &PortStats) -> String {
     match &st.last {
@@ -63,8 +63,8 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Decoded;
-    use crate::ports::PortSet;
+    use crate::model::event::Decoded;
+    use crate::model::ports::PortSet;
     use qtrace_common::{kind, CounterKey};
 
     #[test]

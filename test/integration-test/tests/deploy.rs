@@ -167,8 +167,14 @@ fn the_alert_rules_pass_promtool_and_use_served_metrics() {
 
 fn qtrace_metric_names() -> BTreeSet<String> {
     use qtrace::metrics::{openmetrics, registry, PortRow, Snapshot};
-    let row =
-        PortRow { netns: 1, port: 80, kinds: [1; qtrace::event::Kind::ALL.len()], drops: 1, listener_drops: 1, accept_queue: Some((1, 2)) };
+    let row = PortRow {
+        netns: 1,
+        port: 80,
+        kinds: [1; qtrace::model::event::Kind::ALL.len()],
+        drops: 1,
+        listener_drops: 1,
+        accept_queue: Some((1, 2)),
+    };
     let snap = Snapshot { tier: "tracepoint".into(), ports: vec![row], polled: true, ..Default::default() };
     let text = openmetrics(&registry(std::sync::Arc::new(std::sync::Mutex::new(snap))));
     text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).map(str::to_owned).collect()

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use qtrace_common::{stat, CounterKey};
 
-use crate::aggregate::Losses;
+use crate::model::aggregate::Losses;
 
 /// Sums the per-CPU counters: exact per-(netns, port, kind) totals.
 pub fn counters(map: &PerCpuHashMap<MapData, CounterKey, u64>) -> Result<BTreeMap<CounterKey, u64>> {

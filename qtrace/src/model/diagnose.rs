@@ -12,11 +12,11 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::backlog::Clamp;
-use crate::event::Kind;
-use crate::kernel_state::{NetCounters, Settings};
-use crate::listeners::ListenerRow;
-use crate::procs::Owner;
+use crate::host::ns_state::{NetCounters, Settings};
+use crate::host::procs::Owner;
+use crate::model::backlog::Clamp;
+use crate::model::event::Kind;
+use crate::model::inventory::ListenerRow;
 
 /// One namespace's sample.
 #[derive(Debug, Clone)]
@@ -493,7 +493,7 @@ pub fn evidence_line(ev: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sock_diag::Listener;
+    use crate::host::sock_diag::Listener;
 
     fn ns(settings: Settings, delta: NetCounters) -> NsSample {
         NsSample { netns: 7, settings, delta, enter: "ip netns exec t ".into() }

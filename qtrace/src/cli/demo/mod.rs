@@ -1,8 +1,10 @@
 //! `qtrace demo`: the live view on port 8080 of a throwaway network
 //! namespace where a slow server and bursty clients make each kind of
-//! overflow happen in turn (`crate::demo`). Needs root and nothing else:
+//! overflow happen in turn (`crate::cli::demo::scenario`). Needs root and nothing else:
 //! the namespace is made with unshare(2), not `ip netns`, and ends with
 //! the child process that lives in it.
+
+pub mod scenario;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
@@ -11,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{watch, DemoArgs, Expire, Scope, UsageError, WatchArgs};
-use crate::demo::PORT;
-use crate::ports::PortRange;
+use crate::cli::{watch, DemoArgs, Expire, Scope, UsageError, WatchArgs};
+use crate::model::ports::PortRange;
+use scenario::PORT;
 
 /// The scenario's process: killed and reaped on drop, and killed by the
 /// kernel if qtrace dies first (PR_SET_PDEATHSIG).

@@ -484,7 +484,7 @@ mod tests {
             return;
         };
         let mut cfg = qtrace_common::Config::empty();
-        crate::offsets::from_btf(&btf, &mut cfg).unwrap_or_else(|e| panic!("{e:#}"));
+        crate::kernel::offsets::from_btf(&btf, &mut cfg).unwrap_or_else(|e| panic!("{e:#}"));
         assert_ne!(cfg.sk_drops, qtrace_common::OFFSET_NONE);
     }
 }

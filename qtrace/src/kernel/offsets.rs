@@ -6,7 +6,7 @@ use std::io::BufRead;
 use anyhow::{bail, Context, Result};
 use qtrace_common::{range, ArgSlots, Config, OFFSET_NONE, SLOT_NONE};
 
-use crate::btf::{Btf, BtfError};
+use crate::kernel::btf::{Btf, BtfError};
 
 fn offset(btf: &Btf, root: &str, path: &str, size: &[u32]) -> Result<u32> {
     let f = btf.field(root, path).with_context(|| format!("reading {root}.{path} from the kernel's BTF"))?;
@@ -411,7 +411,7 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
         if opt_child_init {
             recv.push("opt_child_init");
         }
-        let b = crate::btf::testing::Builder::new()
+        let b = crate::kernel::btf::testing::Builder::new()
             .func("tcp_conn_request", &["rsk_ops", "af_ops", "sk", "skb"])
             .func("tcp_v4_syn_recv_sock", &recv)
             .func("tcp_v6_syn_recv_sock", &recv);
@@ -433,7 +433,7 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
     #[test]
     fn a_missing_parameter_is_named() {
         let recv = ["sk", "skb", "req", "dst", "unhash", "own_req"];
-        let b = crate::btf::testing::Builder::new()
+        let b = crate::kernel::btf::testing::Builder::new()
             .func("tcp_conn_request", &["rsk_ops", "af_ops", "sk", "skb"])
             .func("tcp_v4_syn_recv_sock", &recv)
             .func("tcp_v6_syn_recv_sock", &recv);
@@ -444,14 +444,14 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
             "tcp_v4_syn_recv_sock() has no parameter named req_unhash on this kernel (its parameters: sk, skb, req, dst, unhash, own_req)"
         );
         assert_eq!(cfg.syn_recv_v4, ArgSlots::NONE, "nothing half-resolved");
-        let only_one = Btf::parse(crate::btf::testing::Builder::new().func("tcp_conn_request", &["sk", "skb"]).build()).unwrap();
+        let only_one = Btf::parse(crate::kernel::btf::testing::Builder::new().func("tcp_conn_request", &["sk", "skb"]).build()).unwrap();
         assert_eq!(arg_slots(&only_one, &mut cfg).unwrap_err(), SlotError::NoFunc { func: "tcp_v4_syn_recv_sock" });
     }
 
     #[test]
     fn ipv6_as_a_module_shares_the_ipv4_prototype() {
         let recv = ["sk", "skb", "req", "dst", "req_unhash", "own_req", "opt_child_init"];
-        let b = crate::btf::testing::Builder::new()
+        let b = crate::kernel::btf::testing::Builder::new()
             .func("tcp_conn_request", &["rsk_ops", "af_ops", "sk", "skb"])
             .func("tcp_v4_syn_recv_sock", &recv);
         let mut cfg = Config::empty();

@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::backlog::{self, Clamp, RequestedBacklogs};
-use crate::kernel_state::Settings;
-use crate::netns::Namespaces;
-use crate::ports::PortSet;
-use crate::procs::{self, Owner};
-use crate::sock_diag::Listener;
+use crate::host::netns::Namespaces;
+use crate::host::ns_state::Settings;
+use crate::host::procs::{self, Owner};
+use crate::host::sock_diag::Listener;
+use crate::model::backlog::{self, Clamp, RequestedBacklogs};
+use crate::model::ports::PortSet;
 
 /// One listener and its context.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::sock_diag::{DiagSocket, Listener};
+use crate::host::sock_diag::{DiagSocket, Listener};
 
 /// Inode of a namespace file (`/proc/PID/ns/net`, `/run/netns/NAME`).
 pub fn inode_of(path: &Path) -> io::Result<u32> {

@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 
 use qtrace_common::{ClosedListener, CounterKey};
 
-use crate::event::{Decoded, Kind};
-use crate::netns::NsListeners;
-use crate::ports::PortSet;
+use crate::host::netns::NsListeners;
+use crate::model::event::{Decoded, Kind};
+use crate::model::ports::PortSet;
 
 /// Distinct connections remembered per port; beyond this the count is a
 /// lower bound (shown with `+`), so memory stays bounded under a storm.
@@ -312,7 +312,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sock_diag::Listener;
+    use crate::host::sock_diag::Listener;
 
     fn listener(port: u16, cookie: u64, drops: u32, q: (u32, u32)) -> Listener {
         Listener { cookie, ..Listener::example(port, q, drops) }

@@ -1,7 +1,7 @@
 //! Per-namespace kernel state besides the listeners: the sysctls that bound
 //! and govern the listen queues, and the namespace's own counters (what
 //! `netstat -s` and `nstat` print). Both are per network namespace; the
-//! files are read from a thread inside the namespace ([`crate::netns`]).
+//! files are read from a thread inside the namespace ([`crate::host::netns`]).
 
 use std::collections::BTreeMap;
 use std::io;

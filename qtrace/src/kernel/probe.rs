@@ -23,9 +23,9 @@ use qtrace_common::{
     MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
 };
 
-use crate::btf::Btf;
-use crate::offsets::{self, TpFormat};
-use crate::ports::PortSet;
+use crate::kernel::btf::Btf;
+use crate::kernel::offsets::{self, TpFormat};
+use crate::model::ports::PortSet;
 
 /// The eBPF object built by `build.rs` from `qtrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/qtrace"));

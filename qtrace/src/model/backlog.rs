@@ -11,7 +11,7 @@ use aya::maps::{HashMap, MapData};
 use qtrace_common::{ListenCall, ListenKey};
 use serde::Serialize;
 
-use crate::procs::{self, Owner};
+use crate::host::procs::{self, Owner};
 
 /// Whether `somaxconn` cut a listener's backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

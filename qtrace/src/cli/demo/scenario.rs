@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::kernel_state::NetCounters;
+use crate::host::ns_state::NetCounters;
 
 pub const PORT: u16 = 8080;
 
