@@ -138,7 +138,7 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
             let kinds = agg.as_ref().map(|a| {
                 a.ports()
                     .get(&crate::model::aggregate::PortKey { netns: row.netns, port: l.port })
-                    .map_or([0; Kind::ALL.len()], |st| st.kinds)
+                    .map_or([0; Kind::ALL.len()], |st| st.kinds.iter().map(|(_, n)| n).collect::<Vec<_>>().try_into().unwrap_or([0; Kind::ALL.len()]))
             });
             ListenerSample { peak_accept_queue: peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue), drops_delta, kinds, row }
         })

@@ -186,7 +186,7 @@ impl Watch {
             .agg
             .ports()
             .iter()
-            .filter(|(_, st)| show_quiet || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0)
+            .filter(|(_, st)| show_quiet || st.kinds.is_active())
             .map(|(k, _)| k.netns)
             .collect();
         // Nothing to show yet: the one watched namespace (`--netns`), else

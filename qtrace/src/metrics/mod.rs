@@ -18,6 +18,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::model::aggregate::{Aggregator, Expired, Losses};
+use crate::model::counts::Counts;
 use crate::model::event::Kind;
 
 /// One tracked port, as the metrics show it.
@@ -25,7 +26,7 @@ use crate::model::event::Kind;
 pub struct PortRow {
     pub netns: u32,
     pub port: u16,
-    pub kinds: [u64; Kind::ALL.len()],
+    pub kinds: Counts,
     pub drops: u64,
     pub listener_drops: u64,
     /// Accept queue now and its bound, while a listener exists.
@@ -139,10 +140,10 @@ impl Collector for SnapshotCollector {
             "qtrace_overflows",
             "Listen-queue events by kind (see docs/events.md); only kinds that happened on the port.",
             p.iter().flat_map(|r| {
-                Kind::ALL.iter().filter(|k| r.kinds[k.index()] > 0).map(move |k| {
+                r.kinds.iter().filter(|(_, n)| *n > 0).map(move |(k, n)| {
                     let mut l = port_labels(r);
                     l.push(("kind", k.name().to_owned()));
-                    (l, counter(r.kinds[k.index()]))
+                    (l, counter(n))
                 })
             }),
         )?;
@@ -268,9 +269,9 @@ mod tests {
     use super::*;
 
     fn shared() -> Shared {
-        let mut kinds = [0; Kind::ALL.len()];
-        kinds[Kind::AckOverflow.index()] = 3;
-        kinds[Kind::SyncookieSent.index()] = 2;
+        let mut kinds = Counts::default();
+        kinds[Kind::AckOverflow] = 3;
+        kinds[Kind::SyncookieSent] = 2;
         let rows = vec![
             PortRow { netns: 4026531840, port: 8080, kinds, drops: 3, listener_drops: 6, accept_queue: Some((5, 4)) },
             // Gone, not yet expired: counters but no queue gauges.

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use qtrace_common::{ClosedListener, CounterKey};
 
 use crate::host::netns::NsListeners;
+use crate::model::counts::Counts;
 use crate::model::event::{Decoded, Kind};
 use crate::model::ports::PortSet;
 
@@ -40,7 +41,7 @@ pub struct PortKey {
 pub struct PortStats {
     /// Per kind, indexed by [`Kind::index`]: kernel counters, plus the
     /// derived counted drops in the `ListenerDropCounted` slot.
-    pub kinds: [u64; Kind::ALL.len()],
+    pub kinds: Counts,
     /// Drop-counter deltas of this port's listeners since qtrace started.
     pub listener_drops: u64,
     /// Events received through the ring buffer.
@@ -65,16 +66,16 @@ pub struct PortStats {
 impl PortStats {
     /// Packets lost to clients: every kind but cookies, counted drops included.
     pub fn drops(&self) -> u64 {
-        Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| self.kinds[k.index()]).sum()
+        self.kinds.drops()
     }
     pub fn count(&self, k: Kind) -> u64 {
-        self.kinds[k.index()]
+        self.kinds[k]
     }
     pub fn connections(&self) -> usize {
         self.connections.len()
     }
     fn hooked_weight(&self) -> u64 {
-        Kind::ALL.iter().filter(|k| **k != Kind::ListenerDropCounted).map(|k| k.listener_drop_weight() * self.kinds[k.index()]).sum()
+        self.kinds.iter().filter(|(k, _)| *k != Kind::ListenerDropCounted).map(|(k, n)| k.listener_drop_weight() * n).sum()
     }
 }
 
@@ -176,7 +177,7 @@ impl Aggregator {
                 continue;
             };
             let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
-            st.kinds[kind.index()] = value;
+            st.kinds[kind] = value;
         }
     }
 
@@ -250,7 +251,7 @@ impl Aggregator {
             let derived = st.listener_drops.saturating_sub(st.hooked_weight());
             let settled = derived.min(st.derived_prev);
             st.derived_prev = derived;
-            let slot = &mut st.kinds[Kind::ListenerDropCounted.index()];
+            let slot = &mut st.kinds[Kind::ListenerDropCounted];
             if self.derive_counted && settled > *slot {
                 out.push(CountedDelta { key: *key, count: settled - *slot, total: settled });
                 *slot = settled;
@@ -300,7 +301,7 @@ impl Aggregator {
         // its port too.
         let total = &mut self.connections_total;
         self.ports.retain(|_, st| {
-            let keep = st.listening || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0 || st.listener_drops > 0;
+            let keep = st.listening || st.kinds.is_active() || st.listener_drops > 0;
             if !keep {
                 *total -= st.connections.len();
             }

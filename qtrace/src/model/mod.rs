@@ -4,6 +4,7 @@
 //! (`diagnose`) and port filters (`ports`).
 pub mod aggregate;
 pub mod backlog;
+pub mod counts;
 pub mod diagnose;
 pub mod event;
 pub mod inventory;

@@ -13,6 +13,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use crate::model::aggregate::{Aggregator, PortKey};
+use crate::model::counts::Counts;
 use crate::model::event::Kind;
 
 /// Samples kept for the sparkline: a minute at the default 1 s interval.
@@ -51,7 +52,7 @@ impl Sort {
 
 #[derive(Debug, Default, Clone)]
 struct History {
-    prev: [u64; Kind::ALL.len()],
+    prev: Counts,
     /// Per kind, per second, over the last update.
     rates: [f64; Kind::ALL.len()],
     /// Drops per update, newest last.
@@ -118,7 +119,7 @@ impl LiveView {
             let h = self.history.entry(*key).or_insert_with(|| History { prev: st.kinds, ..History::default() });
             let mut drops = 0;
             for k in Kind::ALL {
-                let d = st.kinds[k.index()].saturating_sub(h.prev[k.index()]);
+                let d = st.kinds[k].saturating_sub(h.prev[k]);
                 h.rates[k.index()] = if seconds > 0.0 { d as f64 / seconds } else { 0.0 };
                 if k.is_drop() {
                     drops += d;
@@ -164,19 +165,15 @@ impl LiveView {
 
     /// Kinds with a column: those that happened on a shown port (a tier
     /// that cannot see a kind shows no misleading zero).
-    fn kinds(&self, agg: &Aggregator) -> Vec<Kind> {
-        Kind::ALL.into_iter().filter(|k| *k != Kind::ListenerDiscard && agg.ports().values().any(|st| st.count(*k) > 0)).collect()
-    }
-
     /// The kinds with a column, and the rows to draw, filtered and sorted.
     /// `owner` names a port's process.
     pub fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> (Vec<Kind>, Vec<LiveRow>) {
-        let kinds = self.kinds(agg);
+        let kinds = Counts::shown_kinds(agg.ports().values().map(|st| &st.kinds));
         let mut rows: Vec<LiveRow> = agg
             .ports()
             .iter()
             .filter(|(k, _)| self.filter.is_none_or(|p| p == k.port))
-            .filter(|(_, st)| self.show_quiet || st.drops() > 0 || st.count(Kind::SyncookieSent) > 0)
+            .filter(|(_, st)| self.show_quiet || st.kinds.is_active())
             .map(|(key, st)| {
                 let h = self.history.get(key);
                 let rate = |k: Kind| h.map_or(0.0, |h| h.rates[k.index()]);

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::model::aggregate::{Aggregator, PortKey, PortStats};
+use crate::model::counts::Counts;
 use crate::model::event::{rfc3339, Kind};
 
 fn last_event(st: &PortStats) -> String {
@@ -21,20 +22,15 @@ fn last_event(st: &PortStats) -> String {
 pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
     let mut rows: Vec<(&PortKey, &PortStats)> = agg.ports().iter().collect();
     rows.sort_by(|a, b| b.1.drops().cmp(&a.1.drops()).then(a.0.cmp(b.0)));
-    let active = |st: &PortStats| st.drops() > 0 || st.count(Kind::SyncookieSent) > 0;
-    let quiet = rows.iter().filter(|(_, st)| !active(st)).count();
-    // Only kinds that occurred get a column: the view stays narrow, and a
-    // tier that cannot see a kind does not show a misleading zero.
-    // Discards are not overflows; they stay in the JSON summary.
-    let columns: Vec<Kind> =
-        Kind::ALL.into_iter().filter(|k| *k != Kind::ListenerDiscard && rows.iter().any(|(_, st)| st.count(*k) > 0)).collect();
+    let quiet = rows.iter().filter(|(_, st)| !st.kinds.is_active()).count();
+    let columns = Counts::shown_kinds(rows.iter().map(|(_, st)| &st.kinds));
     let mut out = String::new();
     let _ = write!(out, "{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
     for k in &columns {
         let _ = write!(out, " {:>10}", k.column());
     }
     let _ = writeln!(out, " {:>7} {:>7} {:>6}  LAST EVENT", "DROPS", "DROPS/S", "CONNS");
-    for (key, st) in rows.iter().filter(|(_, st)| show_quiet || active(st)) {
+    for (key, st) in rows.iter().filter(|(_, st)| show_quiet || st.kinds.is_active()) {
         let q = match st.accept_queue {
             Some((now, max)) => format!("{now}/{max}"),
             None => "closed".into(),
