@@ -6,10 +6,11 @@
 //! `ringbuf_count [--netns NAME] [--port PORT]`; prints a `losses` record
 //! like qtrace's on exit.
 
-use std::os::fd::AsRawFd;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
+use qtrace::kernel::maps::KernelInputs as _;
 use qtrace::kernel::probe::{Filter, HookChoice, Probe};
 use qtrace::model::ports::{PortRange, PortSet};
 
@@ -34,23 +35,22 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let mut probe = Probe::attach(HookChoice::Auto, &filter).context("attaching")?;
-    let mut maps = probe.take_maps()?;
-    eprintln!("qtrace: watching with the {} tier (counting only)", probe.tier);
+    let probe = Probe::attach(HookChoice::Auto, &filter).context("attaching")?;
+    let tier = probe.tier;
+    let mut maps = probe.into_maps()?;
+    // Attached: a start record like qtrace's, on stdout, flushed.
+    println!(r#"{{"type":"start","tier":"{tier}"}}"#);
+    std::io::stdout().flush()?;
     let mut records = 0u64;
-    let mut pfd = libc::pollfd { fd: maps.events.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd { fd: maps.events_fd(), events: libc::POLLIN, revents: 0 };
     while !STOP.load(Ordering::Relaxed) {
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, 100) };
-        while maps.events.next().is_some() {
-            records += 1;
-        }
+        maps.drain_events(&mut |_| records += 1);
     }
-    while maps.events.next().is_some() {
-        records += 1;
-    }
-    let losses = qtrace::kernel::maps::losses(&maps.stats, 0)?;
+    maps.drain_events(&mut |_| records += 1);
+    let losses = maps.losses()?;
     println!(r#"{{"type":"losses","records":{records},"ringbuf_full":{}}}"#, losses.ringbuf_full);
-    probe.detach();
+    maps.detach();
     Ok(())
 }

@@ -1,18 +1,20 @@
-//! A running trace: the attached programs, the maps they fill, every
-//! watched namespace's listeners and the aggregation of it all. `watch`
-//! and `doctor` each drive one; neither formats anything here.
+//! A running trace: kernel and host inputs in, per-port aggregation out.
+//! `watch` and `doctor` each drive one and hand what it finds to a
+//! [`Sink`]; nothing here formats. The inputs are traits
+//! ([`KernelInputs`], [`HostInputs`]) so the loop runs against fakes.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use qtrace_common::{ClosedListener, CounterKey, ListenCall, ListenKey};
 
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::sock_diag::Listener;
-use crate::kernel::maps;
-use crate::kernel::probe::{Filter, HookChoice, Maps, Probe, Tier};
-use crate::model::aggregate::{Aggregator, CountedDelta, PortKey, PortStats};
+use crate::host::HostInputs;
+use crate::kernel::limits::{Limit, Refusal};
+use crate::kernel::maps::{KernelInputs, KernelMaps};
+use crate::kernel::probe::{Filter, HookChoice, Probe, Tier};
+use crate::model::aggregate::{Aggregator, CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{Requested, RequestedBacklogs};
 use crate::model::event::{self, Decoded};
 use crate::model::ports::PortSet;
@@ -38,10 +40,29 @@ pub struct PollReport {
     pub expired: Vec<(PortKey, PortStats)>,
 }
 
-pub struct Tracer {
-    pub probe: Probe,
+/// Where a trace's findings go: one per output mode (`output::*`), and
+/// doctor's sampler.
+pub trait Sink {
+    /// One event from the ring buffer.
+    fn event(&mut self, ev: &Decoded);
+    /// A poll's news, with the tracer as it now stands.
+    fn polled(&mut self, tracer: &Tracer, report: &PollReport) -> Result<()>;
+}
+
+/// How the attached tier sees this kernel.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub tier: Tier,
+    /// Better tiers that could not attach, best first.
+    pub refused: Vec<Refusal>,
+    pub limits: Vec<Limit>,
+}
+
+pub struct Tracer<K = KernelMaps, H = Namespaces> {
+    kernel: K,
+    pub host: H,
+    pub attachment: Attachment,
     pub agg: Aggregator,
-    pub namespaces: Namespaces,
     pub backlogs: RequestedBacklogs,
     /// Listeners as of the latest poll.
     pub listeners: Vec<NsListeners>,
@@ -49,81 +70,82 @@ pub struct Tracer {
     /// every port that dropped until the end).
     pub expire_after: Option<Duration>,
     ports: PortSet,
-    counters: PerCpuHashMap<MapData, CounterKey, u64>,
-    stats: PerCpuArray<MapData, u64>,
-    listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
-    closed: Option<HashMap<MapData, u64, ClosedListener>>,
     boot_offset: i128,
     undecodable: u64,
     last_poll: Instant,
 }
 
+/// What a finished trace leaves.
+pub struct Finished {
+    pub agg: Aggregator,
+    pub namespaces: Namespaces,
+    pub backlogs: RequestedBacklogs,
+}
+
 impl Tracer {
-    /// Takes a baseline of every listener, then attaches. Returns the ring
-    /// buffer separately: callers wait on it their own way.
-    pub fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces) -> Result<(Self, RingBuf<MapData>)> {
-        let mut agg = Aggregator::new(filter.netns, filter.ports.clone());
+    /// Takes a baseline of every listener, then attaches.
+    pub fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces) -> Result<Self> {
         // Baseline of every listener's drop counter before the hooks go in.
         let listeners = namespaces.listeners();
+        let probe = Probe::attach(choice, filter)?;
+        let attachment = Attachment { tier: probe.tier, refused: probe.refused.clone(), limits: probe.limits.clone() };
+        let kernel = probe.into_maps()?;
+        Ok(Self::with_inputs(kernel, namespaces, attachment, filter, listeners))
+    }
+
+    /// The final accounting, while the hooks still count: two polls a
+    /// moment apart let the listener-derived totals settle. Then detaches.
+    pub async fn finish(mut self, sink: &mut impl Sink) -> Result<Finished> {
+        for pause in [Duration::ZERO, Duration::from_millis(100)] {
+            tokio::time::sleep(pause).await;
+            self.drain(|ev| sink.event(ev));
+            let report = self.poll()?;
+            sink.polled(&self, &report)?;
+        }
+        self.kernel.detach();
+        Ok(Finished { agg: self.agg, namespaces: self.host, backlogs: self.backlogs })
+    }
+
+    /// The ring buffer's descriptor, to wait on while `self` lives.
+    pub fn events_fd(&self) -> std::os::fd::RawFd {
+        self.kernel.events_fd()
+    }
+}
+
+impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
+    /// A tracer over given inputs; `listeners` is the baseline snapshot,
+    /// taken before the programs attached.
+    pub fn with_inputs(kernel: K, host: H, attachment: Attachment, filter: &Filter, listeners: Vec<NsListeners>) -> Self {
+        let mut agg = Aggregator::new(filter.netns, filter.ports.clone());
         agg.on_listeners(&listeners);
-        let mut probe = Probe::attach(choice, filter)?;
-        let Maps { events, counters, stats, listen_calls, closed } = probe.take_maps()?;
-        agg.set_derive_counted(probe.tier == Tier::Tracepoint);
-        let tracer = Self {
-            probe,
+        // Only the tracepoint tier misses `tcp_listendrop()` callers.
+        agg.set_derive_counted(attachment.tier == Tier::Tracepoint);
+        Self {
+            kernel,
+            host,
+            attachment,
             agg,
-            namespaces,
             backlogs: RequestedBacklogs::default(),
             listeners,
             expire_after: None,
             ports: filter.ports.clone(),
-            counters,
-            stats,
-            listen_calls,
-            closed,
             boot_offset: event::boot_offset_ns(),
             undecodable: 0,
             last_poll: Instant::now(),
-        };
-        Ok((tracer, events))
+        }
     }
 
-    /// What the attached tier cannot see on this kernel, one sentence each.
-    pub fn limits(&self) -> Vec<String> {
-        let p = &self.probe;
-        let mut out: Vec<String> = p.refused.iter().map(|(tier, why)| format!("{tier} tier unavailable: {why}")).collect();
-        if p.tier == Tier::Tracepoint {
-            out.push("SYN-stage drops and syncookie-ACK overflows have no hook on the tracepoint tier: they are counted from each listener's drop counter (kind listener_drop_counted), without per-connection detail".into());
-            if let Some(why) = &p.ack_detail_missing {
-                out.push(format!("{why}: ACK-stage overflows are counted from the listeners too"));
+    /// Decodes and aggregates every record waiting in the ring buffer,
+    /// handing each to `each` as well.
+    pub fn drain(&mut self, mut each: impl FnMut(&Decoded)) {
+        let (agg, undecodable, offset) = (&mut self.agg, &mut self.undecodable, self.boot_offset);
+        self.kernel.drain_events(&mut |record| match Decoded::decode(record, offset) {
+            Ok(ev) => {
+                agg.on_event(&ev);
+                each(&ev);
             }
-            if p.counted_is_upper_bound {
-                out.push("on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound".into());
-            }
-        }
-        if let Some(why) = &p.closed_missing {
-            out.push(format!(
-                "listeners' final drop counters are not recorded as they close ({why}): drops in a listener's last second may be missing"
-            ));
-        }
-        if let Some(why) = &p.listen_calls_missing {
-            out.push(format!("requested backlogs are not recorded ({why}): a clamp by somaxconn can only be inferred"));
-        }
-        out
-    }
-
-    /// Decodes and aggregates every record waiting in `ring`, handing each
-    /// to `each` as well.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, mut each: impl FnMut(&Decoded)) {
-        while let Some(item) = ring.next() {
-            match Decoded::decode(&item, self.boot_offset) {
-                Ok(ev) => {
-                    self.agg.on_event(&ev);
-                    each(&ev);
-                }
-                Err(_) => self.undecodable += 1,
-            }
-        }
+            Err(_) => *undecodable += 1,
+        });
     }
 
     /// Reads the kernel's counters, the listeners and the `listen(2)` calls;
@@ -133,81 +155,157 @@ impl Tracer {
         // already shows is then in the per-kind counters too, so drops still
         // in flight between the two reads are never taken for drops no hook
         // saw (they would be counted twice under a steady storm).
-        self.namespaces.refresh();
-        self.listeners = self.namespaces.listeners();
+        self.host.refresh();
+        self.listeners = self.host.listeners();
         // After the snapshot: every listener it misses has its final
         // counter recorded already (the tracepoint fires before unhash).
-        let closed = self.take_closed();
+        let live: HashSet<(u32, u64)> =
+            self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(move |l| (ns.netns, l.cookie))).collect();
+        let closed = self.kernel.take_closed(&live);
         self.agg.on_closed(&closed);
-        self.agg.on_counters(maps::counters(&self.counters)?);
+        self.agg.on_counters(self.kernel.counters()?);
         let before = self.agg.losses.ringbuf_full;
-        self.agg.losses = maps::losses(&self.stats, self.undecodable)?;
+        self.agg.losses = Losses { undecodable: self.undecodable, ..self.kernel.losses()? };
         let lost = self.agg.losses.ringbuf_full - before;
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();
         self.last_poll = Instant::now();
         self.agg.tick(elapsed);
         self.agg.forget_idle();
-        let expired = match self.expire_after {
-            Some(after) => self.agg.expire(after.as_secs_f64()),
-            None => Vec::new(),
-        };
-        if !expired.is_empty() {
-            self.forget_counters(&expired);
-        }
-        let mut listens = Vec::new();
-        if let Some(map) = &mut self.listen_calls {
-            for ino in self.backlogs.collect(map) {
-                let found =
-                    self.listeners.iter().find_map(|ns| ns.listeners.iter().find(|l| u64::from(l.inode) == ino).map(|l| (ns.netns, l)));
-                if let (Some((netns, l)), Some(req)) = (found, self.backlogs.get(ino)) {
-                    if !self.ports.contains(l.port) {
-                        continue;
-                    }
-                    listens.push(ListenSeen { netns, listener: l.clone(), requested: req.clone() });
-                }
-            }
-            let live = self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
-            self.backlogs.retain(&live);
-        }
+        let expired = self.expire();
+        let listens = self.match_listen_calls();
         Ok(PollReport { lost, counted, listens, expired })
     }
 
-    /// Takes the recorded final counters of listeners the latest snapshot
-    /// no longer has. Those it still has (closed since) wait for the next.
-    fn take_closed(&mut self) -> Vec<ClosedListener> {
-        let Some(map) = &mut self.closed else {
+    /// Takes out ports gone for `expire_after`, and deletes their kernel
+    /// counters: otherwise the next poll brings them back, and the map
+    /// (`COUNTERS_MAX` entries) fills up over a long run. A listener
+    /// reopened on the port later counts from 0.
+    fn expire(&mut self) -> Vec<(PortKey, PortStats)> {
+        let Some(after) = self.expire_after else {
             return Vec::new();
         };
-        let live: std::collections::HashSet<(u32, u64)> =
-            self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(move |l| (ns.netns, l.cookie))).collect();
-        let entries: Vec<(u64, ClosedListener)> =
-            map.iter().filter_map(Result::ok).filter(|(_, c)| c.cookie == 0 || !live.contains(&(c.netns, c.cookie))).collect();
-        for (sk, _) in &entries {
-            let _ = map.remove(sk);
+        let expired = self.agg.expire(after.as_secs_f64());
+        if !expired.is_empty() {
+            let keys: Vec<PortKey> = expired.iter().map(|(k, _)| *k).collect();
+            self.kernel.forget_ports(&keys);
         }
-        entries.into_iter().map(|(_, c)| c).collect()
+        expired
     }
 
-    /// Deletes the in-kernel counters of expired ports: otherwise the next
-    /// poll brings them back, and the map (`COUNTERS_MAX` entries) fills up
-    /// over a long run. A listener reopened on the port later counts from 0.
-    fn forget_counters(&mut self, expired: &[(PortKey, PortStats)]) {
-        let keys: Vec<CounterKey> = self
-            .counters
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| expired.iter().any(|(e, _)| e.netns == k.netns && e.port == k.port))
-            .collect();
-        for k in keys {
-            // Already gone is fine: nothing else deletes, but never fail a poll on it.
-            let _ = self.counters.remove(&k);
+    /// Matches the `listen(2)` calls recorded since the last poll to the
+    /// listeners of the latest snapshot.
+    fn match_listen_calls(&mut self) -> Vec<ListenSeen> {
+        let calls = self.kernel.take_listen_calls();
+        let host = &self.host;
+        let mut out = Vec::new();
+        for ino in self.backlogs.collect(calls, |pid, fd| host.socket_of(pid, fd)) {
+            let found = self.listeners.iter().find_map(|ns| ns.listeners.iter().find(|l| u64::from(l.inode) == ino).map(|l| (ns.netns, l)));
+            if let (Some((netns, l)), Some(req)) = (found, self.backlogs.get(ino)) {
+                if self.ports.contains(l.port) {
+                    out.push(ListenSeen { netns, listener: l.clone(), requested: req.clone() });
+                }
+            }
+        }
+        let live = self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
+        self.backlogs.retain(&live);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use qtrace_common::{kind, ClosedListener, CounterKey, ListenCall, ListenKey};
+
+    use super::*;
+    use crate::host::procs::Owner;
+
+    const NETNS: u32 = 7;
+    const PORT: u16 = 8080;
+
+    /// A kernel that keeps counting: a listen-queue storm adds `per_read`
+    /// drops at every read of either side, to the hook's per-kind counter
+    /// and to the listener's drop counter alike (as `tcp_listendrop()` does).
+    #[derive(Default)]
+    struct Storm {
+        drops: u64,
+        per_read: u64,
+        /// Drops before the programs attached: in the listener's counter,
+        /// not in the per-kind counters, which start at zero.
+        before_attach: u64,
+    }
+
+    impl Storm {
+        fn step(&mut self) -> u64 {
+            self.drops += self.per_read;
+            self.drops
         }
     }
 
-    /// Detaches and unloads the programs.
-    pub fn detach(self) -> (Aggregator, Namespaces, RequestedBacklogs) {
-        self.probe.detach();
-        (self.agg, self.namespaces, self.backlogs)
+    struct FakeKernel(Rc<RefCell<Storm>>);
+    struct FakeHost(Rc<RefCell<Storm>>);
+
+    impl KernelInputs for FakeKernel {
+        fn drain_events(&mut self, _: &mut dyn FnMut(&[u8])) {}
+        fn counters(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
+            let mut storm = self.0.borrow_mut();
+            let drops = storm.step() - storm.before_attach;
+            let key = CounterKey { netns: NETNS, port: PORT, kind: kind::ACK_OVERFLOW, _pad: 0 };
+            Ok([(key, drops)].into())
+        }
+        fn losses(&mut self) -> Result<Losses> {
+            Ok(Losses::default())
+        }
+        fn take_closed(&mut self, _: &HashSet<(u32, u64)>) -> Vec<ClosedListener> {
+            Vec::new()
+        }
+        fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)> {
+            Vec::new()
+        }
+        fn forget_ports(&mut self, _: &[PortKey]) {}
+    }
+
+    impl HostInputs for FakeHost {
+        fn refresh(&mut self) {}
+        fn listeners(&mut self) -> Vec<NsListeners> {
+            // An overflowing final ACK moves the drop counter twice
+            // (`Kind::listener_drop_weight`).
+            let counter = 2 * self.0.borrow_mut().step();
+            vec![NsListeners { netns: NETNS, listeners: vec![Listener::example(PORT, (9, 8), counter as u32)] }]
+        }
+        fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
+            None
+        }
+    }
+
+    fn tracer(storm: &Rc<RefCell<Storm>>) -> Tracer<FakeKernel, FakeHost> {
+        let mut host = FakeHost(storm.clone());
+        let baseline = host.listeners();
+        let drops = storm.borrow().drops;
+        storm.borrow_mut().before_attach = drops;
+        let attachment = Attachment { tier: Tier::Tracepoint, refused: Vec::new(), limits: Vec::new() };
+        Tracer::with_inputs(FakeKernel(storm.clone()), host, attachment, &Filter::default(), baseline)
+    }
+
+    /// Under a steady storm, every drop the hook counted is in the per-kind
+    /// counter and in the listener's drop counter: none may be reported
+    /// again as a drop no hook saw. Reading the counters before the
+    /// listeners would see the listeners ahead by one step at every poll.
+    #[test]
+    fn a_storm_between_the_reads_is_not_counted_twice() {
+        let storm = Rc::new(RefCell::new(Storm { per_read: 5, ..Storm::default() }));
+        let mut t = tracer(&storm);
+        let mut counted = 0;
+        for _ in 0..10 {
+            counted += t.poll().unwrap().counted.iter().map(|d| d.count).sum::<u64>();
+        }
+        let st = &t.agg.ports()[&PortKey { netns: NETNS, port: PORT }];
+        assert_eq!(counted, 0, "drops the hook saw were derived again from the listener's counter");
+        assert_eq!(st.drops(), st.count(crate::model::event::Kind::AckOverflow));
+        assert!(st.drops() > 0, "the storm was counted");
     }
 }

@@ -7,7 +7,6 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Result;
-use aya::maps::{MapData, RingBuf};
 
 use super::{DoctorArgs, Resolved};
 use crate::host::netns::{self, Namespaces};
@@ -18,11 +17,11 @@ use crate::model::event::Kind;
 use crate::model::inventory;
 use crate::output::doctor::{self as render, Capabilities};
 use crate::output::style::Style;
-use crate::tracer::Tracer;
+use crate::tracer::{PollReport, Sink, Tracer};
 
 /// With an eBPF capture, or from the counters and listeners alone.
 enum Sampling {
-    Traced(Box<Tracer>, RingBuf<MapData>),
+    Traced(Box<Tracer>),
     Plain(Namespaces),
 }
 
@@ -31,6 +30,17 @@ const SAMPLE: Duration = Duration::from_millis(250);
 
 fn states(namespaces: &Namespaces) -> BTreeMap<u32, NsState> {
     namespaces.read_each(NsState::read, |_| true)
+}
+
+/// Doctor's sink: only the accept queues' peaks.
+struct Peaks<'a>(&'a mut BTreeMap<u64, u32>);
+
+impl Sink for Peaks<'_> {
+    fn event(&mut self, _ev: &crate::model::event::Decoded) {}
+    fn polled(&mut self, tracer: &Tracer, _report: &PollReport) -> Result<()> {
+        track_peaks(self.0, &tracer.listeners);
+        Ok(())
+    }
 }
 
 /// Longest accept queue per listener (by socket cookie).
@@ -57,10 +67,11 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
         Sampling::Plain(namespaces)
     } else {
         match Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces) {
-            Ok((tracer, ring)) => {
-                caps.tier = Some(tracer.probe.tier.to_string());
-                caps.limits = tracer.limits();
-                Sampling::Traced(Box::new(tracer), ring)
+            Ok(tracer) => {
+                let a = &tracer.attachment;
+                caps.tier = Some(a.tier.to_string());
+                caps.limits = a.refused.iter().map(ToString::to_string).chain(a.limits.iter().map(ToString::to_string)).collect();
+                Sampling::Traced(Box::new(tracer))
             }
             Err(e) => {
                 caps.capture_error = Some(format!("{e:#}"));
@@ -88,8 +99,8 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
         }
         ticks += 1;
         match &mut sampling {
-            Sampling::Traced(tracer, ring) => {
-                tracer.drain(ring, |_| {});
+            Sampling::Traced(tracer) => {
+                tracer.drain(|_| {});
                 if ticks.is_multiple_of(4) {
                     tracer.poll()?;
                 }
@@ -105,15 +116,10 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
 
     // Final accounting as in `watch`: two polls a moment apart.
     let (agg, mut namespaces, backlogs) = match sampling {
-        Sampling::Traced(mut tracer, mut ring) => {
-            tracer.drain(&mut ring, |_| {});
-            tracer.poll()?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            tracer.drain(&mut ring, |_| {});
-            tracer.poll()?;
-            track_peaks(&mut peaks, &tracer.listeners);
-            let (agg, namespaces, backlogs) = tracer.detach();
-            (Some(agg), namespaces, Some(backlogs))
+        Sampling::Traced(tracer) => {
+            let mut sampler = Peaks(&mut peaks);
+            let f = tracer.finish(&mut sampler).await?;
+            (Some(f.agg), f.namespaces, Some(f.backlogs))
         }
         Sampling::Plain(namespaces) => (None, namespaces, None),
     };
@@ -136,9 +142,9 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
             let l = &row.listener;
             let drops_delta = u64::from(l.drops.unwrap_or(0).wrapping_sub(baseline.get(&l.cookie).copied().unwrap_or(0)));
             let kinds = agg.as_ref().map(|a| {
-                a.ports()
-                    .get(&crate::model::aggregate::PortKey { netns: row.netns, port: l.port })
-                    .map_or([0; Kind::ALL.len()], |st| st.kinds.iter().map(|(_, n)| n).collect::<Vec<_>>().try_into().unwrap_or([0; Kind::ALL.len()]))
+                a.ports().get(&crate::model::aggregate::PortKey { netns: row.netns, port: l.port }).map_or([0; Kind::ALL.len()], |st| {
+                    st.kinds.iter().map(|(_, n)| n).collect::<Vec<_>>().try_into().unwrap_or([0; Kind::ALL.len()])
+                })
             });
             ListenerSample { peak_accept_queue: peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue), drops_delta, kinds, row }
         })

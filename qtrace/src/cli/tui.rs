@@ -3,6 +3,7 @@
 //! process of each port. What is shown is decided in `output::live`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +15,15 @@ use tokio::sync::mpsc;
 
 use crate::host::netns::NsListeners;
 use crate::host::procs;
+use crate::model::aggregate::Aggregator;
 use crate::model::aggregate::PortKey;
 use crate::model::event::Kind;
+use crate::model::event::{realtime_ns, rfc3339, Decoded};
+use crate::model::record::Start;
 use crate::output::live::{Action, Key, LiveRow, LiveView};
-use crate::tracer::Tracer;
+use crate::output::table::{self, Banner};
+use crate::output::{context, WatchSink};
+use crate::tracer::{PollReport, Sink, Tracer};
 
 /// What the input thread reports.
 enum TermInput {
@@ -62,8 +68,17 @@ impl OwnerNames {
     }
 }
 
+/// The live view's sink: owns the terminal while `watch` runs.
 pub struct Tui {
     terminal: DefaultTerminal,
+    /// What is watched, for the first header line.
+    what: String,
+    banner: Option<Banner>,
+    header: Vec<String>,
+    tier: String,
+    /// `--all` for the summary printed after the screen is restored.
+    all: bool,
+    restored: bool,
     pub view: LiveView,
     owners: OwnerNames,
     owner_of: HashMap<PortKey, String>,
@@ -77,7 +92,7 @@ pub struct Tui {
 impl Tui {
     /// Takes over the terminal (restored on drop, and on a panic by
     /// ratatui's hook).
-    pub fn start(color: bool) -> Result<Self> {
+    pub fn start(color: bool, what: String, banner: Option<Banner>, all: bool) -> Result<Self> {
         let terminal = ratatui::try_init().context("setting up the terminal")?;
         let (tx, input) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -107,6 +122,12 @@ impl Tui {
         });
         Ok(Self {
             terminal,
+            what,
+            banner,
+            header: Vec::new(),
+            tier: String::new(),
+            all,
+            restored: false,
             view: LiveView::new(color),
             owners: OwnerNames::default(),
             owner_of: HashMap::new(),
@@ -117,8 +138,57 @@ impl Tui {
         })
     }
 
+    fn draw(&mut self, tracer: &Tracer) -> Result<()> {
+        // Paused: the rows as they were when the pause began.
+        if !self.view.paused || self.shown.is_none() {
+            self.shown = Some(self.view.rows(&tracer.agg, |k| self.owner_of.get(k).cloned()));
+        }
+        let status = self.view.status(&self.tier, &tracer.agg);
+        let (view, header, (kinds, rows)) = (&self.view, &self.header, self.shown.as_ref().expect("set above"));
+        self.terminal.draw(|f| view.draw(f, kinds, rows, header, &status)).context("drawing")?;
+        Ok(())
+    }
+
+    /// Back to the normal screen.
+    fn restore(&mut self) {
+        if !self.restored {
+            self.restored = true;
+            self.stop.store(true, Ordering::Relaxed);
+            ratatui::restore();
+        }
+    }
+}
+
+impl Sink for Tui {
+    fn event(&mut self, _ev: &Decoded) {}
+    /// Expiries need no line: the screen is redrawn each tick.
+    fn polled(&mut self, _tracer: &Tracer, _report: &PollReport) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl WatchSink for Tui {
+    fn started(&mut self, _tracer: &Tracer, start: &Start) {
+        self.tier = start.tier.map(|t| t.to_string()).unwrap_or_default();
+    }
+
+    /// After a poll: new rates, owners, header, and a redraw.
+    fn tick(&mut self, tracer: &Tracer) -> Result<()> {
+        let seconds = self.last_update.elapsed().as_secs_f64();
+        if !self.view.paused {
+            self.last_update = Instant::now();
+            self.view.update(&tracer.agg, seconds);
+            self.owner_of = self.owners.by_port(&tracer.listeners);
+        }
+        let stamp = format!("{}  tier {}", &rfc3339(realtime_ns())[..19], self.tier);
+        self.header = vec![format!("qtrace: watching {}  {stamp}", self.what)];
+        self.header.extend(self.banner.as_ref().map(|b| b.borrow().clone()).unwrap_or_default());
+        self.header.extend(context::lines(tracer, true));
+        self.draw(tracer)
+    }
+
     /// Waits for a key and applies it to the view.
-    pub async fn next_key(&mut self) -> Action {
+    async fn action(&mut self) -> Action {
         match self.input.recv().await {
             None | Some(TermInput::Quit) => Action::Quit,
             Some(TermInput::Resize) => Action::Redraw,
@@ -126,32 +196,20 @@ impl Tui {
         }
     }
 
-    /// After a poll: new rates, owners, and a redraw.
-    pub fn tick(&mut self, tracer: &Tracer, header: &[String]) -> Result<()> {
-        let seconds = self.last_update.elapsed().as_secs_f64();
-        if !self.view.paused {
-            self.last_update = Instant::now();
-            self.view.update(&tracer.agg, seconds);
-            self.owner_of = self.owners.by_port(&tracer.listeners);
-        }
-        self.draw(tracer, header)
+    fn redraw(&mut self, tracer: &Tracer) -> Result<()> {
+        self.draw(tracer)
     }
 
-    pub fn draw(&mut self, tracer: &Tracer, header: &[String]) -> Result<()> {
-        // Paused: the rows as they were when the pause began.
-        if !self.view.paused || self.shown.is_none() {
-            self.shown = Some(self.view.rows(&tracer.agg, |k| self.owner_of.get(k).cloned()));
-        }
-        let status = self.view.status(&tracer.probe.tier.to_string(), &tracer.agg);
-        let (view, (kinds, rows)) = (&self.view, self.shown.as_ref().expect("set above"));
-        self.terminal.draw(|f| view.draw(f, kinds, rows, header, &status)).context("drawing")?;
-        Ok(())
+    fn summary(&mut self, agg: &Aggregator, expire_secs: u64) {
+        self.restore();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(table::summary(agg, self.all, expire_secs).as_bytes());
+        let _ = out.flush();
     }
 }
 
 impl Drop for Tui {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        ratatui::restore();
+        self.restore();
     }
 }

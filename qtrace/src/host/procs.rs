@@ -31,6 +31,14 @@ pub fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_owned()).unwrap_or_else(|_| "?".into())
 }
 
+/// The socket inode descriptor `fd` of process `pid` refers to, with the
+/// process; `None` once the descriptor or the process is gone.
+pub fn socket_of(pid: u32, fd: u32) -> Option<(u64, Owner)> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let ino = socket_inode(link.to_str()?)?;
+    Some((ino, Owner { pid, comm: comm(pid) }))
+}
+
 /// Who holds which sockets, and how many processes could not be looked
 /// at: other users' `/proc/PID/fd` takes CAP_SYS_PTRACE (to read the
 /// links) and CAP_DAC_READ_SEARCH (to list them).

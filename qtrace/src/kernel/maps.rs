@@ -1,33 +1,130 @@
-//! Readers of what the kernel side produced: ring-buffer records, the
-//! per-CPU counters and the stats slots.
+//! The kernel seam: [`KernelMaps`] owns the attached programs and every map
+//! they fill (ring buffer, per-CPU counters and stats, closed listeners,
+//! `listen(2)` calls); [`KernelInputs`] is what the tracer reads through,
+//! so it runs against fakes in tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use qtrace_common::{stat, CounterKey};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::Ebpf;
+use qtrace_common::{stat, ClosedListener, CounterKey, ListenCall, ListenKey};
 
-use crate::model::aggregate::Losses;
+use crate::model::aggregate::{Losses, PortKey};
 
-/// Sums the per-CPU counters: exact per-(netns, port, kind) totals.
-pub fn counters(map: &PerCpuHashMap<MapData, CounterKey, u64>) -> Result<BTreeMap<CounterKey, u64>> {
-    let mut out = BTreeMap::new();
-    for item in map.iter() {
-        // Nothing deletes keys, so any error here is a real map failure.
-        let (key, values) = item.context("reading the counters map")?;
-        out.insert(key, values.iter().sum());
-    }
-    Ok(out)
+/// What the tracer reads from the kernel side.
+pub trait KernelInputs {
+    /// Hands every record waiting in the ring buffer to `each`.
+    fn drain_events(&mut self, each: &mut dyn FnMut(&[u8]));
+    /// Exact per-(netns, port, kind) totals.
+    fn counters(&mut self) -> Result<BTreeMap<CounterKey, u64>>;
+    /// The kernel's part of [`Losses`] (`undecodable` is userspace's).
+    fn losses(&mut self) -> Result<Losses>;
+    /// Takes the recorded final counters of closed listeners, except those
+    /// `live` still lists by (netns, cookie): they wait for a later call.
+    fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener>;
+    /// Takes the `listen(2)` calls recorded since the last call.
+    fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)>;
+    /// Deletes the counters of `ports`.
+    fn forget_ports(&mut self, ports: &[PortKey]);
 }
 
-/// Sums the per-CPU stats slots into the kernel's part of [`Losses`].
-pub fn losses(map: &PerCpuArray<MapData, u64>, undecodable: u64) -> Result<Losses> {
-    let get = |i: u32| -> Result<u64> { Ok(map.get(&i, 0).context("reading the stats map")?.iter().sum()) };
-    Ok(Losses {
-        ringbuf_full: get(stat::RINGBUF_FULL)?,
-        counter_map_full: get(stat::COUNTER_MAP_FULL)?,
-        read_failed: get(stat::READ_FAILED)?,
-        entry_missing: get(stat::ENTRY_MISSING)?,
-        undecodable,
-    })
+/// The attached programs and their maps. Dropping it detaches them.
+pub struct KernelMaps {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    counters: PerCpuHashMap<MapData, CounterKey, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    /// `None` when the `listen(2)` recorders could not attach.
+    listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
+    /// `None` when the listener-close recorder could not attach.
+    closed: Option<HashMap<MapData, u64, ClosedListener>>,
+}
+
+impl KernelMaps {
+    pub(crate) fn new(
+        ebpf: Ebpf,
+        events: RingBuf<MapData>,
+        counters: PerCpuHashMap<MapData, CounterKey, u64>,
+        stats: PerCpuArray<MapData, u64>,
+        listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
+        closed: Option<HashMap<MapData, u64, ClosedListener>>,
+    ) -> Self {
+        Self { ebpf, events, counters, stats, listen_calls, closed }
+    }
+
+    /// The ring buffer's descriptor, to wait on. It stays open and the same
+    /// for as long as `self` lives.
+    pub fn events_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+
+    /// Detaches and unloads every program now.
+    pub fn detach(mut self) {
+        crate::kernel::probe::unload_all(&mut self.ebpf);
+    }
+}
+
+impl KernelInputs for KernelMaps {
+    fn drain_events(&mut self, each: &mut dyn FnMut(&[u8])) {
+        while let Some(item) = self.events.next() {
+            each(&item);
+        }
+    }
+
+    fn counters(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
+        let mut out = BTreeMap::new();
+        for item in self.counters.iter() {
+            // Only expiry deletes keys, between polls: any error here is a
+            // real map failure.
+            let (key, values) = item.context("reading the counters map")?;
+            out.insert(key, values.iter().sum());
+        }
+        Ok(out)
+    }
+
+    fn losses(&mut self) -> Result<Losses> {
+        let map = &self.stats;
+        let get = |i: u32| -> Result<u64> { Ok(map.get(&i, 0).context("reading the stats map")?.iter().sum()) };
+        Ok(Losses {
+            ringbuf_full: get(stat::RINGBUF_FULL)?,
+            counter_map_full: get(stat::COUNTER_MAP_FULL)?,
+            read_failed: get(stat::READ_FAILED)?,
+            entry_missing: get(stat::ENTRY_MISSING)?,
+            undecodable: 0,
+        })
+    }
+
+    fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener> {
+        let Some(map) = &mut self.closed else {
+            return Vec::new();
+        };
+        let entries: Vec<(u64, ClosedListener)> =
+            map.iter().filter_map(Result::ok).filter(|(_, c)| c.cookie == 0 || !live.contains(&(c.netns, c.cookie))).collect();
+        for (sk, _) in &entries {
+            let _ = map.remove(sk);
+        }
+        entries.into_iter().map(|(_, c)| c).collect()
+    }
+
+    fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)> {
+        let Some(map) = &mut self.listen_calls else {
+            return Vec::new();
+        };
+        let calls: Vec<(ListenKey, ListenCall)> = map.iter().filter_map(Result::ok).collect();
+        for (key, _) in &calls {
+            let _ = map.remove(key);
+        }
+        calls
+    }
+
+    fn forget_ports(&mut self, ports: &[PortKey]) {
+        let keys: Vec<CounterKey> =
+            self.counters.keys().filter_map(Result::ok).filter(|k| ports.iter().any(|p| p.netns == k.netns && p.port == k.port)).collect();
+        for k in keys {
+            // Already gone is fine: never fail a poll on it.
+            let _ = self.counters.remove(&k);
+        }
+    }
 }

@@ -15,15 +15,14 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use qtrace_common::{
-    range, ClosedListener, Config, CounterKey, ListenCall, ListenKey, MAP_CLOSED_LISTENERS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS,
-};
+use qtrace_common::{range, Config, MAP_CLOSED_LISTENERS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS};
 
 use crate::kernel::btf::Btf;
+use crate::kernel::limits::{self, Limit, Refusal};
+use crate::kernel::maps::KernelMaps;
 use crate::kernel::offsets::{self, TpFormat};
 use crate::model::ports::PortSet;
 
@@ -31,7 +30,8 @@ use crate::model::ports::PortSet;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/qtrace"));
 
 /// A hook tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tier {
     Fentry,
     Kprobe,
@@ -97,33 +97,10 @@ const KPROBE_PROGRAMS: &[(&str, &str)] = &[
 pub struct Probe {
     ebpf: Ebpf,
     pub tier: Tier,
-    /// Why each better tier is not in use.
-    pub refused: Vec<(Tier, String)>,
-    /// In the tracepoint tier: why ACK-stage overflows are not seen one by
-    /// one on this kernel (then every drop is counted from the listeners).
-    pub ack_detail_missing: Option<String>,
-    /// In the tracepoint tier: the listeners' drop counters cannot be split
-    /// into drops and other discards (no `rx_sk` before 6.11).
-    pub counted_is_upper_bound: bool,
-    /// Why the backlogs applications ask for in `listen(2)` are not
-    /// recorded, if they are not.
-    pub listen_calls_missing: Option<String>,
-    /// Why listeners' final drop counters are not recorded as they close,
-    /// if they are not.
-    pub closed_missing: Option<String>,
-}
-
-/// The maps userspace reads while the programs run.
-pub struct Maps {
-    pub events: RingBuf<MapData>,
-    pub counters: PerCpuHashMap<MapData, CounterKey, u64>,
-    pub stats: PerCpuArray<MapData, u64>,
-    /// Successful `listen(2)` calls not yet matched to a socket; `None`
-    /// when the syscall tracepoints could not be attached.
-    pub listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
-    /// Listeners' final drop counters, by socket address; `None` when the
-    /// recorder could not be attached.
-    pub closed: Option<HashMap<MapData, u64, ClosedListener>>,
+    /// Why each better tier is not in use, best first.
+    pub refused: Vec<Refusal>,
+    /// What the tier and the recorders beside it cannot see.
+    pub limits: Vec<Limit>,
 }
 
 /// Mounts tracefs if nothing provides it yet (tracepoint ids and formats
@@ -252,47 +229,32 @@ impl Probe {
         for (&tier, known) in order.iter().zip(known_refusals) {
             match known.map_or_else(|| attach_tier(&mut ebpf, tier), Err) {
                 Ok(()) => {
-                    let counted_is_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
-                    let listen_calls_missing = listen_layout.and_then(|()| attach_listen_calls(&mut ebpf)).err();
-                    let closed_missing = state_layout.and_then(|()| attach_closed_listeners(&mut ebpf)).err();
-                    return Ok(Self {
-                        ebpf,
-                        tier,
-                        refused,
-                        ack_detail_missing,
-                        counted_is_upper_bound,
-                        listen_calls_missing,
-                        closed_missing,
-                    });
+                    let counted_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
+                    let listen_calls = listen_layout.and_then(|()| attach_listen_calls(&mut ebpf)).err();
+                    let closed = state_layout.and_then(|()| attach_closed_listeners(&mut ebpf)).err();
+                    let limits = limits::of_attachment(tier, ack_detail_missing, counted_upper_bound, closed, listen_calls);
+                    return Ok(Self { ebpf, tier, refused, limits });
                 }
-                Err(why) => refused.push((tier, why)),
+                Err(reason) => refused.push(Refusal { tier, reason }),
             }
         }
-        let reasons: Vec<String> = refused.iter().map(|(t, why)| format!("{t}: {why}")).collect();
+        let reasons: Vec<String> = refused.iter().map(|r| format!("{}: {}", r.tier, r.reason)).collect();
         bail!("no hook tier could attach ({})", reasons.join("; "))
     }
 
-    /// Takes the maps userspace reads. Call once.
-    pub fn take_maps(&mut self) -> Result<Maps> {
+    /// Hands the programs over to the maps they fill, which keep them
+    /// attached until [`KernelMaps::detach`] or drop.
+    pub fn into_maps(mut self) -> Result<KernelMaps> {
+        let has = |l: fn(&Limit) -> bool| !self.limits.iter().any(l);
+        let listen_calls = has(|l| matches!(l, Limit::ListenCallsMissing(_)));
+        let closed = has(|l| matches!(l, Limit::ClosedListenersMissing(_)));
         let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
-        Ok(Maps {
-            events: RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?,
-            counters: PerCpuHashMap::try_from(take(&mut self.ebpf, MAP_COUNTERS)?)?,
-            stats: PerCpuArray::try_from(take(&mut self.ebpf, MAP_STATS)?)?,
-            listen_calls: match self.listen_calls_missing {
-                None => Some(HashMap::try_from(take(&mut self.ebpf, MAP_LISTEN_CALLS)?)?),
-                Some(_) => None,
-            },
-            closed: match self.closed_missing {
-                None => Some(HashMap::try_from(take(&mut self.ebpf, MAP_CLOSED_LISTENERS)?)?),
-                Some(_) => None,
-            },
-        })
-    }
-
-    /// Detaches and unloads every program now.
-    pub fn detach(mut self) {
-        unload_all(&mut self.ebpf);
+        let events = RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?;
+        let counters = PerCpuHashMap::try_from(take(&mut self.ebpf, MAP_COUNTERS)?)?;
+        let stats = PerCpuArray::try_from(take(&mut self.ebpf, MAP_STATS)?)?;
+        let listen_calls = if listen_calls { Some(HashMap::try_from(take(&mut self.ebpf, MAP_LISTEN_CALLS)?)?) } else { None };
+        let closed = if closed { Some(HashMap::try_from(take(&mut self.ebpf, MAP_CLOSED_LISTENERS)?)?) } else { None };
+        Ok(KernelMaps::new(self.ebpf, events, counters, stats, listen_calls, closed))
     }
 }
 
@@ -512,7 +474,7 @@ fn attach_listen_calls(ebpf: &mut Ebpf) -> Result<(), String> {
 }
 
 /// Unloads every loaded program; unloading detaches its links.
-fn unload_all(ebpf: &mut Ebpf) {
+pub(crate) fn unload_all(ebpf: &mut Ebpf) {
     for (_, prog) in ebpf.programs_mut() {
         let _ = match prog {
             Program::FEntry(p) => p.unload(),

@@ -19,7 +19,6 @@ use prometheus_client::registry::Registry;
 
 use crate::model::aggregate::{Aggregator, Expired, Losses};
 use crate::model::counts::Counts;
-use crate::model::event::Kind;
 
 /// One tracked port, as the metrics show it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -267,6 +266,7 @@ pub fn to_classic(om: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::event::Kind;
 
     fn shared() -> Shared {
         let mut kinds = Counts::default();

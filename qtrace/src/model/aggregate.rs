@@ -95,7 +95,7 @@ pub struct CountedDelta {
 }
 
 /// Ring-buffer and map troubles, from the kernel's stats map.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Losses {
     /// Events counted but not delivered (ring buffer full).
     pub ringbuf_full: u64,

@@ -7,11 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{HashMap, MapData};
 use qtrace_common::{ListenCall, ListenKey};
 use serde::Serialize;
 
-use crate::host::procs::{self, Owner};
+use crate::host::procs::Owner;
 
 /// Whether `somaxconn` cut a listener's backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,30 +47,20 @@ pub struct Requested {
 #[derive(Debug, Default)]
 pub struct RequestedBacklogs {
     by_inode: BTreeMap<u64, Requested>,
-    /// Calls whose descriptor was gone (closed, or the process exited)
-    /// before qtrace could match it to a socket.
-    pub unmatched: u64,
 }
 
 impl RequestedBacklogs {
-    /// Moves the calls the kernel recorded out of `map`, matching each
-    /// descriptor to its socket through `/proc/PID/fd`. Returns the inodes
-    /// matched now.
-    pub fn collect(&mut self, map: &mut HashMap<MapData, ListenKey, ListenCall>) -> Vec<u64> {
-        let calls: Vec<(ListenKey, ListenCall)> = map.iter().filter_map(Result::ok).collect();
-        let mut calls_in_order = calls;
-        calls_in_order.sort_by_key(|(_, c)| c.ts_ns);
+    /// Takes the calls the kernel recorded, oldest first, matching each
+    /// (process, descriptor) to its socket with `socket_of`. Calls whose
+    /// descriptor is already gone (closed, or the process exited) match
+    /// nothing. Returns the inodes matched now.
+    pub fn collect(&mut self, mut calls: Vec<(ListenKey, ListenCall)>, socket_of: impl Fn(u32, u32) -> Option<(u64, Owner)>) -> Vec<u64> {
+        calls.sort_by_key(|(_, c)| c.ts_ns);
         let mut found = Vec::new();
-        for (key, call) in calls_in_order {
-            let _ = map.remove(&key);
-            let link = std::fs::read_link(format!("/proc/{}/fd/{}", key.tgid, key.fd));
-            match link.ok().and_then(|l| l.to_str().and_then(procs::socket_inode)) {
-                Some(ino) => {
-                    let owner = Owner { pid: key.tgid, comm: procs::comm(key.tgid) };
-                    self.by_inode.insert(ino, Requested { backlog: call.backlog, owner });
-                    found.push(ino);
-                }
-                None => self.unmatched += 1,
+        for (key, call) in calls {
+            if let Some((ino, owner)) = socket_of(key.tgid, key.fd) {
+                self.by_inode.insert(ino, Requested { backlog: call.backlog, owner });
+                found.push(ino);
             }
         }
         found

@@ -238,49 +238,6 @@ pub fn boot_offset_ns() -> i128 {
     clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// The NDJSON object of one event (`"type": "event"`).
-#[derive(Serialize)]
-pub struct EventJson<'a> {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub time: String,
-    pub kind: &'static str,
-    pub stage: &'static str,
-    pub action: &'static str,
-    pub netns: u32,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    pub remote_addr: String,
-    pub remote_port: u16,
-    pub accept_queue: u32,
-    pub accept_queue_max: u32,
-    pub syn_queue: u32,
-    pub hook: &'a str,
-}
-
-impl Decoded {
-    pub fn to_json(&self) -> EventJson<'_> {
-        EventJson {
-            ty: "event",
-            time: rfc3339(self.time_ns),
-            kind: self.kind.name(),
-            stage: self.kind.stage(),
-            action: self.kind.action(),
-            netns: self.netns,
-            family: if self.remote.is_ipv4() { "ipv4" } else { "ipv6" },
-            local_addr: self.local.ip().to_string(),
-            local_port: self.local.port(),
-            remote_addr: self.remote.ip().to_string(),
-            remote_port: self.remote.port(),
-            accept_queue: self.accept_queue,
-            accept_queue_max: self.accept_queue_max,
-            syn_queue: self.syn_queue,
-            hook: self.hook,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,9 +269,9 @@ mod tests {
         let d = Decoded::decode(bytes, 1_700_000_000_000_000_000).unwrap();
         assert_eq!(d.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(d.remote, "127.0.0.2:40000".parse().unwrap());
-        let json = serde_json::to_string(&d.to_json()).unwrap();
+        let json = crate::model::record::Record::Event((&d).into()).line();
         assert_eq!(
-            json,
+            json.trim_end(),
             r#"{"type":"event","time":"2023-11-14T22:13:25.000000123Z","kind":"ack_overflow","stage":"ack","action":"drop","netns":4026532000,"family":"ipv4","local_addr":"127.0.0.1","local_port":8080,"remote_addr":"127.0.0.2","remote_port":40000,"accept_queue":3,"accept_queue_max":2,"syn_queue":1,"hook":"tracepoint:skb:kfree_skb"}"#
         );
     }
@@ -397,7 +354,7 @@ mod tests {
             match Decoded::decode(&rec, offset) {
                 Ok(d) => {
                     ok += 1;
-                    let _ = d.to_json();
+                    let _ = crate::model::record::Record::Event((&d).into()).line();
                 }
                 Err(_) => err += 1,
             }

@@ -9,3 +9,4 @@ pub mod diagnose;
 pub mod event;
 pub mod inventory;
 pub mod ports;
+pub mod record;

@@ -1,164 +1,97 @@
-//! NDJSON records other than events (`"type": "event"` lives in
-//! `event.rs`). Field names are stable; see docs/events.md.
+//! The NDJSON sink of `watch --json`: one [`Record`] per line, flushed
+//! as it happens. Field names are stable; see docs/events.md.
 
-use serde::Serialize;
+use std::collections::BTreeSet;
 
-use crate::host::ns_state::Settings;
-use crate::model::aggregate::{CountedDelta, Losses, PortKey, PortStats};
-use crate::model::backlog::{self, Clamp};
-use crate::model::event::{rfc3339, Kind};
-use crate::tracer::ListenSeen;
+use anyhow::Result;
 
-/// Drops known only from the listener's drop counter (`"type": "counted"`).
-#[derive(Serialize)]
-pub struct CountedJson {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub time: String,
-    pub kind: &'static str,
-    pub netns: u32,
-    pub local_port: u16,
-    pub count: u64,
-    pub total: u64,
+use crate::model::aggregate::Aggregator;
+use crate::model::event::{self, Decoded};
+use crate::model::record::{CountedRecord, EventRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
+use crate::output::context::settings_of;
+use crate::output::writer::Out;
+use crate::output::WatchSink;
+use crate::tracer::{PollReport, Sink, Tracer};
+
+pub struct NdjsonSink {
+    out: Out,
+    /// Namespaces whose settings were written.
+    settings_shown: BTreeSet<u32>,
 }
 
-pub fn counted(d: &CountedDelta, now_ns: i128) -> CountedJson {
-    CountedJson {
-        ty: "counted",
-        time: rfc3339(now_ns),
-        kind: Kind::ListenerDropCounted.name(),
-        netns: d.key.netns,
-        local_port: d.key.port,
-        count: d.count,
-        total: d.total,
+impl NdjsonSink {
+    pub fn new(out: Out) -> Self {
+        Self { out, settings_shown: BTreeSet::new() }
+    }
+
+    fn write(&mut self, r: &Record<'_>) {
+        self.out.write_str(&r.line());
+    }
+
+    /// Settings of namespaces not written yet; forgets those gone (a long
+    /// run sees many).
+    fn new_settings(&mut self, tracer: &Tracer, now: i128) {
+        let live: BTreeSet<u32> = tracer.listeners.iter().map(|ns| ns.netns).collect();
+        self.settings_shown.retain(|n| live.contains(n));
+        let new: Vec<u32> = live.iter().copied().filter(|n| !self.settings_shown.contains(n)).collect();
+        for (netns, settings) in settings_of(tracer, &new) {
+            self.write(&Record::Settings(SettingsRecord::new(netns, settings, now)));
+            self.settings_shown.insert(netns);
+        }
     }
 }
 
-/// Events the kernel counted but could not deliver (`"type": "lost"`).
-#[derive(Serialize)]
-pub struct LostJson {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub time: String,
-    pub count: u64,
-    pub total: u64,
-}
+impl Sink for NdjsonSink {
+    fn event(&mut self, ev: &Decoded) {
+        self.write(&Record::Event(EventRecord::from(ev)));
+    }
 
-pub fn lost(count: u64, total: u64, now_ns: i128) -> LostJson {
-    LostJson { ty: "lost", time: rfc3339(now_ns), count, total }
-}
-
-/// One port's totals when `watch` ends (`"type": "summary"`).
-#[derive(Serialize)]
-pub struct SummaryJson {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    /// Only on `expired` records: when the port was taken out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
-    pub netns: u32,
-    pub local_port: u16,
-    /// Per kind name, kinds with a zero count included.
-    pub counts: serde_json::Map<String, serde_json::Value>,
-    pub drops: u64,
-    pub listener_drop_counter: u64,
-    pub connections: usize,
-    pub connections_capped: bool,
-    pub events: u64,
-}
-
-pub fn summary(key: &PortKey, st: &PortStats) -> SummaryJson {
-    let counts = Kind::ALL.iter().map(|k| (k.name().to_owned(), st.count(*k).into())).collect();
-    SummaryJson {
-        ty: "summary",
-        time: None,
-        netns: key.netns,
-        local_port: key.port,
-        counts,
-        drops: st.drops(),
-        listener_drop_counter: st.listener_drops,
-        connections: st.connections(),
-        connections_capped: st.connections_capped,
-        events: st.events,
+    fn polled(&mut self, tracer: &Tracer, report: &PollReport) -> Result<()> {
+        let now = event::realtime_ns();
+        for (key, st) in &report.expired {
+            self.write(&Record::Expired(PortRecord::new(key, st, Some(now))));
+        }
+        self.new_settings(tracer, now);
+        if report.lost > 0 {
+            let total = tracer.agg.losses.ringbuf_full;
+            self.write(&Record::Lost(LostRecord { time: event::rfc3339(now), count: report.lost, total }));
+        }
+        for d in &report.counted {
+            self.write(&Record::Counted(CountedRecord::new(d, now)));
+        }
+        for seen in &report.listens {
+            self.write(&Record::Listen(ListenRecord::new(seen.netns, &seen.listener, &seen.requested, now)));
+        }
+        self.out.flush();
+        Ok(())
     }
 }
 
-/// A port's final totals when `--expire` takes it out (`"type": "expired"`).
-pub fn expired(key: &PortKey, st: &PortStats, now_ns: i128) -> SummaryJson {
-    SummaryJson { ty: "expired", time: Some(rfc3339(now_ns)), ..summary(key, st) }
-}
-
-/// Totals of what could not be delivered or attributed (`"type": "losses"`).
-#[derive(Serialize)]
-pub struct LossesJson {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub ringbuf_full: u64,
-    pub counter_map_full: u64,
-    pub read_failed: u64,
-    pub entry_missing: u64,
-    pub undecodable: u64,
-}
-
-pub fn losses(l: &Losses) -> LossesJson {
-    LossesJson {
-        ty: "losses",
-        ringbuf_full: l.ringbuf_full,
-        counter_map_full: l.counter_map_full,
-        read_failed: l.read_failed,
-        entry_missing: l.entry_missing,
-        undecodable: l.undecodable,
+impl WatchSink for NdjsonSink {
+    fn started(&mut self, tracer: &Tracer, start: &Start) {
+        self.write(&Record::Start(start));
+        self.new_settings(tracer, event::realtime_ns());
+        self.out.flush();
     }
-}
-
-/// A namespace's listen-queue settings (`"type": "settings"`), printed when
-/// `watch` starts and when it first sees a namespace.
-#[derive(Serialize)]
-pub struct SettingsJson {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub time: String,
-    pub netns: u32,
-    #[serde(flatten)]
-    pub settings: Settings,
-}
-
-pub fn settings(netns: u32, settings: Settings, now_ns: i128) -> SettingsJson {
-    SettingsJson { ty: "settings", time: rfc3339(now_ns), netns, settings }
-}
-
-/// A `listen(2)` qtrace saw, with the backlog asked for and the bound the
-/// kernel set (`"type": "listen"`).
-#[derive(Serialize)]
-pub struct ListenJson {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub time: String,
-    pub netns: u32,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    pub pid: u32,
-    pub comm: String,
-    pub requested_backlog: i32,
-    pub accept_queue_max: u32,
-    /// True when `net.core.somaxconn` cut the requested backlog.
-    pub clamped: bool,
-}
-
-pub fn listen(seen: &ListenSeen, now_ns: i128) -> ListenJson {
-    let l = &seen.listener;
-    ListenJson {
-        ty: "listen",
-        time: rfc3339(now_ns),
-        netns: seen.netns,
-        family: if l.addr.is_ipv4() { "ipv4" } else { "ipv6" },
-        local_addr: l.addr.to_string(),
-        local_port: l.port,
-        pid: seen.requested.owner.pid,
-        comm: seen.requested.owner.comm.clone(),
-        requested_backlog: seen.requested.backlog,
-        accept_queue_max: l.accept_queue_max,
-        clamped: backlog::clamp(Some(seen.requested.backlog), l.accept_queue_max, None) == Clamp::Proven,
+    fn drained(&mut self) {
+        self.out.flush();
+    }
+    fn tick(&mut self, _tracer: &Tracer) -> Result<()> {
+        Ok(())
+    }
+    fn reopen(&mut self) -> Result<()> {
+        self.out.reopen()
+    }
+    fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+    fn summary(&mut self, agg: &Aggregator, _expire_secs: u64) {
+        for (key, st) in agg.ports() {
+            if st.events > 0 || st.kinds.iter().any(|(_, n)| n > 0) {
+                self.write(&Record::Summary(PortRecord::new(key, st, None)));
+            }
+        }
+        self.write(&Record::Losses(agg.losses));
+        self.out.flush();
     }
 }

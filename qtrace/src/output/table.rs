@@ -1,10 +1,19 @@
-//! The per-port table `watch` prints every interval and at exit.
+//! The plain-table sink: the per-port table `watch` prints every interval
+//! and at exit, with the settings and clamp lines above it.
 
 use std::fmt::Write as _;
 
+use anyhow::Result;
+
+use crate::model::event::{self, Decoded};
+use crate::model::record::Start;
+use crate::output::writer::Out;
+use crate::output::{context, WatchSink};
+use crate::tracer::{PollReport, Sink, Tracer};
+
 use crate::model::aggregate::{Aggregator, PortKey, PortStats};
 use crate::model::counts::Counts;
-use crate::model::event::{rfc3339, Kind};
+use crate::model::event::rfc3339;
 
 fn last_event(st: &PortStats) -> String {
     match &st.last {
@@ -56,10 +65,94 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
     out
 }
 
+/// Lines the demo keeps current above the table: what its scenario does now.
+pub type Banner = tokio::sync::watch::Receiver<Vec<String>>;
+
+pub struct TableSink {
+    out: Out,
+    /// `--all`: quiet listeners get rows too.
+    all: bool,
+    banner: Option<Banner>,
+    /// Lines about expired ports, for the next table.
+    expired: Vec<String>,
+    tier: String,
+}
+
+impl TableSink {
+    pub fn new(out: Out, all: bool, banner: Option<Banner>) -> Self {
+        Self { out, all, banner, expired: Vec::new(), tier: String::new() }
+    }
+}
+
+impl Sink for TableSink {
+    fn event(&mut self, _ev: &Decoded) {}
+
+    fn polled(&mut self, _tracer: &Tracer, report: &PollReport) -> Result<()> {
+        for (key, st) in &report.expired {
+            self.expired.push(format!(
+                "port {} (netns {}) expired: no listener for {:.0} s; {} drops in all\n",
+                key.port,
+                key.netns,
+                st.gone_for,
+                st.drops()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WatchSink for TableSink {
+    fn started(&mut self, _tracer: &Tracer, start: &Start) {
+        self.tier = start.tier.map(|t| t.to_string()).unwrap_or_default();
+    }
+
+    /// One table: time, the demo's lines, context, expiries, rows.
+    fn tick(&mut self, tracer: &Tracer) -> Result<()> {
+        let mut text = format!("{}  tier {}\n", &event::rfc3339(event::realtime_ns())[..19], self.tier);
+        let banner = self.banner.as_ref().map(|b| b.borrow().clone()).unwrap_or_default();
+        for line in banner.iter().chain(&context::lines(tracer, self.all)) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.extend(self.expired.drain(..));
+        text.push_str(&render(&tracer.agg, self.all));
+        text.push('\n');
+        self.out.write_str(&text);
+        self.out.flush();
+        Ok(())
+    }
+    fn reopen(&mut self) -> Result<()> {
+        self.out.reopen()
+    }
+    fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+    fn summary(&mut self, agg: &Aggregator, expire_secs: u64) {
+        self.out.write_str(&summary(agg, self.all, expire_secs));
+        self.out.flush();
+    }
+}
+
+/// The table over the whole run, and what expiry took out of it.
+pub fn summary(agg: &Aggregator, all: bool, expire_secs: u64) -> String {
+    let mut text = format!("Summary\n{}", render(agg, all));
+    if agg.expired.ports > 0 {
+        let _ = writeln!(
+            text,
+            "{} more port{} expired during the run (no listener for {expire_secs} s): {} drops in all",
+            agg.expired.ports,
+            if agg.expired.ports == 1 { "" } else { "s" },
+            agg.expired.drops
+        );
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::event::Decoded;
+    use crate::model::event::Kind;
     use crate::model::ports::PortSet;
     use qtrace_common::{kind, CounterKey};
 

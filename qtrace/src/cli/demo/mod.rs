@@ -57,10 +57,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Some(Ok(l)) => bail!("the demo's scenario failed: {l}"),
         _ => bail!("the demo's scenario ended before it was ready"),
     }
-    let (tx, banner) = tokio::sync::watch::channel(String::new());
+    let (tx, banner) = tokio::sync::watch::channel(Vec::new());
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
-            if tx.send(line).is_err() {
+            let Ok(update) = serde_json::from_str::<Vec<String>>(&line) else {
+                continue;
+            };
+            if tx.send(update).is_err() {
                 break;
             }
         }
@@ -82,12 +85,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         expire: Expire(None),
     };
     let mut go = child.0.stdin.take().context("the scenario's input")?;
-    let start: Box<dyn FnOnce()> = Box::new(move || {
+    let attached: Box<dyn FnOnce()> = Box::new(move || {
         // A scenario that already died shows as a quiet port; its exit is
         // reported when the demo ends.
         let _ = go.write_all(b"start\n");
     });
-    let result = watch::run_with(watch_args, Some(banner), Some(start)).await;
+    let result = watch::run_with(watch_args, Some(watch::Demo { banner, attached })).await;
     drop(child);
     result
 }

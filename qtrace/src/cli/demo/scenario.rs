@@ -237,8 +237,10 @@ pub fn scenario(phase_secs: u64) -> anyhow::Result<()> {
                     .map(|((k, now), (_, was))| format!("{k} +{}", now - was))
                     .collect();
                 let kernel = if delta.is_empty() { "nothing yet".into() } else { delta.join(", ") };
-                // Two lines for the view, separated by a tab.
-                writeln!(out, "demo {}/{}: {}; kernel counters this phase: {kernel}\t{}", i + 1, PHASES.len(), p.name, p.explain)?;
+                // The view's lines, as one JSON array per update.
+                let lines =
+                    [format!("demo {}/{}: {}; kernel counters this phase: {kernel}", i + 1, PHASES.len(), p.name), p.explain.to_owned()];
+                writeln!(out, "{}", serde_json::to_string(&lines)?)?;
                 out.flush()?;
                 std::thread::sleep(Duration::from_secs(1));
             }
