@@ -257,14 +257,26 @@ fn least_privilege(what: &str, caps: &BTreeSet<String>, inside: bool) {
     for needs in ["CAP_", "cannot", "hidden", "not recorded"] {
         assert!(!stderr.contains(needs), "{what}: with its capabilities nothing is missing, yet: {stderr}");
     }
-    let summary = String::from_utf8_lossy(&watch.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let records: Vec<Value> =
+        String::from_utf8_lossy(&watch.stdout).lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    let summary = records
+        .iter()
         .find(|r| r["type"] == "summary" && r["local_port"] == p)
         .unwrap_or_else(|| panic!("{what}: no summary for the port: {stderr}"));
     assert!(kernel >= 20, "the listener overflowed (ListenDrops +{kernel})");
     assert_eq!(summary["drops"], kernel, "{what}: drops vs ListenDrops delta");
-    let tier = stderr.split(" with the ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap_or_default().to_owned();
+    // The start record says the same: no limit but the tier's own (no
+    // record of listen() calls or of closing listeners missing, no hidden
+    // kernel addresses), every namespace entered. And the tier it attached.
+    let start = records.iter().find(|r| r["type"] == "start").unwrap_or_else(|| panic!("{what}: no start record: {stderr}"));
+    for l in start["limits"].as_array().unwrap_or_else(|| panic!("{what}: limits in {start}")) {
+        let needs_more = ["listen_calls_missing", "closed_listeners_missing"].iter().any(|id| l["id"] == *id)
+            || l["reason"].as_str().is_some_and(|r| r.contains("hidden"));
+        assert!(!needs_more, "{what}: with its capabilities nothing is missing, yet: {l}");
+    }
+    let unreachable = &start["unreachable_namespaces"];
+    assert!(unreachable.as_array().is_none_or(Vec::is_empty), "{what}: every namespace entered, yet: {unreachable}");
+    let tier = start["tier"].as_str().unwrap_or_default().to_owned();
 
     // Without each one, qtrace names what is missing.
     for cap in caps {

@@ -72,7 +72,7 @@ fn json_into_head_exits_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "status {:?}: {stderr}", out.status);
     let first: Value = serde_json::from_slice(&out.stdout).expect("head got one NDJSON record");
-    assert_eq!(first["type"], "settings");
+    assert_eq!(first["type"], "start");
     assert!(!stderr.contains("panic") && !stderr.contains("Broken pipe") && !stderr.contains("error"), "{stderr}");
     // It noticed the closed pipe without anything to write: within a tick or two.
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());

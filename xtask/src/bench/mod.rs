@@ -139,11 +139,11 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// 1. Exec to attached, and peak RSS, of `qtrace watch` and the bpftrace script.
+/// 1. Exec to attached, and peak RSS, of `qtrace watch --json` and the bpftrace script.
 fn startup(opts: &Options) -> Result<Section> {
     let (mut q_ms, mut q_rss, mut b_ms, mut b_rss) = (vec![], vec![], vec![], vec![]);
     for _ in 0..opts.runs {
-        let q = tracer::qtrace(&opts.qtrace, &[])?;
+        let q = tracer::qtrace(&opts.qtrace, &["--json"])?;
         q_ms.push(q.ready.as_secs_f64() * 1e3);
         std::thread::sleep(Duration::from_millis(300));
         q_rss.push(mib(q.stop()?.peak_rss_kib));
@@ -155,8 +155,8 @@ fn startup(opts: &Options) -> Result<Section> {
     let (qm, qr, bm, br) = (Spread::of(&q_ms), Spread::of(&q_rss), Spread::of(&b_ms), Spread::of(&b_rss));
     let (t_ratio, r_ratio) = (qm.median / bm.median, qr.median / br.median);
     let md = format!(
-        "## 1. Start-up\n\nWall time from exec to attached (qtrace's `watching` line on stderr; the script's `BEGIN` output for bpftrace), and peak RSS (`wait4` `ru_maxrss`), {} runs each, alternating.\n\n\
-| | ready (ms) | peak RSS (MiB) |\n|---|---|---|\n| `qtrace watch` | {} | {} |\n| bpftrace script | {} | {} |\n| **ratio qtrace / bpftrace** | **{:.3}** | **{:.3}** |\n",
+        "## 1. Start-up\n\nWall time from exec to attached (qtrace's `start` record, the first NDJSON line on stdout, printed once its programs are attached; the script's `BEGIN` output for bpftrace), and peak RSS (`wait4` `ru_maxrss`), {} runs each, alternating.\n\n\
+| | ready (ms) | peak RSS (MiB) |\n|---|---|---|\n| `qtrace watch --json` | {} | {} |\n| bpftrace script | {} | {} |\n| **ratio qtrace / bpftrace** | **{:.3}** | **{:.3}** |\n",
         opts.runs,
         qm.show(1),
         qr.show(1),
@@ -403,7 +403,7 @@ fn memory(opts: &Options, after_storm: Spread) -> Result<Section> {
     let ns = Netns::create(STORM_NS)?;
     storm::wire(&ns)?;
     const LISTENERS: u16 = 3600;
-    let q = tracer::qtrace(&opts.qtrace, &["--netns", STORM_NS])?;
+    let q = tracer::qtrace(&opts.qtrace, &["--json", "--netns", STORM_NS])?;
     std::thread::sleep(Duration::from_secs(1));
     let start = mib(q.rss_kib());
     let mut samples = vec![];
@@ -420,7 +420,7 @@ fn memory(opts: &Options, after_storm: Spread) -> Result<Section> {
     q.stop()?;
     let md = format!(
         "## 5. Memory\n\n- RSS of `qtrace watch --json` at the end of each storm (section 3): {} MiB\n\
-- Listener churn, an hour's worth at one new listener a second: {LISTENERS} listeners opened on distinct ports, each overflowed 3 times, then closed, while `qtrace watch --netns` runs. RSS at the start {start:.1} MiB, every 600 listeners {}, at the end {end:.1} MiB.\n",
+- Listener churn, an hour's worth at one new listener a second: {LISTENERS} listeners opened on distinct ports, each overflowed 3 times, then closed, while `qtrace watch --json --netns` runs. RSS at the start {start:.1} MiB, every 600 listeners {}, at the end {end:.1} MiB.\n",
         after_storm.show(1),
         samples.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", "),
     );

@@ -1,6 +1,6 @@
 //! The tracers under test as child processes: started, waited for until they
-//! say they are attached, sampled, stopped with SIGINT, and reaped with
-//! their resource usage.
+//! say they are attached (qtrace: its NDJSON start record), sampled, stopped
+//! with SIGINT, and reaped with their resource usage.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -26,7 +26,7 @@ interval:s:1 { print(@drops); }
 
 pub struct Running {
     child: Child,
-    /// Exec to the ready line.
+    /// Exec to attached: qtrace's start record, the other tracers' ready line.
     pub ready: Duration,
     /// stdout, collected by a thread (qtrace's NDJSON), when asked for.
     stdout: Option<JoinHandle<(Vec<String>, u64)>>,
@@ -52,70 +52,101 @@ pub struct Usage {
     pub events: u64,
 }
 
-/// Starts `cmd` and waits for a line containing `ready` on stdout or stderr
-/// (the other stream is drained; stdout is kept when `keep_stdout`).
-fn start(mut cmd: Command, ready_on_stderr: bool, ready: &str, keep_stdout: bool) -> Result<Running> {
+/// The line by which a tracer says it is attached.
+#[derive(Clone, Copy)]
+enum Ready {
+    /// A stdout line for which this is true.
+    Stdout(fn(&str) -> bool),
+    /// A stderr line containing this.
+    Stderr(&'static str),
+}
+
+impl Ready {
+    fn accepts(self, line: &str) -> bool {
+        match self {
+            Ready::Stdout(is) => is(line),
+            Ready::Stderr(text) => line.contains(text),
+        }
+    }
+}
+
+/// qtrace's `start` record, its first NDJSON record, printed as soon as
+/// its programs are attached.
+fn is_start_record(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["type"] == "start")
+}
+
+/// Reads `stream` to its end in a thread, sending the moment of the first
+/// line `ready` accepts (when given); returns the lines other than NDJSON
+/// events (kept when `keep`) and the number of events.
+fn reader(stream: impl Read + Send + 'static, ready: Option<(Ready, mpsc::Sender<Instant>)>, keep: bool) -> JoinHandle<(Vec<String>, u64)> {
+    std::thread::spawn(move || {
+        let mut ready = ready;
+        let (mut kept, mut events) = (Vec::new(), 0);
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if ready.as_ref().is_some_and(|(r, _)| r.accepts(&line)) {
+                if let Some((_, tx)) = ready.take() {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+            if line.starts_with(r#"{"type":"event""#) {
+                events += 1;
+            } else if keep {
+                kept.push(line);
+            }
+        }
+        (kept, events)
+    })
+}
+
+/// Starts `cmd` and waits for its `ready` line (both streams are drained;
+/// stdout is kept when `keep_stdout`).
+fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
     let shown = format!("{cmd:?}");
     let t0 = Instant::now();
     let mut child =
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {shown}"))?;
     let (out, err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    // The only sender goes with the reader of the ready stream: when that
+    // stream ends unready, waiting ends at once.
     let (tx, rx) = mpsc::channel();
-    let (ready_stream, other): (Box<dyn Read + Send>, Box<dyn Read + Send>) =
-        if ready_on_stderr { (Box::new(err), Box::new(out)) } else { (Box::new(out), Box::new(err)) };
-    let want = ready.to_owned();
-    let ready_reader = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut told = false;
-        for line in BufReader::new(ready_stream).lines().map_while(Result::ok) {
-            if !told && line.contains(&want) {
-                let _ = tx.send(Instant::now());
-                told = true;
-            } else {
-                kept.push(line);
-            }
-        }
-        (kept, 0)
-    });
-    let other_reader = std::thread::spawn(move || {
-        let (mut kept, mut events) = (Vec::new(), 0);
-        for line in BufReader::new(other).lines().map_while(Result::ok) {
-            if line.starts_with(r#"{"type":"event""#) {
-                events += 1;
-            } else if keep_stdout {
-                kept.push(line);
-            }
-        }
-        (kept, events)
-    });
+    let on_stdout = matches!(ready, Ready::Stdout(_));
+    let (out_tx, err_tx) = if on_stdout { (Some((ready, tx)), None) } else { (None, Some((ready, tx))) };
+    let stdout = reader(out, out_tx, keep_stdout);
+    let stderr = reader(err, err_tx, true);
     let at = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(at) => at,
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            let said = ready_reader.join().unwrap_or_default().0;
+            let said = stderr.join().unwrap_or_default().0;
             bail!("{shown} never said it was ready: {}", said.join(" / "));
         }
     };
-    let stdout = if ready_on_stderr { Some(other_reader) } else { Some(ready_reader) };
-    Ok(Running { child, ready: at - t0, stdout, reaped: false })
+    Ok(Running { child, ready: at - t0, stdout: Some(stdout), reaped: false })
 }
 
+/// `qtrace watch ARGS`, ready at its start record; ARGS must hold `--json`
+/// (the start record is NDJSON).
 pub fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
+    if !args.contains(&"--json") {
+        bail!("qtrace watch {args:?}: the bench waits for the NDJSON start record: pass --json");
+    }
     let mut cmd = Command::new(bin);
     cmd.arg("watch").args(args);
-    start(cmd, true, "qtrace: watching", true)
+    start(cmd, Ready::Stdout(is_start_record), true)
 }
 
-/// The minimal consumer (`qtrace/examples/ringbuf_count.rs`).
+/// The minimal consumer (`qtrace/examples/ringbuf_count.rs`), which prints
+/// no records until it stops: ready at its one stderr line.
 pub fn counter(bin: &Path) -> Result<Running> {
-    start(Command::new(bin), true, "qtrace: watching", true)
+    start(Command::new(bin), Ready::Stderr("qtrace: watching"), true)
 }
 
 pub fn bpftrace() -> Result<Running> {
     let mut cmd = Command::new("bpftrace");
     cmd.args(["-e", BPFTRACE_SCRIPT]);
-    start(cmd, false, "ready", false)
+    start(cmd, Ready::Stdout(|l| l.contains("ready")), false)
 }
 
 impl Running {

@@ -230,47 +230,111 @@ pub fn settle<T: PartialEq + Clone>(gap: Duration, mut f: impl FnMut() -> T) -> 
     }
 }
 
-/// A running `qtrace watch`.
+/// A running `qtrace watch` or `qtrace doctor`, started with `--json`.
 pub struct Qtrace {
     child: Child,
+    stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
+    /// Its stdout lines read so far (the start record's among them).
+    stdout_lines: Vec<String>,
+    /// Its stderr lines read so far, for failure messages.
     pub stderr_lines: Vec<String>,
-    /// The hook tier it attached (from its ready line).
+    /// Its `start` record: what it attached and what it cannot see.
+    pub start: Value,
+    /// The hook tier it attached (the start record's `tier`; empty when
+    /// doctor has no capture).
     pub tier: String,
 }
 
 pub struct Finished {
     pub tier: String,
+    /// The `start` record (also first in `records` unless `--output` took them).
+    pub start: Value,
     pub status: std::process::ExitStatus,
     pub records: Vec<Value>,
     pub stdout: String,
     pub stderr: Vec<String>,
 }
 
+/// The record a line holds if it is qtrace's `start` record.
+fn start_record(line: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(line).ok().filter(|v| v["type"] == "start")
+}
+
+/// A start record's limit with this `id`, if it applies.
+fn limit_in<'a>(start: &'a Value, id: &str) -> Option<&'a Value> {
+    start["limits"].as_array()?.iter().find(|l| l["id"] == id)
+}
+
+/// Sends each line `from` gives (invalid UTF-8 replaced, so one bad byte
+/// never stops the reading and stalls the writer) until it ends.
+fn forward_lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut from = BufReader::new(from);
+        let mut buf = Vec::new();
+        while from.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&buf);
+            if tx.send(line.strip_suffix('\n').unwrap_or(&line).to_owned()).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    rx
+}
+
+/// Moves what `rx` has into `into` until its sender is gone (the stream
+/// ended) or `deadline` passes.
+fn drain(rx: &mpsc::Receiver<String>, into: &mut Vec<String>, deadline: Instant) {
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        into.push(line);
+    }
+}
+
+/// The file `--output FILE` (or `-o FILE`, `--output=FILE`) names, if any.
+fn output_file(args: &[&str]) -> Option<std::path::PathBuf> {
+    args.iter().enumerate().find_map(|(i, a)| match *a {
+        "--output" | "-o" => Some(args.get(i + 1).expect("--output names a file").into()),
+        _ => a.strip_prefix("--output=").map(Into::into),
+    })
+}
+
 impl Qtrace {
     /// Starts `qtrace watch ARGS` from the host namespace and waits for its
-    /// ready line. `QTRACE_TEST_HOOKS` forces a hook tier.
+    /// start record. `QTRACE_TEST_HOOKS` forces a hook tier.
     pub fn watch(args: &[&str]) -> Self {
-        Self::start("watch", args, "qtrace: watching")
+        Self::start("watch", args)
     }
 
     /// Starts `qtrace watch --hooks HOOKS ARGS`, whatever `QTRACE_TEST_HOOKS` says.
     pub fn watch_with_hooks(hooks: &str, args: &[&str]) -> Self {
-        Self::start_with("watch", hooks, args, "qtrace: watching")
+        Self::start_with("watch", hooks, args)
     }
 
-    /// Starts `qtrace doctor ARGS` and waits until it samples.
+    /// Starts `qtrace doctor ARGS` and waits for its start record (printed
+    /// as it begins sampling).
     pub fn doctor(args: &[&str]) -> Self {
-        Self::start("doctor", args, "qtrace: doctor: sampling")
+        Self::start("doctor", args)
     }
 
-    fn start(sub: &str, args: &[&str], ready_prefix: &str) -> Self {
+    fn start(sub: &str, args: &[&str]) -> Self {
         let hooks = std::env::var("QTRACE_TEST_HOOKS").unwrap_or_else(|_| "auto".into());
-        Self::start_with(sub, &hooks, args, ready_prefix)
+        Self::start_with(sub, &hooks, args)
     }
 
-    fn start_with(sub: &str, hooks: &str, args: &[&str], ready_prefix: &str) -> Self {
+    /// Spawns qtrace and waits (30 s at most) for its start record: on
+    /// stdout, or in the `--output` file when one is given.
+    fn start_with(sub: &str, hooks: &str, args: &[&str]) -> Self {
         require_root();
+        assert!(
+            args.contains(&"--json"),
+            "qtrace {sub} {args:?}: pass --json; the suite learns when qtrace is ready, and what it attached, from its NDJSON start record"
+        );
+        let output = output_file(args);
+        // qtrace appends to the file: a start record already there is an
+        // earlier run's.
+        let earlier = output.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len() as usize);
         let mut child = Command::new(bin())
             .arg(sub)
             .args(["--hooks", hooks])
@@ -279,38 +343,67 @@ impl Qtrace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("qtrace starts");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut q = Self { child, stderr: rx, stderr_lines: Vec::new(), tier: String::new() };
+        let stdout = forward_lines(child.stdout.take().expect("stdout"));
+        let stderr = forward_lines(child.stderr.take().expect("stderr"));
+        let mut q =
+            Self { child, stdout, stderr, stdout_lines: Vec::new(), stderr_lines: Vec::new(), start: Value::Null, tier: String::new() };
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match q.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let ready = line.starts_with(ready_prefix);
-                    if ready {
-                        let tier = line.split(" with the ").nth(1).and_then(|t| t.split_whitespace().next());
-                        q.tier = tier.unwrap_or_default().to_owned();
-                    }
-                    q.stderr_lines.push(line);
-                    if ready {
-                        return q;
-                    }
-                }
-                Err(_) => panic!("qtrace did not become ready: {:?}", q.stderr_lines),
+        let start = loop {
+            while let Ok(line) = q.stderr.try_recv() {
+                q.stderr_lines.push(line);
             }
-        }
+            let found = match &output {
+                None => match q.stdout.recv_timeout(Duration::from_millis(50)) {
+                    Ok(line) => {
+                        let start = start_record(&line);
+                        q.stdout_lines.push(line);
+                        start
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => q.not_ready("its stdout closed"),
+                },
+                Some(path) => {
+                    // Whether it had exited before the file was read: then
+                    // the file holds everything it will ever write.
+                    let exited = matches!(q.child.try_wait(), Ok(Some(_)));
+                    let text = std::fs::read(path).unwrap_or_default();
+                    let start = String::from_utf8_lossy(text.get(earlier..).unwrap_or_default()).lines().find_map(start_record);
+                    if start.is_none() {
+                        if exited {
+                            q.not_ready(&format!("it exited with no start record in {}", path.display()));
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    start
+                }
+            };
+            if let Some(start) = found {
+                break start;
+            }
+            if Instant::now() > deadline {
+                q.not_ready("no start record within 30 s");
+            }
+        };
+        q.tier = start["tier"].as_str().unwrap_or_default().to_owned();
+        q.start = start;
+        q
+    }
+
+    /// Stops it and fails the test with what it said.
+    fn not_ready(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drain(&self.stderr, &mut self.stderr_lines, Instant::now() + Duration::from_secs(2));
+        panic!("qtrace did not become ready ({what}): stderr {:?}, stdout {:?}", self.stderr_lines, self.stdout_lines);
     }
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// A limit of its start record by `id`, if it applies.
+    pub fn limit(&self, id: &str) -> Option<&Value> {
+        limit_in(&self.start, id)
     }
 
     /// Stops it with `signal` and collects its NDJSON output.
@@ -322,17 +415,20 @@ impl Qtrace {
 
     /// Waits for it to end by itself and collects its NDJSON output.
     pub fn wait(mut self) -> Finished {
-        let out = self.child.wait_with_output().expect("qtrace exits");
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
-            self.stderr_lines.push(line);
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let records = stdout
-            .lines()
+        let status = self.child.wait().expect("qtrace exits");
+        // It has exited: both streams end as soon as their readers reach
+        // the end of the pipe.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        drain(&self.stdout, &mut self.stdout_lines, deadline);
+        drain(&self.stderr, &mut self.stderr_lines, deadline);
+        let stdout: String = self.stdout_lines.iter().map(|l| format!("{l}\n")).collect();
+        let records = self
+            .stdout_lines
+            .iter()
             .filter(|l| l.starts_with('{'))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l}: {e}")))
             .collect();
-        Finished { tier: self.tier, status: out.status, records, stdout, stderr: self.stderr_lines }
+        Finished { tier: self.tier, start: self.start, status, records, stdout, stderr: self.stderr_lines }
     }
 }
 
@@ -362,19 +458,23 @@ pub fn note(test: &str, what: &str) {
 }
 
 impl Finished {
-    /// Why this kernel and tier cannot report ACK-stage overflows one by
-    /// one (qtrace says so at start), if it cannot.
-    pub fn ack_detail_missing(&self) -> Option<String> {
-        self.stderr
-            .iter()
-            .find_map(|l| l.strip_suffix(": ACK-stage overflows are counted from the listeners too"))
-            .map(|why| why.trim_start_matches("qtrace: ").to_owned())
+    /// A limit of its start record by `id` (`ack_detail_missing`,
+    /// `counted_upper_bound`, ...), if it applies.
+    pub fn limit(&self, id: &str) -> Option<&Value> {
+        limit_in(&self.start, id)
     }
 
-    /// Whether this tier's counted drops are only an upper bound (qtrace
-    /// says so at start: tracepoint tier before Linux 6.11).
+    /// Why this kernel and tier cannot report ACK-stage overflows one by
+    /// one (the `ack_detail_missing` limit's reason), if it cannot.
+    pub fn ack_detail_missing(&self) -> Option<String> {
+        let l = self.limit("ack_detail_missing")?;
+        Some(l["reason"].as_str().or(l["text"].as_str()).unwrap_or_default().to_owned())
+    }
+
+    /// Whether this tier's counted drops are only an upper bound (the
+    /// `counted_upper_bound` limit: tracepoint tier before Linux 6.11).
     pub fn counted_is_upper_bound(&self) -> bool {
-        self.stderr.iter().any(|l| l.contains("counted drops are an upper bound"))
+        self.limit("counted_upper_bound").is_some()
     }
 
     /// Whether this tier sees SYN-stage packets one by one.
@@ -447,10 +547,10 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 impl Qtrace {
-    /// The address of its metrics endpoint, from its start-up line.
+    /// The address of its metrics endpoint (the start record's
+    /// `metrics_addr`, its port resolved).
     pub fn metrics_addr(&self) -> String {
-        let line = self.stderr_lines.iter().find_map(|l| l.strip_prefix("qtrace: serving Prometheus metrics on http://"));
-        let line = line.unwrap_or_else(|| panic!("no metrics line in {:?}", self.stderr_lines));
-        line.trim_end_matches("/metrics").to_owned()
+        let addr = self.start["metrics_addr"].as_str();
+        addr.unwrap_or_else(|| panic!("no metrics_addr in the start record {}", self.start)).to_owned()
     }
 }
