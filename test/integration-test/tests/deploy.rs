@@ -170,7 +170,10 @@ fn qtrace_metric_names() -> BTreeSet<String> {
     let row = PortRow {
         netns: 1,
         port: 80,
-        kinds: [1; qtrace::model::event::Kind::ALL.len()],
+        kinds: qtrace::model::event::Kind::ALL.iter().fold(Default::default(), |mut c: qtrace::model::counts::Counts, k| {
+            c[*k] = 1;
+            c
+        }),
         drops: 1,
         listener_drops: 1,
         accept_queue: Some((1, 2)),

@@ -52,21 +52,13 @@ pub struct Usage {
     pub events: u64,
 }
 
-/// The line by which a tracer says it is attached.
+/// The stdout line by which a tracer says it is attached.
 #[derive(Clone, Copy)]
-enum Ready {
-    /// A stdout line for which this is true.
-    Stdout(fn(&str) -> bool),
-    /// A stderr line containing this.
-    Stderr(&'static str),
-}
+struct Ready(fn(&str) -> bool);
 
 impl Ready {
     fn accepts(self, line: &str) -> bool {
-        match self {
-            Ready::Stdout(is) => is(line),
-            Ready::Stderr(text) => line.contains(text),
-        }
+        (self.0)(line)
     }
 }
 
@@ -110,10 +102,8 @@ fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
     // The only sender goes with the reader of the ready stream: when that
     // stream ends unready, waiting ends at once.
     let (tx, rx) = mpsc::channel();
-    let on_stdout = matches!(ready, Ready::Stdout(_));
-    let (out_tx, err_tx) = if on_stdout { (Some((ready, tx)), None) } else { (None, Some((ready, tx))) };
-    let stdout = reader(out, out_tx, keep_stdout);
-    let stderr = reader(err, err_tx, true);
+    let stdout = reader(out, Some((ready, tx)), keep_stdout);
+    let stderr = reader(err, None, true);
     let at = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(at) => at,
         Err(_) => {
@@ -134,19 +124,19 @@ pub fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
     }
     let mut cmd = Command::new(bin);
     cmd.arg("watch").args(args);
-    start(cmd, Ready::Stdout(is_start_record), true)
+    start(cmd, Ready(is_start_record), true)
 }
 
-/// The minimal consumer (`qtrace/examples/ringbuf_count.rs`), which prints
-/// no records until it stops: ready at its one stderr line.
+/// The minimal consumer (`qtrace/examples/ringbuf_count.rs`): ready at its
+/// start record, like qtrace.
 pub fn counter(bin: &Path) -> Result<Running> {
-    start(Command::new(bin), Ready::Stderr("qtrace: watching"), true)
+    start(Command::new(bin), Ready(is_start_record), true)
 }
 
 pub fn bpftrace() -> Result<Running> {
     let mut cmd = Command::new("bpftrace");
     cmd.args(["-e", BPFTRACE_SCRIPT]);
-    start(cmd, Ready::Stdout(|l| l.contains("ready")), false)
+    start(cmd, Ready(|l| l.contains("ready")), false)
 }
 
 impl Running {
