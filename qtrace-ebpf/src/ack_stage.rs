@@ -36,8 +36,8 @@ use qtrace_common::{hook, kind, ArgSlots, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{emit, watched};
-use crate::listener::{backlog, config, identity, is_ipv4_skb, sysctl};
-use crate::maps::{AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
+use crate::kmem::{backlog, identity, is_ipv4_skb, sysctl};
+use crate::maps::{config, AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
 
 #[inline(always)]
 fn on_return(cfg: &Config, call: AckEntry, child: u64, v6: bool, hook: u8) {

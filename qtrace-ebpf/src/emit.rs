@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use qtrace_common::{stat, Config, CounterKey, Event};
 
-use crate::listener::{self, Backlog, Identity};
+use crate::kmem::{self, Backlog, Identity};
 use crate::maps::{COUNTERS, EVENTS, PORTS, STATS};
 
 /// Applies `--netns` and `--port` in the kernel: a listener nobody watches
@@ -63,7 +63,7 @@ pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, 
         hook,
         ..Event::default()
     };
-    let p = listener::packet(cfg, skb);
+    let p = kmem::packet(cfg, skb);
     if p.family != 0 {
         ev.family = p.family;
         ev.laddr = p.laddr;
@@ -71,8 +71,8 @@ pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, 
         ev.rport = p.rport;
     } else {
         // No packet headers: fall back to the listener's bound address.
-        ev.family = listener::read::<u16>(sk, cfg.sk_family) as u8;
-        let a: [u8; 4] = listener::read(sk, cfg.sk_rcv_saddr);
+        ev.family = kmem::read::<u16>(sk, cfg.sk_family) as u8;
+        let a: [u8; 4] = kmem::read(sk, cfg.sk_rcv_saddr);
         ev.laddr[..4].copy_from_slice(&a);
     }
     entry.write(ev);

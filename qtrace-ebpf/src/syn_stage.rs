@@ -33,8 +33,8 @@ use qtrace_common::{hook, kind, stat, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{bump, emit, watched};
-use crate::listener::{backlog, config, identity, read, sysctl, Backlog};
-use crate::maps::{SynEntry, SYN_ENTRY};
+use crate::kmem::{backlog, identity, read, sysctl, Backlog};
+use crate::maps::{config, SynEntry, SYN_ENTRY};
 
 #[inline(always)]
 fn on_entry(cfg: &Config, sk: u64, skb: u64) {

@@ -24,7 +24,8 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _
 use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE};
 
 use crate::emit::{bump, count, emit, watched};
-use crate::listener::{backlog, config, identity, read, sysctl};
+use crate::kmem::{backlog, identity, read, sysctl};
+use crate::maps::config;
 
 /// `TCP_LISTEN` in `enum tcp_state`.
 const TCP_LISTEN: u8 = 10;

@@ -11,14 +11,6 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use qtrace_common::{Config, AF_INET, AF_INET6, OFFSET_NONE};
 
-use crate::maps::CONFIG;
-
-/// The configuration userspace wrote before attaching.
-#[inline(always)]
-pub fn config() -> Option<&'static Config> {
-    CONFIG.get(0)
-}
-
 /// Reads a `T` at `base + off`; zero for [`OFFSET_NONE`] or a bad address.
 #[inline(always)]
 pub fn read<T: Default>(base: u64, off: u32) -> T {
