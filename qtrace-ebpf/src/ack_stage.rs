@@ -36,7 +36,7 @@ use qtrace_common::{hook, kind, ArgSlots, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{emit, watched};
-use crate::kmem::{backlog, identity, is_ipv4_skb, sysctl};
+use crate::kmem::{identity, is_ipv4_skb, queues, sysctl};
 use crate::maps::{config, AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
 
 #[inline(always)]
@@ -52,7 +52,7 @@ fn on_return(cfg: &Config, call: AckEntry, child: u64, v6: bool, hook: u8) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    let q = backlog(cfg, sk);
+    let q = queues(cfg, sk);
     if !q.accept_queue_full() {
         return;
     }

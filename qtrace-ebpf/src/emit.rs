@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use qtrace_common::{stat, Config, CounterKey, Event};
 
-use crate::kmem::{self, Backlog, Identity};
+use crate::kmem::{self, Identity, QueueState};
 use crate::maps::{COUNTERS, EVENTS, PORTS, STATS};
 
 /// Applies `--netns` and `--port` in the kernel: a listener nobody watches
@@ -45,7 +45,7 @@ pub fn count(kind: u8, id: &Identity) {
 /// Counts one `kind` for the listener, then sends the event if the ring
 /// buffer has room (and counts it as lost if not).
 #[inline(always)]
-pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &Backlog) {
+pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &QueueState) {
     count(kind, id);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(stat::RINGBUF_FULL);

@@ -1,5 +1,5 @@
 //! Reading kernel memory at offsets resolved from the running kernel's BTF
-//! (handed over in [`Config`]): the listener's identity and backlog state and
+//! (handed over in [`Config`]): the listener's identity and queue state and
 //! the packet's addresses. Nothing here assumes one kernel's struct layout.
 //!
 //! Reads return plain values, zero when the read fails (the helper zeroes
@@ -61,15 +61,18 @@ pub fn identity(cfg: &Config, sk: u64) -> Identity {
     Identity { net, netns: read(net, cfg.net_inum), port: read(sk, cfg.sk_num) }
 }
 
-/// `sk_ack_backlog`, `sk_max_ack_backlog`, `icsk_accept_queue.qlen`.
+/// A listener's two queues as the kernel keeps them: `sk_ack_backlog`,
+/// `sk_max_ack_backlog` and `icsk_accept_queue.qlen`. Not the backlog an
+/// application passed to `listen()` (that is [`qtrace_common::ListenCall`]):
+/// the kernel stores only its clamped value, the bound here.
 #[derive(Clone, Copy)]
-pub struct Backlog {
+pub struct QueueState {
     pub ack_backlog: u32,
     pub max_ack_backlog: u32,
     pub syn_qlen: u32,
 }
 
-impl Backlog {
+impl QueueState {
     /// `sk_acceptq_is_full()`: strictly greater, as the kernel tests it.
     #[inline(always)]
     pub fn accept_queue_full(&self) -> bool {
@@ -82,9 +85,10 @@ impl Backlog {
     }
 }
 
+/// The queue state of listener `sk` now.
 #[inline(always)]
-pub fn backlog(cfg: &Config, sk: u64) -> Backlog {
-    Backlog {
+pub fn queues(cfg: &Config, sk: u64) -> QueueState {
+    QueueState {
         ack_backlog: read(sk, cfg.sk_ack_backlog),
         max_ack_backlog: read(sk, cfg.sk_max_ack_backlog),
         syn_qlen: read(sk, cfg.icsk_qlen),

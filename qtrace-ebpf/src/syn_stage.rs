@@ -33,7 +33,7 @@ use qtrace_common::{hook, kind, stat, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{bump, emit, watched};
-use crate::kmem::{backlog, identity, read, sysctl, Backlog};
+use crate::kmem::{identity, queues, read, sysctl, QueueState};
 use crate::maps::{config, SynEntry, SYN_ENTRY};
 
 #[inline(always)]
@@ -47,7 +47,7 @@ fn on_entry(cfg: &Config, sk: u64, skb: u64) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    let q = backlog(cfg, sk);
+    let q = queues(cfg, sk);
     let drops: u32 = read(sk, cfg.sk_drops);
     let e = SynEntry { sk, skb, drops, ack_backlog: q.ack_backlog, max_ack_backlog: q.max_ack_backlog, syn_qlen: q.syn_qlen };
     // SAFETY: as above.
@@ -69,7 +69,7 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
         return;
     }
     let id = identity(cfg, sk);
-    let q = Backlog { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
+    let q = QueueState { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
     let syncookies = sysctl(cfg, id.net, cfg.net_syncookies);
     let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops;
     let k = if dropped {

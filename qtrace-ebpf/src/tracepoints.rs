@@ -24,7 +24,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _
 use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE};
 
 use crate::emit::{bump, count, emit, watched};
-use crate::kmem::{backlog, identity, read, sysctl};
+use crate::kmem::{identity, queues, read, sysctl};
 use crate::maps::config;
 
 /// `TCP_LISTEN` in `enum tcp_state`.
@@ -60,7 +60,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
         if !watched(cfg, &id) {
             return;
         }
-        let q = backlog(cfg, sk);
+        let q = queues(cfg, sk);
         let k = if sysctl(cfg, id.net, cfg.net_abort_on_overflow) != 0 { kind::ACK_OVERFLOW_RESET } else { kind::ACK_OVERFLOW };
         emit(cfg, k, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
         return;
@@ -79,7 +79,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
     {
         // cookie_v4_check / cookie_v6_check: tcp_get_cookie_sock() found no
         // child; with the accept queue full that is a syncookie ACK overflow.
-        let q = backlog(cfg, sk);
+        let q = queues(cfg, sk);
         if q.accept_queue_full() {
             emit(cfg, kind::COOKIE_ACK_OVERFLOW, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
         }
