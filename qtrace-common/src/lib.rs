@@ -39,6 +39,51 @@ pub const MAP_CLOSED_LISTENERS: &str = "CLOSED_LISTENERS";
 /// Entries of [`MAP_CLOSED_LISTENERS`]: listeners closed between two polls.
 pub const CLOSED_LISTENERS_MAX: u32 = 4096;
 
+// Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
+// attribute macros name a program after its function and take no other name
+// (a tracepoint's `name` argument names the traced event, not the program), so
+// these cannot be handed to the eBPF side: `tests/program_names.rs` reads the
+// eBPF sources instead and fails when a program and its constant disagree.
+
+/// SYN stage (`syn_stage.rs`): `tcp_conn_request`, as fentry/fexit or
+/// kprobe/kretprobe pairs.
+pub const PROG_FENTRY_TCP_CONN_REQUEST: &str = "fentry_tcp_conn_request";
+pub const PROG_FEXIT_TCP_CONN_REQUEST: &str = "fexit_tcp_conn_request";
+pub const PROG_KPROBE_TCP_CONN_REQUEST: &str = "kprobe_tcp_conn_request";
+pub const PROG_KRETPROBE_TCP_CONN_REQUEST: &str = "kretprobe_tcp_conn_request";
+/// ACK stage (`ack_stage.rs`): `tcp_v4_syn_recv_sock` / `tcp_v6_syn_recv_sock`,
+/// fexit alone or kprobe/kretprobe pairs.
+pub const PROG_FEXIT_TCP_V4_SYN_RECV_SOCK: &str = "fexit_tcp_v4_syn_recv_sock";
+pub const PROG_FEXIT_TCP_V6_SYN_RECV_SOCK: &str = "fexit_tcp_v6_syn_recv_sock";
+pub const PROG_KPROBE_TCP_V4_SYN_RECV_SOCK: &str = "kprobe_tcp_v4_syn_recv_sock";
+pub const PROG_KRETPROBE_TCP_V4_SYN_RECV_SOCK: &str = "kretprobe_tcp_v4_syn_recv_sock";
+pub const PROG_KPROBE_TCP_V6_SYN_RECV_SOCK: &str = "kprobe_tcp_v6_syn_recv_sock";
+pub const PROG_KRETPROBE_TCP_V6_SYN_RECV_SOCK: &str = "kretprobe_tcp_v6_syn_recv_sock";
+/// Tracepoint tier (`tracepoints.rs`): `skb:kfree_skb`.
+pub const PROG_KFREE_SKB: &str = "kfree_skb";
+/// Beside every tier: `syscalls:sys_enter_listen` / `sys_exit_listen`
+/// (`listen_calls.rs`) and `sock:inet_sock_set_state` (`listener_close.rs`).
+pub const PROG_SYS_ENTER_LISTEN: &str = "sys_enter_listen";
+pub const PROG_SYS_EXIT_LISTEN: &str = "sys_exit_listen";
+pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+/// Every `PROG_*` above, once.
+pub const PROGRAMS: [&str; 14] = [
+    PROG_FENTRY_TCP_CONN_REQUEST,
+    PROG_FEXIT_TCP_CONN_REQUEST,
+    PROG_KPROBE_TCP_CONN_REQUEST,
+    PROG_KRETPROBE_TCP_CONN_REQUEST,
+    PROG_FEXIT_TCP_V4_SYN_RECV_SOCK,
+    PROG_FEXIT_TCP_V6_SYN_RECV_SOCK,
+    PROG_KPROBE_TCP_V4_SYN_RECV_SOCK,
+    PROG_KRETPROBE_TCP_V4_SYN_RECV_SOCK,
+    PROG_KPROBE_TCP_V6_SYN_RECV_SOCK,
+    PROG_KRETPROBE_TCP_V6_SYN_RECV_SOCK,
+    PROG_KFREE_SKB,
+    PROG_SYS_ENTER_LISTEN,
+    PROG_SYS_EXIT_LISTEN,
+    PROG_INET_SOCK_SET_STATE,
+];
+
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Distinct (netns, port, kind) counters the kernel keeps; inserts beyond this
