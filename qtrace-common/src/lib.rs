@@ -246,11 +246,13 @@ pub struct Config {
     /// Non-zero: only ports marked in [`MAP_PORTS`].
     pub filter_ports: u32,
 
-    /// `skb:kfree_skb`: offset of `skbaddr`, `rx_sk` and `reason` in the record.
+    /// `skb:kfree_skb`: offset of `skbaddr`, `rx_sk` and `reason` in the record
+    /// (`rx_sk` since c53795d48ee8, "net: add rx_sk to trace_kfree_skb", 6.11).
     pub tp_kfree_skb_skbaddr: u32,
     pub tp_kfree_skb_rx_sk: u32,
     pub tp_kfree_skb_reason: u32,
-    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel.
+    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel (added by
+    /// a11a791ca81e, "tcp: add four drop reasons to tcp_check_req()", 6.15).
     pub reason_listen_overflow: u32,
 
     /// `struct sock` (through `struct sock_common`).
@@ -268,7 +270,9 @@ pub struct Config {
     pub net_inum: u32,
     pub net_abort_on_overflow: u32,
     pub net_syncookies: u32,
-    /// Size in bytes (1 or 4) of those sysctls: `u8` since 5.19/6.0, `int` before.
+    /// Size in bytes (1 or 4) of those two sysctls, from BTF: both became `u8`
+    /// in 4ecc1baf362c ("tcp: convert elligible sysctls to u8", Linux 5.13,
+    /// also in 5.10 stable since April 2023) and are `int` before.
     pub net_sysctl_size: u32,
     /// `struct sk_buff`.
     pub skb_head: u32,
@@ -316,7 +320,8 @@ pub const SLOT_NONE: u8 = u8::MAX;
 /// Where a traced function's values sit, resolved by parameter name from the
 /// running kernel's BTF rather than fixed at compile time: prototypes change
 /// within a stable series (Debian's 6.12.117 gave `tcp_v4_syn_recv_sock` a
-/// seventh parameter, `opt_child_init`, that 6.12.107 lacks).
+/// seventh parameter, `opt_child_init`, that 6.12.107 lacks: the backport of
+/// 858d2a4f67ff, "tcp: fix potential race in tcp_v6_syn_recv_sock()").
 ///
 /// A fentry/fexit context is the traced function's arguments as an array of
 /// `u64` followed, for fexit, by its return value, so the return value's

@@ -29,7 +29,12 @@ pub fn read<T: Default>(base: u64, off: u32) -> T {
     v
 }
 
-/// A `net.ipv4` sysctl, `u8` since 6.0 and `int` before.
+/// A `net.ipv4` sysctl of `struct netns_ipv4` read per event:
+/// `sysctl_tcp_syncookies` or `sysctl_tcp_abort_on_overflow`. Both became
+/// `u8` in the same commit, 4ecc1baf362c ("tcp: convert elligible sysctls to
+/// u8", Linux 5.13), which 5.10 stable also took in April 2023 as a dependency
+/// of another fix; before, and on older 5.10.y, they are `int`. Hence the size
+/// from BTF (`net_sysctl_size`) rather than from the version.
 #[inline(always)]
 pub fn sysctl(cfg: &Config, net: u64, off: u32) -> u32 {
     if cfg.net_sysctl_size == 1 {
@@ -73,12 +78,18 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// `sk_acceptq_is_full()`: strictly greater, as the kernel tests it.
+    /// `sk_acceptq_is_full()`: strictly greater, as the kernel tests it on
+    /// every supported kernel since 64a146513f8f ("[NET]: Revert incorrect
+    /// accept queue backlog changes.", 2.6.21): a backlog of N admits N + 1.
     #[inline(always)]
     pub fn accept_queue_full(&self) -> bool {
         self.ack_backlog > self.max_ack_backlog
     }
-    /// `inet_csk_reqsk_queue_is_full()`.
+    /// `inet_csk_reqsk_queue_is_full()` as kernels before 3479c7549fb1
+    /// ("tcp/dccp: allow a connection when sk_max_ack_backlog is zero",
+    /// Linux 6.13, backported to the 5.4, 5.15, 6.1, 6.6 and 6.12 stable
+    /// series) test it: `>=`. Since then it is `>`, like the accept queue;
+    /// `syn_stage` tells the two apart by whether the queue grew.
     #[inline(always)]
     pub fn syn_queue_full(&self) -> bool {
         self.syn_qlen >= self.max_ack_backlog

@@ -22,8 +22,10 @@
 //! If nothing was dropped, the SYN queue was at its bound and no request was
 //! added (its length did not grow), a syncookie was sent. The queue length
 //! is compared rather than the bound alone because kernels disagree on
-//! "full": `inet_csk_reqsk_queue_is_full()` is `qlen >= max` on 5.10 and
-//! `qlen > max` after a stable-series fix (seen on 6.1 and 6.12).
+//! "full": `inet_csk_reqsk_queue_is_full()` is `qlen >= max` until
+//! 3479c7549fb1 ("tcp/dccp: allow a connection when sk_max_ack_backlog is
+//! zero", Linux 6.13, in the 5.4, 5.15, 6.1, 6.6 and 6.12 stable series from
+//! early 2025) and `qlen > max` since.
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},

@@ -1,11 +1,13 @@
 //! Tracepoint tier: `skb:kfree_skb` (include/trace/events/skb.h).
 //!
 //! Since Linux 6.15, the final ACK of a request whose listener's accept queue
-//! is full is freed with `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` (set in
-//! `tcp_check_req()` before the `tcp_abort_on_overflow` test, so both the
-//! silent and the reset case carry it), and since 6.11 the record has
-//! `rx_sk`, the listener. The reason's value and the record layout come from
-//! the tracepoint's format file at load time.
+//! is full is freed with `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`: a11a791ca81e
+//! ("tcp: add four drop reasons to tcp_check_req()") sets it at
+//! `tcp_check_req()`'s `listen_overflow` label, before the
+//! `tcp_abort_on_overflow` test, so both the silent and the reset case carry
+//! it. Since 6.11 the record has `rx_sk`, the listener: c53795d48ee8 ("net:
+//! add rx_sk to trace_kfree_skb"). The reason's value and the record layout
+//! come from the tracepoint's format file at load time.
 //!
 //! Two more drops with the listener as `rx_sk` matter (Linux 6.11+):
 //! - `cookie_v4_check` / `cookie_v6_check` free a syncookie ACK with
