@@ -39,6 +39,51 @@ pub const MAP_CLOSED_LISTENERS: &str = "CLOSED_LISTENERS";
 /// Entries of [`MAP_CLOSED_LISTENERS`]: listeners closed between two polls.
 pub const CLOSED_LISTENERS_MAX: u32 = 4096;
 
+// Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
+// attribute macros name a program after its function and take no other name
+// (a tracepoint's `name` argument names the traced event, not the program), so
+// these cannot be handed to the eBPF side: `tests/program_names.rs` reads the
+// eBPF sources instead and fails when a program and its constant disagree.
+
+/// SYN stage (`syn_stage.rs`): `tcp_conn_request`, as fentry/fexit or
+/// kprobe/kretprobe pairs.
+pub const PROG_FENTRY_TCP_CONN_REQUEST: &str = "fentry_tcp_conn_request";
+pub const PROG_FEXIT_TCP_CONN_REQUEST: &str = "fexit_tcp_conn_request";
+pub const PROG_KPROBE_TCP_CONN_REQUEST: &str = "kprobe_tcp_conn_request";
+pub const PROG_KRETPROBE_TCP_CONN_REQUEST: &str = "kretprobe_tcp_conn_request";
+/// ACK stage (`ack_stage.rs`): `tcp_v4_syn_recv_sock` / `tcp_v6_syn_recv_sock`,
+/// fexit alone or kprobe/kretprobe pairs.
+pub const PROG_FEXIT_TCP_V4_SYN_RECV_SOCK: &str = "fexit_tcp_v4_syn_recv_sock";
+pub const PROG_FEXIT_TCP_V6_SYN_RECV_SOCK: &str = "fexit_tcp_v6_syn_recv_sock";
+pub const PROG_KPROBE_TCP_V4_SYN_RECV_SOCK: &str = "kprobe_tcp_v4_syn_recv_sock";
+pub const PROG_KRETPROBE_TCP_V4_SYN_RECV_SOCK: &str = "kretprobe_tcp_v4_syn_recv_sock";
+pub const PROG_KPROBE_TCP_V6_SYN_RECV_SOCK: &str = "kprobe_tcp_v6_syn_recv_sock";
+pub const PROG_KRETPROBE_TCP_V6_SYN_RECV_SOCK: &str = "kretprobe_tcp_v6_syn_recv_sock";
+/// Tracepoint tier (`tracepoints.rs`): `skb:kfree_skb`.
+pub const PROG_KFREE_SKB: &str = "kfree_skb";
+/// Beside every tier: `syscalls:sys_enter_listen` / `sys_exit_listen`
+/// (`listen_calls.rs`) and `sock:inet_sock_set_state` (`listener_close.rs`).
+pub const PROG_SYS_ENTER_LISTEN: &str = "sys_enter_listen";
+pub const PROG_SYS_EXIT_LISTEN: &str = "sys_exit_listen";
+pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+/// Every `PROG_*` above, once.
+pub const PROGRAMS: [&str; 14] = [
+    PROG_FENTRY_TCP_CONN_REQUEST,
+    PROG_FEXIT_TCP_CONN_REQUEST,
+    PROG_KPROBE_TCP_CONN_REQUEST,
+    PROG_KRETPROBE_TCP_CONN_REQUEST,
+    PROG_FEXIT_TCP_V4_SYN_RECV_SOCK,
+    PROG_FEXIT_TCP_V6_SYN_RECV_SOCK,
+    PROG_KPROBE_TCP_V4_SYN_RECV_SOCK,
+    PROG_KRETPROBE_TCP_V4_SYN_RECV_SOCK,
+    PROG_KPROBE_TCP_V6_SYN_RECV_SOCK,
+    PROG_KRETPROBE_TCP_V6_SYN_RECV_SOCK,
+    PROG_KFREE_SKB,
+    PROG_SYS_ENTER_LISTEN,
+    PROG_SYS_EXIT_LISTEN,
+    PROG_INET_SOCK_SET_STATE,
+];
+
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Distinct (netns, port, kind) counters the kernel keeps; inserts beyond this
@@ -201,11 +246,13 @@ pub struct Config {
     /// Non-zero: only ports marked in [`MAP_PORTS`].
     pub filter_ports: u32,
 
-    /// `skb:kfree_skb`: offset of `skbaddr`, `rx_sk` and `reason` in the record.
+    /// `skb:kfree_skb`: offset of `skbaddr`, `rx_sk` and `reason` in the record
+    /// (`rx_sk` since c53795d48ee8, "net: add rx_sk to trace_kfree_skb", 6.11).
     pub tp_kfree_skb_skbaddr: u32,
     pub tp_kfree_skb_rx_sk: u32,
     pub tp_kfree_skb_reason: u32,
-    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel.
+    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel (added by
+    /// a11a791ca81e, "tcp: add four drop reasons to tcp_check_req()", 6.15).
     pub reason_listen_overflow: u32,
 
     /// `struct sock` (through `struct sock_common`).
@@ -223,7 +270,9 @@ pub struct Config {
     pub net_inum: u32,
     pub net_abort_on_overflow: u32,
     pub net_syncookies: u32,
-    /// Size in bytes (1 or 4) of those sysctls: `u8` since 5.19/6.0, `int` before.
+    /// Size in bytes (1 or 4) of those two sysctls, from BTF: both became `u8`
+    /// in 4ecc1baf362c ("tcp: convert elligible sysctls to u8", Linux 5.13,
+    /// also in 5.10 stable since April 2023) and are `int` before.
     pub net_sysctl_size: u32,
     /// `struct sk_buff`.
     pub skb_head: u32,
@@ -271,7 +320,8 @@ pub const SLOT_NONE: u8 = u8::MAX;
 /// Where a traced function's values sit, resolved by parameter name from the
 /// running kernel's BTF rather than fixed at compile time: prototypes change
 /// within a stable series (Debian's 6.12.117 gave `tcp_v4_syn_recv_sock` a
-/// seventh parameter, `opt_child_init`, that 6.12.107 lacks).
+/// seventh parameter, `opt_child_init`, that 6.12.107 lacks: the backport of
+/// 858d2a4f67ff, "tcp: fix potential race in tcp_v6_syn_recv_sock()").
 ///
 /// A fentry/fexit context is the traced function's arguments as an array of
 /// `u64` followed, for fexit, by its return value, so the return value's

@@ -10,10 +10,12 @@
 //!                                   bool *own_req);
 //! ```
 //!
-//! Stable kernels from late 2026 (seen: Debian's 6.12.117, 6.18.44) add a
-//! seventh parameter,
-//! `opt_child_init` (a function pointer): the programs read each value at
-//! the position BTF gives its name (`args`).
+//! 858d2a4f67ff ("tcp: fix potential race in tcp_v6_syn_recv_sock()",
+//! February 2026, upstream in the 7.0 cycle and backported to stable series)
+//! adds a seventh parameter, `opt_child_init` (a function pointer), so one
+//! stable series has both prototypes (seen: Debian's 6.12.117 and 6.18.44
+//! have it, 6.12.107 does not): the programs read each value at the position
+//! BTF gives its name (`args`).
 //!
 //! It returns NULL when the accept queue is full (`ListenOverflows`), but
 //! also on memory or route failures: only NULL *with* the accept queue full
@@ -36,8 +38,8 @@ use qtrace_common::{hook, kind, ArgSlots, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{emit, watched};
-use crate::listener::{backlog, config, identity, is_ipv4_skb, sysctl};
-use crate::maps::{AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
+use crate::kmem::{identity, is_ipv4_skb, queues, sysctl};
+use crate::maps::{config, AckEntry, ACK_V4_ENTRY, ACK_V6_ENTRY};
 
 #[inline(always)]
 fn on_return(cfg: &Config, call: AckEntry, child: u64, v6: bool, hook: u8) {
@@ -52,7 +54,7 @@ fn on_return(cfg: &Config, call: AckEntry, child: u64, v6: bool, hook: u8) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    let q = backlog(cfg, sk);
+    let q = queues(cfg, sk);
     if !q.accept_queue_full() {
         return;
     }
@@ -73,8 +75,8 @@ fn fexit_args(ctx: &FExitContext, at: ArgSlots) -> AckEntry {
 }
 
 // fexit finds the return value after the arguments, in the slot numbered
-// like the function's parameter count (`at.ret`, from BTF): 6 on 5.10 to
-// 6.12.107, 7 since `opt_child_init` was added. `bpf_get_func_ret` would
+// like the function's parameter count (`at.ret`, from BTF): 6, or 7 on
+// kernels with 858d2a4f67ff's `opt_child_init`. `bpf_get_func_ret` would
 // need 5.17; the trampoline's slot works from 5.5.
 #[fexit(function = "tcp_v4_syn_recv_sock")]
 pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {

@@ -1,8 +1,8 @@
 //! A traced function's arguments and return value at the positions
 //! userspace resolved by parameter name from the kernel's BTF
 //! ([`qtrace_common::ArgSlots`]), never at positions fixed here: Debian's
-//! 6.12.117 added a seventh parameter to `tcp_v4_syn_recv_sock`, which moved
-//! fexit's return value from slot 6 to slot 7.
+//! 6.12.117 added a seventh parameter to `tcp_v4_syn_recv_sock` (858d2a4f67ff's
+//! `opt_child_init`), which moved fexit's return value from slot 6 to slot 7.
 //!
 //! The verifier accepts only constant offsets into a tracing or kprobe
 //! context, and checks each against the function's BTF prototype (a slot

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use qtrace_common::{stat, Config, CounterKey, Event};
 
-use crate::listener::{self, Backlog, Identity};
+use crate::kmem::{self, Identity, QueueState};
 use crate::maps::{COUNTERS, EVENTS, PORTS, STATS};
 
 /// Applies `--netns` and `--port` in the kernel: a listener nobody watches
@@ -45,7 +45,7 @@ pub fn count(kind: u8, id: &Identity) {
 /// Counts one `kind` for the listener, then sends the event if the ring
 /// buffer has room (and counts it as lost if not).
 #[inline(always)]
-pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &Backlog) {
+pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &QueueState) {
     count(kind, id);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(stat::RINGBUF_FULL);
@@ -63,7 +63,7 @@ pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, 
         hook,
         ..Event::default()
     };
-    let p = listener::packet(cfg, skb);
+    let p = kmem::packet(cfg, skb);
     if p.family != 0 {
         ev.family = p.family;
         ev.laddr = p.laddr;
@@ -71,8 +71,8 @@ pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, 
         ev.rport = p.rport;
     } else {
         // No packet headers: fall back to the listener's bound address.
-        ev.family = listener::read::<u16>(sk, cfg.sk_family) as u8;
-        let a: [u8; 4] = listener::read(sk, cfg.sk_rcv_saddr);
+        ev.family = kmem::read::<u16>(sk, cfg.sk_family) as u8;
+        let a: [u8; 4] = kmem::read(sk, cfg.sk_rcv_saddr);
         ev.laddr[..4].copy_from_slice(&a);
     }
     entry.write(ev);

@@ -19,7 +19,8 @@ use aya_ebpf::{
 };
 use qtrace_common::{ListenCall, ListenKey, LISTEN_CALLS_MAX, OFFSET_NONE};
 
-use crate::listener::{config, read};
+use crate::kmem::read;
+use crate::maps::config;
 
 #[map]
 pub static LISTEN_CALLS: LruHashMap<ListenKey, ListenCall> = LruHashMap::with_max_entries(LISTEN_CALLS_MAX, 0);

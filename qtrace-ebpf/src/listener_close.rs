@@ -19,7 +19,8 @@ use aya_ebpf::{
 use qtrace_common::{ClosedListener, CLOSED_LISTENERS_MAX, OFFSET_NONE};
 
 use crate::emit::watched;
-use crate::listener::{config, identity, read};
+use crate::kmem::{identity, read};
+use crate::maps::config;
 
 #[map]
 pub static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);

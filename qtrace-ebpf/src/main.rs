@@ -21,8 +21,8 @@
 mod ack_stage;
 mod args;
 mod emit;
+mod kmem;
 mod listen_calls;
-mod listener;
 mod listener_close;
 mod maps;
 mod syn_stage;

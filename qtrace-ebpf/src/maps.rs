@@ -22,6 +22,12 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(qtrace_common
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
 
+/// The configuration userspace wrote before attaching.
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
 #[map]
 pub static PORTS: Array<u8> = Array::with_max_entries(PORTS_LEN, 0);
 

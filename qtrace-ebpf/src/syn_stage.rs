@@ -22,8 +22,10 @@
 //! If nothing was dropped, the SYN queue was at its bound and no request was
 //! added (its length did not grow), a syncookie was sent. The queue length
 //! is compared rather than the bound alone because kernels disagree on
-//! "full": `inet_csk_reqsk_queue_is_full()` is `qlen >= max` on 5.10 and
-//! `qlen > max` after a stable-series fix (seen on 6.1 and 6.12).
+//! "full": `inet_csk_reqsk_queue_is_full()` is `qlen >= max` until
+//! 3479c7549fb1 ("tcp/dccp: allow a connection when sk_max_ack_backlog is
+//! zero", Linux 6.13, in the 5.4, 5.15, 6.1, 6.6 and 6.12 stable series from
+//! early 2025) and `qlen > max` since.
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
@@ -33,8 +35,8 @@ use qtrace_common::{hook, kind, stat, Config};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{bump, emit, watched};
-use crate::listener::{backlog, config, identity, read, sysctl, Backlog};
-use crate::maps::{SynEntry, SYN_ENTRY};
+use crate::kmem::{identity, queues, read, sysctl, QueueState};
+use crate::maps::{config, SynEntry, SYN_ENTRY};
 
 #[inline(always)]
 fn on_entry(cfg: &Config, sk: u64, skb: u64) {
@@ -47,7 +49,7 @@ fn on_entry(cfg: &Config, sk: u64, skb: u64) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    let q = backlog(cfg, sk);
+    let q = queues(cfg, sk);
     let drops: u32 = read(sk, cfg.sk_drops);
     let e = SynEntry { sk, skb, drops, ack_backlog: q.ack_backlog, max_ack_backlog: q.max_ack_backlog, syn_qlen: q.syn_qlen };
     // SAFETY: as above.
@@ -69,7 +71,7 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
         return;
     }
     let id = identity(cfg, sk);
-    let q = Backlog { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
+    let q = QueueState { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
     let syncookies = sysctl(cfg, id.net, cfg.net_syncookies);
     let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops;
     let k = if dropped {

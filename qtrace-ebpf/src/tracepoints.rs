@@ -1,11 +1,13 @@
 //! Tracepoint tier: `skb:kfree_skb` (include/trace/events/skb.h).
 //!
 //! Since Linux 6.15, the final ACK of a request whose listener's accept queue
-//! is full is freed with `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` (set in
-//! `tcp_check_req()` before the `tcp_abort_on_overflow` test, so both the
-//! silent and the reset case carry it), and since 6.11 the record has
-//! `rx_sk`, the listener. The reason's value and the record layout come from
-//! the tracepoint's format file at load time.
+//! is full is freed with `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`: a11a791ca81e
+//! ("tcp: add four drop reasons to tcp_check_req()") sets it at
+//! `tcp_check_req()`'s `listen_overflow` label, before the
+//! `tcp_abort_on_overflow` test, so both the silent and the reset case carry
+//! it. Since 6.11 the record has `rx_sk`, the listener: c53795d48ee8 ("net:
+//! add rx_sk to trace_kfree_skb"). The reason's value and the record layout
+//! come from the tracepoint's format file at load time.
 //!
 //! Two more drops with the listener as `rx_sk` matter (Linux 6.11+):
 //! - `cookie_v4_check` / `cookie_v6_check` free a syncookie ACK with
@@ -24,7 +26,8 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _
 use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE};
 
 use crate::emit::{bump, count, emit, watched};
-use crate::listener::{backlog, config, identity, read, sysctl};
+use crate::kmem::{identity, queues, read, sysctl};
+use crate::maps::config;
 
 /// `TCP_LISTEN` in `enum tcp_state`.
 const TCP_LISTEN: u8 = 10;
@@ -59,7 +62,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
         if !watched(cfg, &id) {
             return;
         }
-        let q = backlog(cfg, sk);
+        let q = queues(cfg, sk);
         let k = if sysctl(cfg, id.net, cfg.net_abort_on_overflow) != 0 { kind::ACK_OVERFLOW_RESET } else { kind::ACK_OVERFLOW };
         emit(cfg, k, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
         return;
@@ -78,7 +81,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
     {
         // cookie_v4_check / cookie_v6_check: tcp_get_cookie_sock() found no
         // child; with the accept queue full that is a syncookie ACK overflow.
-        let q = backlog(cfg, sk);
+        let q = queues(cfg, sk);
         if q.accept_queue_full() {
             emit(cfg, kind::COOKIE_ACK_OVERFLOW, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
         }

@@ -1,5 +1,5 @@
 //! Reading kernel memory at offsets resolved from the running kernel's BTF
-//! (handed over in [`Config`]): the listener's identity and backlog state and
+//! (handed over in [`Config`]): the listener's identity and queue state and
 //! the packet's addresses. Nothing here assumes one kernel's struct layout.
 //!
 //! Reads return plain values, zero when the read fails (the helper zeroes
@@ -10,14 +10,6 @@
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use qtrace_common::{Config, AF_INET, AF_INET6, OFFSET_NONE};
-
-use crate::maps::CONFIG;
-
-/// The configuration userspace wrote before attaching.
-#[inline(always)]
-pub fn config() -> Option<&'static Config> {
-    CONFIG.get(0)
-}
 
 /// Reads a `T` at `base + off`; zero for [`OFFSET_NONE`] or a bad address.
 #[inline(always)]
@@ -37,7 +29,12 @@ pub fn read<T: Default>(base: u64, off: u32) -> T {
     v
 }
 
-/// A `net.ipv4` sysctl, `u8` since 6.0 and `int` before.
+/// A `net.ipv4` sysctl of `struct netns_ipv4` read per event:
+/// `sysctl_tcp_syncookies` or `sysctl_tcp_abort_on_overflow`. Both became
+/// `u8` in the same commit, 4ecc1baf362c ("tcp: convert elligible sysctls to
+/// u8", Linux 5.13), which 5.10 stable also took in April 2023 as a dependency
+/// of another fix; before, and on older 5.10.y, they are `int`. Hence the size
+/// from BTF (`net_sysctl_size`) rather than from the version.
 #[inline(always)]
 pub fn sysctl(cfg: &Config, net: u64, off: u32) -> u32 {
     if cfg.net_sysctl_size == 1 {
@@ -69,30 +66,40 @@ pub fn identity(cfg: &Config, sk: u64) -> Identity {
     Identity { net, netns: read(net, cfg.net_inum), port: read(sk, cfg.sk_num) }
 }
 
-/// `sk_ack_backlog`, `sk_max_ack_backlog`, `icsk_accept_queue.qlen`.
+/// A listener's two queues as the kernel keeps them: `sk_ack_backlog`,
+/// `sk_max_ack_backlog` and `icsk_accept_queue.qlen`. Not the backlog an
+/// application passed to `listen()` (that is [`qtrace_common::ListenCall`]):
+/// the kernel stores only its clamped value, the bound here.
 #[derive(Clone, Copy)]
-pub struct Backlog {
+pub struct QueueState {
     pub ack_backlog: u32,
     pub max_ack_backlog: u32,
     pub syn_qlen: u32,
 }
 
-impl Backlog {
-    /// `sk_acceptq_is_full()`: strictly greater, as the kernel tests it.
+impl QueueState {
+    /// `sk_acceptq_is_full()`: strictly greater, as the kernel tests it on
+    /// every supported kernel since 64a146513f8f ("[NET]: Revert incorrect
+    /// accept queue backlog changes.", 2.6.21): a backlog of N admits N + 1.
     #[inline(always)]
     pub fn accept_queue_full(&self) -> bool {
         self.ack_backlog > self.max_ack_backlog
     }
-    /// `inet_csk_reqsk_queue_is_full()`.
+    /// `inet_csk_reqsk_queue_is_full()` as kernels before 3479c7549fb1
+    /// ("tcp/dccp: allow a connection when sk_max_ack_backlog is zero",
+    /// Linux 6.13, backported to the 5.4, 5.15, 6.1, 6.6 and 6.12 stable
+    /// series) test it: `>=`. Since then it is `>`, like the accept queue;
+    /// `syn_stage` tells the two apart by whether the queue grew.
     #[inline(always)]
     pub fn syn_queue_full(&self) -> bool {
         self.syn_qlen >= self.max_ack_backlog
     }
 }
 
+/// The queue state of listener `sk` now.
 #[inline(always)]
-pub fn backlog(cfg: &Config, sk: u64) -> Backlog {
-    Backlog {
+pub fn queues(cfg: &Config, sk: u64) -> QueueState {
+    QueueState {
         ack_backlog: read(sk, cfg.sk_ack_backlog),
         max_ack_backlog: read(sk, cfg.sk_max_ack_backlog),
         syn_qlen: read(sk, cfg.icsk_qlen),
