@@ -36,6 +36,9 @@ pub fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
     cfg.net_inum = offset(btf, "net", "ns.inum", &[4])?;
     let abort = btf.field("net", "ipv4.sysctl_tcp_abort_on_overflow").context("reading net.ipv4.sysctl_tcp_abort_on_overflow")?;
     let cookies = btf.field("net", "ipv4.sysctl_tcp_syncookies").context("reading net.ipv4.sysctl_tcp_syncookies")?;
+    // Both became u8 in the same commit, 4ecc1baf362c ("tcp: convert
+    // elligible sysctls to u8", 5.13; also in 5.10 stable since April
+    // 2023): sizes that differ mean a kernel qtrace does not know.
     if abort.size != cookies.size || !matches!(abort.size, 1 | 4) {
         bail!("unexpected sysctl sizes in struct netns_ipv4: {} and {} bytes", abort.size, cookies.size);
     }
@@ -196,9 +199,11 @@ impl TpFormat {
 /// Fills the `skb:kfree_skb` layout of `cfg` and returns why per-event ACK
 /// overflow detail is missing on this kernel, if it is.
 ///
-/// `rx_sk` (the listener) exists since Linux 6.11; `TCP_LISTEN_OVERFLOW`
-/// since 6.15 (the ACK of a request whose listener's accept queue is full is
-/// freed with it in `tcp_v4_rcv`, via `tcp_check_req`). Without `rx_sk` the
+/// `rx_sk` (the listener) exists since Linux 6.11 (c53795d48ee8, "net: add
+/// rx_sk to trace_kfree_skb"); `TCP_LISTEN_OVERFLOW` since 6.15
+/// (a11a791ca81e, "tcp: add four drop reasons to tcp_check_req()": the ACK of
+/// a request whose listener's accept queue is full is freed with it in
+/// `tcp_v4_rcv`, via `tcp_check_req`). Without `rx_sk` the
 /// tracepoint tier sees nothing per listener and every drop is counted from
 /// the listener's own drop counter instead.
 pub fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String> {

@@ -79,18 +79,18 @@ pub struct Filter {
 
 /// Programs of each tier: (program name, kernel function) pairs.
 const FENTRY_PROGRAMS: &[(&str, &str, bool)] = &[
-    ("fentry_tcp_conn_request", "tcp_conn_request", false),
-    ("fexit_tcp_conn_request", "tcp_conn_request", true),
-    ("fexit_tcp_v4_syn_recv_sock", "tcp_v4_syn_recv_sock", true),
-    ("fexit_tcp_v6_syn_recv_sock", "tcp_v6_syn_recv_sock", true),
+    (PROG_FENTRY_TCP_CONN_REQUEST, "tcp_conn_request", false),
+    (PROG_FEXIT_TCP_CONN_REQUEST, "tcp_conn_request", true),
+    (PROG_FEXIT_TCP_V4_SYN_RECV_SOCK, "tcp_v4_syn_recv_sock", true),
+    (PROG_FEXIT_TCP_V6_SYN_RECV_SOCK, "tcp_v6_syn_recv_sock", true),
 ];
 const KPROBE_PROGRAMS: &[(&str, &str)] = &[
-    ("kprobe_tcp_conn_request", "tcp_conn_request"),
-    ("kretprobe_tcp_conn_request", "tcp_conn_request"),
-    ("kprobe_tcp_v4_syn_recv_sock", "tcp_v4_syn_recv_sock"),
-    ("kretprobe_tcp_v4_syn_recv_sock", "tcp_v4_syn_recv_sock"),
-    ("kprobe_tcp_v6_syn_recv_sock", "tcp_v6_syn_recv_sock"),
-    ("kretprobe_tcp_v6_syn_recv_sock", "tcp_v6_syn_recv_sock"),
+    (PROG_KPROBE_TCP_CONN_REQUEST, "tcp_conn_request"),
+    (PROG_KRETPROBE_TCP_CONN_REQUEST, "tcp_conn_request"),
+    (PROG_KPROBE_TCP_V4_SYN_RECV_SOCK, "tcp_v4_syn_recv_sock"),
+    (PROG_KRETPROBE_TCP_V4_SYN_RECV_SOCK, "tcp_v4_syn_recv_sock"),
+    (PROG_KPROBE_TCP_V6_SYN_RECV_SOCK, "tcp_v6_syn_recv_sock"),
+    (PROG_KRETPROBE_TCP_V6_SYN_RECV_SOCK, "tcp_v6_syn_recv_sock"),
 ];
 
 /// Loaded and attached programs. Dropping it detaches and unloads them all.
@@ -427,7 +427,7 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), AttachError> {
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), AttachError> {
-    let name = "kfree_skb";
+    let name = PROG_KFREE_SKB;
     let prog = ebpf.program_mut(name).ok_or((name, ProgramError::NotLoaded))?;
     let p: &mut TracePoint = prog.try_into().map_err(|e| (name, e))?;
     p.load().and_then(|()| p.attach("skb", "kfree_skb").map(drop)).map_err(|e| (name, e))
@@ -457,7 +457,7 @@ fn state_format(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<(), Strin
 
 /// Attaches the listener-close recorder (beside any tier).
 fn attach_closed_listeners(ebpf: &mut Ebpf) -> Result<(), String> {
-    let name = "inet_sock_set_state";
+    let name = PROG_INET_SOCK_SET_STATE;
     let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
     let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
     p.load().and_then(|()| p.attach("sock", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))
@@ -465,7 +465,7 @@ fn attach_closed_listeners(ebpf: &mut Ebpf) -> Result<(), String> {
 
 /// Attaches the `listen(2)` recorders (beside any tier).
 fn attach_listen_calls(ebpf: &mut Ebpf) -> Result<(), String> {
-    for name in ["sys_enter_listen", "sys_exit_listen"] {
+    for name in [PROG_SYS_ENTER_LISTEN, PROG_SYS_EXIT_LISTEN] {
         let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
         let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
         p.load().and_then(|()| p.attach("syscalls", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;

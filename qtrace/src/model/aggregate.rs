@@ -117,7 +117,8 @@ pub struct Aggregator {
     filter_ports: PortSet,
     filter_netns: Option<u32>,
     /// Whether drops are derived from listener counters (only where hooks
-    /// miss some `tcp_listendrop()` paths: the tracepoint tier).
+    /// miss some `tcp_listendrop()` paths: the tracepoint tier; each such path
+    /// moves the listener's `sk_drops`, since 9caad864151e, 4.7).
     derive_counted: bool,
     pub losses: Losses,
     /// Ports forgotten by [`Aggregator::expire`], and their drops.

@@ -112,6 +112,8 @@ impl Kind {
 
     /// How many times one such packet moves the listener's drop counter.
     /// A request's final ACK that overflows is counted by `tcp_listendrop()`
+    /// (which bumps the listener's `sk_drops` since 9caad864151e, "tcp:
+    /// increment sk_drops for listeners", 4.7)
     /// in `tcp_v4_syn_recv_sock` and again by `sk_drops_add()` when
     /// `tcp_v4_rcv` discards it (`discard_and_relse`); the SYN stage and the
     /// syncookie route only by `tcp_listendrop()`; other request-route
