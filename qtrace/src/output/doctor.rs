@@ -126,3 +126,84 @@ pub fn report(caps: &Capabilities, namespaces: &[NsSample], findings: &[Finding]
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::ns_state::NetCounters;
+    use crate::model::backlog::Clamp;
+    use crate::model::diagnose::sample::{input, listener, ns, settings};
+    use crate::model::diagnose::{diagnose, Input, ListenerSample};
+    use crate::model::event::Kind;
+
+    fn caps(tier: Option<&str>, capture_error: Option<&str>, limits: &[&str]) -> Capabilities {
+        Capabilities {
+            ty: "capabilities",
+            kernel: "6.8.0-test".into(),
+            btf: true,
+            root: true,
+            tier: tier.map(Into::into),
+            capture_error: capture_error.map(Into::into),
+            limits: limits.iter().map(|&l| l.into()).collect(),
+            seconds: 5.0,
+        }
+    }
+
+    fn with_kinds(mut l: ListenerSample, counts: &[(Kind, u64)]) -> ListenerSample {
+        let mut kinds = [0; Kind::ALL.len()];
+        for &(kind, n) in counts {
+            kinds[kind.index()] = n;
+        }
+        l.kinds = Some(kinds);
+        l
+    }
+
+    /// In namespace 7 (syncookies off, somaxconn 64): 8080's accept queue
+    /// overflows after somaxconn provably clamped its backlog of 4096, and
+    /// 9090's SYN queue overflows.
+    fn overflowing() -> (Capabilities, Input) {
+        let delta = NetCounters { listen_overflows: 40, listen_drops: 52, req_qfull_drop: 12, syn_retrans: 21, ..Default::default() };
+        let mut n = ns(settings(0, 0), delta);
+        n.settings.somaxconn = Some(64);
+        let accept =
+            with_kinds(listener(8080, (64, 64), 40, Clamp::Proven, Some(4096)), &[(Kind::AcceptQueueFull, 25), (Kind::AckOverflow, 15)]);
+        let syn = with_kinds(listener(9090, (0, 128), 12, Clamp::No, None), &[(Kind::SynQueueFull, 12)]);
+        let caps = caps(Some("kprobe"), None, &["fentry tier unavailable: no BPF trampoline on this kernel"]);
+        (caps, input(n, vec![accept, syn]))
+    }
+
+    /// qtrace's own namespace, quiet, with a listener whose bound only
+    /// likely was clamped; no capture.
+    fn quiet() -> (Capabilities, Input) {
+        let mut n = ns(settings(1, 0), NetCounters::default());
+        n.enter = String::new();
+        n.settings.somaxconn = Some(64);
+        (caps(None, Some("--no-capture"), &[]), input(n, vec![listener(8080, (0, 64), 0, Clamp::Likely, None)]))
+    }
+
+    fn people((caps, input): (Capabilities, Input)) -> String {
+        report(&caps, &input.namespaces, &diagnose(&input), Style { on: false })
+    }
+
+    /// The lines `qtrace doctor --json` prints.
+    fn ndjson((caps, input): (Capabilities, Input)) -> String {
+        let caps = serde_json::to_value(&caps).unwrap();
+        let settings = input.namespaces.iter().map(settings_json);
+        let findings = diagnose(&input);
+        let lines: Vec<String> =
+            std::iter::once(caps).chain(settings).chain(findings.iter().map(finding_json)).map(|v| v.to_string()).collect();
+        lines.join("\n")
+    }
+
+    #[test]
+    fn overflows() {
+        insta::assert_snapshot!("report_of_overflows", people(overflowing()));
+        insta::assert_snapshot!("ndjson_of_overflows", ndjson(overflowing()));
+    }
+
+    #[test]
+    fn a_quiet_namespace() {
+        insta::assert_snapshot!("report_of_a_quiet_namespace", people(quiet()));
+        insta::assert_snapshot!("ndjson_of_a_quiet_namespace", ndjson(quiet()));
+    }
+}
