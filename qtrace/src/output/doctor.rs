@@ -72,59 +72,76 @@ pub fn finding_json(f: &Finding) -> Value {
     v
 }
 
+/// The report for people: what qtrace could see, each namespace's settings
+/// and counter growth, then the findings.
 pub fn report(caps: &Capabilities, namespaces: &[NsSample], findings: &[Finding], style: Style) -> String {
     let mut out = String::new();
+    capabilities(&mut out, caps, style);
+    let _ = writeln!(out, "\n{}", style.bold("Settings and counters"));
+    for s in namespaces {
+        settings(&mut out, s);
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Findings"));
+    for f in findings {
+        finding(&mut out, f, style);
+    }
+    out
+}
+
+/// The first line (kernel, BTF, window, capture) and the capture's limits.
+fn capabilities(out: &mut String, caps: &Capabilities, style: Style) {
+    let capture = match (&caps.tier, &caps.capture_error) {
+        (Some(t), _) => format!("eBPF capture with the {t} tier"),
+        (None, Some(e)) => format!("no eBPF capture ({e})"),
+        (None, None) => "no eBPF capture".into(),
+    };
     let _ = writeln!(
         out,
-        "{} Linux {}, BTF {}, {:.1} s sampled, {}",
+        "{} Linux {}, BTF {}, {:.1} s sampled, {capture}",
         style.bold("qtrace doctor:"),
         caps.kernel,
         if caps.btf { "yes" } else { "no" },
-        caps.seconds,
-        match (&caps.tier, &caps.capture_error) {
-            (Some(t), _) => format!("eBPF capture with the {t} tier"),
-            (None, Some(e)) => format!("no eBPF capture ({e})"),
-            (None, None) => "no eBPF capture".into(),
-        }
+        caps.seconds
     );
     for l in &caps.limits {
         let _ = writeln!(out, "  {}", style.dim(&format!("note: {l}")));
     }
-    let _ = writeln!(out, "\n{}", style.bold("Settings and counters"));
-    for s in namespaces {
-        let d = &s.delta;
-        let _ = writeln!(out, "  netns {}: {}", s.netns, s.settings.line());
-        let _ = writeln!(
-            out,
-            "  {:>w$}  +{} ListenOverflows, +{} ListenDrops, +{} TCPReqQFullDrop, +{} TCPReqQFullDoCookies, +{} TCPSynRetrans, +{} OutRsts",
-            "",
-            d.listen_overflows,
-            d.listen_drops,
-            d.req_qfull_drop,
-            d.req_qfull_do_cookies,
-            d.syn_retrans,
-            d.out_rsts,
-            w = format!("netns {}:", s.netns).len() - 2
-        );
+}
+
+/// A namespace's settings, and under them its counters' growth.
+fn settings(out: &mut String, s: &NsSample) {
+    let d = &s.delta;
+    let _ = writeln!(out, "  netns {}: {}", s.netns, s.settings.line());
+    let _ = writeln!(
+        out,
+        "  {:>w$}  +{} ListenOverflows, +{} ListenDrops, +{} TCPReqQFullDrop, +{} TCPReqQFullDoCookies, +{} TCPSynRetrans, +{} OutRsts",
+        "",
+        d.listen_overflows,
+        d.listen_drops,
+        d.req_qfull_drop,
+        d.req_qfull_do_cookies,
+        d.syn_retrans,
+        d.out_rsts,
+        w = format!("netns {}:", s.netns).len() - 2
+    );
+}
+
+/// A finding: severity and summary, evidence, then the remedies.
+fn finding(out: &mut String, f: &Finding, style: Style) {
+    let label = match f.severity {
+        Severity::Critical => style.red(f.severity.label()),
+        Severity::Warning => style.yellow(f.severity.label()),
+        Severity::Info => f.severity.label().to_owned(),
+    };
+    let _ = writeln!(out, "{label} {}", f.summary);
+    let ev = evidence_line(&f.evidence);
+    if !ev.is_empty() {
+        let _ = writeln!(out, "  evidence: {ev}");
     }
-    let _ = writeln!(out, "\n{}", style.bold("Findings"));
-    for f in findings {
-        let label = match f.severity {
-            Severity::Critical => style.red(f.severity.label()),
-            Severity::Warning => style.yellow(f.severity.label()),
-            Severity::Info => f.severity.label().to_owned(),
-        };
-        let _ = writeln!(out, "{label} {}", f.summary);
-        let ev = evidence_line(&f.evidence);
-        if !ev.is_empty() {
-            let _ = writeln!(out, "  evidence: {ev}");
-        }
-        let label = if f.severity == Severity::Info { "next:" } else { "fix: " };
-        for (i, r) in f.remedy.iter().enumerate() {
-            let _ = writeln!(out, "  {} {r}", if i == 0 { label } else { "     " });
-        }
+    let label = if f.severity == Severity::Info { "next:" } else { "fix: " };
+    for (i, r) in f.remedy.iter().enumerate() {
+        let _ = writeln!(out, "  {} {r}", if i == 0 { label } else { "     " });
     }
-    out
 }
 
 #[cfg(test)]
