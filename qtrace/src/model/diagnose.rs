@@ -9,6 +9,8 @@
 //! that moved in the same window, and the evidence says they are
 //! namespace-wide.
 
+use std::fmt;
+
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -72,10 +74,55 @@ impl Severity {
     }
 }
 
-/// One conclusion. `id`s are stable (docs/events.md).
+/// What a finding is about. The names are stable: they are the `id` of
+/// `"type": "finding"` lines (docs/events.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingId {
+    AcceptQueueOverflow,
+    SynQueueOverflow,
+    SyncookiesSent,
+    BacklogClamped,
+    AcceptQueueFull,
+    AbortOnOverflow,
+    NoOverflow,
+}
+
+impl FindingId {
+    pub const ALL: [FindingId; 7] = [
+        FindingId::AcceptQueueOverflow,
+        FindingId::SynQueueOverflow,
+        FindingId::SyncookiesSent,
+        FindingId::BacklogClamped,
+        FindingId::AcceptQueueFull,
+        FindingId::AbortOnOverflow,
+        FindingId::NoOverflow,
+    ];
+
+    /// The stable name, as JSON spells it.
+    pub fn id(self) -> &'static str {
+        match self {
+            FindingId::AcceptQueueOverflow => "accept_queue_overflow",
+            FindingId::SynQueueOverflow => "syn_queue_overflow",
+            FindingId::SyncookiesSent => "syncookies_sent",
+            FindingId::BacklogClamped => "backlog_clamped",
+            FindingId::AcceptQueueFull => "accept_queue_full",
+            FindingId::AbortOnOverflow => "abort_on_overflow",
+            FindingId::NoOverflow => "no_overflow",
+        }
+    }
+}
+
+impl fmt::Display for FindingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// One conclusion.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    pub id: &'static str,
+    pub id: FindingId,
     pub severity: Severity,
     pub netns: u32,
     pub local_addr: Option<String>,
@@ -85,6 +132,9 @@ pub struct Finding {
     pub evidence: Map<String, Value>,
     pub remedy: Vec<String>,
 }
+
+/// The remedy when only a namespace's counters show an overflow.
+const WATCH: &str = "run `qtrace watch` in this namespace to see which port overflows";
 
 /// A backlog worth suggesting: a power of two comfortably above `seen`.
 fn suggest(seen: u32) -> u32 {
@@ -100,6 +150,15 @@ fn set_sysctl(ns: &NsSample, name: &str, value: u32) -> [String; 2] {
     [format!("{}sysctl -w {name}={value}", ns.enter), persist]
 }
 
+/// Turning syncookies on, when they are off: the first remedy for SYN drops.
+fn syncookies_on(ns: &NsSample) -> Vec<String> {
+    if ns.settings.tcp_syncookies == Some(0) {
+        set_sysctl(ns, "net.ipv4.tcp_syncookies", 1).to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
 fn describe(l: &ListenerSample) -> String {
     let r = &l.row.listener;
     let addr = if r.addr.is_ipv6() { format!("[{}]:{}", r.addr, r.port) } else { format!("{}:{}", r.addr, r.port) };
@@ -109,13 +168,21 @@ fn describe(l: &ListenerSample) -> String {
     }
 }
 
-fn kind_evidence(ev: &mut Map<String, Value>, kinds: &Option<[u64; Kind::ALL.len()]>) {
-    if let Some(k) = kinds {
-        for kind in Kind::ALL {
-            if k[kind.index()] > 0 {
-                ev.insert(kind.name().into(), k[kind.index()].into());
-            }
-        }
+/// The listener's program by name, for remedies.
+fn app(l: &ListenerSample) -> &str {
+    l.row.owners.first().map_or("the application", |o| o.comm.as_str())
+}
+
+/// What the capture counted of `kind` on the listener's port; 0 without a capture.
+fn count(l: &ListenerSample, kind: Kind) -> u64 {
+    l.kinds.map_or(0, |k| k[kind.index()])
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 
@@ -128,18 +195,18 @@ impl Ctx<'_> {
     /// Adds a finding about namespace `at.0`, and listener `at.1` if any.
     fn push(
         &mut self,
-        id: &'static str,
+        id: FindingId,
         severity: Severity,
-        at: (&NsSample, Option<&ListenerSample>),
+        at: (u32, Option<&ListenerSample>),
         summary: String,
         evidence: Map<String, Value>,
         remedy: Vec<String>,
     ) {
-        let (ns, l) = at;
+        let (netns, l) = at;
         self.out.push(Finding {
             id,
             severity,
-            netns: ns.netns,
+            netns,
             local_addr: l.map(|l| l.row.listener.addr.to_string()),
             local_port: l.map(|l| l.row.listener.port),
             processes: l.map(|l| l.row.owners.clone()).unwrap_or_default(),
@@ -147,6 +214,18 @@ impl Ctx<'_> {
             evidence,
             remedy,
         });
+    }
+
+    /// Whether a finding `id` about namespace `netns` was made already.
+    fn found(&self, id: FindingId, netns: u32) -> bool {
+        self.out.iter().any(|f| f.id == id && f.netns == netns)
+    }
+
+    /// Evidence from numbers, then the window's length.
+    fn numbers(&self, pairs: &[(&str, u64)]) -> Map<String, Value> {
+        let mut m: Map<String, Value> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
+        m.insert("seconds".into(), self.seconds());
+        m
     }
 
     /// The window's length for evidence, to a tenth of a second.
@@ -173,309 +252,333 @@ pub fn diagnose(input: &Input) -> Vec<Finding> {
         let listeners: Vec<&ListenerSample> = input.listeners.iter().filter(|l| l.row.netns == ns.netns).collect();
         let mut seen = Seen::default();
         for l in &listeners {
-            listener_findings(&mut cx, ns, l, listeners.len(), &mut seen);
+            let facts = Facts::new(&cx, ns, l, listeners.len());
+            seen.accept_overflow |= facts.accept;
+            seen.syn_overflow |= facts.syn;
+            listener_findings(&mut cx, &facts);
         }
         namespace_findings(&mut cx, ns, &listeners, &seen);
     }
-    if !cx.out.iter().any(|f| f.severity != Severity::Info || f.id == "abort_on_overflow") {
-        let n = input.listeners.len();
-        let mut ev = Map::new();
-        ev.insert("listeners".into(), n.into());
-        ev.insert("namespaces".into(), input.namespaces.len().into());
-        ev.insert("seconds".into(), cx.seconds());
-        let netns = input.namespaces.first().map_or(0, |n| n.netns);
-        cx.out.push(Finding {
-            id: "no_overflow",
-            severity: Severity::Info,
-            netns,
-            local_addr: None,
-            local_port: None,
-            processes: Vec::new(),
-            summary: format!(
-                "no listen-queue overflow in {} across {n} listener{} in {} namespace{}",
-                cx.secs(),
-                if n == 1 { "" } else { "s" },
-                input.namespaces.len(),
-                if input.namespaces.len() == 1 { "" } else { "s" }
-            ),
-            evidence: ev,
-            remedy: vec!["if clients still fail, run `qtrace watch` during the next incident: overflows come in bursts".into()],
-        });
+    if !cx.out.iter().any(|f| f.severity != Severity::Info || f.id == FindingId::AbortOnOverflow) {
+        no_overflow(&mut cx);
     }
     cx.out.sort_by_key(|f| f.severity);
     cx.out
 }
 
-fn listener_findings(cx: &mut Ctx, ns: &NsSample, l: &ListenerSample, in_ns: usize, seen: &mut Seen) {
-    let r = &l.row.listener;
-    let k = |kind: Kind| l.kinds.map_or(0, |k| k[kind.index()]);
-    let accept_hooked = k(Kind::AcceptQueueFull) + k(Kind::AckOverflow) + k(Kind::AckOverflowReset) + k(Kind::CookieAckOverflow);
-    // Drops this listener had that no hook classified.
-    let unclassified = if l.kinds.is_some() { k(Kind::ListenerDropCounted) } else { l.drops_delta };
-    let d = &ns.delta;
-    let accept = accept_hooked > 0 || (unclassified > 0 && d.listen_overflows > 0);
-    let syn = k(Kind::SynQueueFull) > 0 || (unclassified > 0 && d.req_qfull_drop > 0);
-    let cookies = k(Kind::SyncookieSent) + if l.kinds.is_none() && in_ns == 1 { d.req_qfull_do_cookies } else { 0 };
-    let dropped = match l.kinds {
-        Some(kinds) => Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| kinds[k.index()]).sum(),
-        None => l.drops_delta,
-    };
-    let somaxconn = l.row.somaxconn;
-    let target = suggest(l.peak_accept_queue.max(r.accept_queue_max));
-    let raise_backlog = format!(
-        "raise the backlog {} passes to listen() (nginx: `listen {} backlog={target};`, Redis: tcp-backlog, Tomcat: acceptCount, Java: the ServerSocket backlog argument), then restart it: the bound is fixed at listen()",
-        l.row.owners.first().map_or_else(|| "the application".to_owned(), |o| o.comm.clone()),
-        r.port
-    );
-    let mut base = Map::new();
-    base.insert("listener_drops".into(), l.drops_delta.into());
-    base.insert("accept_queue".into(), r.accept_queue.into());
-    base.insert("accept_queue_max".into(), r.accept_queue_max.into());
-    base.insert("peak_accept_queue".into(), l.peak_accept_queue.into());
-    base.insert("seconds".into(), cx.seconds());
-    kind_evidence(&mut base, &l.kinds);
-    let ns_wide = l.kinds.is_none() || k(Kind::ListenerDropCounted) > 0;
+/// What one listener's sample shows, worked out once for its findings.
+struct Facts<'a> {
+    ns: &'a NsSample,
+    l: &'a ListenerSample,
+    /// `addr:port (comm(pid))`, how summaries name it.
+    name: String,
+    /// Its accept queue overflowed: a hook saw it, or its drop counter grew
+    /// with the namespace's ListenOverflows.
+    accept: bool,
+    /// Its SYN queue overflowed, seen the same way.
+    syn: bool,
+    /// SYNs it answered with syncookies.
+    cookies: u64,
+    /// Handshake packets it dropped.
+    dropped: u64,
+    /// The backlog to suggest.
+    target: u32,
+    /// The evidence every finding about it starts from.
+    base: Map<String, Value>,
+}
 
-    if accept {
-        seen.accept_overflow = true;
-        let mut ev = base.clone();
-        ev.insert("ListenOverflows".into(), d.listen_overflows.into());
-        ev.insert("ListenDrops".into(), d.listen_drops.into());
-        if ns_wide {
-            ev.insert("namespace_counters".into(), "namespace-wide".into());
+impl<'a> Facts<'a> {
+    /// `in_ns`: how many listeners were sampled in `ns`.
+    fn new(cx: &Ctx, ns: &'a NsSample, l: &'a ListenerSample, in_ns: usize) -> Self {
+        let k = |kind: Kind| count(l, kind);
+        let d = &ns.delta;
+        let r = &l.row.listener;
+        let accept_hooked = k(Kind::AcceptQueueFull) + k(Kind::AckOverflow) + k(Kind::AckOverflowReset) + k(Kind::CookieAckOverflow);
+        // Drops this listener had that no hook classified.
+        let unclassified = if l.kinds.is_some() { k(Kind::ListenerDropCounted) } else { l.drops_delta };
+        let mut base = cx.numbers(&[
+            ("listener_drops", l.drops_delta),
+            ("accept_queue", r.accept_queue.into()),
+            ("accept_queue_max", r.accept_queue_max.into()),
+            ("peak_accept_queue", l.peak_accept_queue.into()),
+        ]);
+        for kind in Kind::ALL.into_iter().filter(|&kind| k(kind) > 0) {
+            base.insert(kind.name().into(), k(kind).into());
         }
-        let mut remedy = vec![format!(
-            "accept faster: more worker processes or threads in {}, and no slow work between accept() calls",
-            l.row.owners.first().map_or("the application", |o| o.comm.as_str())
-        )];
-        remedy.push(raise_backlog.clone());
-        if somaxconn.is_some_and(|s| s < target) {
-            remedy.extend(set_sysctl(ns, "net.core.somaxconn", target));
-        }
-        cx.push(
-            "accept_queue_overflow",
-            Severity::Critical,
-            (ns, Some(l)),
-            format!(
-                "{}: the accept queue ({}/{}) overflowed: {dropped} handshake packets dropped in {}; the application accepts connections more slowly than they arrive",
-                describe(l),
-                l.peak_accept_queue.max(r.accept_queue),
-                r.accept_queue_max,
-                cx.secs()
-            ),
-            ev,
-            remedy,
-        );
-    }
-    if syn {
-        seen.syn_overflow = true;
-        let mut ev = base.clone();
-        ev.insert("TCPReqQFullDrop".into(), d.req_qfull_drop.into());
-        ev.insert("tcp_syncookies".into(), json!(ns.settings.tcp_syncookies));
-        ev.insert("tcp_max_syn_backlog".into(), json!(ns.settings.tcp_max_syn_backlog));
-        let mut remedy = Vec::new();
-        if ns.settings.tcp_syncookies == Some(0) {
-            remedy.extend(set_sysctl(ns, "net.ipv4.tcp_syncookies", 1));
-        }
-        remedy.push(format!("{raise_backlog} (the SYN queue is bounded by the same backlog)"));
-        if ns.settings.tcp_syncookies == Some(0) {
-            if let Some(max) = ns.settings.tcp_max_syn_backlog {
-                let [now, keep] = set_sysctl(ns, "net.ipv4.tcp_max_syn_backlog", suggest(max));
-                remedy.push(format!("with syncookies off, SYNs are also dropped once fewer than a quarter of tcp_max_syn_backlog ({max}) is free: {now}; {keep}"));
-            }
-        }
-        cx.push(
-            "syn_queue_overflow",
-            Severity::Critical,
-            (ns, Some(l)),
-            format!(
-                "{}: the SYN queue overflowed with tcp_syncookies={}: {} SYNs dropped in {} (TCPReqQFullDrop +{}); clients retry after 1, 3, 7 s and see slow or timed-out connects",
-                describe(l),
-                ns.settings.tcp_syncookies.map_or("?".into(), |v| v.to_string()),
-                if k(Kind::SynQueueFull) > 0 { k(Kind::SynQueueFull) } else { d.req_qfull_drop },
-                cx.secs(),
-                d.req_qfull_drop
-            ),
-            ev,
-            remedy,
-        );
-    }
-    if cookies > 0 {
-        let mut ev = base.clone();
-        ev.insert("syncookies_sent".into(), cookies.into());
-        ev.insert("TCPReqQFullDoCookies".into(), d.req_qfull_do_cookies.into());
-        cx.push(
-            "syncookies_sent",
-            Severity::Warning,
-            (ns, Some(l)),
-            format!(
-                "{}: the SYN queue overflowed and {cookies} SYNs were answered with syncookies in {}: connections still succeed, but lose TCP options (window scaling, SACK) unless TCP timestamps are on",
-                describe(l),
-                cx.secs()
-            ),
-            ev,
-            vec![raise_backlog.clone()],
-        );
-    }
-    match l.row.clamp {
-        Clamp::No => {}
-        clamp => {
-            let somax = somaxconn.unwrap_or(r.accept_queue_max);
-            let mut ev = Map::new();
-            ev.insert("requested_backlog".into(), json!(l.row.requested_backlog));
-            ev.insert("accept_queue_max".into(), r.accept_queue_max.into());
-            ev.insert("somaxconn".into(), json!(somaxconn));
-            ev.insert("proof".into(), (if clamp == Clamp::Proven { "listen() call seen" } else { "bound equals somaxconn" }).into());
-            let target = match l.row.requested_backlog {
-                Some(req) if req > 0 => req as u32,
-                _ => suggest(somax),
-            };
-            let mut remedy = set_sysctl(ns, "net.core.somaxconn", target).to_vec();
-            remedy.push(format!(
-                "then restart {}: the accept-queue bound is fixed when it calls listen()",
-                l.row.owners.first().map_or("the application", |o| o.comm.as_str())
-            ));
-            let (severity, summary) = if clamp == Clamp::Proven {
-                (
-                    Severity::Warning,
-                    format!(
-                        "{}: listen() asked for a backlog of {}, net.core.somaxconn={somax} clamped it to {}",
-                        describe(l),
-                        l.row.requested_backlog.unwrap_or_default(),
-                        r.accept_queue_max
-                    ),
-                )
-            } else {
-                (
-                    if accept { Severity::Warning } else { Severity::Info },
-                    format!(
-                        "{}: the accept-queue bound ({}) equals net.core.somaxconn: the backlog asked for was probably larger and clamped (qtrace did not see the listen() call; run doctor while the service starts to prove it)",
-                        describe(l),
-                        r.accept_queue_max
-                    ),
-                )
-            };
-            cx.push("backlog_clamped", severity, (ns, Some(l)), summary, ev, remedy);
+        Facts {
+            ns,
+            l,
+            name: describe(l),
+            accept: accept_hooked > 0 || (unclassified > 0 && d.listen_overflows > 0),
+            syn: k(Kind::SynQueueFull) > 0 || (unclassified > 0 && d.req_qfull_drop > 0),
+            cookies: k(Kind::SyncookieSent) + if l.kinds.is_none() && in_ns == 1 { d.req_qfull_do_cookies } else { 0 },
+            dropped: match l.kinds {
+                Some(_) => Kind::ALL.into_iter().filter(|k| k.is_drop()).map(k).sum(),
+                None => l.drops_delta,
+            },
+            target: suggest(l.peak_accept_queue.max(r.accept_queue_max)),
+            base,
         }
     }
-    if !accept && r.accept_queue_max > 0 && r.accept_queue >= r.accept_queue_max {
-        let mut ev = base;
-        ev.remove("seconds");
-        cx.push(
-            "accept_queue_full",
-            Severity::Warning,
-            (ns, Some(l)),
-            format!(
-                "{}: the accept queue is full right now ({}/{}): the next connection overflows; the application is not accepting",
-                describe(l),
-                r.accept_queue,
-                r.accept_queue_max
-            ),
-            ev,
-            vec![format!(
-                "check that {} still calls accept(): it may be stuck or overloaded",
-                l.row.owners.first().map_or("the application", |o| o.comm.as_str())
-            )],
-        );
+
+    /// Where its findings are: its namespace and itself.
+    fn at(&self) -> (u32, Option<&'a ListenerSample>) {
+        (self.ns.netns, Some(self.l))
+    }
+
+    /// The base evidence and `more`.
+    fn evidence<'k>(&self, more: impl IntoIterator<Item = (&'k str, Value)>) -> Map<String, Value> {
+        let mut ev = self.base.clone();
+        ev.extend(more.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        ev
+    }
+
+    /// Raising the backlog the application asks for.
+    fn raise_backlog(&self) -> String {
+        format!(
+            "raise the backlog {} passes to listen() (nginx: `listen {} backlog={};`, Redis: tcp-backlog, Tomcat: acceptCount, Java: the ServerSocket backlog argument), then restart it: the bound is fixed at listen()",
+            app(self.l),
+            self.l.row.listener.port,
+            self.target
+        )
     }
 }
 
+fn listener_findings(cx: &mut Ctx, f: &Facts) {
+    let r = &f.l.row.listener;
+    if f.accept {
+        accept_queue_overflow(cx, f);
+    }
+    if f.syn {
+        syn_queue_overflow(cx, f);
+    }
+    if f.cookies > 0 {
+        syncookies_sent(cx, f);
+    }
+    if f.l.row.clamp != Clamp::No {
+        backlog_clamped(cx, f);
+    }
+    if !f.accept && r.accept_queue_max > 0 && r.accept_queue >= r.accept_queue_max {
+        accept_queue_full(cx, f);
+    }
+}
+
+fn accept_queue_overflow(cx: &mut Ctx, f: &Facts) {
+    let (d, l, r) = (&f.ns.delta, f.l, &f.l.row.listener);
+    let mut ev = f.evidence([("ListenOverflows", d.listen_overflows.into()), ("ListenDrops", d.listen_drops.into())]);
+    if l.kinds.is_none() || count(l, Kind::ListenerDropCounted) > 0 {
+        ev.insert("namespace_counters".into(), "namespace-wide".into());
+    }
+    let mut remedy = vec![
+        format!("accept faster: more worker processes or threads in {}, and no slow work between accept() calls", app(l)),
+        f.raise_backlog(),
+    ];
+    if l.row.somaxconn.is_some_and(|s| s < f.target) {
+        remedy.extend(set_sysctl(f.ns, "net.core.somaxconn", f.target));
+    }
+    let summary = format!(
+        "{}: the accept queue ({}/{}) overflowed: {} handshake packets dropped in {}; the application accepts connections more slowly than they arrive",
+        f.name,
+        l.peak_accept_queue.max(r.accept_queue),
+        r.accept_queue_max,
+        f.dropped,
+        cx.secs()
+    );
+    cx.push(FindingId::AcceptQueueOverflow, Severity::Critical, f.at(), summary, ev, remedy);
+}
+
+fn syn_queue_overflow(cx: &mut Ctx, f: &Facts) {
+    let (s, drops) = (&f.ns.settings, f.ns.delta.req_qfull_drop);
+    let ev = f.evidence([
+        ("TCPReqQFullDrop", drops.into()),
+        ("tcp_syncookies", json!(s.tcp_syncookies)),
+        ("tcp_max_syn_backlog", json!(s.tcp_max_syn_backlog)),
+    ]);
+    let mut remedy = syncookies_on(f.ns);
+    remedy.push(format!("{} (the SYN queue is bounded by the same backlog)", f.raise_backlog()));
+    if let (Some(0), Some(max)) = (s.tcp_syncookies, s.tcp_max_syn_backlog) {
+        let [now, keep] = set_sysctl(f.ns, "net.ipv4.tcp_max_syn_backlog", suggest(max));
+        remedy.push(format!(
+            "with syncookies off, SYNs are also dropped once fewer than a quarter of tcp_max_syn_backlog ({max}) is free: {now}; {keep}"
+        ));
+    }
+    let hooked = count(f.l, Kind::SynQueueFull);
+    let summary = format!(
+        "{}: the SYN queue overflowed with tcp_syncookies={}: {} SYNs dropped in {} (TCPReqQFullDrop +{drops}); clients retry after 1, 3, 7 s and see slow or timed-out connects",
+        f.name,
+        s.tcp_syncookies.map_or("?".into(), |v| v.to_string()),
+        if hooked > 0 { hooked } else { drops },
+        cx.secs()
+    );
+    cx.push(FindingId::SynQueueOverflow, Severity::Critical, f.at(), summary, ev, remedy);
+}
+
+fn syncookies_sent(cx: &mut Ctx, f: &Facts) {
+    let ev = f.evidence([("syncookies_sent", f.cookies.into()), ("TCPReqQFullDoCookies", f.ns.delta.req_qfull_do_cookies.into())]);
+    let summary = format!(
+        "{}: the SYN queue overflowed and {} SYNs were answered with syncookies in {}: connections still succeed, but lose TCP options (window scaling, SACK) unless TCP timestamps are on",
+        f.name,
+        f.cookies,
+        cx.secs()
+    );
+    cx.push(FindingId::SyncookiesSent, Severity::Warning, f.at(), summary, ev, vec![f.raise_backlog()]);
+}
+
+fn backlog_clamped(cx: &mut Ctx, f: &Facts) {
+    let (row, r) = (&f.l.row, &f.l.row.listener);
+    let proven = row.clamp == Clamp::Proven;
+    let mut ev = Map::new();
+    ev.insert("requested_backlog".into(), json!(row.requested_backlog));
+    ev.insert("accept_queue_max".into(), r.accept_queue_max.into());
+    ev.insert("somaxconn".into(), json!(row.somaxconn));
+    ev.insert("proof".into(), (if proven { "listen() call seen" } else { "bound equals somaxconn" }).into());
+    let somax = row.somaxconn.unwrap_or(r.accept_queue_max);
+    let target = match row.requested_backlog {
+        Some(req) if req > 0 => req as u32,
+        _ => suggest(somax),
+    };
+    let mut remedy = set_sysctl(f.ns, "net.core.somaxconn", target).to_vec();
+    remedy.push(format!("then restart {}: the accept-queue bound is fixed when it calls listen()", app(f.l)));
+    let (severity, summary) = clamp_summary(f, proven, somax);
+    cx.push(FindingId::BacklogClamped, severity, f.at(), summary, ev, remedy);
+}
+
+/// How sure the clamp is and what it did: seen at `listen()`, or only
+/// likely because the bound equals somaxconn.
+fn clamp_summary(f: &Facts, proven: bool, somax: u32) -> (Severity, String) {
+    let r = &f.l.row.listener;
+    if proven {
+        let asked = f.l.row.requested_backlog.unwrap_or_default();
+        let summary =
+            format!("{}: listen() asked for a backlog of {asked}, net.core.somaxconn={somax} clamped it to {}", f.name, r.accept_queue_max);
+        (Severity::Warning, summary)
+    } else {
+        let summary = format!(
+            "{}: the accept-queue bound ({}) equals net.core.somaxconn: the backlog asked for was probably larger and clamped (qtrace did not see the listen() call; run doctor while the service starts to prove it)",
+            f.name, r.accept_queue_max
+        );
+        (if f.accept { Severity::Warning } else { Severity::Info }, summary)
+    }
+}
+
+fn accept_queue_full(cx: &mut Ctx, f: &Facts) {
+    let r = &f.l.row.listener;
+    let mut ev = f.base.clone();
+    ev.remove("seconds");
+    let summary = format!(
+        "{}: the accept queue is full right now ({}/{}): the next connection overflows; the application is not accepting",
+        f.name, r.accept_queue, r.accept_queue_max
+    );
+    let remedy = vec![format!("check that {} still calls accept(): it may be stuck or overloaded", app(f.l))];
+    cx.push(FindingId::AcceptQueueFull, Severity::Warning, f.at(), summary, ev, remedy);
+}
+
+/// What the namespace's counters show beyond its listeners' findings.
 fn namespace_findings(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample], seen: &Seen) {
     let d = &ns.delta;
-    let all = cx.input.all_ports;
-    let seconds = cx.seconds();
-    let counters = |pairs: &[(&str, u64)]| -> Map<String, Value> {
-        let mut m: Map<String, Value> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
-        m.insert("seconds".into(), seconds.clone());
-        m
+    // With a port filter, listeners not sampled may account for the counters.
+    if cx.input.all_ports {
+        if !seen.accept_overflow && d.listen_overflows > 0 {
+            ns_accept_queue_overflow(cx, ns);
+        }
+        if !seen.syn_overflow && d.req_qfull_drop > 0 {
+            ns_syn_queue_overflow(cx, ns);
+        }
+        if !cx.found(FindingId::SyncookiesSent, ns.netns) && d.req_qfull_do_cookies > 0 {
+            ns_syncookies_sent(cx, ns);
+        }
+    }
+    if cx.found(FindingId::AcceptQueueOverflow, ns.netns) {
+        abort_on_overflow(cx, ns, listeners);
+    }
+}
+
+/// A finding that only namespace counters show: "network namespace N: `what`",
+/// with `counters` as evidence.
+fn ns_finding(cx: &mut Ctx, ns: &NsSample, kind: (FindingId, Severity), what: String, counters: &[(&str, u64)], remedy: Vec<String>) {
+    let ev = cx.numbers(counters);
+    cx.push(kind.0, kind.1, (ns.netns, None), format!("network namespace {}: {what}", ns.netns), ev, remedy);
+}
+
+fn ns_accept_queue_overflow(cx: &mut Ctx, ns: &NsSample) {
+    let d = &ns.delta;
+    let what = format!(
+        "accept queues overflowed {} times in {} (ListenOverflows), on listeners qtrace could not single out (closed, or without a drop counter)",
+        d.listen_overflows,
+        cx.secs()
+    );
+    let counters = [("ListenOverflows", d.listen_overflows), ("ListenDrops", d.listen_drops)];
+    ns_finding(cx, ns, (FindingId::AcceptQueueOverflow, Severity::Critical), what, &counters, vec![WATCH.into()]);
+}
+
+fn ns_syn_queue_overflow(cx: &mut Ctx, ns: &NsSample) {
+    let drops = ns.delta.req_qfull_drop;
+    let what = format!("SYN queues overflowed and {drops} SYNs were dropped in {} (TCPReqQFullDrop)", cx.secs());
+    let mut remedy = syncookies_on(ns);
+    remedy.push(WATCH.into());
+    ns_finding(cx, ns, (FindingId::SynQueueOverflow, Severity::Critical), what, &[("TCPReqQFullDrop", drops)], remedy);
+}
+
+fn ns_syncookies_sent(cx: &mut Ctx, ns: &NsSample) {
+    let cookies = ns.delta.req_qfull_do_cookies;
+    let what = format!("SYN queues overflowed and {cookies} SYNs were answered with syncookies in {}", cx.secs());
+    let counters = [("TCPReqQFullDoCookies", cookies)];
+    ns_finding(cx, ns, (FindingId::SyncookiesSent, Severity::Warning), what, &counters, vec![WATCH.into()]);
+}
+
+/// What the namespace's `tcp_abort_on_overflow` did to the clients of its
+/// accept-queue overflows.
+fn abort_on_overflow(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample]) {
+    let d = &ns.delta;
+    let resets: u64 = listeners.iter().map(|l| count(l, Kind::AckOverflowReset)).sum();
+    let mut ev = cx.numbers(&[("OutRsts", d.out_rsts), ("TCPSynRetrans", d.syn_retrans)]);
+    ev.insert("tcp_abort_on_overflow".into(), json!(ns.settings.tcp_abort_on_overflow));
+    if listeners.iter().any(|l| l.kinds.is_some()) {
+        ev.insert("ack_overflow_reset".into(), resets.into());
+    }
+    let (summary, remedy) = if ns.settings.tcp_abort_on_overflow == Some(1) {
+        abort_resets(ns, if resets > 0 { resets } else { d.out_rsts }, &cx.secs())
+    } else {
+        abort_drops(ns, &cx.secs())
     };
-    if all && !seen.accept_overflow && d.listen_overflows > 0 {
-        cx.push(
-            "accept_queue_overflow",
-            Severity::Critical,
-            (ns, None),
-            format!(
-                "network namespace {}: accept queues overflowed {} times in {} (ListenOverflows), on listeners qtrace could not single out (closed, or without a drop counter)",
-                ns.netns,
-                d.listen_overflows,
-                cx.secs()
-            ),
-            counters(&[("ListenOverflows", d.listen_overflows), ("ListenDrops", d.listen_drops)]),
-            vec!["run `qtrace watch` in this namespace to see which port overflows".into()],
-        );
-    }
-    if all && !seen.syn_overflow && d.req_qfull_drop > 0 {
-        let mut remedy = Vec::new();
-        if ns.settings.tcp_syncookies == Some(0) {
-            remedy.extend(set_sysctl(ns, "net.ipv4.tcp_syncookies", 1));
-        }
-        remedy.push("run `qtrace watch` in this namespace to see which port overflows".into());
-        cx.push(
-            "syn_queue_overflow",
-            Severity::Critical,
-            (ns, None),
-            format!(
-                "network namespace {}: SYN queues overflowed and {} SYNs were dropped in {} (TCPReqQFullDrop)",
-                ns.netns,
-                d.req_qfull_drop,
-                cx.secs()
-            ),
-            counters(&[("TCPReqQFullDrop", d.req_qfull_drop)]),
-            remedy,
-        );
-    }
-    let cookies_attributed = cx.out.iter().any(|f| f.id == "syncookies_sent" && f.netns == ns.netns);
-    if all && !cookies_attributed && d.req_qfull_do_cookies > 0 {
-        cx.push(
-            "syncookies_sent",
-            Severity::Warning,
-            (ns, None),
-            format!(
-                "network namespace {}: SYN queues overflowed and {} SYNs were answered with syncookies in {}",
-                ns.netns,
-                d.req_qfull_do_cookies,
-                cx.secs()
-            ),
-            counters(&[("TCPReqQFullDoCookies", d.req_qfull_do_cookies)]),
-            vec!["run `qtrace watch` in this namespace to see which port overflows".into()],
-        );
-    }
-    let accept_here = cx.out.iter().any(|f| f.id == "accept_queue_overflow" && f.netns == ns.netns);
-    if accept_here {
-        let resets: u64 = listeners.iter().filter_map(|l| l.kinds.map(|k| k[Kind::AckOverflowReset.index()])).sum();
-        let mut ev = counters(&[("OutRsts", d.out_rsts), ("TCPSynRetrans", d.syn_retrans)]);
-        ev.insert("tcp_abort_on_overflow".into(), json!(ns.settings.tcp_abort_on_overflow));
-        if listeners.iter().any(|l| l.kinds.is_some()) {
-            ev.insert("ack_overflow_reset".into(), resets.into());
-        }
-        let (summary, remedy) = match ns.settings.tcp_abort_on_overflow {
-            Some(1) => (
-                format!(
-                    "tcp_abort_on_overflow=1 in network namespace {}: a client whose final ACK found the accept queue full was reset and saw \"Connection reset by peer\" ({} resets sent in {})",
-                    ns.netns,
-                    if resets > 0 { resets } else { d.out_rsts },
-                    cx.secs()
-                ),
-                vec![
-                    "keep it if clients should fail fast and retry elsewhere; the overflow itself is fixed above".to_owned(),
-                    format!("to let short bursts pass instead (the kernel then waits for the client's retransmitted ACK): {}sysctl -w net.ipv4.tcp_abort_on_overflow=0", ns.enter),
-                ],
-            ),
-            _ => (
-                format!(
-                    "tcp_abort_on_overflow=0 in network namespace {}: overflowing handshake packets are dropped silently and retransmitted (TCPSynRetrans, SYN and SYN-ACK retransmissions: +{} in {}); a client whose final ACK was dropped believes it is connected, so its first request stalls or times out instead of failing",
-                    ns.netns,
-                    d.syn_retrans,
-                    cx.secs()
-                ),
-                vec![
-                    "the default rides out short bursts; fix the overflow itself (above)".to_owned(),
-                    format!("if clients should get an immediate error instead: {}sysctl -w net.ipv4.tcp_abort_on_overflow=1", ns.enter),
-                ],
-            ),
-        };
-        cx.push("abort_on_overflow", Severity::Info, (ns, None), summary, ev, remedy);
-    }
+    cx.push(FindingId::AbortOnOverflow, Severity::Info, (ns.netns, None), summary, ev, remedy);
+}
+
+/// `tcp_abort_on_overflow=1`: `resets` clients were reset in `secs`.
+fn abort_resets(ns: &NsSample, resets: u64, secs: &str) -> (String, Vec<String>) {
+    let summary = format!(
+        "tcp_abort_on_overflow=1 in network namespace {}: a client whose final ACK found the accept queue full was reset and saw \"Connection reset by peer\" ({resets} resets sent in {secs})",
+        ns.netns
+    );
+    let remedy = vec![
+        "keep it if clients should fail fast and retry elsewhere; the overflow itself is fixed above".to_owned(),
+        format!("to let short bursts pass instead (the kernel then waits for the client's retransmitted ACK): {}sysctl -w net.ipv4.tcp_abort_on_overflow=0", ns.enter),
+    ];
+    (summary, remedy)
+}
+
+/// `tcp_abort_on_overflow=0` (or unread): packets were dropped and retransmitted.
+fn abort_drops(ns: &NsSample, secs: &str) -> (String, Vec<String>) {
+    let summary = format!(
+        "tcp_abort_on_overflow=0 in network namespace {}: overflowing handshake packets are dropped silently and retransmitted (TCPSynRetrans, SYN and SYN-ACK retransmissions: +{} in {secs}); a client whose final ACK was dropped believes it is connected, so its first request stalls or times out instead of failing",
+        ns.netns, ns.delta.syn_retrans
+    );
+    let remedy = vec![
+        "the default rides out short bursts; fix the overflow itself (above)".to_owned(),
+        format!("if clients should get an immediate error instead: {}sysctl -w net.ipv4.tcp_abort_on_overflow=1", ns.enter),
+    ];
+    (summary, remedy)
+}
+
+/// The all-clear, when nothing above is worse than informational.
+fn no_overflow(cx: &mut Ctx) {
+    let (n, spaces) = (cx.input.listeners.len(), cx.input.namespaces.len());
+    let ev = cx.numbers(&[("listeners", n as u64), ("namespaces", spaces as u64)]);
+    let summary =
+        format!("no listen-queue overflow in {} across {n} listener{} in {spaces} namespace{}", cx.secs(), plural(n), plural(spaces));
+    let netns = cx.input.namespaces.first().map_or(0, |n| n.netns);
+    let remedy = vec!["if clients still fail, run `qtrace watch` during the next incident: overflows come in bursts".into()];
+    cx.push(FindingId::NoOverflow, Severity::Info, (netns, None), summary, ev, remedy);
 }
 
 /// The evidence of a finding in one line for people: `key value, ...`.
@@ -490,16 +593,18 @@ pub fn evidence_line(ev: &Map<String, Value>) -> String {
         .join(", ")
 }
 
+/// Inputs for the crate's tests: one namespace (7, entered with
+/// `ip netns exec t `) whose listeners `server(42)` holds.
 #[cfg(test)]
-mod tests {
+pub(crate) mod sample {
     use super::*;
     use crate::host::sock_diag::Listener;
 
-    fn ns(settings: Settings, delta: NetCounters) -> NsSample {
+    pub(crate) fn ns(settings: Settings, delta: NetCounters) -> NsSample {
         NsSample { netns: 7, settings, delta, enter: "ip netns exec t ".into() }
     }
 
-    fn settings(cookies: u32, abort: u32) -> Settings {
+    pub(crate) fn settings(cookies: u32, abort: u32) -> Settings {
         Settings {
             somaxconn: Some(4096),
             tcp_max_syn_backlog: Some(256),
@@ -508,7 +613,7 @@ mod tests {
         }
     }
 
-    fn listener(port: u16, q: (u32, u32), drops: u64, clamp: Clamp, requested: Option<i32>) -> ListenerSample {
+    pub(crate) fn listener(port: u16, q: (u32, u32), drops: u64, clamp: Clamp, requested: Option<i32>) -> ListenerSample {
         ListenerSample {
             row: ListenerRow {
                 netns: 7,
@@ -525,12 +630,18 @@ mod tests {
         }
     }
 
-    fn input(n: NsSample, listeners: Vec<ListenerSample>) -> Input {
+    pub(crate) fn input(n: NsSample, listeners: Vec<ListenerSample>) -> Input {
         Input { seconds: 5.0, namespaces: vec![n], listeners, all_ports: true }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample::*;
+    use super::*;
 
     fn ids(f: &[Finding]) -> Vec<&str> {
-        f.iter().map(|f| f.id).collect()
+        f.iter().map(|f| f.id.id()).collect()
     }
 
     #[test]
@@ -599,5 +710,23 @@ mod tests {
         let f = diagnose(&input(ns(settings(1, 0), NetCounters { listen_overflows: 2, ..Default::default() }), vec![]));
         assert_eq!(ids(&f), ["accept_queue_overflow", "abort_on_overflow"]);
         assert_eq!(f[0].local_port, None);
+    }
+
+    #[test]
+    fn finding_ids_serialize_as_their_stable_names() {
+        for id in FindingId::ALL {
+            assert_eq!(serde_json::to_value(id).unwrap(), id.id());
+            assert_eq!(id.to_string(), id.id());
+        }
+        let f = diagnose(&input(ns(settings(1, 0), NetCounters::default()), vec![]));
+        assert_eq!(serde_json::to_value(&f[0]).unwrap()["id"], "no_overflow");
+    }
+
+    #[test]
+    fn every_id_is_in_the_documented_table() {
+        let doc = include_str!("../../../docs/events.md");
+        for id in FindingId::ALL {
+            assert!(doc.contains(&format!("| `{id}` |")), "docs/events.md lacks {id}");
+        }
     }
 }
