@@ -7,15 +7,19 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Result;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::{DoctorArgs, Resolved};
 use crate::host::netns::{self, Namespaces};
 use crate::host::ns_state::NsState;
 use crate::kernel::probe::Filter;
+use crate::model::aggregate::{Aggregator, PortKey};
+use crate::model::counts::Counts;
 use crate::model::diagnose::{self, Input, ListenerSample, NsSample};
-use crate::model::event::Kind;
-use crate::model::inventory;
-use crate::output::doctor::{self as render, Capabilities};
+use crate::model::inventory::{self, ListenerRow};
+use crate::model::ports::PortSet;
+use crate::model::record::{Record, Start};
+use crate::output::doctor as render;
 use crate::output::style::Style;
 use crate::tracer::{PollReport, Sink, Tracer};
 
@@ -51,129 +55,151 @@ fn track_peaks(peaks: &mut BTreeMap<u64, u32>, snapshot: &[netns::NsListeners]) 
     }
 }
 
-pub async fn run(args: DoctorArgs) -> Result<()> {
-    let Resolved { ports, netns, mut namespaces } = args.scope.resolve()?;
-    let before = states(&namespaces);
-    let first = namespaces.listeners();
-    let baseline: BTreeMap<u64, u32> = first.iter().flat_map(|ns| &ns.listeners).filter_map(|l| Some((l.cookie, l.drops?))).collect();
-    let mut peaks = BTreeMap::new();
-    track_peaks(&mut peaks, &first);
-
-    let mut caps = Capabilities::probe();
-    let count = namespaces.count();
-    // The tracer owns the namespaces while it runs and gives them back.
-    let mut sampling = if args.no_capture {
-        caps.capture_error = Some("--no-capture".into());
-        Sampling::Plain(namespaces)
-    } else {
-        match Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces) {
-            Ok(tracer) => {
-                let a = &tracer.attachment;
-                caps.tier = Some(a.tier.to_string());
-                caps.limits = a.refused.iter().map(ToString::to_string).chain(a.limits.iter().map(ToString::to_string)).collect();
-                Sampling::Traced(Box::new(tracer))
-            }
-            Err(e) => {
-                caps.capture_error = Some(format!("{e:#}"));
-                Sampling::Plain(Namespaces::new(netns)?)
-            }
+/// Attaches unless told not to; a failure to attach leaves counters only.
+/// The tracer owns the namespaces while it runs and gives them back.
+fn begin(args: &DoctorArgs, netns: Option<u32>, ports: &PortSet, namespaces: Namespaces) -> Result<(Sampling, Start)> {
+    if args.no_capture {
+        let start = Start { capture_error: Some("--no-capture".into()), ..super::start_record(None, &namespaces) };
+        return Ok((Sampling::Plain(namespaces), start));
+    }
+    match Tracer::start(args.hooks, &Filter { netns, ports: ports.clone() }, namespaces) {
+        Ok(tracer) => {
+            let start = super::start_record(Some(&tracer.attachment), &tracer.host);
+            Ok((Sampling::Traced(Box::new(tracer)), start))
         }
-    };
-    eprintln!(
-        "qtrace: doctor: sampling {count} namespace{} for {:.1} s ({}); Ctrl-C to stop early",
-        if count == 1 { "" } else { "s" },
-        args.duration.as_secs_f64(),
-        caps.tier.as_deref().map_or_else(|| "counters only, no capture".to_owned(), |t| format!("capture with the {t} tier"))
-    );
+        Err(e) => {
+            let namespaces = Namespaces::new(netns)?;
+            let start = Start { capture_error: Some(format!("{e:#}")), ..super::start_record(None, &namespaces) };
+            Ok((Sampling::Plain(namespaces), start))
+        }
+    }
+}
 
+/// Samples the accept queues for their peak until `duration` or a signal;
+/// returns the seconds sampled.
+async fn sample(sampling: &mut Sampling, peaks: &mut BTreeMap<u64, u32>, duration: Duration) -> Result<f64> {
     let started = tokio::time::Instant::now();
-    let deadline = started + args.duration;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut ticks = 0u32;
-    loop {
+    let deadline = started + duration;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    for tick in 1u32.. {
         tokio::select! {
             _ = tokio::time::sleep(SAMPLE) => {}
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
-        ticks += 1;
-        match &mut sampling {
+        match sampling {
             Sampling::Traced(tracer) => {
                 tracer.drain(|_| {});
-                if ticks.is_multiple_of(4) {
+                if tick.is_multiple_of(4) {
                     tracer.poll()?;
                 }
-                track_peaks(&mut peaks, &tracer.listeners);
+                track_peaks(peaks, &tracer.listeners);
             }
-            Sampling::Plain(ns) => track_peaks(&mut peaks, &ns.listeners()),
+            Sampling::Plain(ns) => track_peaks(peaks, &ns.listeners()),
         }
         if tokio::time::Instant::now() >= deadline {
             break;
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
 
-    // Final accounting as in `watch`: two polls a moment apart.
+/// What the window saw, for the diagnosis.
+struct Window {
+    before: BTreeMap<u32, NsState>,
+    /// Each listener's drop counter when sampling began, by cookie.
+    baseline: BTreeMap<u64, u32>,
+    peaks: BTreeMap<u64, u32>,
+    agg: Option<Aggregator>,
+}
+
+impl Window {
+    /// The namespaces' samples: settings now, counters' growth.
+    fn namespaces(&self, namespaces: &Namespaces, after: &BTreeMap<u32, NsState>) -> Vec<NsSample> {
+        after
+            .iter()
+            .map(|(ino, s)| NsSample {
+                netns: *ino,
+                settings: s.settings,
+                delta: self.before.get(ino).map_or(s.counters, |b| s.counters.since(&b.counters)),
+                enter: namespaces.enter_command(*ino),
+            })
+            .collect()
+    }
+
+    /// The listeners' samples: state now, drop-counter growth, peak queue,
+    /// and the capture's counts on their port.
+    fn listeners(&self, rows: Vec<ListenerRow>) -> Vec<ListenerSample> {
+        rows.into_iter()
+            .map(|row| {
+                let l = &row.listener;
+                let drops_delta = u64::from(l.drops.unwrap_or(0).wrapping_sub(self.baseline.get(&l.cookie).copied().unwrap_or(0)));
+                let key = PortKey { netns: row.netns, port: l.port };
+                let kinds = self.agg.as_ref().map(|a| a.ports().get(&key).map_or_else(Counts::default, |st| st.kinds));
+                let peak_accept_queue = self.peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue);
+                ListenerSample { peak_accept_queue, drops_delta, kinds, row }
+            })
+            .collect()
+    }
+}
+
+pub async fn run(args: DoctorArgs) -> Result<()> {
+    let Resolved { ports, netns, mut namespaces } = args.scope.resolve()?;
+    let before = states(&namespaces);
+    let first = namespaces.listeners();
+    let baseline = first.iter().flat_map(|ns| &ns.listeners).filter_map(|l| Some((l.cookie, l.drops?))).collect();
+    let mut peaks = BTreeMap::new();
+    track_peaks(&mut peaks, &first);
+    let (mut sampling, start) = begin(&args, netns, &ports, namespaces)?;
+    if args.json {
+        // Flushed now: a reader knows sampling has begun.
+        print_now(&Record::Start(&start).line());
+    }
+    announce(&start, &args);
+    let seconds = sample(&mut sampling, &mut peaks, args.duration).await?;
+    // Final accounting as in `watch`.
     let (agg, mut namespaces, backlogs) = match sampling {
         Sampling::Traced(tracer) => {
-            let mut sampler = Peaks(&mut peaks);
-            let f = tracer.finish(&mut sampler).await?;
+            let f = tracer.finish(&mut Peaks(&mut peaks)).await?;
             (Some(f.agg), f.namespaces, Some(f.backlogs))
         }
         Sampling::Plain(namespaces) => (None, namespaces, None),
     };
+    let window = Window { before, baseline, peaks, agg };
     let after = states(&namespaces);
     let settings = after.iter().map(|(ino, s)| (*ino, s.settings)).collect();
     let (rows, _) = inventory::snapshot(&mut namespaces, &ports, &settings, backlogs.as_ref());
-
-    let samples: Vec<NsSample> = after
-        .iter()
-        .map(|(ino, s)| NsSample {
-            netns: *ino,
-            settings: s.settings,
-            delta: before.get(ino).map_or(s.counters, |b| s.counters.since(&b.counters)),
-            enter: namespaces.enter_command(*ino),
-        })
-        .collect();
-    let listeners: Vec<ListenerSample> = rows
-        .into_iter()
-        .map(|row| {
-            let l = &row.listener;
-            let drops_delta = u64::from(l.drops.unwrap_or(0).wrapping_sub(baseline.get(&l.cookie).copied().unwrap_or(0)));
-            let kinds = agg.as_ref().map(|a| {
-                a.ports().get(&crate::model::aggregate::PortKey { netns: row.netns, port: l.port }).map_or([0; Kind::ALL.len()], |st| {
-                    st.kinds.iter().map(|(_, n)| n).collect::<Vec<_>>().try_into().unwrap_or([0; Kind::ALL.len()])
-                })
-            });
-            ListenerSample { peak_accept_queue: peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue), drops_delta, kinds, row }
-        })
-        .collect();
-    let listener_netns: Vec<u32> = listeners.iter().map(|l| l.row.netns).collect();
+    let samples = window.namespaces(&namespaces, &after);
+    let listeners = window.listeners(rows);
+    let listener_netns: BTreeSet<u32> = listeners.iter().map(|l| l.row.netns).collect();
     let findings = diagnose::diagnose(&Input { seconds, namespaces: samples.clone(), listeners, all_ports: ports.is_all() });
-
-    let mut text = String::new();
-    if args.json {
-        let mut line = |v: serde_json::Value| {
-            text.push_str(&v.to_string());
-            text.push('\n');
-        };
-        caps.seconds = seconds;
-        line(serde_json::to_value(&caps)?);
-        for s in &samples {
-            line(render::settings_json(s));
-        }
-        for f in &findings {
-            line(render::finding_json(f));
-        }
+    let text = if args.json {
+        render::ndjson(&samples, &findings, seconds)
     } else {
-        caps.seconds = seconds;
         // People get the namespaces that matter: with a listener on a
         // diagnosed port or a finding (a host may have hundreds).
         let relevant: BTreeSet<u32> = listener_netns.into_iter().chain(findings.iter().map(|f| f.netns)).collect();
         let shown: Vec<NsSample> = samples.into_iter().filter(|s| relevant.contains(&s.netns)).collect();
-        text = render::report(&caps, &shown, &findings, Style::for_stdout());
-    }
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        render::report(&start, seconds, &shown, &findings, Style::for_stdout())
+    };
+    print_now(&text);
     Ok(())
+}
+
+/// What people read on stderr as sampling begins.
+fn announce(start: &Start, args: &DoctorArgs) {
+    let n = start.namespaces;
+    let how = start.tier.map_or_else(|| "counters only, no capture".to_owned(), |t| format!("capture with the {t} tier"));
+    eprintln!(
+        "qtrace: doctor: sampling {n} namespace{} for {:.1} s ({how}); Ctrl-C to stop early",
+        if n == 1 { "" } else { "s" },
+        args.duration.as_secs_f64(),
+    );
+}
+
+/// Writes to stdout and flushes; a reader that went away is no error.
+fn print_now(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

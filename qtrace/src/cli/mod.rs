@@ -13,8 +13,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::host::netns::{self, Namespaces};
+use crate::host::system;
+use crate::kernel::limits::LimitRecord;
 use crate::kernel::probe::HookChoice;
+use crate::model::event::realtime_ns;
 use crate::model::ports::{PortRange, PortSet};
+use crate::model::record::{Start, Unreachable};
+use crate::tracer::Attachment;
 
 /// Trace TCP listen-queue overflows live, per port.
 ///
@@ -274,6 +279,23 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The `start` record of `watch` and `doctor`: this system, what attached
+/// (nothing without a capture), and the namespaces.
+pub(crate) fn start_record(attachment: Option<&Attachment>, namespaces: &Namespaces) -> Start {
+    Start {
+        tier: attachment.map(|a| a.tier),
+        refused: attachment.map(|a| a.refused.clone()).unwrap_or_default(),
+        limits: attachment.map(|a| a.limits.iter().map(LimitRecord::from).collect()).unwrap_or_default(),
+        namespaces: namespaces.count(),
+        unreachable_namespaces: namespaces
+            .unreachable
+            .iter()
+            .map(|(netns, reason)| Unreachable { netns: *netns, reason: reason.clone() })
+            .collect(),
+        ..Start::new(system::kernel_release(), system::has_btf(), system::is_root(), realtime_ns())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,12 +12,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::tui::Tui;
 use super::{Resolved, UsageError, WatchArgs};
-use crate::host::system;
-use crate::kernel::limits::LimitRecord;
 use crate::metrics::{self, Snapshot};
-use crate::model::event;
 use crate::model::ports::PortSet;
-use crate::model::record::{Start, Unreachable};
+use crate::model::record::Start;
 use crate::output::live::Action;
 use crate::output::ndjson::NdjsonSink;
 use crate::output::style::Style;
@@ -84,25 +81,6 @@ impl MetricsServer {
     }
 }
 
-/// The `start` record: what attached, what it cannot see, where metrics are.
-fn start_record(tracer: &Tracer, metrics: Option<&MetricsServer>) -> Start {
-    let a = &tracer.attachment;
-    Start {
-        tier: Some(a.tier),
-        refused: a.refused.clone(),
-        limits: a.limits.iter().map(LimitRecord::from).collect(),
-        namespaces: tracer.host.count(),
-        unreachable_namespaces: tracer
-            .host
-            .unreachable
-            .iter()
-            .map(|(netns, reason)| Unreachable { netns: *netns, reason: reason.clone() })
-            .collect(),
-        metrics_addr: metrics.and_then(|m| m.addr).map(|a| a.to_string()),
-        ..Start::new(system::kernel_release(), system::has_btf(), system::is_root(), event::realtime_ns())
-    }
-}
-
 /// What people read on stderr once the hooks are in.
 fn announce(start: &Start, what: &str) {
     for r in &start.refused {
@@ -131,7 +109,10 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
     let mut tracer = Tracer::start(args.hooks, &crate::kernel::probe::Filter { netns, ports: ports.clone() }, namespaces)?;
     tracer.expire_after = args.expire.0;
     let metrics = metrics_listener.map(|l| MetricsServer::serve(l, &tracer.attachment.tier.to_string()));
-    let start = start_record(&tracer, metrics.as_ref());
+    let start = Start {
+        metrics_addr: metrics.as_ref().and_then(|m| m.addr).map(|a| a.to_string()),
+        ..super::start_record(Some(&tracer.attachment), &tracer.host)
+    };
     let what = describe(&ports, &args);
     let (banner, attached) = demo.map(|d| (d.banner, d.attached)).unzip();
     if let Some(attached) = attached {

@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use qtrace_common::{range, Config, MAP_CLOSED_LISTENERS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_PORTS, MAP_STATS};
+use qtrace_common::*;
 
 use crate::kernel::btf::Btf;
 use crate::kernel::limits::{self, Limit, Refusal};

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::host::ns_state::{NetCounters, Settings};
 use crate::host::procs::Owner;
 use crate::model::backlog::Clamp;
+use crate::model::counts::Counts;
 use crate::model::event::Kind;
 use crate::model::inventory::ListenerRow;
 
@@ -43,7 +44,7 @@ pub struct ListenerSample {
     pub peak_accept_queue: u32,
     /// Per-kind counts from the capture, indexed by [`Kind::index`]; `None`
     /// without a capture.
-    pub kinds: Option<[u64; Kind::ALL.len()]>,
+    pub kinds: Option<Counts>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,7 +176,7 @@ fn app(l: &ListenerSample) -> &str {
 
 /// What the capture counted of `kind` on the listener's port; 0 without a capture.
 fn count(l: &ListenerSample, kind: Kind) -> u64 {
-    l.kinds.map_or(0, |k| k[kind.index()])
+    l.kinds.map_or(0, |k| k[kind])
 }
 
 fn plural(n: usize) -> &'static str {
@@ -313,7 +314,7 @@ impl<'a> Facts<'a> {
             syn: k(Kind::SynQueueFull) > 0 || (unclassified > 0 && d.req_qfull_drop > 0),
             cookies: k(Kind::SyncookieSent) + if l.kinds.is_none() && in_ns == 1 { d.req_qfull_do_cookies } else { 0 },
             dropped: match l.kinds {
-                Some(_) => Kind::ALL.into_iter().filter(|k| k.is_drop()).map(k).sum(),
+                Some(kinds) => kinds.drops(),
                 None => l.drops_delta,
             },
             target: suggest(l.peak_accept_queue.max(r.accept_queue_max)),
@@ -679,8 +680,8 @@ mod tests {
     fn abort_on_overflow_one_is_explained_with_the_resets() {
         let delta = NetCounters { listen_overflows: 3, listen_drops: 6, out_rsts: 3, ..Default::default() };
         let mut l = listener(8080, (2, 2), 6, Clamp::No, None);
-        let mut kinds = [0; Kind::ALL.len()];
-        kinds[Kind::AckOverflowReset.index()] = 3;
+        let mut kinds = Counts::default();
+        kinds[Kind::AckOverflowReset] = 3;
         l.kinds = Some(kinds);
         let f = diagnose(&input(ns(settings(1, 1), delta), vec![l]));
         assert_eq!(ids(&f), ["accept_queue_overflow", "abort_on_overflow"]);
@@ -692,11 +693,11 @@ mod tests {
     fn hooked_kinds_single_out_the_listener_that_overflowed() {
         let delta = NetCounters { listen_overflows: 10, listen_drops: 10, ..Default::default() };
         let mut a = listener(8080, (0, 128), 10, Clamp::No, None);
-        let mut kinds = [0; Kind::ALL.len()];
-        kinds[Kind::AcceptQueueFull.index()] = 10;
+        let mut kinds = Counts::default();
+        kinds[Kind::AcceptQueueFull] = 10;
         a.kinds = Some(kinds);
         let mut b = listener(9090, (0, 128), 0, Clamp::No, None);
-        b.kinds = Some([0; Kind::ALL.len()]);
+        b.kinds = Some(Counts::default());
         let f = diagnose(&input(ns(settings(1, 0), delta), vec![a, b]));
         assert_eq!(ids(&f), ["accept_queue_overflow", "abort_on_overflow"]);
         assert_eq!(f[0].local_port, Some(8080));

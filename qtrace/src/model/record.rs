@@ -4,12 +4,13 @@
 
 use serde::Serialize;
 
-use crate::host::ns_state::Settings;
+use crate::host::ns_state::{NetCounters, Settings};
 use crate::host::sock_diag::Listener;
 use crate::kernel::limits::{LimitRecord, Refusal};
 use crate::kernel::probe::Tier;
 use crate::model::aggregate::{CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{self, Clamp, Requested};
+use crate::model::diagnose::Finding;
 use crate::model::event::{rfc3339, Decoded, Kind};
 
 /// One NDJSON line.
@@ -26,6 +27,22 @@ pub enum Record<'a> {
     Expired(PortRecord),
     Summary(PortRecord),
     Losses(Losses),
+    /// `doctor`: a namespace's settings and its counters over the window.
+    #[serde(rename = "settings")]
+    Window(WindowRecord),
+    /// `doctor`: one conclusion.
+    Finding(&'a Finding),
+}
+
+/// `doctor`'s `"type": "settings"`: with the counters' growth over the
+/// window of `seconds`.
+#[derive(Debug, Serialize)]
+pub struct WindowRecord {
+    pub netns: u32,
+    #[serde(flatten)]
+    pub settings: Settings,
+    pub counters_delta: NetCounters,
+    pub seconds: f64,
 }
 
 /// What this run attached and what it cannot see (`"type": "start"`).

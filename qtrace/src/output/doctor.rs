@@ -2,81 +2,25 @@
 //! counter growth, then the findings; for people or as NDJSON.
 
 use std::fmt::Write as _;
-use std::path::Path;
-
-use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::model::diagnose::{evidence_line, Finding, NsSample, Severity};
+use crate::model::record::{Record, Start, WindowRecord};
 use crate::output::style::Style;
 
-/// What this kernel and this run of qtrace can see (`"type": "capabilities"`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Capabilities {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub kernel: String,
-    /// `/sys/kernel/btf/vmlinux` exists (qtrace needs it for any capture).
-    pub btf: bool,
-    pub root: bool,
-    /// The hook tier the capture ran with; null without a capture.
-    pub tier: Option<String>,
-    /// Why there was no capture.
-    pub capture_error: Option<String>,
-    /// What the tier could not see, and why better tiers were refused.
-    pub limits: Vec<String>,
-    pub seconds: f64,
-}
-
-impl Capabilities {
-    pub fn probe() -> Self {
-        // SAFETY: uname(2) fills a zeroed struct we own; geteuid has no preconditions.
-        let (kernel, root) = unsafe {
-            let mut u: libc::utsname = std::mem::zeroed();
-            let kernel = if libc::uname(&mut u) == 0 {
-                std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
-            } else {
-                "unknown".into()
-            };
-            (kernel, libc::geteuid() == 0)
-        };
-        Self {
-            ty: "capabilities",
-            kernel,
-            btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
-            root,
-            tier: None,
-            capture_error: None,
-            limits: Vec::new(),
-            seconds: 0.0,
-        }
-    }
-}
-
-/// `"type": "settings"` with the counters' growth over the window.
-pub fn settings_json(s: &NsSample) -> Value {
-    let mut v = json!({ "type": "settings", "netns": s.netns });
-    if let (Value::Object(m), Value::Object(settings)) = (&mut v, json!(s.settings)) {
-        m.extend(settings);
-        m.insert("counters_delta".into(), json!(s.delta));
-    }
-    v
-}
-
-/// `"type": "finding"`.
-pub fn finding_json(f: &Finding) -> Value {
-    let mut v = json!({ "type": "finding" });
-    if let (Value::Object(m), Value::Object(rest)) = (&mut v, json!(f)) {
-        m.extend(rest);
-    }
-    v
+/// The lines `doctor --json` prints after its window: each namespace's
+/// settings with the counters' growth over `seconds`, then the findings.
+/// (Its `start` record went out when sampling began.)
+pub fn ndjson(namespaces: &[NsSample], findings: &[Finding], seconds: f64) -> String {
+    let windows =
+        namespaces.iter().map(|s| Record::Window(WindowRecord { netns: s.netns, settings: s.settings, counters_delta: s.delta, seconds }));
+    windows.chain(findings.iter().map(Record::Finding)).map(|r| r.line()).collect()
 }
 
 /// The report for people: what qtrace could see, each namespace's settings
 /// and counter growth, then the findings.
-pub fn report(caps: &Capabilities, namespaces: &[NsSample], findings: &[Finding], style: Style) -> String {
+pub fn report(start: &Start, seconds: f64, namespaces: &[NsSample], findings: &[Finding], style: Style) -> String {
     let mut out = String::new();
-    capabilities(&mut out, caps, style);
+    capabilities(&mut out, start, seconds, style);
     let _ = writeln!(out, "\n{}", style.bold("Settings and counters"));
     for s in namespaces {
         settings(&mut out, s);
@@ -89,8 +33,8 @@ pub fn report(caps: &Capabilities, namespaces: &[NsSample], findings: &[Finding]
 }
 
 /// The first line (kernel, BTF, window, capture) and the capture's limits.
-fn capabilities(out: &mut String, caps: &Capabilities, style: Style) {
-    let capture = match (&caps.tier, &caps.capture_error) {
+fn capabilities(out: &mut String, start: &Start, seconds: f64, style: Style) {
+    let capture = match (&start.tier, &start.capture_error) {
         (Some(t), _) => format!("eBPF capture with the {t} tier"),
         (None, Some(e)) => format!("no eBPF capture ({e})"),
         (None, None) => "no eBPF capture".into(),
@@ -99,11 +43,12 @@ fn capabilities(out: &mut String, caps: &Capabilities, style: Style) {
         out,
         "{} Linux {}, BTF {}, {:.1} s sampled, {capture}",
         style.bold("qtrace doctor:"),
-        caps.kernel,
-        if caps.btf { "yes" } else { "no" },
-        caps.seconds
+        start.kernel,
+        if start.btf { "yes" } else { "no" },
+        seconds
     );
-    for l in &caps.limits {
+    let refused = start.refused.iter().map(ToString::to_string);
+    for l in refused.chain(start.limits.iter().map(|l| l.text.clone())) {
         let _ = writeln!(out, "  {}", style.dim(&format!("note: {l}")));
     }
 }
@@ -148,28 +93,28 @@ fn finding(out: &mut String, f: &Finding, style: Style) {
 mod tests {
     use super::*;
     use crate::host::ns_state::NetCounters;
+    use crate::kernel::limits::Refusal;
+    use crate::kernel::probe::Tier;
     use crate::model::backlog::Clamp;
+    use crate::model::counts::Counts;
     use crate::model::diagnose::sample::{input, listener, ns, settings};
     use crate::model::diagnose::{diagnose, Input, ListenerSample};
     use crate::model::event::Kind;
 
-    fn caps(tier: Option<&str>, capture_error: Option<&str>, limits: &[&str]) -> Capabilities {
-        Capabilities {
-            ty: "capabilities",
-            kernel: "6.8.0-test".into(),
-            btf: true,
-            root: true,
-            tier: tier.map(Into::into),
+    fn caps(tier: Option<Tier>, capture_error: Option<&str>, refused: &[(Tier, &str)]) -> Start {
+        Start {
+            tier,
             capture_error: capture_error.map(Into::into),
-            limits: limits.iter().map(|&l| l.into()).collect(),
-            seconds: 5.0,
+            refused: refused.iter().map(|&(tier, r)| Refusal { tier, reason: r.into() }).collect(),
+            namespaces: 1,
+            ..Start::new("6.8.0-test".into(), true, true, 0)
         }
     }
 
     fn with_kinds(mut l: ListenerSample, counts: &[(Kind, u64)]) -> ListenerSample {
-        let mut kinds = [0; Kind::ALL.len()];
+        let mut kinds = Counts::default();
         for &(kind, n) in counts {
-            kinds[kind.index()] = n;
+            kinds[kind] = n;
         }
         l.kinds = Some(kinds);
         l
@@ -178,38 +123,34 @@ mod tests {
     /// In namespace 7 (syncookies off, somaxconn 64): 8080's accept queue
     /// overflows after somaxconn provably clamped its backlog of 4096, and
     /// 9090's SYN queue overflows.
-    fn overflowing() -> (Capabilities, Input) {
+    fn overflowing() -> (Start, Input) {
         let delta = NetCounters { listen_overflows: 40, listen_drops: 52, req_qfull_drop: 12, syn_retrans: 21, ..Default::default() };
         let mut n = ns(settings(0, 0), delta);
         n.settings.somaxconn = Some(64);
         let accept =
             with_kinds(listener(8080, (64, 64), 40, Clamp::Proven, Some(4096)), &[(Kind::AcceptQueueFull, 25), (Kind::AckOverflow, 15)]);
         let syn = with_kinds(listener(9090, (0, 128), 12, Clamp::No, None), &[(Kind::SynQueueFull, 12)]);
-        let caps = caps(Some("kprobe"), None, &["fentry tier unavailable: no BPF trampoline on this kernel"]);
+        let caps = caps(Some(Tier::Kprobe), None, &[(Tier::Fentry, "no BPF trampoline on this kernel")]);
         (caps, input(n, vec![accept, syn]))
     }
 
     /// qtrace's own namespace, quiet, with a listener whose bound only
     /// likely was clamped; no capture.
-    fn quiet() -> (Capabilities, Input) {
+    fn quiet() -> (Start, Input) {
         let mut n = ns(settings(1, 0), NetCounters::default());
         n.enter = String::new();
         n.settings.somaxconn = Some(64);
         (caps(None, Some("--no-capture"), &[]), input(n, vec![listener(8080, (0, 64), 0, Clamp::Likely, None)]))
     }
 
-    fn people((caps, input): (Capabilities, Input)) -> String {
-        report(&caps, &input.namespaces, &diagnose(&input), Style { on: false })
+    fn people((start, input): (Start, Input)) -> String {
+        report(&start, input.seconds, &input.namespaces, &diagnose(&input), Style { on: false })
     }
 
-    /// The lines `qtrace doctor --json` prints.
-    fn ndjson((caps, input): (Capabilities, Input)) -> String {
-        let caps = serde_json::to_value(&caps).unwrap();
-        let settings = input.namespaces.iter().map(settings_json);
-        let findings = diagnose(&input);
-        let lines: Vec<String> =
-            std::iter::once(caps).chain(settings).chain(findings.iter().map(finding_json)).map(|v| v.to_string()).collect();
-        lines.join("\n")
+    /// The lines `qtrace doctor --json` prints: the start record, and
+    /// after the window the rest.
+    fn ndjson((start, input): (Start, Input)) -> String {
+        Record::Start(&start).line() + &super::ndjson(&input.namespaces, &diagnose(&input), input.seconds)
     }
 
     #[test]
