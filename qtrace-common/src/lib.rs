@@ -413,13 +413,19 @@ impl Default for Config {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit
-    // padding fields: every bit pattern is valid and there are no holes.
+    // Each: plain `#[repr(C)]` integers and byte arrays with explicit
+    // padding fields, so every bit pattern is valid and there are no holes.
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::CounterKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenCall {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ClosedListener {}
 }
 

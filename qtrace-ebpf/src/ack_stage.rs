@@ -79,7 +79,7 @@ fn fexit_args(ctx: &FExitContext, at: ArgSlots) -> AckEntry {
 // kernels with 858d2a4f67ff's `opt_child_init`. `bpf_get_func_ret` would
 // need 5.17; the trampoline's slot works from 5.5.
 #[fexit(function = "tcp_v4_syn_recv_sock")]
-pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
+pub(crate) fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
     if let Some(cfg) = config() {
         let at = cfg.syn_recv_v4;
         on_return(cfg, fexit_args(&ctx, at), btf_slot(&ctx, at.ret), false, hook::FEXIT_TCP_V4_SYN_RECV_SOCK);
@@ -88,7 +88,7 @@ pub fn fexit_tcp_v4_syn_recv_sock(ctx: FExitContext) -> u32 {
 }
 
 #[fexit(function = "tcp_v6_syn_recv_sock")]
-pub fn fexit_tcp_v6_syn_recv_sock(ctx: FExitContext) -> u32 {
+pub(crate) fn fexit_tcp_v6_syn_recv_sock(ctx: FExitContext) -> u32 {
     if let Some(cfg) = config() {
         let at = cfg.syn_recv_v6;
         on_return(cfg, fexit_args(&ctx, at), btf_slot(&ctx, at.ret), true, hook::FEXIT_TCP_V6_SYN_RECV_SOCK);
@@ -112,6 +112,8 @@ fn restore(slot: &PerCpuArray<AckEntry>, ctx: &RetProbeContext, v6: bool, hook: 
     let Some(p) = slot.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU slot.
     let e = unsafe { *p };
+    // SAFETY: the same slot; emptied so a later exit without an entry
+    // finds nothing.
     unsafe { (*p).sk = 0 };
     if let (true, Some(cfg)) = (e.sk != 0, config()) {
         on_return(cfg, e, ctx.ret::<u64>(), v6, hook);
@@ -119,7 +121,7 @@ fn restore(slot: &PerCpuArray<AckEntry>, ctx: &RetProbeContext, v6: bool, hook: 
 }
 
 #[kprobe]
-pub fn kprobe_tcp_v4_syn_recv_sock(ctx: ProbeContext) -> u32 {
+pub(crate) fn kprobe_tcp_v4_syn_recv_sock(ctx: ProbeContext) -> u32 {
     if let Some(cfg) = config() {
         save(&ACK_V4_ENTRY, &ctx, cfg.syn_recv_v4);
     }
@@ -127,13 +129,13 @@ pub fn kprobe_tcp_v4_syn_recv_sock(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn kretprobe_tcp_v4_syn_recv_sock(ctx: RetProbeContext) -> u32 {
+pub(crate) fn kretprobe_tcp_v4_syn_recv_sock(ctx: RetProbeContext) -> u32 {
     restore(&ACK_V4_ENTRY, &ctx, false, hook::KRETPROBE_TCP_V4_SYN_RECV_SOCK);
     0
 }
 
 #[kprobe]
-pub fn kprobe_tcp_v6_syn_recv_sock(ctx: ProbeContext) -> u32 {
+pub(crate) fn kprobe_tcp_v6_syn_recv_sock(ctx: ProbeContext) -> u32 {
     if let Some(cfg) = config() {
         save(&ACK_V6_ENTRY, &ctx, cfg.syn_recv_v6);
     }
@@ -141,7 +143,7 @@ pub fn kprobe_tcp_v6_syn_recv_sock(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn kretprobe_tcp_v6_syn_recv_sock(ctx: RetProbeContext) -> u32 {
+pub(crate) fn kretprobe_tcp_v6_syn_recv_sock(ctx: RetProbeContext) -> u32 {
     restore(&ACK_V6_ENTRY, &ctx, true, hook::KRETPROBE_TCP_V6_SYN_RECV_SOCK);
     0
 }

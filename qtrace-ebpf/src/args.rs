@@ -49,7 +49,7 @@ macro_rules! ctx_word {
 
 /// The contexts whose words are the traced function's arguments (a kprobe's
 /// are registers: [`reg_arg`]).
-pub trait TracingContext: aya_ebpf::EbpfContext {}
+pub(crate) trait TracingContext: aya_ebpf::EbpfContext {}
 impl TracingContext for FEntryContext {}
 impl TracingContext for FExitContext {}
 
@@ -58,7 +58,7 @@ impl TracingContext for FExitContext {}
 /// Zero for a slot beyond the twelve a trampoline can pass
 /// (`MAX_BPF_FUNC_ARGS`).
 #[inline(always)]
-pub fn btf_slot(ctx: &impl TracingContext, slot: u8) -> u64 {
+pub(crate) fn btf_slot(ctx: &impl TracingContext, slot: u8) -> u64 {
     let base = ctx.as_ptr();
     let v = ctx_word!(base, slot,
         0 => 0, 1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 5, 6 => 6, 7 => 7, 8 => 8, 9 => 9, 10 => 10, 11 => 11, 12 => 12);
@@ -87,6 +87,6 @@ compile_error!("qtrace's kprobes know the argument registers of x86_64 and aarch
 /// Argument `slot` of a kprobe, from its register; `None` for a slot passed
 /// on the stack (userspace refuses the kprobe tier before that can happen).
 #[inline(always)]
-pub fn reg_arg(ctx: &ProbeContext, slot: u8) -> Option<u64> {
+pub(crate) fn reg_arg(ctx: &ProbeContext, slot: u8) -> Option<u64> {
     reg_word!(ctx.regs, slot)
 }

@@ -9,7 +9,7 @@ use crate::maps::{COUNTERS, EVENTS, PORTS, STATS};
 /// Applies `--netns` and `--port` in the kernel: a listener nobody watches
 /// costs one map lookup and produces no ring-buffer traffic.
 #[inline(always)]
-pub fn watched(cfg: &Config, id: &Identity) -> bool {
+pub(crate) fn watched(cfg: &Config, id: &Identity) -> bool {
     if cfg.filter_netns != 0 && cfg.filter_netns != id.netns {
         return false;
     }
@@ -20,7 +20,7 @@ pub fn watched(cfg: &Config, id: &Identity) -> bool {
 }
 
 #[inline(always)]
-pub fn bump(index: u32) {
+pub(crate) fn bump(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
@@ -29,7 +29,7 @@ pub fn bump(index: u32) {
 
 /// Counts one `kind` for the listener in the per-CPU counters.
 #[inline(always)]
-pub fn count(kind: u8, id: &Identity) {
+pub(crate) fn count(kind: u8, id: &Identity) {
     let key = CounterKey { netns: id.netns, port: id.port, kind, _pad: 0 };
     match COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
@@ -45,7 +45,7 @@ pub fn count(kind: u8, id: &Identity) {
 /// Counts one `kind` for the listener, then sends the event if the ring
 /// buffer has room (and counts it as lost if not).
 #[inline(always)]
-pub fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &QueueState) {
+pub(crate) fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &QueueState) {
     count(kind, id);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(stat::RINGBUF_FULL);

@@ -13,7 +13,7 @@ use qtrace_common::{Config, AF_INET, AF_INET6, OFFSET_NONE};
 
 /// Reads a `T` at `base + off`; zero for [`OFFSET_NONE`] or a bad address.
 #[inline(always)]
-pub fn read<T: Default>(base: u64, off: u32) -> T {
+pub(crate) fn read<T: Default>(base: u64, off: u32) -> T {
     let mut v = T::default();
     if off != OFFSET_NONE && base != 0 {
         // SAFETY: bpf_probe_read_kernel copes with any source address and
@@ -36,7 +36,7 @@ pub fn read<T: Default>(base: u64, off: u32) -> T {
 /// of another fix; before, and on older 5.10.y, they are `int`. Hence the size
 /// from BTF (`net_sysctl_size`) rather than from the version.
 #[inline(always)]
-pub fn sysctl(cfg: &Config, net: u64, off: u32) -> u32 {
+pub(crate) fn sysctl(cfg: &Config, net: u64, off: u32) -> u32 {
     if cfg.net_sysctl_size == 1 {
         u32::from(read::<u8>(net, off))
     } else {
@@ -46,7 +46,7 @@ pub fn sysctl(cfg: &Config, net: u64, off: u32) -> u32 {
 
 /// Who a listener is: enough to apply the filters.
 #[derive(Clone, Copy)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub net: u64,
     pub netns: u32,
     pub port: u16,
@@ -55,13 +55,13 @@ pub struct Identity {
 impl Identity {
     /// False when the listener could not be read.
     #[inline(always)]
-    pub fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         self.netns != 0 && self.port != 0
     }
 }
 
 #[inline(always)]
-pub fn identity(cfg: &Config, sk: u64) -> Identity {
+pub(crate) fn identity(cfg: &Config, sk: u64) -> Identity {
     let net: u64 = read(sk, cfg.sk_net);
     Identity { net, netns: read(net, cfg.net_inum), port: read(sk, cfg.sk_num) }
 }
@@ -71,7 +71,7 @@ pub fn identity(cfg: &Config, sk: u64) -> Identity {
 /// application passed to `listen()` (that is [`qtrace_common::ListenCall`]):
 /// the kernel stores only its clamped value, the bound here.
 #[derive(Clone, Copy)]
-pub struct QueueState {
+pub(crate) struct QueueState {
     pub ack_backlog: u32,
     pub max_ack_backlog: u32,
     pub syn_qlen: u32,
@@ -82,7 +82,7 @@ impl QueueState {
     /// every supported kernel since 64a146513f8f ("[NET]: Revert incorrect
     /// accept queue backlog changes.", 2.6.21): a backlog of N admits N + 1.
     #[inline(always)]
-    pub fn accept_queue_full(&self) -> bool {
+    pub(crate) fn accept_queue_full(&self) -> bool {
         self.ack_backlog > self.max_ack_backlog
     }
     /// `inet_csk_reqsk_queue_is_full()` as kernels before 3479c7549fb1
@@ -91,14 +91,14 @@ impl QueueState {
     /// series) test it: `>=`. Since then it is `>`, like the accept queue;
     /// `syn_stage` tells the two apart by whether the queue grew.
     #[inline(always)]
-    pub fn syn_queue_full(&self) -> bool {
+    pub(crate) fn syn_queue_full(&self) -> bool {
         self.syn_qlen >= self.max_ack_backlog
     }
 }
 
 /// The queue state of listener `sk` now.
 #[inline(always)]
-pub fn queues(cfg: &Config, sk: u64) -> QueueState {
+pub(crate) fn queues(cfg: &Config, sk: u64) -> QueueState {
     QueueState {
         ack_backlog: read(sk, cfg.sk_ack_backlog),
         max_ack_backlog: read(sk, cfg.sk_max_ack_backlog),
@@ -108,7 +108,7 @@ pub fn queues(cfg: &Config, sk: u64) -> QueueState {
 
 /// Family and addresses of a received packet (network byte order);
 /// `family` is 0 when the headers could not be read.
-pub struct Packet {
+pub(crate) struct Packet {
     pub family: u8,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
@@ -117,7 +117,7 @@ pub struct Packet {
 
 /// Parses the IP and TCP headers of `skb` (set by the time TCP sees it).
 #[inline(always)]
-pub fn packet(cfg: &Config, skb: u64) -> Packet {
+pub(crate) fn packet(cfg: &Config, skb: u64) -> Packet {
     let mut p = Packet { family: 0, laddr: [0; 16], raddr: [0; 16], rport: 0 };
     let head: u64 = read(skb, cfg.skb_head);
     if head == 0 {
@@ -146,6 +146,6 @@ pub fn packet(cfg: &Config, skb: u64) -> Packet {
 
 /// `skb->protocol == htons(ETH_P_IP)`.
 #[inline(always)]
-pub fn is_ipv4_skb(cfg: &Config, skb: u64) -> bool {
+pub(crate) fn is_ipv4_skb(cfg: &Config, skb: u64) -> bool {
     u16::from_be(read::<u16>(skb, cfg.skb_protocol)) == 0x0800
 }

@@ -23,7 +23,7 @@ use crate::kmem::read;
 use crate::maps::config;
 
 #[map]
-pub static LISTEN_CALLS: LruHashMap<ListenKey, ListenCall> = LruHashMap::with_max_entries(LISTEN_CALLS_MAX, 0);
+pub(crate) static LISTEN_CALLS: LruHashMap<ListenKey, ListenCall> = LruHashMap::with_max_entries(LISTEN_CALLS_MAX, 0);
 
 /// Calls in flight, per thread (`pid_tgid`).
 #[map]
@@ -31,7 +31,7 @@ static LISTEN_PENDING: HashMap<u64, ListenCall> = HashMap::with_max_entries(1024
 
 /// `long __sys_listen(int fd, int backlog)` entry.
 #[tracepoint]
-pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_listen(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     if cfg.tp_listen_fd == OFFSET_NONE || cfg.tp_listen_backlog == OFFSET_NONE {
         return 0;
@@ -51,7 +51,7 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
 
 /// `listen(2)` exit: keeps the call if it succeeded.
 #[tracepoint]
-pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.

@@ -23,7 +23,7 @@ use crate::kmem::{identity, read};
 use crate::maps::config;
 
 #[map]
-pub static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);
+pub(crate) static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);
 
 /// `enum tcp_state` values and `IPPROTO_TCP`; the record's fields are ints.
 const TCP_LISTEN: i32 = 10;
@@ -31,7 +31,7 @@ const TCP_CLOSE: i32 = 7;
 const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     if cfg.tp_state_skaddr == OFFSET_NONE || cfg.tp_state_oldstate == OFFSET_NONE || cfg.tp_state_newstate == OFFSET_NONE {
         return 0;

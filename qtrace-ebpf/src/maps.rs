@@ -9,32 +9,32 @@ use aya_ebpf::{
 use qtrace_common::{Config, CounterKey, COUNTERS_MAX, EVENTS_BYTES, PORTS_LEN};
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
-pub static COUNTERS: PerCpuHashMap<CounterKey, u64> = PerCpuHashMap::with_max_entries(COUNTERS_MAX, 0);
+pub(crate) static COUNTERS: PerCpuHashMap<CounterKey, u64> = PerCpuHashMap::with_max_entries(COUNTERS_MAX, 0);
 
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(qtrace_common::stat::LEN, 0);
+pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(qtrace_common::stat::LEN, 0);
 
 /// Read-only for programs and frozen by userspace before they load, so the
 /// verifier reads it as constants (see [`qtrace_common::MAP_CONFIG`]).
 #[map]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
+pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
 
 /// The configuration userspace wrote before attaching.
 #[inline(always)]
-pub fn config() -> Option<&'static Config> {
+pub(crate) fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
 #[map]
-pub static PORTS: Array<u8> = Array::with_max_entries(PORTS_LEN, 0);
+pub(crate) static PORTS: Array<u8> = Array::with_max_entries(PORTS_LEN, 0);
 
 /// Listener state at `tcp_conn_request` entry, compared at its exit.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SynEntry {
+pub(crate) struct SynEntry {
     pub sk: u64,
     pub skb: u64,
     pub drops: u32,
@@ -46,7 +46,7 @@ pub struct SynEntry {
 /// Arguments of `tcp_v*_syn_recv_sock` kept by the kprobe for the kretprobe.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct AckEntry {
+pub(crate) struct AckEntry {
     pub sk: u64,
     pub skb: u64,
     pub req_unhash: u64,
@@ -56,8 +56,8 @@ pub struct AckEntry {
 // CPU is enough. tcp_v6_syn_recv_sock calls tcp_v4_syn_recv_sock for
 // v4-mapped peers, hence a slot per function.
 #[map]
-pub static SYN_ENTRY: PerCpuArray<SynEntry> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SYN_ENTRY: PerCpuArray<SynEntry> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-pub static ACK_V4_ENTRY: PerCpuArray<AckEntry> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static ACK_V4_ENTRY: PerCpuArray<AckEntry> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-pub static ACK_V6_ENTRY: PerCpuArray<AckEntry> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static ACK_V6_ENTRY: PerCpuArray<AckEntry> = PerCpuArray::with_max_entries(1, 0);

@@ -44,6 +44,8 @@ fn on_entry(cfg: &Config, sk: u64, skb: u64) {
         return;
     };
     // SAFETY: per-CPU slot; cleared first so an unwatched call leaves no entry.
+    // SAFETY: the same slot; emptied so a later exit without an entry
+    // finds nothing.
     unsafe { (*slot).sk = 0 };
     let id = identity(cfg, sk);
     if !id.valid() || !watched(cfg, &id) {
@@ -63,6 +65,8 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
     };
     // SAFETY: per-CPU slot.
     let e = unsafe { *slot };
+    // SAFETY: the same slot; emptied so a later exit without an entry
+    // finds nothing.
     unsafe { (*slot).sk = 0 };
     if e.sk != sk {
         if e.sk != 0 {
@@ -102,7 +106,7 @@ fn syn_backlog_last_quarter(cfg: &Config, net: u64, qlen: u32) -> bool {
 /// fentry/fexit tier (BTF trampolines; x86_64 from 5.5). `sk` and `skb` are
 /// read at the positions the kernel's BTF gives them (`cfg.conn_request`).
 #[fentry(function = "tcp_conn_request")]
-pub fn fentry_tcp_conn_request(ctx: FEntryContext) -> u32 {
+pub(crate) fn fentry_tcp_conn_request(ctx: FEntryContext) -> u32 {
     if let Some(cfg) = config() {
         let at = cfg.conn_request;
         on_entry(cfg, btf_slot(&ctx, at.sk), btf_slot(&ctx, at.skb));
@@ -111,7 +115,7 @@ pub fn fentry_tcp_conn_request(ctx: FEntryContext) -> u32 {
 }
 
 #[fexit(function = "tcp_conn_request")]
-pub fn fexit_tcp_conn_request(ctx: FExitContext) -> u32 {
+pub(crate) fn fexit_tcp_conn_request(ctx: FExitContext) -> u32 {
     if let Some(cfg) = config() {
         on_exit(cfg, btf_slot(&ctx, cfg.conn_request.sk), hook::FEXIT_TCP_CONN_REQUEST);
     }
@@ -120,7 +124,7 @@ pub fn fexit_tcp_conn_request(ctx: FExitContext) -> u32 {
 
 /// kprobe tier: the same, for kernels without trampolines.
 #[kprobe]
-pub fn kprobe_tcp_conn_request(ctx: ProbeContext) -> u32 {
+pub(crate) fn kprobe_tcp_conn_request(ctx: ProbeContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let at = cfg.conn_request;
     if let (Some(sk), Some(skb)) = (reg_arg(&ctx, at.sk), reg_arg(&ctx, at.skb)) {
@@ -130,7 +134,7 @@ pub fn kprobe_tcp_conn_request(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn kretprobe_tcp_conn_request(_ctx: RetProbeContext) -> u32 {
+pub(crate) fn kretprobe_tcp_conn_request(_ctx: RetProbeContext) -> u32 {
     // The return registers no longer hold the arguments: the entry's sk is
     // the one to compare against.
     if let (Some(slot), Some(cfg)) = (SYN_ENTRY.get_ptr(0), config()) {

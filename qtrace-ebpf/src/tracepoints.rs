@@ -93,7 +93,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
 }
 
 #[tracepoint]
-pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+pub(crate) fn kfree_skb(ctx: TracePointContext) -> u32 {
     on_kfree_skb(&ctx);
     0
 }

@@ -11,5 +11,5 @@ pub mod host;
 pub mod kernel;
 pub mod metrics;
 pub mod model;
-pub mod output;
-pub mod tracer;
+pub(crate) mod output;
+pub(crate) mod tracer;

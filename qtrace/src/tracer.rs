@@ -21,7 +21,7 @@ use crate::model::ports::PortSet;
 
 /// A `listen(2)` qtrace saw, matched to its listener.
 #[derive(Debug, Clone)]
-pub struct ListenSeen {
+pub(crate) struct ListenSeen {
     pub netns: u32,
     pub listener: Listener,
     pub requested: Requested,
@@ -29,7 +29,7 @@ pub struct ListenSeen {
 
 /// What one poll found new.
 #[derive(Debug, Default)]
-pub struct PollReport {
+pub(crate) struct PollReport {
     /// Events the ring buffer had no room for since the last poll.
     pub lost: u64,
     /// Drops counted from listeners' drop counters since the last poll.
@@ -42,7 +42,7 @@ pub struct PollReport {
 
 /// Where a trace's findings go: one per output mode (`output::*`), and
 /// doctor's sampler.
-pub trait Sink {
+pub(crate) trait Sink {
     /// One event from the ring buffer.
     fn event(&mut self, ev: &Decoded);
     /// A poll's news, with the tracer as it now stands.
@@ -51,14 +51,14 @@ pub trait Sink {
 
 /// How the attached tier sees this kernel.
 #[derive(Debug, Clone)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     pub tier: Tier,
     /// Better tiers that could not attach, best first.
     pub refused: Vec<Refusal>,
     pub limits: Vec<Limit>,
 }
 
-pub struct Tracer<K = KernelMaps, H = Namespaces> {
+pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
     kernel: K,
     pub host: H,
     pub attachment: Attachment,
@@ -76,7 +76,7 @@ pub struct Tracer<K = KernelMaps, H = Namespaces> {
 }
 
 /// What a finished trace leaves.
-pub struct Finished {
+pub(crate) struct Finished {
     pub agg: Aggregator,
     pub namespaces: Namespaces,
     pub backlogs: RequestedBacklogs,
@@ -84,7 +84,7 @@ pub struct Finished {
 
 impl Tracer {
     /// Takes a baseline of every listener, then attaches.
-    pub fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces) -> Result<Self> {
+    pub(crate) fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces) -> Result<Self> {
         // Baseline of every listener's drop counter before the hooks go in.
         let listeners = namespaces.listeners();
         let probe = Probe::attach(choice, filter)?;
@@ -95,7 +95,7 @@ impl Tracer {
 
     /// The final accounting, while the hooks still count: two polls a
     /// moment apart let the listener-derived totals settle. Then detaches.
-    pub async fn finish(mut self, sink: &mut impl Sink) -> Result<Finished> {
+    pub(crate) async fn finish(mut self, sink: &mut impl Sink) -> Result<Finished> {
         for pause in [Duration::ZERO, Duration::from_millis(100)] {
             tokio::time::sleep(pause).await;
             self.drain(|ev| sink.event(ev));
@@ -107,7 +107,7 @@ impl Tracer {
     }
 
     /// The ring buffer's descriptor, to wait on while `self` lives.
-    pub fn events_fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn events_fd(&self) -> std::os::fd::RawFd {
         self.kernel.events_fd()
     }
 }
@@ -115,7 +115,7 @@ impl Tracer {
 impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
     /// A tracer over given inputs; `listeners` is the baseline snapshot,
     /// taken before the programs attached.
-    pub fn with_inputs(kernel: K, host: H, attachment: Attachment, filter: &Filter, listeners: Vec<NsListeners>) -> Self {
+    pub(crate) fn with_inputs(kernel: K, host: H, attachment: Attachment, filter: &Filter, listeners: Vec<NsListeners>) -> Self {
         let mut agg = Aggregator::new(filter.netns, filter.ports.clone());
         agg.on_listeners(&listeners);
         // Only the tracepoint tier misses `tcp_listendrop()` callers.
@@ -137,7 +137,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
 
     /// Decodes and aggregates every record waiting in the ring buffer,
     /// handing each to `each` as well.
-    pub fn drain(&mut self, mut each: impl FnMut(&Decoded)) {
+    pub(crate) fn drain(&mut self, mut each: impl FnMut(&Decoded)) {
         let (agg, undecodable, offset) = (&mut self.agg, &mut self.undecodable, self.boot_offset);
         self.kernel.drain_events(&mut |record| match Decoded::decode(record, offset) {
             Ok(ev) => {
@@ -150,7 +150,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
 
     /// Reads the kernel's counters, the listeners and the `listen(2)` calls;
     /// reports what is new.
-    pub fn poll(&mut self) -> Result<PollReport> {
+    pub(crate) fn poll(&mut self) -> Result<PollReport> {
         // Listeners first, counters second: every drop a listener's counter
         // already shows is then in the per-kind counters too, so drops still
         // in flight between the two reads are never taken for drops no hook

@@ -466,7 +466,7 @@ fn kernel_matrix(k: &Kernel, console: &str, matrix: &mut String) -> (usize, usiz
     (passes, failures)
 }
 
-pub fn vm_test(qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<()> {
+pub(crate) fn vm_test(qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<()> {
     let dir = cache_dir();
     fs::create_dir_all(&dir)?;
     let started = Instant::now();

@@ -5,7 +5,7 @@ pub mod demo;
 pub mod doctor;
 pub mod generate;
 pub mod listeners;
-pub mod tui;
+pub(crate) mod tui;
 pub mod watch;
 
 use std::time::Duration;

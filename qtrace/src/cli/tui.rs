@@ -69,7 +69,7 @@ impl OwnerNames {
 }
 
 /// The live view's sink: owns the terminal while `watch` runs.
-pub struct Tui {
+pub(crate) struct Tui {
     terminal: DefaultTerminal,
     /// What is watched, for the first header line.
     what: String,
@@ -92,7 +92,7 @@ pub struct Tui {
 impl Tui {
     /// Takes over the terminal (restored on drop, and on a panic by
     /// ratatui's hook).
-    pub fn start(color: bool, what: String, banner: Option<Banner>, all: bool) -> Result<Self> {
+    pub(crate) fn start(color: bool, what: String, banner: Option<Banner>, all: bool) -> Result<Self> {
         let terminal = ratatui::try_init().context("setting up the terminal")?;
         let (tx, input) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));

@@ -2,10 +2,10 @@
 //! (`netns`, `sock_diag`), each namespace's sysctls and counters
 //! (`ns_state`), and which processes hold a socket (`procs`).
 pub mod netns;
-pub mod ns_state;
-pub mod procs;
-pub mod sock_diag;
-pub mod system;
+pub(crate) mod ns_state;
+pub(crate) mod procs;
+pub(crate) mod sock_diag;
+pub(crate) mod system;
 
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::procs::Owner;

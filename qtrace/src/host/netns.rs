@@ -50,8 +50,9 @@ fn is_nsfs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    // SAFETY: statfs(2) writes into a zeroed struct we own; c is NUL-terminated.
+    // SAFETY: statfs is plain data, valid when zeroed.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs(2) writes into a struct we own; c is NUL-terminated.
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as libc::c_long == NSFS_MAGIC }
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// The listen-queue sysctls of one namespace; `None` where unreadable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `net.core.somaxconn`: `listen()` clamps the backlog to it.
     pub somaxconn: Option<u32>,
     /// `net.ipv4.tcp_max_syn_backlog`: with syncookies off, SYNs are dropped
@@ -25,7 +25,7 @@ pub struct Settings {
 
 impl Settings {
     /// Reads the calling thread's namespace's settings.
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let get = |path: &str| std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
         Self {
             somaxconn: get("/proc/sys/net/core/somaxconn"),
@@ -36,7 +36,7 @@ impl Settings {
     }
 
     /// One line for people: `somaxconn 4096  tcp_max_syn_backlog 512 ...`.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let show = |v: Option<u32>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
         format!(
             "somaxconn {}  tcp_max_syn_backlog {}  tcp_syncookies {}  tcp_abort_on_overflow {}",
@@ -50,7 +50,7 @@ impl Settings {
 
 /// The namespace's listen-queue counters, named as the kernel names them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct NetCounters {
+pub(crate) struct NetCounters {
     /// TcpExt: a SYN or final ACK found the accept queue full.
     #[serde(rename = "ListenOverflows")]
     pub listen_overflows: u64,
@@ -73,14 +73,14 @@ pub struct NetCounters {
 
 impl NetCounters {
     /// Reads the calling thread's namespace's counters.
-    pub fn read() -> io::Result<Self> {
+    pub(crate) fn read() -> io::Result<Self> {
         let mut all = BTreeMap::new();
         parse_snmp(&std::fs::read_to_string("/proc/thread-self/net/netstat")?, &mut all);
         parse_snmp(&std::fs::read_to_string("/proc/thread-self/net/snmp")?, &mut all);
         Ok(Self::from_map(&all))
     }
 
-    pub fn from_map(all: &BTreeMap<String, u64>) -> Self {
+    pub(crate) fn from_map(all: &BTreeMap<String, u64>) -> Self {
         let get = |k: &str| all.get(k).copied().unwrap_or(0);
         Self {
             listen_overflows: get("TcpExt:ListenOverflows"),
@@ -94,7 +94,7 @@ impl NetCounters {
 
     /// How much each counter grew since `before` (a counter that went
     /// backwards, which only a namespace's rebirth would do, gives 0).
-    pub fn since(&self, before: &Self) -> Self {
+    pub(crate) fn since(&self, before: &Self) -> Self {
         let d = |a: u64, b: u64| a.saturating_sub(b);
         Self {
             listen_overflows: d(self.listen_overflows, before.listen_overflows),
@@ -110,7 +110,7 @@ impl NetCounters {
 /// Parses `/proc/net/netstat` or `/proc/net/snmp`: pairs of lines, names
 /// then values, both prefixed with the group (`TcpExt:`). Keys come out as
 /// `Group:Name`. Lines that do not pair up are skipped.
-pub fn parse_snmp(text: &str, out: &mut BTreeMap<String, u64>) {
+pub(crate) fn parse_snmp(text: &str, out: &mut BTreeMap<String, u64>) {
     let mut lines = text.lines();
     while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
         let (Some((group, names)), Some((group2, values))) = (names.split_once(':'), values.split_once(':')) else {
@@ -130,13 +130,13 @@ pub fn parse_snmp(text: &str, out: &mut BTreeMap<String, u64>) {
 
 /// What qtrace read from one namespace.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NsState {
+pub(crate) struct NsState {
     pub settings: Settings,
     pub counters: NetCounters,
 }
 
 impl NsState {
-    pub fn read() -> io::Result<Self> {
+    pub(crate) fn read() -> io::Result<Self> {
         Ok(Self { settings: Settings::read(), counters: NetCounters::read()? })
     }
 }

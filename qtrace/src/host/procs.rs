@@ -22,18 +22,18 @@ impl Owner {
 }
 
 /// The inode of a `socket:[INODE]` link target.
-pub fn socket_inode(link: &str) -> Option<u64> {
+pub(crate) fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// The command name of `pid` (`/proc/PID/comm`), or `?`.
-pub fn comm(pid: u32) -> String {
+pub(crate) fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_owned()).unwrap_or_else(|_| "?".into())
 }
 
 /// The socket inode descriptor `fd` of process `pid` refers to, with the
 /// process; `None` once the descriptor or the process is gone.
-pub fn socket_of(pid: u32, fd: u32) -> Option<(u64, Owner)> {
+pub(crate) fn socket_of(pid: u32, fd: u32) -> Option<(u64, Owner)> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let ino = socket_inode(link.to_str()?)?;
     Some((ino, Owner { pid, comm: comm(pid) }))
@@ -43,13 +43,13 @@ pub fn socket_of(pid: u32, fd: u32) -> Option<(u64, Owner)> {
 /// at: other users' `/proc/PID/fd` takes CAP_SYS_PTRACE (to read the
 /// links) and CAP_DAC_READ_SEARCH (to list them).
 #[derive(Debug, Default)]
-pub struct Owners {
+pub(crate) struct Owners {
     pub by_inode: BTreeMap<u64, Vec<Owner>>,
     pub unreadable: usize,
 }
 
 /// Every process holding each socket inode in `wanted`, by inode.
-pub fn owners(wanted: &std::collections::BTreeSet<u64>) -> Owners {
+pub(crate) fn owners(wanted: &std::collections::BTreeSet<u64>) -> Owners {
     let mut out = Owners::default();
     if wanted.is_empty() {
         return out;

@@ -61,7 +61,7 @@ impl Listener {
 
 /// `inet_diag_req_v2` for all TCP sockets of `family` in `state` (a
 /// `TCP_*` value), asking for meminfo.
-pub fn dump_request(family: u8, state: u8, seq: u32) -> Vec<u8> {
+pub(crate) fn dump_request(family: u8, state: u8, seq: u32) -> Vec<u8> {
     let mut req = Vec::with_capacity(NLMSG_HDRLEN + 56);
     let len = (NLMSG_HDRLEN + 56) as u32;
     req.extend_from_slice(&len.to_ne_bytes());
@@ -82,7 +82,7 @@ pub fn dump_request(family: u8, state: u8, seq: u32) -> Vec<u8> {
 
 /// What one reply datagram held.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub listeners: Vec<Listener>,
     /// Request sockets (`SYN_RECV`): their local address and port.
     pub requests: Vec<(IpAddr, u16)>,
@@ -99,7 +99,7 @@ fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
 
 /// Parses the netlink messages of one reply datagram. Malformed input gives
 /// an error, never a panic.
-pub fn parse_reply(buf: &[u8]) -> io::Result<Parsed> {
+pub(crate) fn parse_reply(buf: &[u8]) -> io::Result<Parsed> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag reply: {what}"));
     let mut out = Parsed::default();
     let mut at = 0usize;
@@ -168,14 +168,14 @@ fn parse_diag_msg(m: &[u8]) -> Option<Listener> {
 }
 
 /// A sock_diag socket bound to the network namespace it was created in.
-pub struct DiagSocket {
+pub(crate) struct DiagSocket {
     fd: OwnedFd,
     seq: u32,
 }
 
 impl DiagSocket {
     /// Opens a socket in the calling thread's current network namespace.
-    pub fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         // SAFETY: plain socket(2); the result is checked before use.
         let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
         if fd < 0 {
@@ -186,13 +186,13 @@ impl DiagSocket {
     }
 
     /// Every TCP listener (IPv4 and IPv6) of the socket's namespace.
-    pub fn listeners(&mut self) -> io::Result<Vec<Listener>> {
+    pub(crate) fn listeners(&mut self) -> io::Result<Vec<Listener>> {
         Ok(self.dump(TCP_LISTEN)?.listeners)
     }
 
     /// Every request socket (the SYN queues' entries, `ss state syn-recv`):
     /// local address and port. Listed by inet_diag since Linux 4.4.
-    pub fn requests(&mut self) -> io::Result<Vec<(IpAddr, u16)>> {
+    pub(crate) fn requests(&mut self) -> io::Result<Vec<(IpAddr, u16)>> {
         Ok(self.dump(TCP_SYN_RECV)?.requests)
     }
 

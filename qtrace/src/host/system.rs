@@ -3,7 +3,7 @@
 use std::path::Path;
 
 /// The kernel release (`uname -r`), or `unknown`.
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     // SAFETY: uname(2) fills a zeroed struct we own; the release is a
     // NUL-terminated string inside it.
     unsafe {
@@ -17,12 +17,12 @@ pub fn kernel_release() -> String {
 }
 
 /// Whether qtrace runs as root.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Whether the kernel publishes its BTF (every tier needs it).
-pub fn has_btf() -> bool {
+pub(crate) fn has_btf() -> bool {
     Path::new("/sys/kernel/btf/vmlinux").exists()
 }

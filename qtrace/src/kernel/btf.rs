@@ -6,8 +6,9 @@
 //! frozen at compile time. This is a small reader of the BTF format
 //! (`include/uapi/linux/btf.h`) that answers exactly two questions: the byte
 //! offset and size of a member path such as `sock.__sk_common.skc_net`
-//! (looking through anonymous structs and unions, as C does), and the value of
-//! an enumerator such as `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`.
+//! (looking through anonymous structs and unions, as C does), and the
+//! parameter names of a kernel function (its `FUNC_PROTO`). Enum values
+//! (drop reasons) come from tracepoint formats instead (`offsets`).
 
 use thiserror::Error;
 
@@ -36,7 +37,7 @@ const KIND_ENUM64: u32 = 19;
 /// Why a BTF question has no answer. Callers match on these to tell "this
 /// kernel lacks the member" (a capability) from "the BTF is broken".
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("not BTF data (bad magic or truncated header)")]
     BadHeader,
     #[error("BTF type section is truncated or has an unknown kind {0}")]
@@ -47,8 +48,6 @@ pub enum BtfError {
     NoMember { within: String, member: String },
     #[error("{0} is a bitfield; qtrace reads whole bytes only")]
     Bitfield(String),
-    #[error("enumerator {0} not found in the kernel's BTF")]
-    NoEnumerator(String),
     #[error("function {0} not found in the kernel's BTF")]
     NoFunc(String),
 }
@@ -58,7 +57,7 @@ pub enum BtfError {
 /// Parsing only walks the type records to index where each one starts (one
 /// pass, no allocation per type): a 6.18 vmlinux has some 150,000 types and
 /// qtrace asks about a handful, so records are decoded when asked about.
-pub struct Btf {
+pub(crate) struct Btf {
     data: Vec<u8>,
     /// Where the type and string sections lie in `data`.
     types: std::ops::Range<usize>,
@@ -90,7 +89,7 @@ struct Member {
 
 /// Where a member lives inside its outermost struct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     pub offset: u32,
     pub size: u32,
 }
@@ -115,20 +114,15 @@ fn tail_len(kind: u32, vlen: usize) -> Option<usize> {
 }
 
 impl Btf {
-    /// Reads the running kernel's BTF.
-    pub fn from_sys_fs() -> std::io::Result<Self> {
-        Self::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
-    }
-
     /// Reads a BTF file (a kernel's `/sys/kernel/btf/vmlinux`, or one
     /// extracted for a kernel that does not publish its own).
-    pub fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
+    pub(crate) fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
         let data = std::fs::read(path)?;
         Self::parse(data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
     /// Parses little-endian BTF (the only kind x86_64 and arm64 kernels emit).
-    pub fn parse(data: impl Into<Vec<u8>>) -> Result<Self, BtfError> {
+    pub(crate) fn parse(data: impl Into<Vec<u8>>) -> Result<Self, BtfError> {
         let data = data.into();
         if u16_at(&data, 0) != Some(BTF_MAGIC) {
             return Err(BtfError::BadHeader);
@@ -235,7 +229,7 @@ impl Btf {
 
     /// Byte offset and size of `path` (dot-separated members) inside struct
     /// `root`, for example `field("sock", "__sk_common.skc_net")`.
-    pub fn field(&self, root: &str, path: &str) -> Result<Field, BtfError> {
+    pub(crate) fn field(&self, root: &str, path: &str) -> Result<Field, BtfError> {
         let mut id = self.find(KIND_STRUCT, root).ok_or_else(|| BtfError::NoStruct(root.to_owned()))?;
         let mut bits = 0u32;
         let mut within = format!("struct {root}");
@@ -253,31 +247,8 @@ impl Btf {
         Ok(Field { offset: bits / 8, size: self.size_of(id) })
     }
 
-    /// Value of an enumerator, for example `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`.
-    pub fn enumerator(&self, name: &str) -> Result<i64, BtfError> {
-        self.all()
-            .find_map(|(_, r)| match r.kind {
-                KIND_ENUM => r.tail.chunks_exact(8).find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name).map(|e| {
-                    let v = u32_at(e, 4).unwrap_or(0);
-                    // kind_flag marks a signed enum; unsigned ones are zero-extended.
-                    if r.kind_flag {
-                        i64::from(v as i32)
-                    } else {
-                        i64::from(v)
-                    }
-                }),
-                KIND_ENUM64 => r
-                    .tail
-                    .chunks_exact(12)
-                    .find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name)
-                    .map(|e| (u64::from(u32_at(e, 8).unwrap_or(0)) << 32 | u64::from(u32_at(e, 4).unwrap_or(0))) as i64),
-                _ => None,
-            })
-            .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
-    }
-
     /// Type id of the kernel function `name` (what fentry attaches to).
-    pub fn func_id(&self, name: &str) -> Option<u32> {
+    pub(crate) fn func_id(&self, name: &str) -> Option<u32> {
         self.find(KIND_FUNC, name)
     }
 
@@ -285,7 +256,7 @@ impl Btf {
     /// (from its `FUNC_PROTO`; an unnamed parameter is an empty string).
     /// One walk over the types for all of them: functions come late in a
     /// vmlinux's BTF, and each walk costs some 2 ms on 6.18.
-    pub fn func_params<const N: usize>(&self, names: [&str; N]) -> [Result<Vec<&str>, BtfError>; N] {
+    pub(crate) fn func_params<const N: usize>(&self, names: [&str; N]) -> [Result<Vec<&str>, BtfError>; N] {
         let mut ids = [None; N];
         for (id, r) in self.all().filter(|(_, r)| r.kind == KIND_FUNC && r.name != 0) {
             let name = self.str_at(r.name);
@@ -298,11 +269,6 @@ impl Btf {
             let proto = self.rec(func.size_or_type).filter(|r| r.kind == KIND_FUNC_PROTO).ok_or(BtfError::BadType(KIND_FUNC))?;
             Ok(proto.tail.chunks_exact(8).take(proto.vlen).map(|p| self.str_at(u32_at(p, 0).unwrap_or(0))).collect())
         })
-    }
-
-    /// Name of a composite type.
-    pub fn struct_name(&self, id: u32) -> Option<&str> {
-        self.rec(id).filter(|r| matches!(r.kind, KIND_STRUCT | KIND_UNION)).map(|r| self.str_at(r.name))
     }
 }
 
@@ -434,13 +400,11 @@ mod tests {
     #[test]
     fn resolves_members_through_anonymous_unions_and_aliases() {
         let btf = Btf::parse(sample()).unwrap();
-        assert_eq!(btf.struct_name(9), Some("outer"));
         assert_eq!(btf.field("outer", "a").unwrap(), Field { offset: 0, size: 4 });
         assert_eq!(btf.field("outer", "y").unwrap(), Field { offset: 10, size: 2 });
         assert_eq!(btf.field("outer", "z").unwrap(), Field { offset: 8, size: 8 });
         assert_eq!(btf.field("outer", "in.d").unwrap(), Field { offset: 20, size: 4 });
         assert_eq!(btf.field("outer", "in").unwrap(), Field { offset: 16, size: 8 });
-        assert_eq!(btf.enumerator("E_FORTY").unwrap(), 40);
     }
 
     #[test]
@@ -449,7 +413,6 @@ mod tests {
         assert_eq!(btf.field("nope", "a"), Err(BtfError::NoStruct("nope".into())));
         assert_eq!(btf.field("outer", "in.q"), Err(BtfError::NoMember { within: "struct outer.in".into(), member: "q".into() }));
         assert_eq!(btf.field("outer", "a.b").unwrap_err().to_string(), "member b not found in struct outer.a");
-        assert!(btf.enumerator("E_TWO").is_err());
     }
 
     #[test]
@@ -479,7 +442,7 @@ mod tests {
     /// most distributions): every offset the programs are given resolves.
     #[test]
     fn running_kernel_has_what_qtrace_reads() {
-        let Ok(btf) = Btf::from_sys_fs() else {
+        let Ok(btf) = Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux")) else {
             eprintln!("no /sys/kernel/btf/vmlinux on this machine: covered by the VM matrix");
             return;
         };

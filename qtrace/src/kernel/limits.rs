@@ -73,7 +73,7 @@ impl fmt::Display for Limit {
 
 /// A limit as the `start` record carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LimitRecord {
+pub(crate) struct LimitRecord {
     pub id: &'static str,
     pub reason: Option<String>,
     pub text: String,
@@ -86,7 +86,7 @@ impl From<&Limit> for LimitRecord {
 }
 
 /// What the attached tier lacks, in the order people read them.
-pub fn of_attachment(
+pub(crate) fn of_attachment(
     tier: Tier,
     ack_detail_missing: Option<String>,
     counted_upper_bound: bool,

@@ -17,7 +17,7 @@ fn offset(btf: &Btf, root: &str, path: &str, size: &[u32]) -> Result<u32> {
 }
 
 /// Fills the struct offsets of `cfg` from `btf`.
-pub fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
+pub(crate) fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
     cfg.sk_family = offset(btf, "sock", "__sk_common.skc_family", &[2])?;
     cfg.sk_num = offset(btf, "sock", "__sk_common.skc_num", &[2])?;
     cfg.sk_state = offset(btf, "sock", "__sk_common.skc_state", &[1])?;
@@ -64,7 +64,7 @@ const HOOKED: [(&str, &[&str]); 3] = [
 /// Why the fentry and kprobe tiers cannot read a hooked function's
 /// arguments on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SlotError {
+pub(crate) enum SlotError {
     #[error("{func}() is not in the kernel's BTF")]
     NoFunc { func: &'static str },
     #[error("reading {func}()'s prototype from the kernel's BTF: {error}")]
@@ -79,7 +79,7 @@ pub enum SlotError {
 /// position of each parameter its program reads, by name, and the number of
 /// parameters (where fexit finds the return value). An error is the reason
 /// the fentry and kprobe tiers are refused; the tracepoint tier needs none.
-pub fn arg_slots(btf: &Btf, cfg: &mut Config) -> Result<(), SlotError> {
+pub(crate) fn arg_slots(btf: &Btf, cfg: &mut Config) -> Result<(), SlotError> {
     let mut resolved = [ArgSlots::NONE; 3];
     let prototypes = btf.func_params(HOOKED.map(|(func, _)| func));
     for (i, ((func, wanted), params)) in HOOKED.iter().zip(prototypes).enumerate() {
@@ -116,7 +116,7 @@ const REGISTER_ARGS: u8 = if cfg!(target_arch = "aarch64") { 8 } else { 6 };
 
 /// Whether the kprobe tier can read every argument `cfg` places: the rest
 /// are on the stack, where its programs do not look.
-pub fn kprobe_reads(cfg: &Config) -> Result<(), SlotError> {
+pub(crate) fn kprobe_reads(cfg: &Config) -> Result<(), SlotError> {
     let slots = [cfg.conn_request, cfg.syn_recv_v4, cfg.syn_recv_v6];
     for ((func, wanted), at) in HOOKED.iter().zip(slots) {
         for (param, position) in wanted.iter().zip([at.sk, at.skb, at.req_unhash]) {
@@ -130,7 +130,7 @@ pub fn kprobe_reads(cfg: &Config) -> Result<(), SlotError> {
 
 /// One field of a tracepoint's `format` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TpField {
+pub(crate) struct TpField {
     pub name: String,
     pub offset: u32,
     pub size: u32,
@@ -139,14 +139,14 @@ pub struct TpField {
 /// A tracepoint's record layout and the symbolic values its print format
 /// lists (`__print_symbolic(REC->reason, { 40, "TCP_LISTEN_OVERFLOW" }, ...)`).
 #[derive(Debug, Default, Clone)]
-pub struct TpFormat {
+pub(crate) struct TpFormat {
     pub fields: Vec<TpField>,
     pub symbols: Vec<(u64, String)>,
 }
 
 impl TpFormat {
     /// Parses the text of `events/<category>/<name>/format`.
-    pub fn parse(text: &str) -> TpFormat {
+    pub(crate) fn parse(text: &str) -> TpFormat {
         let mut out = TpFormat::default();
         for line in text.lines() {
             let line = line.trim();
@@ -187,11 +187,11 @@ impl TpFormat {
         out
     }
 
-    pub fn field(&self, name: &str) -> Option<&TpField> {
+    pub(crate) fn field(&self, name: &str) -> Option<&TpField> {
         self.fields.iter().find(|f| f.name == name)
     }
 
-    pub fn symbol(&self, name: &str) -> Option<u64> {
+    pub(crate) fn symbol(&self, name: &str) -> Option<u64> {
         self.symbols.iter().find(|(_, s)| s == name).map(|(v, _)| *v)
     }
 }
@@ -206,7 +206,7 @@ impl TpFormat {
 /// `tcp_v4_rcv`, via `tcp_check_req`). Without `rx_sk` the
 /// tracepoint tier sees nothing per listener and every drop is counted from
 /// the listener's own drop counter instead.
-pub fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String> {
+pub(crate) fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String> {
     let field = |name: &str, size: u32| fmt.field(name).filter(|f| f.size == size).map(|f| f.offset);
     let Some(reason) = field("reason", 4) else {
         return Some("skb:kfree_skb has no drop reason on this kernel (added in 5.17)".into());
@@ -232,7 +232,7 @@ pub fn from_kfree_skb_format(fmt: &TpFormat, cfg: &mut Config) -> Option<String>
 
 /// Fills the `syscalls:sys_enter_listen` / `sys_exit_listen` layout of
 /// `cfg`; an error says why the requested backlogs cannot be recorded.
-pub fn from_listen_formats(enter: &TpFormat, exit: &TpFormat, cfg: &mut Config) -> Result<()> {
+pub(crate) fn from_listen_formats(enter: &TpFormat, exit: &TpFormat, cfg: &mut Config) -> Result<()> {
     let slot = |fmt: &TpFormat, name: &str| -> Result<u32> {
         match fmt.field(name) {
             Some(f) if f.size == 8 => Ok(f.offset),
@@ -248,7 +248,7 @@ pub fn from_listen_formats(enter: &TpFormat, exit: &TpFormat, cfg: &mut Config) 
 
 /// Reads the layout of `sock:inet_sock_set_state` into `cfg`, and
 /// `sk_cookie` from `btf`: what the listener-close recorder needs.
-pub fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> Result<()> {
+pub(crate) fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> Result<()> {
     let field = |name: &str, size: u32| -> Result<u32> {
         match fmt.field(name) {
             Some(f) if f.size == size => Ok(f.offset),
@@ -265,7 +265,7 @@ pub fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> Result<
 }
 
 /// Start and end of each function in `range::NAMES`, as `Config::ranges` holds them.
-pub type Ranges = [u64; 2 * range::LEN];
+pub(crate) type Ranges = [u64; 2 * range::LEN];
 
 /// Reads `/proc/kallsyms`-formatted text: where each function in
 /// `range::NAMES` starts, and where the next text symbol begins. Returns the
@@ -274,7 +274,7 @@ pub type Ranges = [u64; 2 * range::LEN];
 /// Streams line by line keeping only text addresses: the file is some 5 MB
 /// on a 6.18 kernel and the kernel takes about 30 ms to format it, so this
 /// runs on its own thread while the rest of the start-up goes on.
-pub fn kallsyms_ranges(mut text: impl BufRead) -> (Ranges, Vec<&'static str>) {
+pub(crate) fn kallsyms_ranges(mut text: impl BufRead) -> (Ranges, Vec<&'static str>) {
     let mut addrs: Vec<u64> = Vec::with_capacity(1 << 17);
     let mut starts = [0u64; range::LEN];
     let mut line = Vec::with_capacity(256);

@@ -6,7 +6,7 @@
 //! that dropped while their listener was gone, until `--expire` takes them
 //! out. Label cardinality therefore follows the listeners that exist.
 
-pub mod server;
+pub(crate) mod server;
 
 use std::sync::{Arc, Mutex};
 

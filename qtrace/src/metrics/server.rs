@@ -37,7 +37,7 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 }
 
 /// Answers one request.
-pub fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+pub(crate) fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -57,7 +57,7 @@ pub fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>
 }
 
 /// Serves `registry` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {

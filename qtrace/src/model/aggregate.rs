@@ -26,10 +26,10 @@ use crate::model::ports::PortSet;
 
 /// Distinct connections remembered per port; beyond this the count is a
 /// lower bound (shown with `+`), so memory stays bounded under a storm.
-pub const CONNECTIONS_CAP: usize = 65_536;
+pub(crate) const CONNECTIONS_CAP: usize = 65_536;
 /// Distinct connections remembered over all ports (about 20 MiB): a long
 /// run with many overflowing ports stays bounded too.
-pub const CONNECTIONS_TOTAL_CAP: usize = 262_144;
+pub(crate) const CONNECTIONS_TOTAL_CAP: usize = 262_144;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortKey {

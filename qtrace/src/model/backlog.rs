@@ -15,7 +15,7 @@ use crate::host::procs::Owner;
 /// Whether `somaxconn` cut a listener's backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Clamp {
+pub(crate) enum Clamp {
     /// The bound is what the application asked for, or below `somaxconn`.
     No,
     /// The bound equals `somaxconn` and the call was not seen: the
@@ -26,7 +26,7 @@ pub enum Clamp {
 }
 
 /// Classifies a listener's accept-queue bound `max`.
-pub fn clamp(requested: Option<i32>, max: u32, somaxconn: Option<u32>) -> Clamp {
+pub(crate) fn clamp(requested: Option<i32>, max: u32, somaxconn: Option<u32>) -> Clamp {
     match requested {
         // Compared unsigned, as the kernel does: -1 means "the most allowed".
         Some(r) if r as u32 > max => Clamp::Proven,
@@ -38,14 +38,14 @@ pub fn clamp(requested: Option<i32>, max: u32, somaxconn: Option<u32>) -> Clamp 
 
 /// One `listen(2)` call matched to its socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requested {
+pub(crate) struct Requested {
     pub backlog: i32,
     pub owner: Owner,
 }
 
 /// Requested backlogs by socket inode.
 #[derive(Debug, Default)]
-pub struct RequestedBacklogs {
+pub(crate) struct RequestedBacklogs {
     by_inode: BTreeMap<u64, Requested>,
 }
 
@@ -54,7 +54,11 @@ impl RequestedBacklogs {
     /// (process, descriptor) to its socket with `socket_of`. Calls whose
     /// descriptor is already gone (closed, or the process exited) match
     /// nothing. Returns the inodes matched now.
-    pub fn collect(&mut self, mut calls: Vec<(ListenKey, ListenCall)>, socket_of: impl Fn(u32, u32) -> Option<(u64, Owner)>) -> Vec<u64> {
+    pub(crate) fn collect(
+        &mut self,
+        mut calls: Vec<(ListenKey, ListenCall)>,
+        socket_of: impl Fn(u32, u32) -> Option<(u64, Owner)>,
+    ) -> Vec<u64> {
         calls.sort_by_key(|(_, c)| c.ts_ns);
         let mut found = Vec::new();
         for (key, call) in calls {
@@ -66,12 +70,12 @@ impl RequestedBacklogs {
         found
     }
 
-    pub fn get(&self, inode: u64) -> Option<&Requested> {
+    pub(crate) fn get(&self, inode: u64) -> Option<&Requested> {
         self.by_inode.get(&inode)
     }
 
     /// Forgets sockets that no longer listen (bounded memory under churn).
-    pub fn retain(&mut self, live: &BTreeSet<u64>) {
+    pub(crate) fn retain(&mut self, live: &BTreeSet<u64>) {
         self.by_inode.retain(|ino, _| live.contains(ino));
     }
 }

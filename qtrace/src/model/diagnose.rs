@@ -23,7 +23,7 @@ use crate::model::inventory::ListenerRow;
 
 /// One namespace's sample.
 #[derive(Debug, Clone)]
-pub struct NsSample {
+pub(crate) struct NsSample {
     pub netns: u32,
     pub settings: Settings,
     /// Counter growth over the window.
@@ -35,7 +35,7 @@ pub struct NsSample {
 
 /// One listener's sample.
 #[derive(Debug, Clone)]
-pub struct ListenerSample {
+pub(crate) struct ListenerSample {
     /// State at the end of the window.
     pub row: ListenerRow,
     /// Growth of its drop counter over the window.
@@ -48,7 +48,7 @@ pub struct ListenerSample {
 }
 
 #[derive(Debug, Clone)]
-pub struct Input {
+pub(crate) struct Input {
     pub seconds: f64,
     pub namespaces: Vec<NsSample>,
     pub listeners: Vec<ListenerSample>,
@@ -59,14 +59,14 @@ pub struct Input {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Severity {
+pub(crate) enum Severity {
     Critical,
     Warning,
     Info,
 }
 
 impl Severity {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Severity::Critical => "CRITICAL",
             Severity::Warning => "WARNING",
@@ -79,7 +79,7 @@ impl Severity {
 /// `"type": "finding"` lines (docs/events.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FindingId {
+pub(crate) enum FindingId {
     AcceptQueueOverflow,
     SynQueueOverflow,
     SyncookiesSent,
@@ -90,7 +90,8 @@ pub enum FindingId {
 }
 
 impl FindingId {
-    pub const ALL: [FindingId; 7] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [FindingId; 7] = [
         FindingId::AcceptQueueOverflow,
         FindingId::SynQueueOverflow,
         FindingId::SyncookiesSent,
@@ -101,7 +102,7 @@ impl FindingId {
     ];
 
     /// The stable name, as JSON spells it.
-    pub fn id(self) -> &'static str {
+    pub(crate) fn id(self) -> &'static str {
         match self {
             FindingId::AcceptQueueOverflow => "accept_queue_overflow",
             FindingId::SynQueueOverflow => "syn_queue_overflow",
@@ -122,7 +123,7 @@ impl fmt::Display for FindingId {
 
 /// One conclusion.
 #[derive(Debug, Clone, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub id: FindingId,
     pub severity: Severity,
     pub netns: u32,
@@ -247,7 +248,7 @@ struct Seen {
 }
 
 /// Everything doctor concludes, most severe first.
-pub fn diagnose(input: &Input) -> Vec<Finding> {
+pub(crate) fn diagnose(input: &Input) -> Vec<Finding> {
     let mut cx = Ctx { input, out: Vec::new() };
     for ns in &input.namespaces {
         let listeners: Vec<&ListenerSample> = input.listeners.iter().filter(|l| l.row.netns == ns.netns).collect();
@@ -583,7 +584,7 @@ fn no_overflow(cx: &mut Ctx) {
 }
 
 /// The evidence of a finding in one line for people: `key value, ...`.
-pub fn evidence_line(ev: &Map<String, Value>) -> String {
+pub(crate) fn evidence_line(ev: &Map<String, Value>) -> String {
     ev.iter()
         .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| match v {

@@ -14,7 +14,7 @@ use crate::model::ports::PortSet;
 
 /// One listener and its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerRow {
+pub(crate) struct ListenerRow {
     pub netns: u32,
     pub listener: Listener,
     /// Requests in its SYN queue; `None` when another listener on the same
@@ -38,7 +38,7 @@ fn unmapped(a: IpAddr) -> IpAddr {
 /// listener owns. A request belongs to the listeners on its port bound to
 /// its address or to a wildcard; when more than one could own it, the
 /// count of each is unknown.
-pub fn syn_queues(listeners: &[Listener], requests: &[(IpAddr, u16)]) -> Vec<Option<u32>> {
+pub(crate) fn syn_queues(listeners: &[Listener], requests: &[(IpAddr, u16)]) -> Vec<Option<u32>> {
     let mut counts: Vec<Option<u32>> = vec![Some(0); listeners.len()];
     for &(addr, port) in requests {
         let addr = unmapped(addr);
@@ -63,7 +63,7 @@ pub fn syn_queues(listeners: &[Listener], requests: &[(IpAddr, u16)]) -> Vec<Opt
 /// Every listener on a watched port of every namespace `namespaces` can
 /// enter, sorted by namespace, port and address; and how many processes'
 /// descriptors could not be read (their listeners show no owner).
-pub fn snapshot(
+pub(crate) fn snapshot(
     namespaces: &mut Namespaces,
     ports: &PortSet,
     settings: &BTreeMap<u32, Settings>,

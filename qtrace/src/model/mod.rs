@@ -2,11 +2,11 @@
 //! per-port totals (`aggregate`), requested versus effective backlogs
 //! (`backlog`), the listener inventory (`inventory`), doctor's findings
 //! (`diagnose`) and port filters (`ports`).
-pub mod aggregate;
-pub mod backlog;
+pub(crate) mod aggregate;
+pub(crate) mod backlog;
 pub mod counts;
-pub mod diagnose;
+pub(crate) mod diagnose;
 pub mod event;
-pub mod inventory;
+pub(crate) mod inventory;
 pub mod ports;
-pub mod record;
+pub(crate) mod record;

@@ -16,7 +16,7 @@ use crate::model::event::{rfc3339, Decoded, Kind};
 /// One NDJSON line.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Record<'a> {
+pub(crate) enum Record<'a> {
     /// First of every `watch --json` and `doctor --json` run.
     Start(&'a Start),
     Event(EventRecord<'a>),
@@ -37,7 +37,7 @@ pub enum Record<'a> {
 /// `doctor`'s `"type": "settings"`: with the counters' growth over the
 /// window of `seconds`.
 #[derive(Debug, Serialize)]
-pub struct WindowRecord {
+pub(crate) struct WindowRecord {
     pub netns: u32,
     #[serde(flatten)]
     pub settings: Settings,
@@ -47,7 +47,7 @@ pub struct WindowRecord {
 
 /// What this run attached and what it cannot see (`"type": "start"`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Start {
+pub(crate) struct Start {
     pub time: String,
     pub version: &'static str,
     /// The kernel release (`uname -r`).
@@ -71,7 +71,7 @@ pub struct Start {
 
 impl Start {
     /// A start record for this system, attached with nothing yet.
-    pub fn new(kernel: String, btf: bool, root: bool, now_ns: i128) -> Self {
+    pub(crate) fn new(kernel: String, btf: bool, root: bool, now_ns: i128) -> Self {
         Self {
             time: rfc3339(now_ns),
             version: env!("CARGO_PKG_VERSION"),
@@ -91,14 +91,14 @@ impl Start {
 
 /// A namespace qtrace cannot enter.
 #[derive(Debug, Clone, Serialize)]
-pub struct Unreachable {
+pub(crate) struct Unreachable {
     pub netns: u32,
     pub reason: String,
 }
 
 /// One event (`"type": "event"`).
 #[derive(Debug, Serialize)]
-pub struct EventRecord<'a> {
+pub(crate) struct EventRecord<'a> {
     pub time: String,
     pub kind: Kind,
     pub stage: &'static str,
@@ -147,7 +147,7 @@ fn family(ipv4: bool) -> &'static str {
 /// A namespace's listen-queue settings (`"type": "settings"`), when
 /// `watch` starts and when it first sees a namespace.
 #[derive(Debug, Serialize)]
-pub struct SettingsRecord {
+pub(crate) struct SettingsRecord {
     pub time: String,
     pub netns: u32,
     #[serde(flatten)]
@@ -155,14 +155,14 @@ pub struct SettingsRecord {
 }
 
 impl SettingsRecord {
-    pub fn new(netns: u32, settings: Settings, now_ns: i128) -> Self {
+    pub(crate) fn new(netns: u32, settings: Settings, now_ns: i128) -> Self {
         Self { time: rfc3339(now_ns), netns, settings }
     }
 }
 
 /// Drops known only from the listener's drop counter (`"type": "counted"`).
 #[derive(Debug, Serialize)]
-pub struct CountedRecord {
+pub(crate) struct CountedRecord {
     pub time: String,
     pub kind: Kind,
     pub netns: u32,
@@ -172,7 +172,7 @@ pub struct CountedRecord {
 }
 
 impl CountedRecord {
-    pub fn new(d: &CountedDelta, now_ns: i128) -> Self {
+    pub(crate) fn new(d: &CountedDelta, now_ns: i128) -> Self {
         Self {
             time: rfc3339(now_ns),
             kind: Kind::ListenerDropCounted,
@@ -186,7 +186,7 @@ impl CountedRecord {
 
 /// Events the kernel counted but could not deliver (`"type": "lost"`).
 #[derive(Debug, Serialize)]
-pub struct LostRecord {
+pub(crate) struct LostRecord {
     pub time: String,
     pub count: u64,
     pub total: u64,
@@ -195,7 +195,7 @@ pub struct LostRecord {
 /// A `listen(2)` qtrace saw, with the backlog asked for and the bound the
 /// kernel set (`"type": "listen"`).
 #[derive(Debug, Serialize)]
-pub struct ListenRecord {
+pub(crate) struct ListenRecord {
     pub time: String,
     pub netns: u32,
     pub family: &'static str,
@@ -210,7 +210,7 @@ pub struct ListenRecord {
 }
 
 impl ListenRecord {
-    pub fn new(netns: u32, l: &Listener, requested: &Requested, now_ns: i128) -> Self {
+    pub(crate) fn new(netns: u32, l: &Listener, requested: &Requested, now_ns: i128) -> Self {
         Self {
             time: rfc3339(now_ns),
             netns,
@@ -229,7 +229,7 @@ impl ListenRecord {
 /// One port's totals: at the end (`summary`), or when `--expire` takes it
 /// out (`expired`, with the time).
 #[derive(Debug, Serialize)]
-pub struct PortRecord {
+pub(crate) struct PortRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
     pub netns: u32,
@@ -244,7 +244,7 @@ pub struct PortRecord {
 }
 
 impl PortRecord {
-    pub fn new(key: &PortKey, st: &PortStats, now_ns: Option<i128>) -> Self {
+    pub(crate) fn new(key: &PortKey, st: &PortStats, now_ns: Option<i128>) -> Self {
         Self {
             time: now_ns.map(rfc3339),
             netns: key.netns,
@@ -261,7 +261,7 @@ impl PortRecord {
 
 impl Record<'_> {
     /// One line of NDJSON, newline included.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = serde_json::to_string(self).expect("records are plain data");
         line.push('\n');
         line

@@ -8,12 +8,12 @@ use crate::model::backlog::{self, Clamp};
 use crate::tracer::Tracer;
 
 /// The settings of the namespaces `which`, read inside each.
-pub fn settings_of(tracer: &Tracer, which: &[u32]) -> BTreeMap<u32, Settings> {
+pub(crate) fn settings_of(tracer: &Tracer, which: &[u32]) -> BTreeMap<u32, Settings> {
     tracer.host.read_each(|| Ok(Settings::read()), |ino| which.contains(&ino))
 }
 
 /// Settings and clamp lines for the namespaces with a shown port.
-pub fn lines(tracer: &Tracer, show_quiet: bool) -> Vec<String> {
+pub(crate) fn lines(tracer: &Tracer, show_quiet: bool) -> Vec<String> {
     let shown: BTreeSet<u32> =
         tracer.agg.ports().iter().filter(|(_, st)| show_quiet || st.kinds.is_active()).map(|(k, _)| k.netns).collect();
     // Nothing to show yet: the one watched namespace (`--netns`), else

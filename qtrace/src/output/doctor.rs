@@ -10,7 +10,7 @@ use crate::output::style::Style;
 /// The lines `doctor --json` prints after its window: each namespace's
 /// settings with the counters' growth over `seconds`, then the findings.
 /// (Its `start` record went out when sampling began.)
-pub fn ndjson(namespaces: &[NsSample], findings: &[Finding], seconds: f64) -> String {
+pub(crate) fn ndjson(namespaces: &[NsSample], findings: &[Finding], seconds: f64) -> String {
     let windows =
         namespaces.iter().map(|s| Record::Window(WindowRecord { netns: s.netns, settings: s.settings, counters_delta: s.delta, seconds }));
     windows.chain(findings.iter().map(Record::Finding)).map(|r| r.line()).collect()
@@ -18,7 +18,7 @@ pub fn ndjson(namespaces: &[NsSample], findings: &[Finding], seconds: f64) -> St
 
 /// The report for people: what qtrace could see, each namespace's settings
 /// and counter growth, then the findings.
-pub fn report(start: &Start, seconds: f64, namespaces: &[NsSample], findings: &[Finding], style: Style) -> String {
+pub(crate) fn report(start: &Start, seconds: f64, namespaces: &[NsSample], findings: &[Finding], style: Style) -> String {
     let mut out = String::new();
     capabilities(&mut out, start, seconds, style);
     let _ = writeln!(out, "\n{}", style.bold("Settings and counters"));

@@ -11,7 +11,7 @@ use crate::output::style::Style;
 
 /// `"type": "listener"`; see docs/events.md.
 #[derive(Serialize)]
-pub struct ListenerJson<'a> {
+pub(crate) struct ListenerJson<'a> {
     #[serde(rename = "type")]
     pub ty: &'static str,
     pub netns: u32,
@@ -32,7 +32,7 @@ pub struct ListenerJson<'a> {
     pub backlog_clamped: Clamp,
 }
 
-pub fn json(r: &ListenerRow) -> ListenerJson<'_> {
+pub(crate) fn json(r: &ListenerRow) -> ListenerJson<'_> {
     let l = &r.listener;
     ListenerJson {
         ty: "listener",
@@ -52,7 +52,7 @@ pub fn json(r: &ListenerRow) -> ListenerJson<'_> {
 }
 
 /// Owners as `comm(pid)`, the first two and a count of the rest.
-pub fn owners(list: &[Owner]) -> String {
+pub(crate) fn owners(list: &[Owner]) -> String {
     match list {
         [] => "-".into(),
         [a] => a.short(),
@@ -61,7 +61,7 @@ pub fn owners(list: &[Owner]) -> String {
     }
 }
 
-pub fn table(rows: &[ListenerRow], style: Style) -> String {
+pub(crate) fn table(rows: &[ListenerRow], style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

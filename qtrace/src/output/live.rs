@@ -23,7 +23,7 @@ const SPARK_WIDTH: usize = HISTORY / 2;
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sort {
+pub(crate) enum Sort {
     /// Most drops per second first.
     #[default]
     Rate,
@@ -61,7 +61,7 @@ struct History {
 
 /// A key the view understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key {
+pub(crate) enum Key {
     Char(char),
     Enter,
     Esc,
@@ -70,7 +70,7 @@ pub enum Key {
 
 /// What a key asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     None,
     Redraw,
     Quit,
@@ -78,7 +78,7 @@ pub enum Action {
 
 /// One row as drawn.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LiveRow {
+pub(crate) struct LiveRow {
     pub key: PortKey,
     pub process: String,
     pub queue: Option<(u32, u32)>,
@@ -89,7 +89,7 @@ pub struct LiveRow {
 }
 
 #[derive(Debug, Default)]
-pub struct LiveView {
+pub(crate) struct LiveView {
     pub sort: Sort,
     /// Only this port.
     pub filter: Option<u16>,
@@ -104,13 +104,13 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    pub fn new(color: bool) -> Self {
+    pub(crate) fn new(color: bool) -> Self {
         Self { color, show_quiet: true, ..Self::default() }
     }
 
     /// Takes the aggregation after `seconds`: per-kind rates and the
     /// sparkline sample. Nothing changes while paused.
-    pub fn update(&mut self, agg: &Aggregator, seconds: f64) {
+    pub(crate) fn update(&mut self, agg: &Aggregator, seconds: f64) {
         if self.paused {
             return;
         }
@@ -134,7 +134,7 @@ impl LiveView {
     }
 
     /// Applies a key.
-    pub fn key(&mut self, key: Key) -> Action {
+    pub(crate) fn key(&mut self, key: Key) -> Action {
         if let Some(typed) = &mut self.editing {
             match key {
                 Key::Char(c) if c.is_ascii_digit() && typed.len() < 5 => typed.push(c),
@@ -167,7 +167,7 @@ impl LiveView {
     /// that cannot see a kind shows no misleading zero).
     /// The kinds with a column, and the rows to draw, filtered and sorted.
     /// `owner` names a port's process.
-    pub fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> (Vec<Kind>, Vec<LiveRow>) {
+    pub(crate) fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> (Vec<Kind>, Vec<LiveRow>) {
         let kinds = Counts::shown_kinds(agg.ports().values().map(|st| &st.kinds));
         let mut rows: Vec<LiveRow> = agg
             .ports()
@@ -206,7 +206,7 @@ impl LiveView {
 
     /// Draws the whole screen: `header` lines (time, settings, clamps,
     /// the demo's explanation), the table, and the status line.
-    pub fn draw(&self, frame: &mut Frame, kinds: &[Kind], rows: &[LiveRow], header: &[String], status: &str) {
+    pub(crate) fn draw(&self, frame: &mut Frame, kinds: &[Kind], rows: &[LiveRow], header: &[String], status: &str) {
         let [top, table, bottom] =
             Layout::vertical([Constraint::Length(header.len() as u16), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
         let head: Vec<Line> = header.iter().map(|l| Line::from(l.as_str())).collect();
@@ -264,7 +264,7 @@ impl LiveView {
     }
 
     /// The status line: tier, losses, view settings, keys.
-    pub fn status(&self, tier: &str, agg: &Aggregator) -> String {
+    pub(crate) fn status(&self, tier: &str, agg: &Aggregator) -> String {
         let l = &agg.losses;
         let mut s = format!(" tier {tier} | lost events {} | sort {}", l.ringbuf_full, self.sort.name());
         if l.counter_map_full + l.read_failed + l.undecodable > 0 {

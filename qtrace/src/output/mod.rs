@@ -2,14 +2,14 @@
 //! live view in `live` with its terminal in `cli::tui`), plus the reports
 //! of `doctor` and `listeners`. `writer` is where text goes; `context` the
 //! lines above a table.
-pub mod context;
-pub mod doctor;
-pub mod listeners;
-pub mod live;
-pub mod ndjson;
-pub mod style;
-pub mod table;
-pub mod writer;
+pub(crate) mod context;
+pub(crate) mod doctor;
+pub(crate) mod listeners;
+pub(crate) mod live;
+pub(crate) mod ndjson;
+pub(crate) mod style;
+pub(crate) mod table;
+pub(crate) mod writer;
 
 use anyhow::Result;
 
@@ -20,7 +20,7 @@ use crate::tracer::{Sink, Tracer};
 
 /// A `watch` output mode: the trace's [`Sink`] plus the loop's moments.
 #[allow(async_fn_in_trait)] // used generically, never as `dyn`
-pub trait WatchSink: Sink {
+pub(crate) trait WatchSink: Sink {
     /// The hooks are in.
     fn started(&mut self, tracer: &Tracer, start: &Start);
     /// After a ring-buffer wake-up's events.

@@ -13,14 +13,14 @@ use crate::output::writer::Out;
 use crate::output::WatchSink;
 use crate::tracer::{PollReport, Sink, Tracer};
 
-pub struct NdjsonSink {
+pub(crate) struct NdjsonSink {
     out: Out,
     /// Namespaces whose settings were written.
     settings_shown: BTreeSet<u32>,
 }
 
 impl NdjsonSink {
-    pub fn new(out: Out) -> Self {
+    pub(crate) fn new(out: Out) -> Self {
         Self { out, settings_shown: BTreeSet::new() }
     }
 

@@ -28,7 +28,7 @@ fn last_event(st: &PortStats) -> String {
 
 /// Renders the table. Ports with drops come first (most first); quiet
 /// listeners are summarised in one line unless `show_quiet`.
-pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
+pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
     let mut rows: Vec<(&PortKey, &PortStats)> = agg.ports().iter().collect();
     rows.sort_by(|a, b| b.1.drops().cmp(&a.1.drops()).then(a.0.cmp(b.0)));
     let quiet = rows.iter().filter(|(_, st)| !st.kinds.is_active()).count();
@@ -66,9 +66,9 @@ pub fn render(agg: &Aggregator, show_quiet: bool) -> String {
 }
 
 /// Lines the demo keeps current above the table: what its scenario does now.
-pub type Banner = tokio::sync::watch::Receiver<Vec<String>>;
+pub(crate) type Banner = tokio::sync::watch::Receiver<Vec<String>>;
 
-pub struct TableSink {
+pub(crate) struct TableSink {
     out: Out,
     /// `--all`: quiet listeners get rows too.
     all: bool,
@@ -79,7 +79,7 @@ pub struct TableSink {
 }
 
 impl TableSink {
-    pub fn new(out: Out, all: bool, banner: Option<Banner>) -> Self {
+    pub(crate) fn new(out: Out, all: bool, banner: Option<Banner>) -> Self {
         Self { out, all, banner, expired: Vec::new(), tier: String::new() }
     }
 }
@@ -134,7 +134,7 @@ impl WatchSink for TableSink {
 }
 
 /// The table over the whole run, and what expiry took out of it.
-pub fn summary(agg: &Aggregator, all: bool, expire_secs: u64) -> String {
+pub(crate) fn summary(agg: &Aggregator, all: bool, expire_secs: u64) -> String {
     let mut text = format!("Summary\n{}", render(agg, all));
     if agg.expired.ports > 0 {
         let _ = writeln!(

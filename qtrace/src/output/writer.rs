@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::UsageError;
 
-pub struct Out {
+pub(crate) struct Out {
     w: io::BufWriter<Box<dyn Write>>,
     path: Option<PathBuf>,
     closed: bool,
@@ -22,7 +22,7 @@ fn open_output(path: &Path) -> io::Result<Box<dyn Write>> {
 impl Out {
     /// Opens `path` (before attaching: a bad `--output` is a usage error,
     /// not a late surprise), or takes stdout.
-    pub fn new(path: Option<PathBuf>) -> Result<Self> {
+    pub(crate) fn new(path: Option<PathBuf>) -> Result<Self> {
         let w: Box<dyn Write> = match &path {
             Some(p) => open_output(p).map_err(|e| UsageError(format!("cannot write --output {}: {e}", p.display())))?,
             None => Box::new(io::stdout()),
@@ -30,20 +30,20 @@ impl Out {
         Ok(Self { w: io::BufWriter::new(w), path, closed: false })
     }
 
-    pub fn write_str(&mut self, s: &str) {
+    pub(crate) fn write_str(&mut self, s: &str) {
         if !self.closed && self.w.write_all(s.as_bytes()).is_err() {
             self.closed = true;
         }
     }
 
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if !self.closed && self.w.flush().is_err() {
             self.closed = true;
         }
     }
 
     /// SIGHUP: start a new file at `--output`'s path.
-    pub fn reopen(&mut self) -> Result<()> {
+    pub(crate) fn reopen(&mut self) -> Result<()> {
         self.flush();
         if let Some(p) = &self.path {
             let w = open_output(p).with_context(|| format!("reopening --output {}", p.display()))?;
@@ -56,7 +56,7 @@ impl Out {
     /// Whether writing is over: a write failed, or stdout is a pipe whose
     /// reader is gone (checked without writing: `watch --json | head -1`
     /// must end even when nothing drops).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         if self.closed {
             return true;
         }

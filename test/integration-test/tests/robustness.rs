@@ -215,8 +215,8 @@ fn output_file_is_reopened_on_sighup() {
     let q = Qtrace::watch(&["--json", "--netns", &ns.name, "--interval", "0.2", "--output", path.to_str().expect("utf-8")]);
     std::thread::sleep(Duration::from_millis(500));
     std::fs::rename(&path, &rotated).expect("rotated");
-    // SAFETY: kill(2) on the child qtrace.
     let pid = q.pid();
+    // SAFETY: kill(2) on the child qtrace.
     unsafe { libc::kill(pid, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(500));
     let done = q.stop(libc::SIGINT);

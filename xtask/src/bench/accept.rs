@@ -11,11 +11,11 @@ use anyhow::Result;
 
 use super::netns::Netns;
 
-pub const PORT: u16 = 9000;
+pub(super) const PORT: u16 = 9000;
 
 /// Runs the server and `clients` client threads in `ns` for `duration`;
 /// returns completed connections per second.
-pub fn run(ns: &Netns, clients: usize, duration: Duration) -> Result<f64> {
+pub(super) fn run(ns: &Netns, clients: usize, duration: Duration) -> Result<f64> {
     let listener = ns.run(|| Ok(TcpListener::bind(("127.0.0.1", PORT))?))?;
     let stop = AtomicBool::new(false);
     let start = Instant::now();

@@ -26,7 +26,7 @@ use stats::Spread;
 use storm::Storm;
 use tracer::Running;
 
-pub struct Options {
+pub(crate) struct Options {
     pub qtrace: PathBuf,
     pub counter: PathBuf,
     pub out: PathBuf,
@@ -58,7 +58,7 @@ pub(crate) fn bench(runs: usize, only: Vec<u8>) -> Result<()> {
     })
 }
 
-pub fn run(opts: &Options) -> Result<()> {
+pub(crate) fn run(opts: &Options) -> Result<()> {
     which("bpftrace")?;
     std::fs::create_dir_all(&opts.out)?;
     let want = |n: u8| opts.only.is_empty() || opts.only.contains(&n);

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-pub struct Netns {
+pub(super) struct Netns {
     pub name: String,
 }
 
@@ -22,7 +22,7 @@ fn ip(args: &[&str]) -> Result<()> {
 
 impl Netns {
     /// A fresh namespace with loopback up.
-    pub fn create(name: &str) -> Result<Self> {
+    pub(super) fn create(name: &str) -> Result<Self> {
         let _ = Command::new("ip").args(["netns", "del", name]).stderr(std::process::Stdio::null()).status();
         ip(&["netns", "add", name])?;
         let ns = Self { name: name.to_owned() };
@@ -31,13 +31,13 @@ impl Netns {
     }
 
     /// `ip -n NAME ARGS...`
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
+    pub(super) fn ip(&self, args: &[&str]) -> Result<()> {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         ip(&all)
     }
 
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+    pub(super) fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let st = Command::new("ip")
             .args(["netns", "exec", &self.name, "sysctl", "-q", "-w", &format!("{key}={value}")])
             .status()
@@ -49,7 +49,7 @@ impl Netns {
     }
 
     /// Moves the calling thread into the namespace.
-    pub fn enter(&self) -> Result<()> {
+    pub(super) fn enter(&self) -> Result<()> {
         let f = File::open(format!("/run/netns/{}", self.name)).with_context(|| format!("opening namespace {}", self.name))?;
         // SAFETY: a valid namespace fd; setns only changes this thread.
         if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -59,12 +59,12 @@ impl Netns {
     }
 
     /// Runs `f` on a thread inside the namespace.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    pub(super) fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
         std::thread::scope(|s| s.spawn(|| self.enter().and_then(|()| f())).join().expect("namespace thread panicked"))
     }
 
     /// The namespace's TcpExt counters (`/proc/net/netstat`), by name.
-    pub fn tcp_ext(&self) -> Result<BTreeMap<String, u64>> {
+    pub(super) fn tcp_ext(&self) -> Result<BTreeMap<String, u64>> {
         self.run(|| {
             // thread-self: /proc/self/net is the main thread's namespace.
             let text = std::fs::read_to_string("/proc/thread-self/net/netstat")?;

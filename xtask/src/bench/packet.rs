@@ -3,8 +3,8 @@
 
 use std::net::Ipv4Addr;
 
-pub const SYN: u8 = 0x02;
-pub const ACK: u8 = 0x10;
+pub(super) const SYN: u8 = 0x02;
+pub(super) const ACK: u8 = 0x10;
 
 /// One's-complement sum folded to 16 bits.
 fn checksum(parts: &[&[u8]]) -> u16 {
@@ -26,7 +26,7 @@ fn checksum(parts: &[&[u8]]) -> u16 {
 
 /// A 40-byte IPv4 + TCP segment without options or payload. The kernel
 /// fills the IP id and checksum (`IPPROTO_RAW`); the TCP checksum is ours.
-pub fn segment(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+pub(super) fn segment(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, ack: u32, flags: u8) -> Vec<u8> {
     let mut p = vec![0u8; 40];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&40u16.to_be_bytes());
@@ -55,7 +55,7 @@ pub fn segment(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, ack: u32, f
 
 /// A received TCP segment's ports, sequence number and flags.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Seen {
+pub(super) struct Seen {
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
@@ -63,7 +63,7 @@ pub struct Seen {
 }
 
 /// Parses an IPv4 packet (as a `SOCK_DGRAM` packet socket delivers it).
-pub fn parse(ip: &[u8]) -> Option<Seen> {
+pub(super) fn parse(ip: &[u8]) -> Option<Seen> {
     let ihl = usize::from(ip.first()? & 0x0f) * 4;
     if ip.first()? >> 4 != 4 || *ip.get(9)? != libc::IPPROTO_TCP as u8 {
         return None;

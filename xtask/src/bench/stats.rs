@@ -3,14 +3,14 @@
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Spread {
+pub(super) struct Spread {
     pub min: f64,
     pub median: f64,
     pub max: f64,
 }
 
 impl Spread {
-    pub fn of(values: &[f64]) -> Self {
+    pub(super) fn of(values: &[f64]) -> Self {
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let n = v.len();
@@ -19,12 +19,12 @@ impl Spread {
         Self { min: v[0], median, max: v[n - 1] }
     }
 
-    pub fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({ "min": self.min, "median": self.median, "max": self.max })
     }
 
     /// "median (min–max)" with `digits` decimals.
-    pub fn show(&self, digits: usize) -> String {
+    pub(super) fn show(&self, digits: usize) -> String {
         format!("{:.d$} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = digits)
     }
 }

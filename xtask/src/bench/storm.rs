@@ -23,14 +23,14 @@ use anyhow::{bail, Context, Result};
 use super::netns::Netns;
 use super::packet::{self, ACK, SYN};
 
-pub const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+pub(super) const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const VETH: &str = "qb0";
 /// First client port of the hand-made handshakes.
 const CLIENT_BASE: u16 = 20000;
 
 /// Sets up the veth and the phantom peer in `ns` (once per namespace).
-pub fn wire(ns: &Netns) -> Result<()> {
+pub(super) fn wire(ns: &Netns) -> Result<()> {
     ns.ip(&["link", "add", VETH, "type", "veth", "peer", "name", "qb1"])?;
     ns.ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", VETH])?;
     ns.ip(&["link", "set", VETH, "up"])?;
@@ -71,7 +71,7 @@ fn send(fd: &OwnedFd, pkt: &[u8]) -> bool {
 }
 
 /// A listener with an overflowing accept queue and the ACKs that hit it.
-pub struct Storm {
+pub(super) struct Storm {
     _listener: OwnedFd,
     acks: Vec<Vec<u8>>,
     /// Raw sockets made in the namespace, one per sending thread.
@@ -164,7 +164,7 @@ fn final_ack(port: u16, client: u16, isn: u32) -> Vec<u8> {
 
 impl Storm {
     /// Builds the overflowing listener on `port` in `ns` (already wired).
-    pub fn prepare(ns: &Netns, port: u16, backlog: u16, senders: usize) -> Result<Self> {
+    pub(super) fn prepare(ns: &Netns, port: u16, backlog: u16, senders: usize) -> Result<Self> {
         ns.run(|| {
             let l = listener(port, i32::from(backlog))?;
             let raw = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
@@ -190,14 +190,14 @@ impl Storm {
     }
 
     /// Sends `n` of the ACKs from the first sender.
-    pub fn fire_n(&self, n: usize) -> u64 {
+    pub(super) fn fire_n(&self, n: usize) -> u64 {
         (0..n).filter(|i| send(&self.senders[0], &self.acks[i % self.acks.len()])).count() as u64
     }
 
     /// Sends the ACKs round-robin from every sender for `duration`, at
     /// `rate` packets per second in all (or as fast as possible).
     /// Returns the packets sent.
-    pub fn fire(&self, rate: Option<f64>, duration: Duration) -> u64 {
+    pub(super) fn fire(&self, rate: Option<f64>, duration: Duration) -> u64 {
         let per_thread = rate.map(|r| r / self.senders.len() as f64);
         std::thread::scope(|s| {
             let handles: Vec<_> = self

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 /// The bpftrace equivalent of `qtrace watch` on the tracepoint tier: the
 /// same tracepoints, the same overflow reason, a per-port count.
-pub const BPFTRACE_SCRIPT: &str = r#"
+pub(super) const BPFTRACE_SCRIPT: &str = r#"
 tracepoint:skb:kfree_skb /args->reason == SKB_DROP_REASON_TCP_LISTEN_OVERFLOW/ {
     $sk = (struct sock *)args->rx_sk;
     @drops[$sk->__sk_common.skc_num] = count();
@@ -24,7 +24,7 @@ BEGIN { printf("ready\n"); }
 interval:s:1 { print(@drops); }
 "#;
 
-pub struct Running {
+pub(super) struct Running {
     child: Child,
     /// Exec to attached: qtrace's start record, the other tracers' ready line.
     pub ready: Duration,
@@ -44,7 +44,7 @@ impl Drop for Running {
 }
 
 /// What a tracer used (peak RSS from `wait4(2)`) and printed.
-pub struct Usage {
+pub(super) struct Usage {
     pub peak_rss_kib: u64,
     /// stdout lines other than events.
     pub lines: Vec<String>,
@@ -118,7 +118,7 @@ fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
 
 /// `qtrace watch ARGS`, ready at its start record; ARGS must hold `--json`
 /// (the start record is NDJSON).
-pub fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
+pub(super) fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
     if !args.contains(&"--json") {
         bail!("qtrace watch {args:?}: the bench waits for the NDJSON start record: pass --json");
     }
@@ -129,23 +129,23 @@ pub fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
 
 /// The minimal consumer (`qtrace/examples/ringbuf_count.rs`): ready at its
 /// start record, like qtrace.
-pub fn counter(bin: &Path) -> Result<Running> {
+pub(super) fn counter(bin: &Path) -> Result<Running> {
     start(Command::new(bin), Ready(is_start_record), true)
 }
 
-pub fn bpftrace() -> Result<Running> {
+pub(super) fn bpftrace() -> Result<Running> {
     let mut cmd = Command::new("bpftrace");
     cmd.args(["-e", BPFTRACE_SCRIPT]);
     start(cmd, Ready(|l| l.contains("ready")), false)
 }
 
 impl Running {
-    pub fn pid(&self) -> i32 {
+    pub(super) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// CPU time so far (utime + stime from /proc/PID/stat).
-    pub fn cpu(&self) -> Result<Duration> {
+    pub(super) fn cpu(&self) -> Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
         // After the comm: state is field 3, utime 14 and stime 15.
@@ -157,7 +157,7 @@ impl Running {
     }
 
     /// Resident memory now, in KiB.
-    pub fn rss_kib(&self) -> u64 {
+    pub(super) fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .ok()
             .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
@@ -165,7 +165,7 @@ impl Running {
     }
 
     /// SIGINT, then reaps the process with its resource usage.
-    pub fn stop(mut self) -> Result<Usage> {
+    pub(super) fn stop(mut self) -> Result<Usage> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid(), libc::SIGINT) };
         let mut status = 0;

@@ -18,7 +18,7 @@ use socket2::{Domain, Socket, Type};
 
 /// Fails (never skips) when not root: CI runs as root, and a skipped root
 /// test would hide a broken tracer.
-pub fn require_root() {
+pub(crate) fn require_root() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the integration suite loads eBPF programs and creates network namespaces: run it as root");
 }
@@ -32,7 +32,7 @@ fn cmd(args: &[&str]) -> String {
 }
 
 /// A network namespace that exists for the test's lifetime.
-pub struct NetNs {
+pub(crate) struct NetNs {
     pub name: String,
 }
 
@@ -41,7 +41,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl NetNs {
     /// Creates `qtrace-test-<pid>-<n>` with loopback up and the given
     /// per-namespace sysctls (`net.ipv4.tcp_syncookies=0`, ...).
-    pub fn new(sysctls: &[&str]) -> Self {
+    pub(crate) fn new(sysctls: &[&str]) -> Self {
         require_root();
         let name = format!("qtrace-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         cmd(&["ip", "netns", "add", &name]);
@@ -58,7 +58,7 @@ impl NetNs {
 
     /// Runs `f` on a thread inside the namespace; sockets it creates stay
     /// in the namespace wherever they are used afterwards.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(format!("/run/netns/{}", self.name)).expect("namespace file");
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -72,24 +72,24 @@ impl NetNs {
     }
 
     /// The namespace's inode number, as qtrace labels it.
-    pub fn inode(&self) -> u64 {
+    pub(crate) fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         std::fs::metadata(format!("/run/netns/{}", self.name)).expect("namespace file").ino()
     }
 
-    pub fn exec(&self, args: &[&str]) -> String {
+    pub(crate) fn exec(&self, args: &[&str]) -> String {
         let mut all = vec!["ip", "netns", "exec", &self.name];
         all.extend_from_slice(args);
         cmd(&all)
     }
 
     /// The namespace's listen-queue counters from TcpExt (`nstat`).
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.run(|| counters_of("/proc/thread-self"))
     }
 
     /// The listener's drop counter as `ss -ltm` shows it (`d<N>`).
-    pub fn ss_drops(&self, port: u16) -> u64 {
+    pub(crate) fn ss_drops(&self, port: u16) -> u64 {
         let out = self.exec(&["ss", "-ltmnH", &format!("sport = :{port}")]);
         out.split(|c: char| c == ',' || c == ')' || c.is_whitespace())
             .filter_map(|f| f.strip_prefix('d'))
@@ -99,7 +99,7 @@ impl NetNs {
 
     /// Holds back the clients' bare ACKs to `port` (they stay requests in
     /// the listener's SYN queue) or, with `all`, every packet to `port`.
-    pub fn block(&self, port: u16, all: bool) {
+    pub(crate) fn block(&self, port: u16, all: bool) {
         let what = if all { String::new() } else { "tcp flags & (syn|ack|fin|rst|psh) == ack".into() };
         self.exec(&[
             "nft",
@@ -107,7 +107,7 @@ impl NetNs {
         ]);
     }
 
-    pub fn unblock(&self) {
+    pub(crate) fn unblock(&self) {
         self.exec(&["nft", "delete", "table", "inet", "qtrace_test"]);
     }
 }
@@ -120,7 +120,7 @@ impl Drop for NetNs {
 
 /// The listen-queue counters of a process's namespace, from
 /// `/proc/<pid or thread-self>/net` (`nstat`'s sources).
-pub fn counters_of(proc_dir: &str) -> Counters {
+pub(crate) fn counters_of(proc_dir: &str) -> Counters {
     let netstat = std::fs::read_to_string(format!("{proc_dir}/net/netstat")).expect("netstat");
     let snmp = std::fs::read_to_string(format!("{proc_dir}/net/snmp")).expect("snmp");
     let text = netstat + &snmp;
@@ -145,18 +145,18 @@ const LISTEN_COUNTERS: &[&str] =
     &["ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "EmbryonicRsts", "TCPSynRetrans", "OutRsts"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counters(pub HashMap<String, u64>);
+pub(crate) struct Counters(pub HashMap<String, u64>);
 
 impl Counters {
-    pub fn get(&self, k: &str) -> u64 {
+    pub(crate) fn get(&self, k: &str) -> u64 {
         self.0.get(k).copied().unwrap_or_else(|| panic!("no counter {k}"))
     }
-    pub fn delta(&self, before: &Counters, k: &str) -> u64 {
+    pub(crate) fn delta(&self, before: &Counters, k: &str) -> u64 {
         self.get(k) - before.get(k)
     }
 }
 
-pub fn addr(ip: &str, port: u16) -> SocketAddr {
+pub(crate) fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
 
@@ -166,13 +166,13 @@ pub fn addr(ip: &str, port: u16) -> SocketAddr {
 /// nftables rule holds their final ACKs back (four fit whether the kernel
 /// calls the SYN queue full at `qlen >= 4`, as 5.10 does, or `qlen > 4`);
 /// then data segments carry the ACKs: one completes, three overflow.
-pub struct AckScenario {
+pub(crate) struct AckScenario {
     pub srv: Socket,
     pub held: Vec<Socket>,
     pub clients: Vec<Socket>,
 }
 
-pub fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
+pub(crate) fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
     let srv = ns.run(|| listener(a, 4));
     let held: Vec<Socket> = ns.run(|| (0..4).map(|_| connect(a)).collect());
     ns.block(a.port(), false);
@@ -186,7 +186,7 @@ pub fn ack_scenario(ns: &NetNs, a: SocketAddr) -> AckScenario {
     AckScenario { srv, held, clients }
 }
 
-pub fn listener(addr: SocketAddr, backlog: i32) -> Socket {
+pub(crate) fn listener(addr: SocketAddr, backlog: i32) -> Socket {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
     s.set_reuse_address(true).expect("reuseaddr");
     s.bind(&addr.into()).expect("bind");
@@ -195,7 +195,7 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> Socket {
 }
 
 /// Starts a connect without waiting for it.
-pub fn connect_nonblocking(addr: SocketAddr) -> Socket {
+pub(crate) fn connect_nonblocking(addr: SocketAddr) -> Socket {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
     s.set_nonblocking(true).expect("nonblocking");
     let _ = s.connect(&addr.into());
@@ -203,7 +203,7 @@ pub fn connect_nonblocking(addr: SocketAddr) -> Socket {
 }
 
 /// Waits until a nonblocking connect completed from the client's side.
-pub fn wait_connected(s: &Socket) {
+pub(crate) fn wait_connected(s: &Socket) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.peer_addr().is_err() {
         assert!(Instant::now() < deadline, "client never saw the SYN-ACK");
@@ -211,14 +211,14 @@ pub fn wait_connected(s: &Socket) {
     }
 }
 
-pub fn connect(addr: SocketAddr) -> Socket {
+pub(crate) fn connect(addr: SocketAddr) -> Socket {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
     s.connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
     s
 }
 
 /// Waits until `f` returns the same value twice `gap` apart.
-pub fn settle<T: PartialEq + Clone>(gap: Duration, mut f: impl FnMut() -> T) -> T {
+pub(crate) fn settle<T: PartialEq + Clone>(gap: Duration, mut f: impl FnMut() -> T) -> T {
     let mut prev = f();
     loop {
         std::thread::sleep(gap);
@@ -231,7 +231,7 @@ pub fn settle<T: PartialEq + Clone>(gap: Duration, mut f: impl FnMut() -> T) -> 
 }
 
 /// A running `qtrace watch` or `qtrace doctor`, started with `--json`.
-pub struct Qtrace {
+pub(crate) struct Qtrace {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
@@ -246,7 +246,7 @@ pub struct Qtrace {
     pub tier: String,
 }
 
-pub struct Finished {
+pub(crate) struct Finished {
     pub tier: String,
     /// The `start` record (also first in `records` unless `--output` took them).
     pub start: Value,
@@ -303,18 +303,18 @@ fn output_file(args: &[&str]) -> Option<std::path::PathBuf> {
 impl Qtrace {
     /// Starts `qtrace watch ARGS` from the host namespace and waits for its
     /// start record. `QTRACE_TEST_HOOKS` forces a hook tier.
-    pub fn watch(args: &[&str]) -> Self {
+    pub(crate) fn watch(args: &[&str]) -> Self {
         Self::start("watch", args)
     }
 
     /// Starts `qtrace watch --hooks HOOKS ARGS`, whatever `QTRACE_TEST_HOOKS` says.
-    pub fn watch_with_hooks(hooks: &str, args: &[&str]) -> Self {
+    pub(crate) fn watch_with_hooks(hooks: &str, args: &[&str]) -> Self {
         Self::start_with("watch", hooks, args)
     }
 
     /// Starts `qtrace doctor ARGS` and waits for its start record (printed
     /// as it begins sampling).
-    pub fn doctor(args: &[&str]) -> Self {
+    pub(crate) fn doctor(args: &[&str]) -> Self {
         Self::start("doctor", args)
     }
 
@@ -397,24 +397,24 @@ impl Qtrace {
         panic!("qtrace did not become ready ({what}): stderr {:?}, stdout {:?}", self.stderr_lines, self.stdout_lines);
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// A limit of its start record by `id`, if it applies.
-    pub fn limit(&self, id: &str) -> Option<&Value> {
+    pub(crate) fn limit(&self, id: &str) -> Option<&Value> {
         limit_in(&self.start, id)
     }
 
     /// Stops it with `signal` and collects its NDJSON output.
-    pub fn stop(self, signal: i32) -> Finished {
+    pub(crate) fn stop(self, signal: i32) -> Finished {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         self.wait()
     }
 
     /// Waits for it to end by itself and collects its NDJSON output.
-    pub fn wait(mut self) -> Finished {
+    pub(crate) fn wait(mut self) -> Finished {
         let status = self.child.wait().expect("qtrace exits");
         // It has exited: both streams end as soon as their readers reach
         // the end of the pipe.
@@ -435,7 +435,7 @@ impl Qtrace {
 /// Records that part of a test cannot run on this kernel and why, in the
 /// file `QTRACE_TEST_REPORT` names (the VM matrix shows it as unsupported,
 /// never as passed) and on stderr.
-pub fn unsupported(test: &str, what: &str, why: &str) {
+pub(crate) fn unsupported(test: &str, what: &str, why: &str) {
     let line = format!("{test}: {what}: {why}\n");
     eprint!("unsupported: {line}");
     if let Ok(path) = std::env::var("QTRACE_TEST_REPORT") {
@@ -448,7 +448,7 @@ pub fn unsupported(test: &str, what: &str, why: &str) {
 /// Records what a test found about this kernel (for example the tier
 /// `--hooks auto` picked), in the file `QTRACE_TEST_NOTES` names: the VM
 /// matrix shows it beside the verdicts.
-pub fn note(test: &str, what: &str) {
+pub(crate) fn note(test: &str, what: &str) {
     eprintln!("note: {test}: {what}");
     if let Ok(path) = std::env::var("QTRACE_TEST_NOTES") {
         use std::io::Write as _;
@@ -460,59 +460,59 @@ pub fn note(test: &str, what: &str) {
 impl Finished {
     /// A limit of its start record by `id` (`ack_detail_missing`,
     /// `counted_upper_bound`, ...), if it applies.
-    pub fn limit(&self, id: &str) -> Option<&Value> {
+    pub(crate) fn limit(&self, id: &str) -> Option<&Value> {
         limit_in(&self.start, id)
     }
 
     /// Why this kernel and tier cannot report ACK-stage overflows one by
     /// one (the `ack_detail_missing` limit's reason), if it cannot.
-    pub fn ack_detail_missing(&self) -> Option<String> {
+    pub(crate) fn ack_detail_missing(&self) -> Option<String> {
         let l = self.limit("ack_detail_missing")?;
         Some(l["reason"].as_str().or(l["text"].as_str()).unwrap_or_default().to_owned())
     }
 
     /// Whether this tier's counted drops are only an upper bound (the
     /// `counted_upper_bound` limit: tracepoint tier before Linux 6.11).
-    pub fn counted_is_upper_bound(&self) -> bool {
+    pub(crate) fn counted_is_upper_bound(&self) -> bool {
         self.limit("counted_upper_bound").is_some()
     }
 
     /// Whether this tier sees SYN-stage packets one by one.
-    pub fn sees_syn_stage(&self) -> bool {
+    pub(crate) fn sees_syn_stage(&self) -> bool {
         self.tier == "fentry" || self.tier == "kprobe"
     }
-    pub fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    pub(crate) fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.records.iter().filter(move |r| r["type"] == ty)
     }
-    pub fn events(&self, port: u16, kind: &str) -> Vec<&Value> {
+    pub(crate) fn events(&self, port: u16, kind: &str) -> Vec<&Value> {
         self.of_type("event").filter(|e| e["local_port"] == port && e["kind"] == kind).collect()
     }
     /// Drops reported for `port`: one per drop event plus counted drops.
-    pub fn drops(&self, port: u16) -> u64 {
+    pub(crate) fn drops(&self, port: u16) -> u64 {
         let events = self.of_type("event").filter(|e| e["local_port"] == port && e["action"] != "cookie").count() as u64;
         let counted: u64 = self.of_type("counted").filter(|c| c["local_port"] == port).map(|c| c["count"].as_u64().unwrap()).sum();
         events + counted
     }
-    pub fn summary(&self, port: u16) -> Option<&Value> {
+    pub(crate) fn summary(&self, port: u16) -> Option<&Value> {
         self.of_type("summary").find(|s| s["local_port"] == port)
     }
 }
 
 /// The qtrace binary under test, which `QTRACE_BIN` names (`cargo xtask
 /// test` sets it to the release build; the VM matrix to the guest's copy).
-pub fn bin() -> String {
+pub(crate) fn bin() -> String {
     std::env::var("QTRACE_BIN").expect("QTRACE_BIN names the qtrace binary under test: run the suites with `cargo xtask test`")
 }
 
 /// Process-wide unique ports so tests never see each other's listeners.
-pub fn port() -> u16 {
+pub(crate) fn port() -> u16 {
     static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
     20_000 + (std::process::id() % 2000) as u16 * 10 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) as u16
 }
 
 /// A minimal HTTP/1.0 GET (no client library: the suite runs in minimal
 /// guests too). Returns the status, the headers and the body.
-pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> (u16, String, String) {
+pub(crate) fn http_get(addr: &str, path: &str, accept: Option<&str>) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -526,7 +526,7 @@ pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> (u16, String, S
 }
 
 /// Percent-encodes a query-string value.
-pub fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -536,20 +536,20 @@ pub fn url_encode(s: &str) -> String {
 }
 
 /// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// One sample's value from Prometheus-format text: the line that starts
 /// with `series` (name and labels exactly as qtrace writes them).
-pub fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
 }
 
 impl Qtrace {
     /// The address of its metrics endpoint (the start record's
     /// `metrics_addr`, its port resolved).
-    pub fn metrics_addr(&self) -> String {
+    pub(crate) fn metrics_addr(&self) -> String {
         let addr = self.start["metrics_addr"].as_str();
         addr.unwrap_or_else(|| panic!("no metrics_addr in the start record {}", self.start)).to_owned()
     }
