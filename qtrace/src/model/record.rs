@@ -267,3 +267,130 @@ impl Record<'_> {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::netns::NsListeners;
+    use crate::host::procs::Owner;
+    use crate::kernel::limits::Limit;
+    use crate::model::aggregate::Aggregator;
+    use crate::model::ports::PortSet;
+    use qtrace_common::{kind, CounterKey};
+    use std::net::SocketAddr;
+
+    /// 2026-11-21T00:00:00Z.
+    const T0: i128 = 1_795_219_200_000_000_000;
+    const NETNS: u32 = 4026531840;
+
+    fn start() -> Start {
+        let limits = [
+            Limit::SynStageCounted,
+            Limit::AckDetailMissing("no tracepoint for tcp_v4_syn_recv_sock".into()),
+            Limit::CountedUpperBound,
+            Limit::ClosedListenersMissing("inet_csk_listen_stop not found".into()),
+            Limit::ListenCallsMissing("__sys_listen not found".into()),
+        ];
+        Start {
+            tier: Some(Tier::Tracepoint),
+            refused: vec![
+                Refusal { tier: Tier::Fentry, reason: "no BPF trampoline on this kernel".into() },
+                Refusal { tier: Tier::Kprobe, reason: "kprobe tcp_conn_request: not found".into() },
+            ],
+            limits: limits.iter().map(LimitRecord::from).collect(),
+            namespaces: 3,
+            unreachable_namespaces: vec![Unreachable { netns: 4026532999, reason: "setns: Operation not permitted".into() }],
+            metrics_addr: Some("127.0.0.1:9464".into()),
+            ..Start::new("6.8.0-test".into(), true, true, T0)
+        }
+    }
+
+    fn events() -> [Decoded; 2] {
+        let v4 = Decoded {
+            time_ns: T0 + 1_000_000_123,
+            kind: Kind::AckOverflow,
+            hook: "tracepoint:skb:kfree_skb",
+            netns: NETNS,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.2:40000".parse().unwrap(),
+            accept_queue: 129,
+            accept_queue_max: 128,
+            syn_queue: 3,
+        };
+        let v6 = Decoded {
+            time_ns: T0 + 2_000_000_000,
+            kind: Kind::SynQueueFull,
+            hook: "fexit:tcp_conn_request",
+            local: "[2001:db8::1]:443".parse().unwrap(),
+            remote: "[2001:db8::2]:51000".parse().unwrap(),
+            accept_queue: 0,
+            syn_queue: 256,
+            ..v4.clone()
+        };
+        [v4, v6]
+    }
+
+    fn listener(port: u16, cookie: u64, q: (u32, u32), drops: u32) -> Listener {
+        Listener { cookie, ..Listener::example(port, q, drops) }
+    }
+
+    fn snap(ls: Vec<Listener>) -> Vec<NsListeners> {
+        vec![NsListeners { netns: NETNS, listeners: ls }]
+    }
+
+    /// 8080 overflows (accept queue, ACK stage, cookies, and drops only
+    /// its drop counter saw), then closes and expires; 9090 fills its SYN
+    /// queue and stays open. Returns the aggregation, the counted drops it
+    /// reported and 8080's expired totals.
+    fn aggregation() -> (Aggregator, CountedDelta, (PortKey, PortStats)) {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        agg.on_listeners(&snap(vec![listener(8080, 1, (0, 128), 0), listener(9090, 2, (0, 64), 0)]));
+        let key = |port, kind| CounterKey { netns: NETNS, port, kind, _pad: 0 };
+        agg.on_counters([
+            (key(8080, kind::ACCEPT_QUEUE_FULL), 5),
+            (key(8080, kind::ACK_OVERFLOW), 3),
+            (key(8080, kind::SYNCOOKIE_SENT), 2),
+            (key(9090, kind::SYN_QUEUE_FULL), 7),
+        ]);
+        let [ev, _] = events();
+        for remote_port in [40000, 40001, 40001] {
+            agg.on_event(&Decoded { remote: SocketAddr::new(ev.remote.ip(), remote_port), ..ev.clone() });
+        }
+        // 5 + 2 × 3 hooked, and 4 more only the counter saw.
+        let open = || snap(vec![listener(8080, 1, (128, 128), 15), listener(9090, 2, (0, 64), 7)]);
+        agg.on_listeners(&open());
+        let counted = agg.on_listeners(&open()).pop().expect("8080's counted drops");
+        agg.on_listeners(&snap(vec![listener(9090, 2, (0, 64), 7)]));
+        agg.tick(30.0);
+        let expired = agg.expire(30.0).pop().expect("8080 expired");
+        (agg, counted, expired)
+    }
+
+    /// The schema contract of `watch --json`: one line per record type
+    /// (two events: IPv4 and IPv6), every field present.
+    #[test]
+    fn every_record_type() {
+        let start = start();
+        let [v4, v6] = events();
+        let (agg, counted, (gone, gone_stats)) = aggregation();
+        let open = PortKey { netns: NETNS, port: 9090 };
+        let settings =
+            Settings { somaxconn: Some(4096), tcp_max_syn_backlog: Some(512), tcp_syncookies: Some(1), tcp_abort_on_overflow: Some(0) };
+        let requested = Requested { backlog: 4096, owner: Owner { pid: 42, comm: "slowsrv".into() } };
+        let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4 };
+        let records = [
+            Record::Start(&start),
+            Record::Event((&v4).into()),
+            Record::Event((&v6).into()),
+            Record::Settings(SettingsRecord::new(NETNS, settings, T0 + 3_000_000_000)),
+            Record::Counted(CountedRecord::new(&counted, T0 + 4_000_000_000)),
+            Record::Lost(LostRecord { time: rfc3339(T0 + 5_000_000_000), count: 7, total: 11 }),
+            Record::Listen(ListenRecord::new(NETNS, &listener(8080, 1, (0, 128), 0), &requested, T0 + 6_000_000_000)),
+            Record::Expired(PortRecord::new(&gone, &gone_stats, Some(T0 + 7_000_000_000))),
+            Record::Summary(PortRecord::new(&open, &agg.ports()[&open], None)),
+            Record::Losses(losses),
+        ];
+        let lines: String = records.iter().map(Record::line).collect();
+        insta::assert_snapshot!("every_record_type", lines);
+    }
+}

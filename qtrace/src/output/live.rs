@@ -315,6 +315,8 @@ fn sparkline(samples: &VecDeque<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::netns::NsListeners;
+    use crate::host::sock_diag::Listener;
     use crate::model::ports::PortSet;
     use qtrace_common::{kind, CounterKey};
     use ratatui::backend::TestBackend;
@@ -387,5 +389,85 @@ mod tests {
         let row = screen.iter().find(|l| l.contains("8080")).unwrap_or_else(|| panic!("{text}"));
         assert!(row.contains("slowsrv(42)") && row.contains("3.0"), "{row}");
         assert!(screen[7].contains("tier fentry"), "{text}");
+    }
+
+    /// The drawn screen as text, one line per row of cells, without
+    /// trailing blanks.
+    fn screen(v: &LiveView, agg: &Aggregator, header: &[String], (w, h): (u16, u16)) -> String {
+        let (kinds, rows) = v.rows(agg, |k| (k.port == 8080).then(|| "slowsrv(42)".to_owned()));
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        term.draw(|f| v.draw(f, &kinds, &rows, header, &v.status("kprobe", agg))).unwrap();
+        let lines: Vec<String> = term
+            .backend()
+            .buffer()
+            .content
+            .chunks(usize::from(w))
+            .map(|line| line.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_owned())
+            .collect();
+        lines.join("\n")
+    }
+
+    const SIZE: (u16, u16) = (120, 12);
+
+    /// Eight updates in netns 7: 8080's accept queue overflows harder
+    /// each second (SYN and ACK stage), 9090 sends 5 syncookies a second,
+    /// 22 listens quietly; 8080's queue is full now.
+    fn busy() -> (LiveView, Aggregator, Vec<String>) {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        let listener = |port, cookie, q| Listener { cookie, ..Listener::example(port, q, 0) };
+        let listeners = vec![listener(8080, 1, (128, 128)), listener(9090, 2, (3, 64)), listener(22, 3, (0, 4096))];
+        agg.on_listeners(&[NsListeners { netns: 7, listeners }]);
+        let mut v = LiveView::new(false);
+        let (mut acc, mut ack, mut cookies) = (0, 0, 0);
+        for second in 0..8u64 {
+            acc += second * second;
+            ack += second;
+            cookies += 5;
+            counters(&mut agg, 8080, acc, ack);
+            agg.on_counters([(CounterKey { netns: 7, port: 9090, kind: kind::SYNCOOKIE_SENT, _pad: 0 }, cookies)]);
+            v.update(&agg, 1.0);
+        }
+        let header = vec!["2026-11-21 00:00:08  tier kprobe".to_owned(), "netns 7: somaxconn 128, tcp_syncookies 1".to_owned()];
+        (v, agg, header)
+    }
+
+    #[test]
+    fn screen_with_rows_and_history() {
+        let (v, agg, header) = busy();
+        insta::assert_snapshot!("screen_with_rows", screen(&v, &agg, &header, SIZE));
+    }
+
+    #[test]
+    fn screen_paused() {
+        let (mut v, agg, header) = busy();
+        v.key(Key::Char('p'));
+        // A quiet second would zero the rates and add a blank sample; paused,
+        // the rates and the sparkline stay. (The terminal loop also keeps
+        // the rows it drew, so the totals stay too.)
+        v.update(&agg, 1.0);
+        insta::assert_snapshot!("screen_paused", screen(&v, &agg, &header, SIZE));
+    }
+
+    #[test]
+    fn screen_while_typing_a_port() {
+        let (mut v, agg, header) = busy();
+        for k in [Key::Char('/'), Key::Char('9'), Key::Char('0'), Key::Char('x'), Key::Char('9'), Key::Char('0')] {
+            v.key(k);
+        }
+        insta::assert_snapshot!("screen_typing_a_port", screen(&v, &agg, &header, SIZE));
+        // Enter applies it.
+        v.key(Key::Enter);
+        insta::assert_snapshot!("screen_filtered", screen(&v, &agg, &header, SIZE));
+    }
+
+    #[test]
+    fn screen_filtered_to_nothing_and_empty() {
+        let (mut v, agg, header) = busy();
+        for k in [Key::Char('f'), Key::Char('5'), Key::Char('3'), Key::Enter] {
+            v.key(k);
+        }
+        insta::assert_snapshot!("screen_filtered_to_nothing", screen(&v, &agg, &header, SIZE));
+        let empty = Aggregator::new(None, PortSet::default());
+        insta::assert_snapshot!("screen_empty", screen(&LiveView::new(false), &empty, &[], SIZE));
     }
 }

@@ -151,6 +151,8 @@ pub(crate) fn summary(agg: &Aggregator, all: bool, expire_secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::netns::NsListeners;
+    use crate::host::sock_diag::Listener;
     use crate::model::event::Decoded;
     use crate::model::event::Kind;
     use crate::model::ports::PortSet;
@@ -180,5 +182,92 @@ mod tests {
             "(1 watched listener without drops)\n"
         );
         assert_eq!(text, expected);
+    }
+
+    const NS_A: u32 = 4026531840;
+    const NS_B: u32 = 4026532500;
+
+    fn listener(port: u16, cookie: u64, q: (u32, u32), drops: u32) -> Listener {
+        Listener { cookie, ..Listener::example(port, q, drops) }
+    }
+
+    fn snapshot(a: Vec<Listener>, b: Vec<Listener>) -> Vec<NsListeners> {
+        vec![NsListeners { netns: NS_A, listeners: a }, NsListeners { netns: NS_B, listeners: b }]
+    }
+
+    /// Two namespaces: 8080 overflows every way (and 2 drops only its
+    /// counter saw), 9090 filled its SYN queue and closed, 443 only sent
+    /// syncookies, 22 and 5432 are quiet; some events were lost.
+    fn busy() -> Aggregator {
+        let mut agg = Aggregator::new(None, PortSet::default());
+        let open = |drops_8080| {
+            snapshot(
+                vec![listener(8080, 1, (12, 128), drops_8080), listener(9090, 2, (0, 64), 3), listener(22, 3, (0, 4096), 0)],
+                vec![listener(443, 4, (1, 511), 0), listener(5432, 5, (0, 244), 0)],
+            )
+        };
+        agg.on_listeners(&open(0));
+        let key = |netns, port, kind| CounterKey { netns, port, kind, _pad: 0 };
+        agg.on_counters([
+            (key(NS_A, 8080, kind::ACCEPT_QUEUE_FULL), 40),
+            (key(NS_A, 8080, kind::ACK_OVERFLOW), 6),
+            (key(NS_A, 8080, kind::ACK_OVERFLOW_RESET), 1),
+            (key(NS_A, 9090, kind::SYN_QUEUE_FULL), 3),
+            (key(NS_B, 443, kind::SYNCOOKIE_SENT), 12),
+        ]);
+        let t = 1_795_219_200_000_000_000 + 3_723_000_000_000;
+        let ev = Decoded {
+            time_ns: t,
+            kind: Kind::AckOverflow,
+            hook: "t",
+            netns: NS_A,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "10.0.0.1:40000".parse().unwrap(),
+            accept_queue: 129,
+            accept_queue_max: 128,
+            syn_queue: 0,
+        };
+        agg.on_event(&ev);
+        agg.on_event(&Decoded { time_ns: t + 1_000_000_000, remote: "10.0.0.2:40001".parse().unwrap(), ..ev.clone() });
+        agg.on_event(&Decoded {
+            time_ns: t + 2_000_000_000,
+            kind: Kind::SyncookieSent,
+            netns: NS_B,
+            local: "[2001:db8::1]:443".parse().unwrap(),
+            remote: "[2001:db8::2]:51000".parse().unwrap(),
+            ..ev
+        });
+        // 40 + 2 × (6 + 1) hooked and 2 more; 9090 has closed.
+        let later = || {
+            snapshot(
+                vec![listener(8080, 1, (12, 128), 56), listener(22, 3, (0, 4096), 0)],
+                vec![listener(443, 4, (1, 511), 0), listener(5432, 5, (0, 244), 0)],
+            )
+        };
+        agg.on_listeners(&later());
+        agg.on_listeners(&later());
+        agg.tick(2.0);
+        agg.losses.ringbuf_full = 17;
+        agg.losses.undecodable = 1;
+        agg
+    }
+
+    #[test]
+    fn table_of_several_ports() {
+        let agg = busy();
+        insta::assert_snapshot!("table_without_quiet", render(&agg, false));
+        insta::assert_snapshot!("table_with_quiet", render(&agg, true));
+    }
+
+    #[test]
+    fn summary_after_an_expiry() {
+        let mut agg = busy();
+        // 9090 has had no listener for 2 s; 8 more and it expires.
+        for _ in 0..8 {
+            agg.tick(1.0);
+        }
+        assert_eq!(agg.expire(10.0).len(), 1);
+        agg.average_rates(60.0);
+        insta::assert_snapshot!("summary_with_an_expired_port", summary(&agg, false, 10));
     }
 }
