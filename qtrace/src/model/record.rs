@@ -1,6 +1,6 @@
 //! Every NDJSON record qtrace writes, as one serde-tagged type: the `type`
 //! field is the variant's name. Field names are a stable schema
-//! (docs/events.md); the snapshot tests in `output::ndjson` pin them.
+//! (docs/events.md); the snapshot test below pins them.
 
 use serde::Serialize;
 

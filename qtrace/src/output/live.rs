@@ -163,9 +163,8 @@ impl LiveView {
         Action::Redraw
     }
 
-    /// Kinds with a column: those that happened on a shown port (a tier
-    /// that cannot see a kind shows no misleading zero).
-    /// The kinds with a column, and the rows to draw, filtered and sorted.
+    /// The kinds with a column (those that happened on any port, see
+    /// [`Counts::shown_kinds`]), and the rows to draw, filtered and sorted.
     /// `owner` names a port's process.
     pub(crate) fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> (Vec<Kind>, Vec<LiveRow>) {
         let kinds = Counts::shown_kinds(agg.ports().values().map(|st| &st.kinds));

@@ -6,15 +6,16 @@
 
 pub mod scenario;
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader, Lines, Write as _};
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{watch, DemoArgs, Expire, Scope, UsageError, WatchArgs};
 use crate::model::ports::PortRange;
+use crate::output::table::Banner;
 use scenario::PORT;
 
 /// The scenario's process: killed and reaped on drop, and killed by the
@@ -28,11 +29,9 @@ impl Drop for Scenario {
     }
 }
 
-pub async fn run(args: DemoArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(UsageError("qtrace demo needs root: it creates a network namespace and loads eBPF programs".into()).into());
-    }
+/// Starts the scenario in a new network namespace and waits until its
+/// server listens.
+fn spawn_scenario(args: &DemoArgs) -> Result<(Scenario, Lines<BufReader<ChildStdout>>)> {
     let exe = std::env::current_exe().context("finding qtrace's own executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(["demo-scenario", "--phase", &args.phase.as_secs_f64().to_string()])
@@ -50,13 +49,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         });
     }
     let mut child = Scenario(cmd.spawn().context("starting the demo's server in a new network namespace")?);
-    let pid = child.0.id();
     let mut lines = BufReader::new(child.0.stdout.take().context("the scenario's output")?).lines();
     match lines.next() {
-        Some(Ok(l)) if l == "ready" => {}
+        Some(Ok(l)) if l == "ready" => Ok((child, lines)),
         Some(Ok(l)) => bail!("the demo's scenario failed: {l}"),
         _ => bail!("the demo's scenario ended before it was ready"),
     }
+}
+
+/// The scenario's lines for the view, each update a JSON array of lines.
+fn follow(lines: Lines<BufReader<ChildStdout>>) -> Banner {
     let (tx, banner) = tokio::sync::watch::channel(Vec::new());
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
@@ -68,6 +70,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             }
         }
     });
+    banner
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    if !crate::host::system::is_root() {
+        return Err(UsageError("qtrace demo needs root: it creates a network namespace and loads eBPF programs".into()).into());
+    }
+    let (mut child, lines) = spawn_scenario(&args)?;
+    let pid = child.0.id();
+    let banner = follow(lines);
     eprintln!(
         "qtrace: demo: a slow server on port {PORT} with bursty clients, in a throwaway network namespace (process {pid}); each kind of overflow in turn, {} s each; q or Ctrl-C ends it and removes everything",
         args.phase.as_secs()
