@@ -9,7 +9,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
-use qtrace_common::{stat, ClosedListener, CounterKey, ListenCall, ListenKey};
+use qtrace_common::{
+    stat, ClosedListener, CounterKey, ListenCall, ListenKey, MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_STATS,
+};
 
 use crate::model::aggregate::{Losses, PortKey};
 
@@ -43,15 +45,17 @@ pub struct KernelMaps {
 }
 
 impl KernelMaps {
-    pub(crate) fn new(
-        ebpf: Ebpf,
-        events: RingBuf<MapData>,
-        counters: PerCpuHashMap<MapData, CounterKey, u64>,
-        stats: PerCpuArray<MapData, u64>,
-        listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
-        closed: Option<HashMap<MapData, u64, ClosedListener>>,
-    ) -> Self {
-        Self { ebpf, events, counters, stats, listen_calls, closed }
+    /// Takes the maps out of the loaded object, which stays inside to keep
+    /// the programs attached. `listen_calls` and `closed`: whether their
+    /// recorders attached.
+    pub(crate) fn take(mut ebpf: Ebpf, listen_calls: bool, closed: bool) -> Result<Self> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
+        let events = RingBuf::try_from(take(MAP_EVENTS)?)?;
+        let counters = PerCpuHashMap::try_from(take(MAP_COUNTERS)?)?;
+        let stats = PerCpuArray::try_from(take(MAP_STATS)?)?;
+        let listen_calls = if listen_calls { Some(HashMap::try_from(take(MAP_LISTEN_CALLS)?)?) } else { None };
+        let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
+        Ok(Self { ebpf, events, counters, stats, listen_calls, closed })
     }
 
     /// The ring buffer's descriptor, to wait on. It stays open and the same

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::Array;
 use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use qtrace_common::*;
@@ -244,17 +244,11 @@ impl Probe {
 
     /// Hands the programs over to the maps they fill, which keep them
     /// attached until [`KernelMaps::detach`] or drop.
-    pub fn into_maps(mut self) -> Result<KernelMaps> {
-        let has = |l: fn(&Limit) -> bool| !self.limits.iter().any(l);
-        let listen_calls = has(|l| matches!(l, Limit::ListenCallsMissing(_)));
-        let closed = has(|l| matches!(l, Limit::ClosedListenersMissing(_)));
-        let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
-        let events = RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?;
-        let counters = PerCpuHashMap::try_from(take(&mut self.ebpf, MAP_COUNTERS)?)?;
-        let stats = PerCpuArray::try_from(take(&mut self.ebpf, MAP_STATS)?)?;
-        let listen_calls = if listen_calls { Some(HashMap::try_from(take(&mut self.ebpf, MAP_LISTEN_CALLS)?)?) } else { None };
-        let closed = if closed { Some(HashMap::try_from(take(&mut self.ebpf, MAP_CLOSED_LISTENERS)?)?) } else { None };
-        Ok(KernelMaps::new(self.ebpf, events, counters, stats, listen_calls, closed))
+    pub fn into_maps(self) -> Result<KernelMaps> {
+        let missing = |l: fn(&Limit) -> bool| self.limits.iter().any(l);
+        let listen_calls = !missing(|l| matches!(l, Limit::ListenCallsMissing(_)));
+        let closed = !missing(|l| matches!(l, Limit::ClosedListenersMissing(_)));
+        KernelMaps::take(self.ebpf, listen_calls, closed)
     }
 }
 

@@ -329,17 +329,7 @@ mod tests {
     }
 
     fn event(kind: Kind, remote_port: u16) -> Decoded {
-        Decoded {
-            time_ns: 1,
-            kind,
-            hook: "test",
-            netns: 7,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: SocketAddr::new("127.0.0.1".parse().unwrap(), remote_port),
-            accept_queue: 3,
-            accept_queue_max: 2,
-            syn_queue: 0,
-        }
+        Decoded::example(kind, 7, "127.0.0.1:8080", &format!("127.0.0.1:{remote_port}"))
     }
 
     #[test]

@@ -204,6 +204,25 @@ impl Decoded {
     }
 }
 
+#[cfg(test)]
+impl Decoded {
+    /// An event for tests: `kind` from `remote` to `local` in `netns`, at
+    /// time 1 ns, queues 3/2 and 0.
+    pub(crate) fn example(kind: Kind, netns: u32, local: &str, remote: &str) -> Self {
+        Self {
+            time_ns: 1,
+            kind,
+            hook: "test",
+            netns,
+            local: local.parse().expect("an address"),
+            remote: remote.parse().expect("an address"),
+            accept_queue: 3,
+            accept_queue_max: 2,
+            syn_queue: 0,
+        }
+    }
+}
+
 /// RFC 3339 UTC time with nanoseconds, e.g. `2026-11-21T06:01:02.000000003Z`.
 pub fn rfc3339(ns: i128) -> String {
     let secs = ns.div_euclid(1_000_000_000);

@@ -308,14 +308,11 @@ mod tests {
     fn events() -> [Decoded; 2] {
         let v4 = Decoded {
             time_ns: T0 + 1_000_000_123,
-            kind: Kind::AckOverflow,
             hook: "tracepoint:skb:kfree_skb",
-            netns: NETNS,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: "127.0.0.2:40000".parse().unwrap(),
             accept_queue: 129,
             accept_queue_max: 128,
             syn_queue: 3,
+            ..Decoded::example(Kind::AckOverflow, NETNS, "127.0.0.1:8080", "127.0.0.2:40000")
         };
         let v6 = Decoded {
             time_ns: T0 + 2_000_000_000,

@@ -165,14 +165,7 @@ mod tests {
         agg.on_counters([(key(8080, kind::ACCEPT_QUEUE_FULL), 40), (key(8080, kind::ACK_OVERFLOW), 2), (key(22, kind::SYNCOOKIE_SENT), 0)]);
         agg.on_event(&Decoded {
             time_ns: 1_795_219_200_000_000_000 + 3_723_000_000_000,
-            kind: Kind::AckOverflow,
-            hook: "t",
-            netns: 4026531840,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: "127.0.0.1:40000".parse().unwrap(),
-            accept_queue: 3,
-            accept_queue_max: 2,
-            syn_queue: 0,
+            ..Decoded::example(Kind::AckOverflow, 4026531840, "127.0.0.1:8080", "127.0.0.1:40000")
         });
         agg.tick(1.0);
         let text = render(&agg, false);
@@ -218,14 +211,9 @@ mod tests {
         let t = 1_795_219_200_000_000_000 + 3_723_000_000_000;
         let ev = Decoded {
             time_ns: t,
-            kind: Kind::AckOverflow,
-            hook: "t",
-            netns: NS_A,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: "10.0.0.1:40000".parse().unwrap(),
             accept_queue: 129,
             accept_queue_max: 128,
-            syn_queue: 0,
+            ..Decoded::example(Kind::AckOverflow, NS_A, "127.0.0.1:8080", "10.0.0.1:40000")
         };
         agg.on_event(&ev);
         agg.on_event(&Decoded { time_ns: t + 1_000_000_000, remote: "10.0.0.2:40001".parse().unwrap(), ..ev.clone() });
