@@ -147,6 +147,9 @@ pub mod stat {
     pub const LEN: u32 = 4;
 }
 
+/// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).
+pub const TCP_LISTEN: u8 = 10;
+
 /// Address families as the kernel numbers them.
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;

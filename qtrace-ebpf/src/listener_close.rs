@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext as _,
 };
-use qtrace_common::{ClosedListener, CLOSED_LISTENERS_MAX, OFFSET_NONE};
+use qtrace_common::{ClosedListener, CLOSED_LISTENERS_MAX, OFFSET_NONE, TCP_LISTEN};
 
 use crate::emit::watched;
 use crate::kmem::{identity, read};
@@ -25,8 +25,8 @@ use crate::maps::config;
 #[map]
 pub(crate) static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);
 
-/// `enum tcp_state` values and `IPPROTO_TCP`; the record's fields are ints.
-const TCP_LISTEN: i32 = 10;
+/// `TCP_CLOSE` in `enum tcp_state`, and `IPPROTO_TCP`; the record's state
+/// fields are ints.
 const TCP_CLOSE: i32 = 7;
 const IPPROTO_TCP: u16 = 6;
 
@@ -37,7 +37,7 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let rec = ctx.as_ptr() as u64;
-    if read::<i32>(rec, cfg.tp_state_oldstate) != TCP_LISTEN || read::<i32>(rec, cfg.tp_state_newstate) != TCP_CLOSE {
+    if read::<i32>(rec, cfg.tp_state_oldstate) != i32::from(TCP_LISTEN) || read::<i32>(rec, cfg.tp_state_newstate) != TCP_CLOSE {
         return 0;
     }
     // MPTCP and SCTP listeners pass here too (`protocol`, absent before 4.20

@@ -23,14 +23,11 @@
 //! derives them from the listener's drop counter.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _};
-use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE};
+use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE, TCP_LISTEN};
 
 use crate::emit::{bump, count, emit, watched};
 use crate::kmem::{identity, queues, read, sysctl};
 use crate::maps::config;
-
-/// `TCP_LISTEN` in `enum tcp_state`.
-const TCP_LISTEN: u8 = 10;
 
 /// Whether `addr` lies in the kernel function `range::*` names.
 #[inline(always)]
