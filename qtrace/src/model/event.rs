@@ -38,76 +38,59 @@ impl Kind {
         Kind::ListenerDiscard,
     ];
 
+    /// Everything about a kind, one row each: adding a kind is one enum
+    /// variant, one row here, a constant in `qtrace_common::kind` (for
+    /// kinds the programs emit) and a line in docs/events.md.
+    fn info(self) -> KindInfo {
+        let row = |id, name, column, stage, action| KindInfo { id, name, column, stage, action };
+        match self {
+            Kind::AcceptQueueFull => row(Some(kind::ACCEPT_QUEUE_FULL), "accept_queue_full", "SYN:ACCQ", "syn", "drop"),
+            Kind::SynQueueFull => row(Some(kind::SYN_QUEUE_FULL), "syn_queue_full", "SYN:SYNQ", "syn", "drop"),
+            Kind::SyncookieSent => row(Some(kind::SYNCOOKIE_SENT), "syncookie_sent", "COOKIES", "syn", "cookie"),
+            Kind::AckOverflow => row(Some(kind::ACK_OVERFLOW), "ack_overflow", "ACK:DROP", "ack", "drop"),
+            Kind::AckOverflowReset => row(Some(kind::ACK_OVERFLOW_RESET), "ack_overflow_reset", "ACK:RST", "ack", "reset"),
+            Kind::CookieAckOverflow => row(Some(kind::COOKIE_ACK_OVERFLOW), "cookie_ack_overflow", "COOKIE-ACK", "ack", "drop"),
+            Kind::SynDropOther => row(Some(kind::SYN_DROP_OTHER), "syn_drop_other", "SYN:OTHER", "syn", "drop"),
+            // Derived from the listeners' drop counters: no program emits it.
+            Kind::ListenerDropCounted => row(None, "listener_drop_counted", "COUNTED", "unknown", "drop"),
+            Kind::ListenerDiscard => row(Some(kind::LISTENER_DISCARD), "listener_discard", "DISCARDS", "unknown", "discard"),
+        }
+    }
+
+    /// The kind a program's record or counter key names.
     pub fn from_id(id: u8) -> Option<Self> {
-        Some(match id {
-            kind::ACCEPT_QUEUE_FULL => Kind::AcceptQueueFull,
-            kind::SYN_QUEUE_FULL => Kind::SynQueueFull,
-            kind::SYNCOOKIE_SENT => Kind::SyncookieSent,
-            kind::ACK_OVERFLOW => Kind::AckOverflow,
-            kind::ACK_OVERFLOW_RESET => Kind::AckOverflowReset,
-            kind::COOKIE_ACK_OVERFLOW => Kind::CookieAckOverflow,
-            kind::SYN_DROP_OTHER => Kind::SynDropOther,
-            kind::LISTENER_DISCARD => Kind::ListenerDiscard,
-            _ => return None,
-        })
+        Kind::ALL.into_iter().find(|k| k.info().id == Some(id))
     }
 
     pub fn index(self) -> usize {
         self as usize
     }
 
+    /// The NDJSON `kind` value.
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::AcceptQueueFull => "accept_queue_full",
-            Kind::SynQueueFull => "syn_queue_full",
-            Kind::SyncookieSent => "syncookie_sent",
-            Kind::AckOverflow => "ack_overflow",
-            Kind::AckOverflowReset => "ack_overflow_reset",
-            Kind::CookieAckOverflow => "cookie_ack_overflow",
-            Kind::SynDropOther => "syn_drop_other",
-            Kind::ListenerDropCounted => "listener_drop_counted",
-            Kind::ListenerDiscard => "listener_discard",
-        }
+        self.info().name
     }
 
     /// Short column title for the table.
     pub fn column(self) -> &'static str {
-        match self {
-            Kind::AcceptQueueFull => "SYN:ACCQ",
-            Kind::SynQueueFull => "SYN:SYNQ",
-            Kind::SyncookieSent => "COOKIES",
-            Kind::AckOverflow => "ACK:DROP",
-            Kind::AckOverflowReset => "ACK:RST",
-            Kind::CookieAckOverflow => "COOKIE-ACK",
-            Kind::SynDropOther => "SYN:OTHER",
-            Kind::ListenerDropCounted => "COUNTED",
-            Kind::ListenerDiscard => "DISCARDS",
-        }
+        self.info().column
     }
 
     /// Handshake stage: `syn`, `ack`, or `unknown` for counted drops.
     pub fn stage(self) -> &'static str {
-        match self {
-            Kind::AcceptQueueFull | Kind::SynQueueFull | Kind::SyncookieSent | Kind::SynDropOther => "syn",
-            Kind::AckOverflow | Kind::AckOverflowReset | Kind::CookieAckOverflow => "ack",
-            Kind::ListenerDropCounted | Kind::ListenerDiscard => "unknown",
-        }
+        self.info().stage
     }
 
-    /// What the kernel did with the packet: `drop`, `reset` or `cookie`.
+    /// What the kernel did with the packet: `drop`, `reset`, `cookie` or
+    /// `discard`.
     pub fn action(self) -> &'static str {
-        match self {
-            Kind::AckOverflowReset => "reset",
-            Kind::SyncookieSent => "cookie",
-            Kind::ListenerDiscard => "discard",
-            _ => "drop",
-        }
+        self.info().action
     }
 
     /// Whether the packet was lost to the client (every kind but cookies);
     /// these add up to the namespace's `ListenDrops`.
     pub fn is_drop(self) -> bool {
-        !matches!(self, Kind::SyncookieSent | Kind::ListenerDiscard)
+        self.action() == "drop" || self.action() == "reset"
     }
 
     /// How many times one such packet moves the listener's drop counter.
@@ -125,6 +108,16 @@ impl Kind {
             _ => 1,
         }
     }
+}
+
+/// One kind's row: its program id (none for kinds derived in userspace),
+/// names and classification.
+struct KindInfo {
+    id: Option<u8>,
+    name: &'static str,
+    column: &'static str,
+    stage: &'static str,
+    action: &'static str,
 }
 
 /// Which program saw an event, as named in the NDJSON `hook` field.
@@ -334,8 +327,12 @@ mod tests {
             assert_eq!(Kind::ALL[k.index()], k);
         }
         let mut names: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Kind::ALL.len());
+        for k in Kind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name(), "serde and name() agree");
+        }
     }
 
     #[test]
