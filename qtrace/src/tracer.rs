@@ -10,13 +10,14 @@ use anyhow::Result;
 
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::sock_diag::Listener;
+use crate::host::system;
 use crate::host::HostInputs;
 use crate::kernel::limits::{Limit, Refusal};
 use crate::kernel::maps::{KernelInputs, KernelMaps};
 use crate::kernel::probe::{Filter, HookChoice, Probe, Tier};
 use crate::model::aggregate::{Aggregator, CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{Requested, RequestedBacklogs};
-use crate::model::event::{self, Decoded};
+use crate::model::event::Decoded;
 use crate::model::ports::PortSet;
 
 /// A `listen(2)` qtrace saw, matched to its listener.
@@ -129,7 +130,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             listeners,
             expire_after: None,
             ports: filter.ports.clone(),
-            boot_offset: event::boot_offset_ns(),
+            boot_offset: system::boot_offset_ns(),
             undecodable: 0,
             last_poll: Instant::now(),
         }

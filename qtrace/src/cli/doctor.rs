@@ -7,9 +7,10 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{DoctorArgs, Resolved};
+use crate::host;
 use crate::host::netns::{self, Namespaces};
 use crate::host::ns_state::NsState;
 use crate::kernel::probe::Filter;
@@ -77,11 +78,10 @@ fn begin(args: &DoctorArgs, netns: Option<u32>, ports: &PortSet, namespaces: Nam
 
 /// Samples the accept queues for their peak until `duration` or a signal;
 /// returns the seconds sampled.
-async fn sample(sampling: &mut Sampling, peaks: &mut BTreeMap<u64, u32>, duration: Duration) -> Result<f64> {
+async fn sample(sampling: &mut Sampling, peaks: &mut BTreeMap<u64, u32>, duration: Duration, stop: &mut Stop) -> Result<f64> {
     let started = tokio::time::Instant::now();
     let deadline = started + duration;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let Stop { sigint, sigterm } = stop;
     for tick in 1u32.. {
         tokio::select! {
             _ = tokio::time::sleep(SAMPLE) => {}
@@ -103,6 +103,19 @@ async fn sample(sampling: &mut Sampling, peaks: &mut BTreeMap<u64, u32>, duratio
         }
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// SIGINT and SIGTERM, caught before the start record goes out: a reader
+/// that stops doctor as soon as it sees it still gets the report.
+struct Stop {
+    sigint: Signal,
+    sigterm: Signal,
+}
+
+impl Stop {
+    fn new() -> Result<Self> {
+        Ok(Self { sigint: signal(SignalKind::interrupt())?, sigterm: signal(SignalKind::terminate())? })
+    }
 }
 
 /// What the window saw, for the diagnosis.
@@ -152,12 +165,13 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
     let mut peaks = BTreeMap::new();
     track_peaks(&mut peaks, &first);
     let (mut sampling, start) = begin(&args, netns, &ports, namespaces)?;
+    let mut stop = Stop::new()?;
     if args.json {
         // Flushed now: a reader knows sampling has begun.
         print_now(&Record::Start(&start).line());
     }
     announce(&start, &args);
-    let seconds = sample(&mut sampling, &mut peaks, args.duration).await?;
+    let seconds = sample(&mut sampling, &mut peaks, args.duration, &mut stop).await?;
     // Final accounting as in `watch`.
     let (agg, mut namespaces, backlogs) = match sampling {
         Sampling::Traced(tracer) => {
@@ -169,7 +183,7 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
     let window = Window { before, baseline, peaks, agg };
     let after = states(&namespaces);
     let settings = after.iter().map(|(ino, s)| (*ino, s.settings)).collect();
-    let (rows, _) = inventory::snapshot(&mut namespaces, &ports, &settings, backlogs.as_ref());
+    let rows = inventory::rows(host::survey(&mut namespaces).0, &ports, &settings, backlogs.as_ref());
     let samples = window.namespaces(&namespaces, &after);
     let listeners = window.listeners(rows);
     let listener_netns: BTreeSet<u32> = listeners.iter().map(|l| l.row.netns).collect();

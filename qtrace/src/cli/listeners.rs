@@ -7,6 +7,7 @@ use std::io::Write as _;
 use anyhow::Result;
 
 use super::{ListenersArgs, Resolved};
+use crate::host;
 use crate::host::ns_state::Settings;
 use crate::model::inventory;
 use crate::output::listeners as render;
@@ -15,7 +16,8 @@ use crate::output::style::Style;
 pub fn run(args: ListenersArgs) -> Result<()> {
     let Resolved { ports, mut namespaces, .. } = args.scope.resolve()?;
     let settings = namespaces.read_each(|| Ok(Settings::read()), |_| true);
-    let (rows, unreadable) = inventory::snapshot(&mut namespaces, &ports, &settings, None);
+    let (survey, unreadable) = host::survey(&mut namespaces);
+    let rows = inventory::rows(survey, &ports, &settings, None);
     let mut text = String::new();
     if args.json {
         for r in &rows {

@@ -14,9 +14,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::host::netns::{self, Namespaces};
 use crate::host::system;
+use crate::host::system::realtime_ns;
 use crate::kernel::limits::LimitRecord;
 use crate::kernel::probe::HookChoice;
-use crate::model::event::realtime_ns;
 use crate::model::ports::{PortRange, PortSet};
 use crate::model::record::{Start, Unreachable};
 use crate::tracer::Attachment;

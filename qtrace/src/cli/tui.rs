@@ -15,10 +15,11 @@ use tokio::sync::mpsc;
 
 use crate::host::netns::NsListeners;
 use crate::host::procs;
+use crate::host::system::realtime_ns;
 use crate::model::aggregate::Aggregator;
 use crate::model::aggregate::PortKey;
 use crate::model::event::Kind;
-use crate::model::event::{realtime_ns, rfc3339, Decoded};
+use crate::model::event::{rfc3339, Decoded};
 use crate::model::record::Start;
 use crate::output::live::{Action, Key, LiveRow, LiveView};
 use crate::output::table::{self, Banner};

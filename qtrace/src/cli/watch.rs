@@ -171,8 +171,11 @@ struct Run<'a> {
 impl Run<'_> {
     async fn drive<S: WatchSink>(&self, mut tracer: Tracer, mut sink: S) -> Result<()> {
         let started = std::time::Instant::now();
+        // Signals are caught before the start record goes out: a reader
+        // that stops qtrace as soon as it sees it still gets the summary.
+        let mut clock = Clock::new(self.args).await?;
         sink.started(&tracer, self.start);
-        self.run_loop(&mut tracer, &mut sink).await?;
+        self.run_loop(&mut tracer, &mut sink, &mut clock).await?;
         let mut finished = tracer.finish(&mut sink).await?;
         // The summary's DROPS/S: over the whole run, not the last 100 ms.
         finished.agg.average_rates(started.elapsed().as_secs_f64());
@@ -180,13 +183,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn run_loop<S: WatchSink>(&self, tracer: &mut Tracer, sink: &mut S) -> Result<()> {
+    async fn run_loop<S: WatchSink>(&self, tracer: &mut Tracer, sink: &mut S, clock: &mut Clock) -> Result<()> {
         // Readiness only: the ring buffer itself stays with the tracer.
         // SAFETY: the tracer keeps the descriptor open and the same for
         // longer than this AsyncFd lives (both end with this function).
         let ring =
             unsafe { AsyncFd::register_with_interest(tracer.events_fd(), Interest::READABLE) }.context("watching the ring buffer")?;
-        let mut clock = Clock::new(self.args).await?;
         loop {
             tokio::select! {
                 guard = ring.readable() => {

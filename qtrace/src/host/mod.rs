@@ -7,8 +7,30 @@ pub(crate) mod procs;
 pub(crate) mod sock_diag;
 pub(crate) mod system;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::procs::Owner;
+
+/// Every listener, every request socket and the processes holding each
+/// listener, read in one go (`qtrace listeners`, doctor's report).
+pub(crate) struct Survey {
+    pub listeners: Vec<NsListeners>,
+    /// Local address and port of each request (`SYN_RECV`), by namespace.
+    pub requests: BTreeMap<u32, Vec<(IpAddr, u16)>>,
+    pub owners: BTreeMap<u64, Vec<Owner>>,
+}
+
+/// Reads a [`Survey`]; also returns how many processes' descriptors could
+/// not be read (their listeners show no owner).
+pub(crate) fn survey(namespaces: &mut Namespaces) -> (Survey, usize) {
+    let listeners = namespaces.listeners();
+    let requests = namespaces.requests();
+    let inodes: BTreeSet<u64> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
+    let procs::Owners { by_inode: owners, unreadable } = procs::owners(&inodes);
+    (Survey { listeners, requests, owners }, unreadable)
+}
 
 /// What the tracer reads from the host, so it runs against fakes in tests.
 pub trait HostInputs {

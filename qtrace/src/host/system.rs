@@ -26,3 +26,20 @@ pub(crate) fn is_root() -> bool {
 pub(crate) fn has_btf() -> bool {
     Path::new("/sys/kernel/btf/vmlinux").exists()
 }
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Wall-clock time now, nanoseconds since the Unix epoch.
+pub(crate) fn realtime_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, in nanoseconds.
+pub(crate) fn boot_offset_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}

@@ -235,23 +235,6 @@ pub fn rfc3339(ns: i128) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", tod / 3600, tod % 3600 / 60, tod % 60)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into a timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
-/// Wall-clock time now, nanoseconds since the Unix epoch.
-pub fn realtime_ns() -> i128 {
-    clock_ns(libc::CLOCK_REALTIME)
-}
-
-/// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, in nanoseconds.
-pub fn boot_offset_ns() -> i128 {
-    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,13 +2,13 @@
 //! it: SYN queue length, owning processes, the namespace's `somaxconn` and
 //! whether it clamped the backlog.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::host::netns::Namespaces;
 use crate::host::ns_state::Settings;
-use crate::host::procs::{self, Owner};
+use crate::host::procs::Owner;
 use crate::host::sock_diag::Listener;
+use crate::host::Survey;
 use crate::model::backlog::{self, Clamp, RequestedBacklogs};
 use crate::model::ports::PortSet;
 
@@ -60,21 +60,18 @@ pub(crate) fn syn_queues(listeners: &[Listener], requests: &[(IpAddr, u16)]) -> 
     counts
 }
 
-/// Every listener on a watched port of every namespace `namespaces` can
-/// enter, sorted by namespace, port and address; and how many processes'
-/// descriptors could not be read (their listeners show no owner).
-pub(crate) fn snapshot(
-    namespaces: &mut Namespaces,
+/// Every listener on a watched port of every namespace `survey` saw,
+/// sorted by namespace, port and address, with its SYN queue, owners,
+/// `somaxconn` and clamp.
+pub(crate) fn rows(
+    survey: Survey,
     ports: &PortSet,
     settings: &BTreeMap<u32, Settings>,
     requested: Option<&RequestedBacklogs>,
-) -> (Vec<ListenerRow>, usize) {
-    let all = namespaces.listeners();
-    let mut requests = namespaces.requests();
-    let inodes: BTreeSet<u64> = all.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
-    let procs::Owners { by_inode: mut owners, unreadable } = procs::owners(&inodes);
+) -> Vec<ListenerRow> {
+    let Survey { listeners, mut requests, mut owners } = survey;
     let mut rows = Vec::new();
-    for ns in all {
+    for ns in listeners {
         let reqs = requests.remove(&ns.netns).unwrap_or_default();
         let syn = syn_queues(&ns.listeners, &reqs);
         let somaxconn = settings.get(&ns.netns).and_then(|s| s.somaxconn);
@@ -97,7 +94,7 @@ pub(crate) fn snapshot(
         }
     }
     rows.sort_by_key(|a| (a.netns, a.listener.port, a.listener.addr));
-    (rows, unreadable)
+    rows
 }
 
 #[cfg(test)]

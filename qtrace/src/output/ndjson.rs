@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
+use crate::host::system;
 use crate::model::aggregate::Aggregator;
 use crate::model::event::{self, Decoded};
 use crate::model::record::{CountedRecord, EventRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
@@ -47,7 +48,7 @@ impl Sink for NdjsonSink {
     }
 
     fn polled(&mut self, tracer: &Tracer, report: &PollReport) -> Result<()> {
-        let now = event::realtime_ns();
+        let now = system::realtime_ns();
         for (key, st) in &report.expired {
             self.write(&Record::Expired(PortRecord::new(key, st, Some(now))));
         }
@@ -70,7 +71,7 @@ impl Sink for NdjsonSink {
 impl WatchSink for NdjsonSink {
     fn started(&mut self, tracer: &Tracer, start: &Start) {
         self.write(&Record::Start(start));
-        self.new_settings(tracer, event::realtime_ns());
+        self.new_settings(tracer, system::realtime_ns());
         self.out.flush();
     }
     fn drained(&mut self) {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
+use crate::host::system;
 use crate::model::event::{self, Decoded};
 use crate::model::record::Start;
 use crate::output::writer::Out;
@@ -108,7 +109,7 @@ impl WatchSink for TableSink {
 
     /// One table: time, the demo's lines, context, expiries, rows.
     fn tick(&mut self, tracer: &Tracer) -> Result<()> {
-        let mut text = format!("{}  tier {}\n", &event::rfc3339(event::realtime_ns())[..19], self.tier);
+        let mut text = format!("{}  tier {}\n", &event::rfc3339(system::realtime_ns())[..19], self.tier);
         let banner = self.banner.as_ref().map(|b| b.borrow().clone()).unwrap_or_default();
         for line in banner.iter().chain(&context::lines(tracer, self.all)) {
             text.push_str(line);

@@ -428,7 +428,18 @@ impl Qtrace {
             .filter(|l| l.starts_with('{'))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l}: {e}")))
             .collect();
-        Finished { tier: self.tier, start: self.start, status, records, stdout, stderr: self.stderr_lines }
+        let (tier, start, stderr) = (std::mem::take(&mut self.tier), self.start.take(), std::mem::take(&mut self.stderr_lines));
+        Finished { tier, start, status, records, stdout, stderr }
+    }
+}
+
+/// A test that fails while qtrace runs does not leave it attached: its
+/// reader threads keep the pipes open, so it would not notice on its own.
+impl Drop for Qtrace {
+    fn drop(&mut self) {
+        // After `wait()` both are no-ops: std remembers the exit status.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
