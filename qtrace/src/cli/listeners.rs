@@ -10,6 +10,7 @@ use super::{ListenersArgs, Resolved};
 use crate::host;
 use crate::host::ns_state::Settings;
 use crate::model::inventory;
+use crate::model::record::Record;
 use crate::output::listeners as render;
 use crate::output::style::Style;
 
@@ -18,15 +19,11 @@ pub fn run(args: ListenersArgs) -> Result<()> {
     let settings = namespaces.read_each(|| Ok(Settings::read()), |_| true);
     let (survey, unreadable) = host::survey(&mut namespaces);
     let rows = inventory::rows(survey, &ports, &settings, None);
-    let mut text = String::new();
-    if args.json {
-        for r in &rows {
-            text.push_str(&serde_json::to_string(&render::json(r))?);
-            text.push('\n');
-        }
+    let text = if args.json {
+        rows.iter().map(|r| Record::Listener(r.into()).line()).collect()
     } else {
-        text = render::table(&rows, Style::for_stdout());
-    }
+        render::table(&rows, Style::for_stdout())
+    };
     // A closed pipe (`| head`) is not an error worth a message.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if !namespaces.unreachable.is_empty() {

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::host::ns_state::{NetCounters, Settings};
+use crate::host::procs::Owner;
 use crate::host::sock_diag::Listener;
 use crate::kernel::limits::{LimitRecord, Refusal};
 use crate::kernel::probe::Tier;
@@ -12,6 +13,7 @@ use crate::model::aggregate::{CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{self, Clamp, Requested};
 use crate::model::diagnose::Finding;
 use crate::model::event::{rfc3339, Decoded, Kind};
+use crate::model::inventory::ListenerRow;
 
 /// One NDJSON line.
 #[derive(Debug, Serialize)]
@@ -32,6 +34,49 @@ pub(crate) enum Record<'a> {
     Window(WindowRecord),
     /// `doctor`: one conclusion.
     Finding(&'a Finding),
+    /// `listeners`: one listener with its context.
+    Listener(ListenerRecord<'a>),
+}
+
+/// One listener (`"type": "listener"`, `qtrace listeners --json`).
+#[derive(Debug, Serialize)]
+pub(crate) struct ListenerRecord<'a> {
+    pub netns: u32,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    /// Connections waiting to be accepted (`ss` Recv-Q).
+    pub accept_queue: u32,
+    /// The accept queue's bound, min(backlog, somaxconn) (`ss` Send-Q).
+    pub accept_queue_max: u32,
+    /// Requests in the SYN queue; null when shared with another listener.
+    pub syn_queue: Option<u32>,
+    /// The listener's drop counter (`ss -m` d<N>); null if not reported.
+    pub drops: Option<u32>,
+    pub processes: &'a [Owner],
+    pub somaxconn: Option<u32>,
+    pub requested_backlog: Option<i32>,
+    pub backlog_clamped: Clamp,
+}
+
+impl<'a> From<&'a ListenerRow> for ListenerRecord<'a> {
+    fn from(r: &'a ListenerRow) -> Self {
+        let l = &r.listener;
+        Self {
+            netns: r.netns,
+            family: family(l.addr.is_ipv4()),
+            local_addr: l.addr.to_string(),
+            local_port: l.port,
+            accept_queue: l.accept_queue,
+            accept_queue_max: l.accept_queue_max,
+            syn_queue: r.syn_queue,
+            drops: l.drops,
+            processes: &r.owners,
+            somaxconn: r.somaxconn,
+            requested_backlog: r.requested_backlog,
+            backlog_clamped: r.clamp,
+        }
+    }
 }
 
 /// `doctor`'s `"type": "settings"`: with the counters' growth over the

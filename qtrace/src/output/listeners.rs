@@ -1,55 +1,12 @@
-//! `qtrace listeners`: one NDJSON record per listener, or an aligned table.
+//! `qtrace listeners` for people: an aligned table (its NDJSON record is
+//! `Record::Listener`).
 
 use std::fmt::Write as _;
-
-use serde::Serialize;
 
 use crate::host::procs::Owner;
 use crate::model::backlog::Clamp;
 use crate::model::inventory::ListenerRow;
 use crate::output::style::Style;
-
-/// `"type": "listener"`; see docs/events.md.
-#[derive(Serialize)]
-pub(crate) struct ListenerJson<'a> {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub netns: u32,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    /// Connections waiting to be accepted (`ss` Recv-Q).
-    pub accept_queue: u32,
-    /// The accept queue's bound, min(backlog, somaxconn) (`ss` Send-Q).
-    pub accept_queue_max: u32,
-    /// Requests in the SYN queue; null when shared with another listener.
-    pub syn_queue: Option<u32>,
-    /// The listener's drop counter (`ss -m` d<N>); null if not reported.
-    pub drops: Option<u32>,
-    pub processes: &'a [Owner],
-    pub somaxconn: Option<u32>,
-    pub requested_backlog: Option<i32>,
-    pub backlog_clamped: Clamp,
-}
-
-pub(crate) fn json(r: &ListenerRow) -> ListenerJson<'_> {
-    let l = &r.listener;
-    ListenerJson {
-        ty: "listener",
-        netns: r.netns,
-        family: if l.addr.is_ipv4() { "ipv4" } else { "ipv6" },
-        local_addr: l.addr.to_string(),
-        local_port: l.port,
-        accept_queue: l.accept_queue,
-        accept_queue_max: l.accept_queue_max,
-        syn_queue: r.syn_queue,
-        drops: l.drops,
-        processes: &r.owners,
-        somaxconn: r.somaxconn,
-        requested_backlog: r.requested_backlog,
-        backlog_clamped: r.clamp,
-    }
-}
 
 /// Owners as `comm(pid)`, the first two and a count of the rest.
 pub(crate) fn owners(list: &[Owner]) -> String {
@@ -129,7 +86,8 @@ mod tests {
             "4026531840 127.0.0.1                 9001        0/64     0       0  -  bound = somaxconn 64: backlog probably clamped\n",
         );
         assert_eq!(text, expected);
-        let j = serde_json::to_value(json(&rows[1])).unwrap();
+        let j = serde_json::to_value(crate::model::record::Record::Listener((&rows[1]).into())).unwrap();
+        assert_eq!(j["type"], "listener");
         assert_eq!(j["backlog_clamped"], "proven");
         assert_eq!(j["requested_backlog"], 4096);
         assert_eq!(j["processes"][0]["comm"], "nginx");
