@@ -218,6 +218,13 @@ impl Decoded {
 
 /// RFC 3339 UTC time with nanoseconds, e.g. `2026-11-21T06:01:02.000000003Z`.
 pub fn rfc3339(ns: i128) -> String {
+    let mut out = String::with_capacity(30);
+    let _ = write_rfc3339(&mut out, ns);
+    out
+}
+
+/// [`rfc3339`] written into `out`, without allocating.
+pub(crate) fn write_rfc3339(out: &mut impl std::fmt::Write, ns: i128) -> std::fmt::Result {
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
@@ -232,7 +239,7 @@ pub fn rfc3339(ns: i128) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i128::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", tod / 3600, tod % 3600 / 60, tod % 60)
+    write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", tod / 3600, tod % 3600 / 60, tod % 60)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::host::system;
 use crate::model::aggregate::Aggregator;
 use crate::model::event::{self, Decoded};
-use crate::model::record::{CountedRecord, EventRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
+use crate::model::record::{write_event_line, CountedRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
 use crate::output::context::settings_of;
 use crate::output::writer::Out;
 use crate::output::WatchSink;
@@ -16,16 +16,27 @@ use crate::tracer::{PollReport, Sink, Tracer};
 
 pub(crate) struct NdjsonSink {
     out: Out,
+    /// Event lines since the last write: one write per ring-buffer batch.
+    events: String,
     /// Namespaces whose settings were written.
     settings_shown: BTreeSet<u32>,
 }
 
 impl NdjsonSink {
     pub(crate) fn new(out: Out) -> Self {
-        Self { out, settings_shown: BTreeSet::new() }
+        Self { out, events: String::with_capacity(1 << 16), settings_shown: BTreeSet::new() }
+    }
+
+    /// Writes the event lines gathered so far, before anything after them.
+    fn write_events(&mut self) {
+        if !self.events.is_empty() {
+            self.out.write_str(&self.events);
+            self.events.clear();
+        }
     }
 
     fn write(&mut self, r: &Record<'_>) {
+        self.write_events();
         self.out.write_str(&r.line());
     }
 
@@ -44,11 +55,12 @@ impl NdjsonSink {
 
 impl Sink for NdjsonSink {
     fn event(&mut self, ev: &Decoded) {
-        self.write(&Record::Event(EventRecord::from(ev)));
+        write_event_line(&mut self.events, ev);
     }
 
     fn polled(&mut self, tracer: &Tracer, report: &PollReport) -> Result<()> {
         let now = system::realtime_ns();
+        self.write_events();
         for (key, st) in &report.expired {
             self.write(&Record::Expired(PortRecord::new(key, st, Some(now))));
         }
@@ -75,6 +87,7 @@ impl WatchSink for NdjsonSink {
         self.out.flush();
     }
     fn drained(&mut self) {
+        self.write_events();
         self.out.flush();
     }
     fn tick(&mut self, _tracer: &Tracer) -> Result<()> {
