@@ -7,6 +7,8 @@
 //! without any I/O; `tracer` runs that loop; `output` and `metrics` render
 //! it; `cli` holds the subcommands.
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod host;
 pub mod kernel;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! Project automation: `cargo xtask setup | build | run | test | install |
-//! bench | vm-test`, one module per subcommand. Every command sets up what
+//! bench | vm-test | fuzz`, one module per subcommand. Every command sets up what
 //! it needs first (`setup`). The eBPF object itself is built by
 //! `qtrace/build.rs`.
 
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 mod install;
 mod process;
 mod setup;
@@ -56,6 +57,13 @@ enum Cmd {
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and attach every
     /// hook tier in each.
     VmTest,
+    /// Set up, then run every fuzz target (cargo-fuzz, libFuzzer) for a
+    /// bounded time from the seeds in fuzz/corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = test::FUZZ_SECONDS)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,8 +75,10 @@ fn main() -> ExitCode {
         Cmd::Install { prefix } => setup::setup(&[]).and_then(|()| process::build()).and_then(|()| install::install(&prefix)),
         Cmd::Test => setup::setup(&[setup::VM_PACKAGES, setup::DEPLOY_TEST_PACKAGES].concat())
             .and_then(|()| setup::python_tools())
+            .and_then(|()| setup::fuzz_tools())
             .and_then(|()| test::test()),
         Cmd::Bench { runs, only } => setup::setup(setup::BENCH_PACKAGES).and_then(|()| bench::bench(runs, only)),
+        Cmd::Fuzz { seconds } => setup::setup(&[]).and_then(|()| setup::fuzz_tools()).and_then(|()| fuzz::fuzz(seconds)),
         Cmd::VmTest => setup::setup(setup::VM_PACKAGES).and_then(|()| process::build()).and_then(|()| test::vm_test()),
     };
     match result {

@@ -88,6 +88,19 @@ pub(crate) fn setup(extra: &[&'static str]) -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, which builds the fuzz targets with libFuzzer and
+/// AddressSanitizer (on nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Installs cargo-fuzz unless the pinned version is there.
+pub(crate) fn fuzz_tools() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))
+}
+
 /// Installs the PyPI tools the tests use, unless the pinned version is there.
 pub(crate) fn python_tools() -> Result<()> {
     let want = KUBERNETES_VALIDATE.split_once("==").map_or("", |(_, v)| v);

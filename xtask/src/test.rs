@@ -10,6 +10,9 @@ use anyhow::{bail, Context, Result};
 use crate::process::{build, cargo, status, target_dir};
 use crate::vm;
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+pub(crate) const FUZZ_SECONDS: u64 = 20;
+
 /// The root integration suites the kernel matrix runs.
 const VM_SUITES: &[&str] = &["overflow", "diagnosis"];
 
@@ -61,9 +64,10 @@ pub(crate) fn test() -> Result<()> {
     // plain `cargo test` leaves out.
     status(
         cargo()
-            .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--", "--test-threads=1"])
+            .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--exclude", "qtrace-fuzz", "--", "--test-threads=1"])
             .env("QTRACE_BIN", target_dir().join("release/qtrace")),
     )?;
+    crate::fuzz::fuzz(FUZZ_SECONDS)?;
     // The soak test's memory figures: a report, not an assertion.
     if let Ok(report) = std::fs::read_to_string(target_dir().join("tmp/soak-report.txt")) {
         eprint!("xtask: {report}");
