@@ -362,23 +362,35 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
         .args(["-append", "console=ttyS0 quiet panic=-1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .context("starting qemu-system-x86_64")?;
+    // Read as it comes: a console longer than the pipe's buffer would
+    // otherwise stop the guest until the timeout.
+    let mut out = child.stdout.take().context("qemu's stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
     let start = Instant::now();
-    loop {
+    let timed_out = loop {
         if child.try_wait()?.is_some() {
-            break;
+            break false;
         }
         if start.elapsed() > BOOT_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("guest did not power off within {BOOT_TIMEOUT:?}");
+            break true;
         }
         std::thread::sleep(Duration::from_millis(200));
+    };
+    let console = reader.join().unwrap_or_default();
+    if timed_out {
+        // What the guest said before it stalled is the clue: keep it.
+        return Ok(format!("{console}\nQTRACE-BOOT-FAILED guest did not power off within {BOOT_TIMEOUT:?}"));
     }
-    let out = child.wait_with_output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(console)
 }
 
 /// Prints a guest's kernel oops from its first line, or the console's tail.
