@@ -197,6 +197,17 @@ impl Decoded {
     }
 }
 
+/// A deterministic xorshift generator for tests: a failure reproduces.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[cfg(test)]
 impl Decoded {
     /// An event for tests: `kind` from `remote` to `local` in `netns`, at
@@ -296,16 +307,9 @@ mod tests {
         assert_eq!(Decoded::from_event(&raw(0, AF_INET), 0), Err(DecodeError::UnknownKind(0)));
         assert_eq!(Decoded::from_event(&raw(1, 7), 0), Err(DecodeError::UnknownFamily(7)));
         // Every byte pattern of every length decodes or errors.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for len in 0..200 {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let _ = Decoded::decode(&bytes, i128::MAX / 4);
         }
     }
@@ -337,13 +341,7 @@ mod tests {
     /// never panics. Deterministic xorshift, so a failure reproduces.
     #[test]
     fn decoding_garbage_never_panics() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let valid = Event { kind: qtrace_common::kind::ACK_OVERFLOW, family: AF_INET, lport: 8080, ..Event::default() };
         // SAFETY: Event is plain old data with an explicit layout.
         let bytes: Vec<u8> = unsafe { std::slice::from_raw_parts((&raw const valid).cast::<u8>(), std::mem::size_of::<Event>()) }.to_vec();

@@ -353,13 +353,7 @@ mod tests {
     /// every kind, both families, mapped addresses and any time.
     #[test]
     fn the_event_writer_matches_the_record() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::model::event::xorshift(0x9e37_79b9_7f4a_7c15);
         let addrs = ["127.0.0.1:8080", "[::1]:443", "[::ffff:10.0.0.1]:1", "[2001:db8::7]:65535", "0.0.0.0:0"];
         let mut line = String::new();
         for i in 0..5_000 {
