@@ -25,6 +25,16 @@ pub const MAP_CONFIG: &str = "CONFIG";
 /// Array of 65536 `u8`: non-zero where the local port is watched (only
 /// consulted when [`Config::filter_ports`] is set).
 pub const MAP_PORTS: &str = "PORTS";
+/// Per-CPU hash map [`CounterKey`] -> `u64`: per-(netns, port, kind)
+/// events over the port's event budget, counted in [`MAP_COUNTERS`] like
+/// every other but not sent (see [`Config::budget_interval_ns`]).
+pub const MAP_SUPPRESSED: &str = "SUPPRESSED";
+/// LRU hash map `u64` ((netns << 16) | port) -> `u64`: when that port's
+/// next event is due under its budget, in `bpf_ktime_get_ns()` time.
+pub const MAP_BUDGETS: &str = "BUDGETS";
+/// Entries of [`MAP_BUDGETS`]: ports with recent events. Beyond this the
+/// least recently used port's budget starts afresh.
+pub const BUDGETS_MAX: u32 = 16_384;
 
 /// LRU hash map [`ListenKey`] -> [`ListenCall`]: the backlog each
 /// successful `listen(2)` asked for, kept until userspace has matched the
@@ -137,7 +147,8 @@ pub mod hook {
 pub mod stat {
     /// Events counted but not delivered: the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 0;
-    /// Events delivered but not counted: the counters map was full.
+    /// Events delivered but not counted: the counters map was full (or,
+    /// for an event over its port's budget, the suppressed map was).
     pub const COUNTER_MAP_FULL: u32 = 1;
     /// Overflows seen whose listener could not be read (event dropped).
     pub const READ_FAILED: u32 = 2;
@@ -304,6 +315,14 @@ pub struct Config {
     pub tp_state_protocol: u32,
     /// `struct sock`: `__sk_common.skc_cookie` (8 bytes).
     pub sk_cookie: u32,
+    /// The per-port event budget as a token bucket in its GCRA form: a
+    /// port's next event is due `budget_interval_ns` after the previous
+    /// one, and may come up to `budget_burst_ns` early, so a burst of
+    /// `budget_burst_ns / budget_interval_ns + 1` events passes at once and
+    /// then one per interval. Events over it are counted (exact totals),
+    /// tallied in [`MAP_SUPPRESSED`], and not sent. 0: no budget.
+    pub budget_interval_ns: u32,
+    pub budget_burst_ns: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -314,7 +333,7 @@ pub struct Config {
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 152 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 160 + 16 * range::LEN);
 
 /// Marks a parameter a traced function does not have (or a program does not
 /// read).
@@ -400,6 +419,8 @@ impl Config {
             tp_state_newstate: OFFSET_NONE,
             tp_state_protocol: OFFSET_NONE,
             sk_cookie: OFFSET_NONE,
+            budget_interval_ns: 0,
+            budget_burst_ns: 0,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,

@@ -1,10 +1,11 @@
 //! Filters, exact counting and event delivery, shared by every hook.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::maps::PerCpuHashMap;
 use qtrace_common::{stat, Config, CounterKey, Event};
 
 use crate::kmem::{self, Identity, QueueState};
-use crate::maps::{COUNTERS, EVENTS, PORTS, STATS};
+use crate::maps::{BUDGETS, COUNTERS, EVENTS, PORTS, STATS, SUPPRESSED};
 
 /// Applies `--netns` and `--port` in the kernel: a listener nobody watches
 /// costs one map lookup and produces no ring-buffer traffic.
@@ -30,30 +31,69 @@ pub(crate) fn bump(index: u32) {
 /// Counts one `kind` for the listener in the per-CPU counters.
 #[inline(always)]
 pub(crate) fn count(kind: u8, id: &Identity) {
+    tally(&COUNTERS, kind, id);
+}
+
+#[inline(always)]
+fn tally(map: &PerCpuHashMap<CounterKey, u64>, kind: u8, id: &Identity) {
     let key = CounterKey { netns: id.netns, port: id.port, kind, _pad: 0 };
-    match COUNTERS.get_ptr_mut(key) {
+    match map.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         Some(v) => unsafe { *v += 1 },
         None => {
-            if COUNTERS.insert(key, 1, 0).is_err() {
+            if map.insert(key, 1, 0).is_err() {
                 bump(stat::COUNTER_MAP_FULL);
             }
         }
     }
 }
 
-/// Counts one `kind` for the listener, then sends the event if the ring
-/// buffer has room (and counts it as lost if not).
+/// Whether the listener's port may send one more event now (the token
+/// bucket of [`Config::budget_interval_ns`]), taking it if so. Two CPUs
+/// that read the same due time both send: under a flood spread over CPUs
+/// the budget can be exceeded by up to one event per CPU per interval,
+/// which bounds the cost as well; the counts stay exact either way.
+#[inline(always)]
+fn within_budget(cfg: &Config, id: &Identity, now: u64) -> bool {
+    if cfg.budget_interval_ns == 0 {
+        return true;
+    }
+    let interval = u64::from(cfg.budget_interval_ns);
+    let key = (u64::from(id.netns) << 16) | u64::from(id.port);
+    let Some(due) = BUDGETS.get_ptr_mut(key) else {
+        // A full map evicts the least recently used port's budget.
+        let _ = BUDGETS.insert(key, now + interval, 0);
+        return true;
+    };
+    // SAFETY: a value of the map, live while this program runs; a racing
+    // writer on another CPU only makes the budget approximate (above).
+    let next = unsafe { *due }.max(now);
+    if next - now > u64::from(cfg.budget_burst_ns) {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { *due = next + interval };
+    true
+}
+
+/// Counts one `kind` for the listener, then sends the event if the port's
+/// budget allows (tallied as suppressed if not) and the ring buffer has
+/// room (counted as lost if not).
 #[inline(always)]
 pub(crate) fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &QueueState) {
     count(kind, id);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !within_budget(cfg, id, now) {
+        tally(&SUPPRESSED, kind, id);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(stat::RINGBUF_FULL);
         return;
     };
     let mut ev = Event {
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         netns: id.netns,
         ack_backlog: q.ack_backlog,
         max_ack_backlog: q.max_ack_backlog,

@@ -4,15 +4,23 @@
 use aya_ebpf::bindings::BPF_F_RDONLY_PROG;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use qtrace_common::{Config, CounterKey, COUNTERS_MAX, EVENTS_BYTES, PORTS_LEN};
+use qtrace_common::{Config, CounterKey, BUDGETS_MAX, COUNTERS_MAX, EVENTS_BYTES, PORTS_LEN};
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
 pub(crate) static COUNTERS: PerCpuHashMap<CounterKey, u64> = PerCpuHashMap::with_max_entries(COUNTERS_MAX, 0);
+
+#[map]
+pub(crate) static SUPPRESSED: PerCpuHashMap<CounterKey, u64> = PerCpuHashMap::with_max_entries(COUNTERS_MAX, 0);
+
+/// Shared by every CPU (a per-CPU bucket would multiply the budget by the
+/// number of CPUs); see `emit::within_budget` for what a race costs.
+#[map]
+pub(crate) static BUDGETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(BUDGETS_MAX, 0);
 
 #[map]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(qtrace_common::stat::LEN, 0);

@@ -57,6 +57,8 @@ pub(crate) struct Attachment {
     /// Better tiers that could not attach, best first.
     pub refused: Vec<Refusal>,
     pub limits: Vec<Limit>,
+    /// The per-port event budget the programs apply (`None`: unlimited).
+    pub max_event_rate: Option<u32>,
 }
 
 pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
@@ -89,7 +91,12 @@ impl Tracer {
         // Baseline of every listener's drop counter before the hooks go in.
         let listeners = namespaces.listeners();
         let probe = Probe::attach(choice, filter)?;
-        let attachment = Attachment { tier: probe.tier, refused: probe.refused.clone(), limits: probe.limits.clone() };
+        let attachment = Attachment {
+            tier: probe.tier,
+            refused: probe.refused.clone(),
+            limits: probe.limits.clone(),
+            max_event_rate: filter.max_event_rate,
+        };
         let kernel = probe.into_maps()?;
         Ok(Self::with_inputs(kernel, namespaces, attachment, filter, listeners))
     }
@@ -165,8 +172,9 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         let closed = self.kernel.take_closed(&live);
         self.agg.on_closed(&closed);
         self.agg.on_counters(self.kernel.counters()?);
+        self.agg.on_suppressed(self.kernel.suppressed()?);
         let before = self.agg.losses.ringbuf_full;
-        self.agg.losses = Losses { undecodable: self.undecodable, ..self.kernel.losses()? };
+        self.agg.losses = Losses { undecodable: self.undecodable, suppressed: self.agg.suppressed(), ..self.kernel.losses()? };
         let lost = self.agg.losses.ringbuf_full - before;
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();
@@ -258,6 +266,9 @@ mod tests {
             let key = CounterKey { netns: NETNS, port: PORT, kind: kind::ACK_OVERFLOW, _pad: 0 };
             Ok([(key, drops)].into())
         }
+        fn suppressed(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
+            Ok(BTreeMap::new())
+        }
         fn losses(&mut self) -> Result<Losses> {
             Ok(Losses::default())
         }
@@ -288,7 +299,7 @@ mod tests {
         let baseline = host.listeners();
         let drops = storm.borrow().drops;
         storm.borrow_mut().before_attach = drops;
-        let attachment = Attachment { tier: Tier::Tracepoint, refused: Vec::new(), limits: Vec::new() };
+        let attachment = Attachment { tier: Tier::Tracepoint, refused: Vec::new(), limits: Vec::new(), max_event_rate: None };
         Tracer::with_inputs(FakeKernel(storm.clone()), host, attachment, &Filter::default(), baseline)
     }
 

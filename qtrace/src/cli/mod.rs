@@ -241,6 +241,40 @@ pub struct WatchArgs {
     /// every port that dropped until the end.
     #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = parse_expire)]
     pub expire: Expire,
+
+    /// Events each port may send per second (a token bucket in the kernel
+    /// that lets a second's worth through at once). Beyond it events are
+    /// counted in the totals and shown as suppressed, but not sent, so a
+    /// flood costs little; `unlimited` sends every one.
+    #[arg(long, value_name = "N|unlimited", default_value_t = EventRate(Some(DEFAULT_MAX_EVENT_RATE)), value_parser = parse_event_rate)]
+    pub max_event_rate: EventRate,
+}
+
+/// Events per second each port may send by default: enough to see every
+/// connection of an ordinary overload, a small cost in a flood.
+pub(crate) const DEFAULT_MAX_EVENT_RATE: u32 = 5000;
+
+/// `--max-event-rate`: events per second per port, or unlimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRate(pub Option<u32>);
+
+impl std::fmt::Display for EventRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("unlimited"),
+        }
+    }
+}
+
+fn parse_event_rate(s: &str) -> Result<EventRate, String> {
+    if s.trim() == "unlimited" {
+        return Ok(EventRate(None));
+    }
+    match s.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(EventRate(Some(n))),
+        _ => Err(format!("{s:?} is not a positive number of events per second or `unlimited`")),
+    }
 }
 
 /// `--expire`: seconds, or never.
@@ -287,6 +321,7 @@ pub(crate) fn start_record(attachment: Option<&Attachment>, namespaces: &Namespa
         tier: attachment.map(|a| a.tier),
         refused: attachment.map(|a| a.refused.clone()).unwrap_or_default(),
         limits: attachment.map(|a| a.limits.iter().map(LimitRecord::from).collect()).unwrap_or_default(),
+        max_event_rate: attachment.and_then(|a| a.max_event_rate),
         namespaces: namespaces.count(),
         unreachable_namespaces: namespaces
             .unreachable
@@ -349,6 +384,9 @@ mod tests {
             &["watch", "--metrics-addr", "1.2.3.4:99999"],
             &["watch", "--expire", "0"],
             &["watch", "--expire", "soon"],
+            &["watch", "--max-event-rate", "0"],
+            &["watch", "--max-event-rate=-5"],
+            &["watch", "--max-event-rate", "lots"],
             &["listeners", "--port", "0"],
             &["doctor", "--duration", "0"],
             &["doctor", "-p", "70000"],

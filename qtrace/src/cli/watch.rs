@@ -106,7 +106,7 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     let out = Out::new(args.output.clone())?;
     let metrics_listener = args.metrics_addr.map(bind_metrics).transpose()?;
-    let mut tracer = Tracer::start(args.hooks, &crate::kernel::probe::Filter { netns, ports: ports.clone() }, namespaces)?;
+    let mut tracer = Tracer::start(args.hooks, &crate::kernel::probe::Filter { netns, ports: ports.clone(), max_event_rate: args.max_event_rate.0 }, namespaces)?;
     tracer.expire_after = args.expire.0;
     let metrics = metrics_listener.map(|l| MetricsServer::serve(l, &tracer.attachment.tier.to_string()));
     let start = Start {

@@ -11,6 +11,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
     stat, ClosedListener, CounterKey, ListenCall, ListenKey, MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_STATS,
+    MAP_SUPPRESSED,
 };
 
 use crate::model::aggregate::{Losses, PortKey};
@@ -21,14 +22,17 @@ pub trait KernelInputs {
     fn drain_events(&mut self, each: &mut dyn FnMut(&[u8]));
     /// Exact per-(netns, port, kind) totals.
     fn counters(&mut self) -> Result<BTreeMap<CounterKey, u64>>;
-    /// The kernel's part of [`Losses`] (`undecodable` is userspace's).
+    /// Per-(netns, port, kind) events over their port's budget, not sent.
+    fn suppressed(&mut self) -> Result<BTreeMap<CounterKey, u64>>;
+    /// The kernel's part of [`Losses`] (`undecodable` and `suppressed` are
+    /// userspace's sums).
     fn losses(&mut self) -> Result<Losses>;
     /// Takes the recorded final counters of closed listeners, except those
     /// `live` still lists by (netns, cookie): they wait for a later call.
     fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener>;
     /// Takes the `listen(2)` calls recorded since the last call.
     fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)>;
-    /// Deletes the counters of `ports`.
+    /// Deletes the counters (and suppressed tallies) of `ports`.
     fn forget_ports(&mut self, ports: &[PortKey]);
 }
 
@@ -37,6 +41,7 @@ pub struct KernelMaps {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
     counters: PerCpuHashMap<MapData, CounterKey, u64>,
+    suppressed: PerCpuHashMap<MapData, CounterKey, u64>,
     stats: PerCpuArray<MapData, u64>,
     /// `None` when the `listen(2)` recorders could not attach.
     listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
@@ -52,10 +57,11 @@ impl KernelMaps {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
         let events = RingBuf::try_from(take(MAP_EVENTS)?)?;
         let counters = PerCpuHashMap::try_from(take(MAP_COUNTERS)?)?;
+        let suppressed = PerCpuHashMap::try_from(take(MAP_SUPPRESSED)?)?;
         let stats = PerCpuArray::try_from(take(MAP_STATS)?)?;
         let listen_calls = if listen_calls { Some(HashMap::try_from(take(MAP_LISTEN_CALLS)?)?) } else { None };
         let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
-        Ok(Self { ebpf, events, counters, stats, listen_calls, closed })
+        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed })
     }
 
     /// The ring buffer's descriptor, to wait on. It stays open and the same
@@ -78,14 +84,11 @@ impl KernelInputs for KernelMaps {
     }
 
     fn counters(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
-        let mut out = BTreeMap::new();
-        for item in self.counters.iter() {
-            // Only expiry deletes keys, between polls: any error here is a
-            // real map failure.
-            let (key, values) = item.context("reading the counters map")?;
-            out.insert(key, values.iter().sum());
-        }
-        Ok(out)
+        sum_per_cpu(&self.counters).context("reading the counters map")
+    }
+
+    fn suppressed(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
+        sum_per_cpu(&self.suppressed).context("reading the suppressed map")
     }
 
     fn losses(&mut self) -> Result<Losses> {
@@ -97,6 +100,7 @@ impl KernelInputs for KernelMaps {
             read_failed: get(stat::READ_FAILED)?,
             entry_missing: get(stat::ENTRY_MISSING)?,
             undecodable: 0,
+            suppressed: 0,
         })
     }
 
@@ -124,11 +128,25 @@ impl KernelInputs for KernelMaps {
     }
 
     fn forget_ports(&mut self, ports: &[PortKey]) {
-        let keys: Vec<CounterKey> =
-            self.counters.keys().filter_map(Result::ok).filter(|k| ports.iter().any(|p| p.netns == k.netns && p.port == k.port)).collect();
-        for k in keys {
-            // Already gone is fine: never fail a poll on it.
-            let _ = self.counters.remove(&k);
+        for map in [&mut self.counters, &mut self.suppressed] {
+            let keys: Vec<CounterKey> =
+                map.keys().filter_map(Result::ok).filter(|k| ports.iter().any(|p| p.netns == k.netns && p.port == k.port)).collect();
+            for k in keys {
+                // Already gone is fine: never fail a poll on it.
+                let _ = map.remove(&k);
+            }
         }
     }
+}
+
+/// Each key's values summed over the CPUs.
+fn sum_per_cpu(map: &PerCpuHashMap<MapData, CounterKey, u64>) -> Result<BTreeMap<CounterKey, u64>> {
+    let mut out = BTreeMap::new();
+    for item in map.iter() {
+        // Only expiry deletes keys, between polls: any error here is a
+        // real map failure.
+        let (key, values) = item?;
+        out.insert(key, values.iter().sum());
+    }
+    Ok(out)
 }

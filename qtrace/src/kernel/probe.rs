@@ -75,6 +75,23 @@ impl HookChoice {
 pub struct Filter {
     pub netns: Option<u32>,
     pub ports: PortSet,
+    /// Events per second each port may send (`None`: every one).
+    pub max_event_rate: Option<u32>,
+}
+
+impl Filter {
+    /// The kernel's form of `max_event_rate`: (interval, burst) in ns, a
+    /// burst of one second's worth (see `Config::budget_interval_ns`).
+    fn budget_ns(&self) -> (u32, u32) {
+        const SECOND: u32 = 1_000_000_000;
+        match self.max_event_rate {
+            None | Some(0) => (0, 0),
+            Some(rate) => {
+                let interval = (SECOND / rate).max(1);
+                (interval, SECOND - interval)
+            }
+        }
+    }
 }
 
 /// Programs of each tier: (program name, kernel function) pairs.
@@ -222,6 +239,7 @@ impl Probe {
         }
         cfg.filter_netns = filter.netns.unwrap_or(0);
         cfg.filter_ports = u32::from(!filter.ports.is_all());
+        (cfg.budget_interval_ns, cfg.budget_burst_ns) = filter.budget_ns();
         write_ports(&mut ebpf, &filter.ports)?;
         write_config(&mut ebpf, cfg)?;
 

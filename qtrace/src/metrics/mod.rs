@@ -26,6 +26,8 @@ pub struct PortRow {
     pub netns: u32,
     pub port: u16,
     pub kinds: Counts,
+    /// Per kind: events over the port's budget, not sent.
+    pub suppressed: Counts,
     pub drops: u64,
     pub listener_drops: u64,
     /// Accept queue now and its bound, while a listener exists.
@@ -53,6 +55,7 @@ impl Snapshot {
                 netns: k.netns,
                 port: k.port,
                 kinds: st.kinds,
+                suppressed: st.suppressed,
                 drops: st.drops(),
                 listener_drops: st.listener_drops,
                 accept_queue: st.accept_queue,
@@ -171,6 +174,18 @@ impl Collector for SnapshotCollector {
             "Per-connection events the ring buffer had no room for (totals stay exact: they come from in-kernel counters).",
             counter(s.losses.ringbuf_full),
         )?;
+        family(
+            &mut enc,
+            "qtrace_events_suppressed",
+            "Per-connection events over the port's --max-event-rate budget, counted in qtrace_overflows but not sent; only kinds that had some.",
+            p.iter().flat_map(|r| {
+                r.suppressed.iter().filter(|(_, n)| *n > 0).map(move |(k, n)| {
+                    let mut l = port_labels(r);
+                    l.push(("kind", k.name().to_owned()));
+                    (l, counter(n))
+                })
+            }),
+        )?;
         let l = &s.losses;
         family(
             &mut enc,
@@ -272,8 +287,10 @@ mod tests {
         let mut kinds = Counts::default();
         kinds[Kind::AckOverflow] = 3;
         kinds[Kind::SyncookieSent] = 2;
+        let mut suppressed = Counts::default();
+        suppressed[Kind::AckOverflow] = 1;
         let rows = vec![
-            PortRow { netns: 4026531840, port: 8080, kinds, drops: 3, listener_drops: 6, accept_queue: Some((5, 4)) },
+            PortRow { netns: 4026531840, port: 8080, kinds, suppressed, drops: 3, listener_drops: 6, accept_queue: Some((5, 4)) },
             // Gone, not yet expired: counters but no queue gauges.
             PortRow { netns: 4026531840, port: 9090, drops: 0, ..Default::default() },
         ];
@@ -281,7 +298,7 @@ mod tests {
             tier: "tracepoint".into(),
             ports: rows,
             losses: Losses { ringbuf_full: 7, ..Default::default() },
-            expired: Expired { ports: 1, drops: 9 },
+            expired: Expired { ports: 1, drops: 9, suppressed: 0 },
             namespaces: 1,
             polled: true,
         }))
@@ -301,6 +318,7 @@ mod tests {
             "qtrace_accept_queue{netns=\"4026531840\",port=\"8080\"} 5",
             "qtrace_accept_queue_max{netns=\"4026531840\",port=\"8080\"} 4",
             "qtrace_events_lost_total 7",
+            "qtrace_events_suppressed_total{netns=\"4026531840\",port=\"8080\",kind=\"ack_overflow\"} 1",
             "qtrace_losses_total{reason=\"counter_map_full\"} 0",
             "qtrace_tracked_ports 2",
             "qtrace_expired_ports_total 1",

@@ -46,6 +46,9 @@ pub struct PortStats {
     pub listener_drops: u64,
     /// Events received through the ring buffer.
     pub events: u64,
+    /// Per kind: events over the port's budget, counted in `kinds` but not
+    /// sent (the kernel's `SUPPRESSED` map).
+    pub suppressed: Counts,
     connections: HashSet<(SocketAddr, SocketAddr)>,
     pub connections_capped: bool,
     pub last: Option<Decoded>,
@@ -107,6 +110,9 @@ pub struct Losses {
     pub entry_missing: u64,
     /// Ring-buffer records that did not decode.
     pub undecodable: u64,
+    /// Events over their port's budget, counted but not sent on purpose
+    /// (every port, expired ones included).
+    pub suppressed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +141,7 @@ pub struct Aggregator {
 pub struct Expired {
     pub ports: u64,
     pub drops: u64,
+    pub suppressed: u64,
 }
 
 impl Aggregator {
@@ -180,6 +187,21 @@ impl Aggregator {
             let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
             st.kinds[kind] = value;
         }
+    }
+
+    /// Replaces the per-kind suppressed tallies with the kernel's.
+    pub fn on_suppressed<I: IntoIterator<Item = (CounterKey, u64)>>(&mut self, tallies: I) {
+        for (key, value) in tallies {
+            let Some(kind) = Kind::from_id(key.kind) else {
+                continue;
+            };
+            self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default().suppressed[kind] = value;
+        }
+    }
+
+    /// Events suppressed over the whole run.
+    pub fn suppressed(&self) -> u64 {
+        self.expired.suppressed + self.ports.values().map(|st| st.suppressed.total()).sum::<u64>()
     }
 
     /// Takes the final drop counters of listeners that closed (recorded in
@@ -291,6 +313,7 @@ impl Aggregator {
             self.connections_total -= st.connections.len();
             self.expired.ports += 1;
             self.expired.drops += st.drops();
+            self.expired.suppressed += st.suppressed.total();
         }
         out
     }
@@ -498,7 +521,7 @@ mod tests {
         let gone = agg.expire(10.0);
         assert_eq!(gone.iter().map(|(k, st)| (k.port, st.drops())).collect::<Vec<_>>(), vec![(8080, 3)]);
         assert_eq!(agg.ports().keys().map(|k| k.port).collect::<Vec<_>>(), vec![9090]);
-        assert_eq!(agg.expired, Expired { ports: 1, drops: 3 });
+        assert_eq!(agg.expired, Expired { ports: 1, drops: 3, suppressed: 0 });
         for _ in 0..100 {
             agg.tick(1.0);
         }

@@ -16,6 +16,11 @@ impl Counts {
         self.iter().filter(|(k, _)| k.is_drop()).map(|(_, n)| n).sum()
     }
 
+    /// Every kind's count added up.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
     /// Whether anything overflowed: a drop, or a syncookie sent because
     /// the SYN queue was full. Quiet ports are summarised, not listed.
     pub fn is_active(&self) -> bool {

@@ -115,6 +115,9 @@ pub(crate) struct Start {
     pub unreachable_namespaces: Vec<Unreachable>,
     /// Where the metrics endpoint listens, port resolved.
     pub metrics_addr: Option<String>,
+    /// Events each port may send per second (`--max-event-rate`); null:
+    /// unlimited, or nothing attached.
+    pub max_event_rate: Option<u32>,
 }
 
 impl Start {
@@ -133,6 +136,7 @@ impl Start {
             namespaces: 0,
             unreachable_namespaces: Vec::new(),
             metrics_addr: None,
+            max_event_rate: None,
         }
     }
 }
@@ -318,6 +322,9 @@ pub(crate) struct PortRecord {
     pub connections: usize,
     pub connections_capped: bool,
     pub events: u64,
+    /// Per kind name, events over the port's budget: in `counts`, not
+    /// sent as events.
+    pub suppressed: serde_json::Map<String, serde_json::Value>,
 }
 
 impl PortRecord {
@@ -332,6 +339,7 @@ impl PortRecord {
             connections: st.connections(),
             connections_capped: st.connections_capped,
             events: st.events,
+            suppressed: st.suppressed.iter().map(|(k, n)| (k.name().to_owned(), n.into())).collect(),
         }
     }
 }
@@ -401,6 +409,7 @@ mod tests {
             namespaces: 3,
             unreachable_namespaces: vec![Unreachable { netns: 4026532999, reason: "setns: Operation not permitted".into() }],
             metrics_addr: Some("127.0.0.1:9464".into()),
+            max_event_rate: Some(5000),
             ..Start::new("6.8.0-test".into(), true, true, T0)
         }
     }
@@ -449,6 +458,8 @@ mod tests {
             (key(8080, kind::SYNCOOKIE_SENT), 2),
             (key(9090, kind::SYN_QUEUE_FULL), 7),
         ]);
+        // Two of 8080's SYN drops were over its event budget.
+        agg.on_suppressed([(key(8080, kind::ACCEPT_QUEUE_FULL), 2)]);
         let [ev, _] = events();
         for remote_port in [40000, 40001, 40001] {
             agg.on_event(&Decoded { remote: SocketAddr::new(ev.remote.ip(), remote_port), ..ev.clone() });
@@ -474,7 +485,7 @@ mod tests {
         let settings =
             Settings { somaxconn: Some(4096), tcp_max_syn_backlog: Some(512), tcp_syncookies: Some(1), tcp_abort_on_overflow: Some(0) };
         let requested = Requested { backlog: 4096, owner: Owner { pid: 42, comm: "slowsrv".into() } };
-        let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4 };
+        let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4, suppressed: 5 };
         let records = [
             Record::Start(&start),
             Record::Event((&v4).into()),

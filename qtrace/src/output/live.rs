@@ -266,6 +266,9 @@ impl LiveView {
     pub(crate) fn status(&self, tier: &str, agg: &Aggregator) -> String {
         let l = &agg.losses;
         let mut s = format!(" tier {tier} | lost events {} | sort {}", l.ringbuf_full, self.sort.name());
+        if l.suppressed > 0 {
+            s.push_str(&format!(" | over event budget {}", l.suppressed));
+        }
         if l.counter_map_full + l.read_failed + l.undecodable > 0 {
             s.push_str(&format!(" | uncounted {} unreadable {} undecodable {}", l.counter_map_full, l.read_failed, l.undecodable));
         }

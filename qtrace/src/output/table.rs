@@ -63,6 +63,9 @@ pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
             l.ringbuf_full, l.counter_map_full, l.read_failed, l.undecodable
         );
     }
+    if l.suppressed > 0 {
+        let _ = writeln!(out, "suppressed: {} events over the ports' --max-event-rate (counted above, not shown one by one)", l.suppressed);
+    }
     out
 }
 

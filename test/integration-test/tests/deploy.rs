@@ -167,13 +167,15 @@ fn the_alert_rules_pass_promtool_and_use_served_metrics() {
 
 fn qtrace_metric_names() -> BTreeSet<String> {
     use qtrace::metrics::{openmetrics, registry, PortRow, Snapshot};
+    let every_kind = qtrace::model::event::Kind::ALL.iter().fold(Default::default(), |mut c: qtrace::model::counts::Counts, k| {
+        c[*k] = 1;
+        c
+    });
     let row = PortRow {
         netns: 1,
         port: 80,
-        kinds: qtrace::model::event::Kind::ALL.iter().fold(Default::default(), |mut c: qtrace::model::counts::Counts, k| {
-            c[*k] = 1;
-            c
-        }),
+        kinds: every_kind,
+        suppressed: every_kind,
         drops: 1,
         listener_drops: 1,
         accept_queue: Some((1, 2)),

@@ -130,6 +130,45 @@ fn ack_overflow_is_reported_per_event(ip: &str) {
     }
 }
 
+/// A storm over the port's event budget (`--max-event-rate 1`: one event
+/// at once, then one a second): the totals stay equal to the kernel's,
+/// every overflow is either sent or counted as suppressed, and nothing is
+/// lost. The overflowed clients' retransmissions overflow again and again.
+fn event_budget_suppresses_but_counts_every_overflow(ip: &str) {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = port();
+    let started = std::time::Instant::now();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json", "--max-event-rate", "1"]);
+    let before = ns.counters();
+    let _s = ack_scenario(&ns, addr(ip, p));
+    std::thread::sleep(Duration::from_millis(2500));
+    ns.block(p, true);
+    let after = settle(SETTLE, || ns.counters());
+    let done = q.stop(libc::SIGTERM);
+    let seconds = started.elapsed().as_secs();
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    let overflows = after.delta(&before, "ListenOverflows");
+    if !drops_match(&done, p, after.delta(&before, "ListenDrops"), "event_budget", ip) {
+        return;
+    }
+    if let Some(why) = done.ack_detail_missing() {
+        unsupported(&format!("event_budget ({ip})"), "per-event ACK overflows", &why);
+        return;
+    }
+    let events = done.events(p, "ack_overflow").len() as u64;
+    let suppressed = done.suppressed(p, |kind| kind == "ack_overflow");
+    let losses = done.of_type("losses").last().expect("a losses record");
+    assert_eq!(losses["ringbuf_full"], 0, "nothing lost: {losses}");
+    assert_eq!(losses["suppressed"].as_u64(), Some(suppressed), "one port: its suppressed are all of them");
+    assert_eq!(events + suppressed, overflows, "each ListenOverflows sent ({events}) or suppressed ({suppressed})");
+    assert!(suppressed > 0, "{overflows} overflows in about {seconds} s are over a budget of one a second");
+    // One at once, one a second after, and one more per CPU that raced
+    // another for the same slot.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    assert!(events <= 1 + seconds + cpus, "{events} events in {seconds} s with a budget of one a second");
+}
+
 /// `tcp_abort_on_overflow=1`: the kernel resets the client, and qtrace says
 /// so (`ack_overflow_reset`, action `reset`).
 fn ack_overflow_with_abort_on_overflow_is_a_reset(ip: &str) {
@@ -427,6 +466,7 @@ both_families!(
     syn_queue_full_drops_add_up,
     syn_queue_full_with_syncookies_sends_cookies,
     ack_overflow_is_reported_per_event,
+    event_budget_suppresses_but_counts_every_overflow,
     ack_overflow_with_abort_on_overflow_is_a_reset,
     syncookie_ack_overflows_are_reported_per_event,
     deferred_accept_listener_reports_no_drops,

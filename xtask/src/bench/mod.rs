@@ -284,7 +284,7 @@ fn drop_storm(opts: &Options) -> Result<(Section, Spread)> {
     for round in 0..opts.runs {
         let port = 8100 + round as u16;
         let storm = Storm::prepare(&ns, port, 64, 2)?;
-        let q = tracer::qtrace(&opts.qtrace, &["--json", "--netns", STORM_NS, "--port", &port.to_string()])?;
+        let q = tracer::qtrace(&opts.qtrace, &["--json", "--max-event-rate", "unlimited", "--netns", STORM_NS, "--port", &port.to_string()])?;
         let before = ns.tcp_ext()?;
         let cpu0 = q.cpu()?;
         storm.fire(Some(STORM_RATE), duration);
@@ -318,7 +318,7 @@ fn drop_storm(opts: &Options) -> Result<(Section, Spread)> {
     }
     let (r, c, m) = (Spread::of(&rates), Spread::of(&cpu_per_m), Spread::of(&rss));
     let md = format!(
-        "## 3. Drop storm\n\nA listener (backlog 64, never accepting) with a full accept queue; 63 waiting requests whose final ACK is sent again and again from 2 threads at {} packets/s for {} s, each one an accept-queue overflow (`ListenOverflows` and `ListenDrops` +1). qtrace runs `watch --json --netns {STORM_NS} --port P`.\n\n\
+        "## 3. Drop storm\n\nA listener (backlog 64, never accepting) with a full accept queue; 63 waiting requests whose final ACK is sent again and again from 2 threads at {} packets/s for {} s, each one an accept-queue overflow (`ListenOverflows` and `ListenDrops` +1). qtrace runs `watch --json --max-event-rate unlimited --netns {STORM_NS} --port P`: every event is written, which is what this section measures.\n\n\
 | run | ListenOverflows Δ | ListenDrops Δ | qtrace port total | equal | events delivered | events lost | qtrace CPU (s) |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
 - drops per second achieved: {}\n- qtrace CPU time per million events: {} s\n- totals equal to the kernel's counters in every run: **{}**; events lost in all: **{}**\n",
         STORM_RATE,
@@ -366,7 +366,7 @@ fn ceiling(opts: &Options) -> Result<Section> {
     let steps = [Some(100_000.0), Some(200_000.0), Some(400_000.0), None];
     let mut md = String::from(
         "## 4. Consumer ceiling\n\nThe storm of section 3 at rising rates (the last as fast as 2 sending threads go), 3 s each, against qtrace's consumer \
-(`watch --json --netns --port`: decode, aggregate and print NDJSON) and a minimal consumer that only counts ring-buffer records (`qtrace/examples/ringbuf_count.rs`: the same programs attached the same way).\n\n\
+(`watch --json --max-event-rate unlimited --netns --port`: decode, aggregate and print NDJSON) and a minimal consumer that only counts ring-buffer records (`qtrace/examples/ringbuf_count.rs`: the same programs attached the same way).\n\n\
 | target rate | consumer | events made/s | events lost |\n|---|---|---|---|\n",
     );
     let mut json = Vec::new();
@@ -378,7 +378,7 @@ fn ceiling(opts: &Options) -> Result<Section> {
             let p = port.to_string();
             let (made_rate, _made, lost) = ceiling_run(&ns, port, rate, || {
                 if name == "qtrace" {
-                    tracer::qtrace(bin, &["--json", "--netns", STORM_NS, "--port", &p])
+                    tracer::qtrace(bin, &["--json", "--max-event-rate", "unlimited", "--netns", STORM_NS, "--port", &p])
                 } else {
                     tracer::counter(bin)
                 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{watch, DemoArgs, Expire, Scope, UsageError, WatchArgs};
+use crate::cli::{watch, DemoArgs, EventRate, Expire, Scope, UsageError, WatchArgs, DEFAULT_MAX_EVENT_RATE};
 use crate::model::ports::PortRange;
 use crate::output::table::Banner;
 use scenario::PORT;
@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         output: None,
         metrics_addr: None,
         expire: Expire(None),
+        max_event_rate: EventRate(Some(DEFAULT_MAX_EVENT_RATE)),
     };
     let mut go = child.0.stdin.take().context("the scenario's input")?;
     let attached: Box<dyn FnOnce()> = Box::new(move || {

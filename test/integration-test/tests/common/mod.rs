@@ -498,11 +498,20 @@ impl Finished {
     pub(crate) fn events(&self, port: u16, kind: &str) -> Vec<&Value> {
         self.of_type("event").filter(|e| e["local_port"] == port && e["kind"] == kind).collect()
     }
-    /// Drops reported for `port`: one per drop event plus counted drops.
+    /// Drops reported for `port`: one per drop event, plus counted drops,
+    /// plus the drop events over the port's budget (not sent, tallied in
+    /// the summary's `suppressed`).
     pub(crate) fn drops(&self, port: u16) -> u64 {
         let events = self.of_type("event").filter(|e| e["local_port"] == port && e["action"] != "cookie").count() as u64;
         let counted: u64 = self.of_type("counted").filter(|c| c["local_port"] == port).map(|c| c["count"].as_u64().unwrap()).sum();
-        events + counted
+        events + counted + self.suppressed(port, |kind| kind != "syncookie_sent")
+    }
+    /// Events of `port` over its budget, of the kinds `which` selects.
+    pub(crate) fn suppressed(&self, port: u16, which: impl Fn(&str) -> bool) -> u64 {
+        let Some(by_kind) = self.summary(port).and_then(|s| s["suppressed"].as_object()) else {
+            return 0;
+        };
+        by_kind.iter().filter(|(k, _)| which(k)).map(|(_, n)| n.as_u64().unwrap()).sum()
     }
     pub(crate) fn summary(&self, port: u16) -> Option<&Value> {
         self.of_type("summary").find(|s| s["local_port"] == port)
