@@ -12,7 +12,7 @@ use crate::host::sock_diag::parse_reply;
 use crate::kernel::btf::Btf;
 use crate::kernel::offsets::{self, TpFormat};
 use crate::model::event::Decoded;
-use crate::model::record::write_event_line;
+use crate::model::event_line::EventLines;
 
 /// A BTF file (`QTRACE_BTF` may name any file): parsed, then asked for
 /// everything qtrace asks a kernel's BTF.
@@ -53,7 +53,7 @@ pub fn kallsyms(data: &[u8]) {
 pub fn ring_record(data: &[u8]) {
     if let Ok(ev) = Decoded::decode(data, 0) {
         let mut line = String::new();
-        write_event_line(&mut line, &ev);
+        EventLines::new().write(&mut line, &ev);
     }
 }
 

@@ -135,6 +135,10 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
     result
 }
 
+/// How long a wake-up waits before reading the ring buffer: the latency
+/// an event may gain, against a wake-up per record under a storm.
+const BATCH_DELAY: Duration = Duration::from_millis(2);
+
 /// The signals and timers that end or pace a run.
 struct Clock {
     ticker: tokio::time::Interval,
@@ -193,15 +197,23 @@ impl Run<'_> {
             tokio::select! {
                 guard = ring.readable() => {
                     let mut guard = guard.context("waiting for events")?;
+                    // A moment's wait lets a burst gather: the kernel only
+                    // wakes a consumer that had read everything
+                    // (`bpf_ringbuf_commit`), so under a storm this is one
+                    // wake-up and one write per batch instead of per record.
+                    tokio::time::sleep(BATCH_DELAY).await;
+                    // Cleared before reading: a record committed while we
+                    // read wakes us again rather than waiting for the tick.
+                    guard.clear_ready();
                     tracer.drain(|ev| sink.event(ev));
                     sink.drained();
-                    guard.clear_ready();
                 }
                 _ = clock.ticker.tick() => {
                     // Once per tick, not per ring-buffer wake-up.
                     if sink.is_closed() {
                         break;
                     }
+                    tracer.drain(|ev| sink.event(ev));
                     let report = tracer.poll()?;
                     sink.polled(tracer, &report)?;
                     if let Some(m) = self.metrics {

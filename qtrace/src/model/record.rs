@@ -21,9 +21,9 @@ use crate::model::inventory::ListenerRow;
 pub(crate) enum Record<'a> {
     /// First of every `watch --json` and `doctor --json` run.
     Start(&'a Start),
-    /// The schema of an event line; `write_event_line` writes it without
+    /// The schema of an event line; `EventLines` writes it without
     /// allocating, and a test holds the two to the same bytes.
-    #[cfg_attr(not(test), expect(dead_code, reason = "written by write_event_line"))]
+    #[cfg_attr(not(test), expect(dead_code, reason = "written by EventLines"))]
     Event(EventRecord<'a>),
     Settings(SettingsRecord),
     Counted(CountedRecord),
@@ -188,35 +188,6 @@ impl<'a> From<&'a Decoded> for EventRecord<'a> {
     }
 }
 
-/// Appends one event's line to `out`, byte for byte what
-/// `Record::Event(ev.into()).line()` gives, without allocating: the
-/// ring buffer can hand over hundreds of thousands a second. Every string
-/// in it (kind and hook names, addresses, the time) needs no escaping.
-pub(crate) fn write_event_line(out: &mut String, ev: &Decoded) {
-    use std::fmt::Write as _;
-    let k = ev.kind;
-    let _ = out.write_str(r#"{"type":"event","time":""#);
-    let _ = crate::model::event::write_rfc3339(out, ev.time_ns);
-    let _ = write!(
-        out,
-        r#"","kind":"{}","stage":"{}","action":"{}","netns":{},"family":"{}","local_addr":"{}","local_port":{},"remote_addr":"{}","remote_port":{},"accept_queue":{},"accept_queue_max":{},"syn_queue":{},"hook":"{}"}}"#,
-        k.name(),
-        k.stage(),
-        k.action(),
-        ev.netns,
-        family(ev.remote.is_ipv4()),
-        ev.local.ip(),
-        ev.local.port(),
-        ev.remote.ip(),
-        ev.remote.port(),
-        ev.accept_queue,
-        ev.accept_queue_max,
-        ev.syn_queue,
-        ev.hook,
-    );
-    out.push('\n');
-}
-
 fn family(ipv4: bool) -> &'static str {
     if ipv4 {
         "ipv4"
@@ -357,28 +328,6 @@ impl Record<'_> {
 mod tests {
     use super::*;
 
-    /// The fast event writer and the serde record agree byte for byte, for
-    /// every kind, both families, mapped addresses and any time.
-    #[test]
-    fn the_event_writer_matches_the_record() {
-        let mut next = crate::model::event::xorshift(0x9e37_79b9_7f4a_7c15);
-        let addrs = ["127.0.0.1:8080", "[::1]:443", "[::ffff:10.0.0.1]:1", "[2001:db8::7]:65535", "0.0.0.0:0"];
-        let mut line = String::new();
-        for i in 0..5_000 {
-            let pick = |n: u64| addrs[(n % addrs.len() as u64) as usize];
-            let ev = Decoded {
-                time_ns: (next() as i128) - (1i128 << 62),
-                accept_queue: next() as u32,
-                accept_queue_max: next() as u32,
-                syn_queue: next() as u32,
-                hook: if i % 2 == 0 { "tracepoint:skb:kfree_skb" } else { "fexit:tcp_conn_request" },
-                ..Decoded::example(Kind::ALL[i % Kind::ALL.len()], next() as u32, pick(next()), pick(next()))
-            };
-            line.clear();
-            write_event_line(&mut line, &ev);
-            assert_eq!(line, Record::Event((&ev).into()).line());
-        }
-    }
     use crate::host::netns::NsListeners;
     use crate::host::procs::Owner;
     use crate::kernel::limits::Limit;

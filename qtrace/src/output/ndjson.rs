@@ -8,7 +8,8 @@ use anyhow::Result;
 use crate::host::system;
 use crate::model::aggregate::Aggregator;
 use crate::model::event::{self, Decoded};
-use crate::model::record::{write_event_line, CountedRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
+use crate::model::event_line::EventLines;
+use crate::model::record::{CountedRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
 use crate::output::context::settings_of;
 use crate::output::writer::Out;
 use crate::output::WatchSink;
@@ -18,13 +19,14 @@ pub(crate) struct NdjsonSink {
     out: Out,
     /// Event lines since the last write: one write per ring-buffer batch.
     events: String,
+    lines: EventLines,
     /// Namespaces whose settings were written.
     settings_shown: BTreeSet<u32>,
 }
 
 impl NdjsonSink {
     pub(crate) fn new(out: Out) -> Self {
-        Self { out, events: String::with_capacity(1 << 16), settings_shown: BTreeSet::new() }
+        Self { out, events: String::with_capacity(1 << 16), lines: EventLines::new(), settings_shown: BTreeSet::new() }
     }
 
     /// Writes the event lines gathered so far, before anything after them.
@@ -55,7 +57,7 @@ impl NdjsonSink {
 
 impl Sink for NdjsonSink {
     fn event(&mut self, ev: &Decoded) {
-        write_event_line(&mut self.events, ev);
+        self.lines.write(&mut self.events, ev);
     }
 
     fn polled(&mut self, tracer: &Tracer, report: &PollReport) -> Result<()> {
