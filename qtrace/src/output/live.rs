@@ -267,7 +267,7 @@ impl LiveView {
         let l = &agg.losses;
         let mut s = format!(" tier {tier} | lost events {} | sort {}", l.ringbuf_full, self.sort.name());
         if l.suppressed > 0 {
-            s.push_str(&format!(" | over event budget {}", l.suppressed));
+            s.push_str(&format!(" | suppressed {}", l.suppressed));
         }
         if l.counter_map_full + l.read_failed + l.undecodable > 0 {
             s.push_str(&format!(" | uncounted {} unreadable {} undecodable {}", l.counter_map_full, l.read_failed, l.undecodable));
@@ -429,6 +429,7 @@ mod tests {
             agg.on_counters([(CounterKey { netns: 7, port: 9090, kind: kind::SYNCOOKIE_SENT, _pad: 0 }, cookies)]);
             v.update(&agg, 1.0);
         }
+        agg.losses.suppressed = 12;
         let header = vec!["2026-11-21 00:00:08  tier kprobe".to_owned(), "netns 7: somaxconn 128, tcp_syncookies 1".to_owned()];
         (v, agg, header)
     }

@@ -241,6 +241,7 @@ mod tests {
         agg.tick(2.0);
         agg.losses.ringbuf_full = 17;
         agg.losses.undecodable = 1;
+        agg.losses.suppressed = 250;
         agg
     }
 
