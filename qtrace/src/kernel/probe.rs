@@ -512,4 +512,16 @@ mod tests {
         assert_eq!(missing_capabilities(&status("0000008000000000")).unwrap(), "CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)");
         assert_eq!(missing_capabilities("garbage"), None);
     }
+
+    /// The programs let `burst / interval + 1` events through at once
+    /// (`emit::within_budget`): a second's worth of the rate asked for.
+    #[test]
+    fn an_event_budget_is_a_seconds_worth_at_once_then_the_rate() {
+        for (rate, interval) in [(1, 1_000_000_000), (3, 333_333_333), (5000, 200_000), (2_000_000_000, 1)] {
+            let (i, burst) = Filter { max_event_rate: Some(rate), ..Filter::default() }.budget_ns();
+            assert_eq!(i, interval, "rate {rate}");
+            assert_eq!(u64::from(burst / i) + 1, u64::from(rate.min(1_000_000_000)), "burst of rate {rate}");
+        }
+        assert_eq!(Filter::default().budget_ns(), (0, 0), "unlimited");
+    }
 }
