@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Only these sections (1 start-up, 2 accept path, 3 storm, 4 consumer ceiling, 5 memory,
-        /// 6 kernel time per program).
+        /// 6 kernel time per program, 7 SYN flood).
         #[arg(long, value_delimiter = ',')]
         only: Vec<u8>,
     },

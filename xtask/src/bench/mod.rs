@@ -9,11 +9,13 @@
 mod accept;
 mod bpf_stats;
 mod cpustat;
+mod flood;
 mod kernel_time;
 mod netns;
 mod packet;
 mod stats;
 mod storm;
+mod synflood;
 mod tracer;
 
 use std::collections::BTreeMap;
@@ -35,7 +37,7 @@ pub(crate) struct Options {
     pub out: PathBuf,
     /// Repetitions of each measurement.
     pub runs: usize,
-    /// Sections to run (by number, 1-6); empty: all.
+    /// Sections to run (by number, 1-7); empty: all.
     pub only: Vec<u8>,
 }
 
@@ -88,6 +90,9 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     if want(6) {
         sections.push(timed("kernel time per program", || kernel_time::section(opts))?);
+    }
+    if want(7) {
+        sections.push(timed("SYN flood", || flood::section(opts))?);
     }
 
     let machine = machine();

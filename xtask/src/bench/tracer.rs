@@ -156,6 +156,25 @@ impl Running {
         Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
     }
 
+    /// CPU time so far to the nanosecond: the process's CPU-time clock
+    /// (`clock_getcpuclockid(3)`, the scheduler's sum over all its
+    /// threads, exited ones included). `cpu()` is in clock ticks, too
+    /// coarse for an idle process.
+    pub(super) fn cpu_precise(&self) -> Result<Duration> {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: valid out-pointer.
+        let rc = unsafe { libc::clock_getcpuclockid(self.pid(), &mut clock) };
+        if rc != 0 {
+            bail!("clock_getcpuclockid({}): {}", self.pid(), std::io::Error::from_raw_os_error(rc));
+        }
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a clock id from the kernel and a valid out-pointer.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            bail!("reading the CPU clock of {}: {}", self.pid(), std::io::Error::last_os_error());
+        }
+        Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+
     /// Resident memory now, in KiB.
     pub(super) fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
