@@ -10,7 +10,9 @@ mod accept;
 mod bpf_stats;
 mod cpustat;
 mod flood;
+mod idle;
 mod kernel_time;
+mod load;
 mod netns;
 mod packet;
 mod stats;
@@ -31,13 +33,15 @@ use stats::Spread;
 use storm::Storm;
 use tracer::Running;
 
+pub(crate) use load::idle_threads;
+
 pub(crate) struct Options {
     pub qtrace: PathBuf,
     pub counter: PathBuf,
     pub out: PathBuf,
     /// Repetitions of each measurement.
     pub runs: usize,
-    /// Sections to run (by number, 1-7); empty: all.
+    /// Sections to run (by number, 1-8); empty: all.
     pub only: Vec<u8>,
 }
 
@@ -93,6 +97,9 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     if want(7) {
         sections.push(timed("SYN flood", || flood::section(opts))?);
+    }
+    if want(8) {
+        sections.push(timed("idle cost", || idle::section(opts))?);
     }
 
     let machine = machine();

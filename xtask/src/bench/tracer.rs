@@ -91,9 +91,16 @@ fn reader(stream: impl Read + Send + 'static, ready: Option<(Ready, mpsc::Sender
     })
 }
 
-/// Starts `cmd` and waits for its `ready` line (both streams are drained;
-/// stdout is kept when `keep_stdout`).
-fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
+/// The stream a tracer says it is attached on.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Starts `cmd` and waits for its `ready` line on `on` (both streams are
+/// drained; stdout is kept when `keep_stdout`).
+fn start(mut cmd: Command, ready: Ready, on: Stream, keep_stdout: bool) -> Result<Running> {
     let shown = format!("{cmd:?}");
     let t0 = Instant::now();
     let mut child =
@@ -102,8 +109,12 @@ fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
     // The only sender goes with the reader of the ready stream: when that
     // stream ends unready, waiting ends at once.
     let (tx, rx) = mpsc::channel();
-    let stdout = reader(out, Some((ready, tx)), keep_stdout);
-    let stderr = reader(err, None, true);
+    let (out_ready, err_ready) = match on {
+        Stream::Stdout => (Some((ready, tx)), None),
+        Stream::Stderr => (None, Some((ready, tx))),
+    };
+    let stdout = reader(out, out_ready, keep_stdout);
+    let stderr = reader(err, err_ready, true);
     let at = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(at) => at,
         Err(_) => {
@@ -124,19 +135,27 @@ pub(super) fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
     }
     let mut cmd = Command::new(bin);
     cmd.arg("watch").args(args);
-    start(cmd, Ready(is_start_record), true)
+    start(cmd, Ready(is_start_record), Stream::Stdout, true)
+}
+
+/// `qtrace watch --plain ARGS`, ready at its `watching` line on stderr
+/// (printed once its programs are attached); its tables are not kept.
+pub(super) fn qtrace_plain(bin: &Path, args: &[&str]) -> Result<Running> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["watch", "--plain"]).args(args);
+    start(cmd, Ready(|l| l.starts_with("qtrace: watching")), Stream::Stderr, false)
 }
 
 /// The minimal consumer (`qtrace/examples/ringbuf_count.rs`): ready at its
 /// start record, like qtrace.
 pub(super) fn counter(bin: &Path) -> Result<Running> {
-    start(Command::new(bin), Ready(is_start_record), true)
+    start(Command::new(bin), Ready(is_start_record), Stream::Stdout, true)
 }
 
 pub(super) fn bpftrace() -> Result<Running> {
     let mut cmd = Command::new("bpftrace");
     cmd.args(["-e", BPFTRACE_SCRIPT]);
-    start(cmd, Ready(|l| l.contains("ready")), false)
+    start(cmd, Ready(|l| l.contains("ready")), Stream::Stdout, false)
 }
 
 impl Running {
