@@ -133,6 +133,7 @@ struct AcceptSums {
     own_us: Vec<f64>,
     added_ns: Vec<f64>,
     share_pct: Vec<f64>,
+    own_share_pct: Vec<f64>,
 }
 
 impl AcceptSums {
@@ -143,6 +144,7 @@ impl AcceptSums {
         self.own_us.push(r.own_ns / 1e3);
         self.added_ns.push(added);
         self.share_pct.push(100.0 * added / r.busy_ns);
+        self.own_share_pct.push(100.0 * added / r.own_ns);
     }
 }
 
@@ -182,23 +184,25 @@ Accept path: section 2's loop ({ACCEPT_CLIENTS} clients, {} s), qtrace watching 
         let ((sc, sn), (ac, an)) = (storm.show(name, 0), accept.table.show(name, 2));
         let _ = writeln!(md, "| `{name}` | {sc} | {sn} | {ac} | {an} |");
     }
-    let (po, busy, own, added, share) = (
+    let (po, busy, own, added, share, own_share) = (
         Spread::of(per_overflow),
         Spread::of(&accept.busy_us),
         Spread::of(&accept.own_us),
         Spread::of(&accept.added_ns),
         Spread::of(&accept.share_pct),
+        Spread::of(&accept.own_share_pct),
     );
     let _ = write!(
         md,
         "\n- storm: kernel time of all programs per overflow: {} ns\n\
 - accept path, CPU per untraced connection: {} µs (the machine's busy time, every `/proc/stat` column but idle and iowait, over the untraced run, divided by its connections; the bench's own CPU alone, client and server with the softirqs they ran: {} µs)\n\
-- accept path, kernel time qtrace's programs add per connection (their `run_time_ns` growth over the traced run, divided by its connections): {} ns, **{} %** of an untraced connection\n",
+- accept path, kernel time qtrace's programs add per connection (their `run_time_ns` growth over the traced run, divided by its connections): {} ns, **{} %** of an untraced connection ({} % of the bench's own CPU per connection)\n",
         po.show(0),
         busy.show(1),
         own.show(1),
         added.show(0),
         share.show(2),
+        own_share.show(2),
     );
     let json = json!({
         "runs": opts.runs,
@@ -206,7 +210,7 @@ Accept path: section 2's loop ({ACCEPT_CLIENTS} clients, {} s), qtrace watching 
         "accept": {
             "seconds": ACCEPT_TIME.as_secs(), "programs_per_connection": accept.table.json(),
             "untraced_busy_us_per_connection": busy.json(), "untraced_own_us_per_connection": own.json(),
-            "qtrace_kernel_ns_per_connection": added.json(), "share_percent": share.json(),
+            "qtrace_kernel_ns_per_connection": added.json(), "share_percent": share.json(), "share_of_own_percent": own_share.json(),
         },
     });
     Section { key: "kernel_time", json, md }
