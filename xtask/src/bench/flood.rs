@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::netns::Netns;
 use super::synflood::{self, Flood};
 use super::tracer::{self, Running, Usage};
-use super::{counter, cpustat, Options, Section};
+use super::{counter, cpustat, load, Options, Section};
 
 mod report;
 
@@ -43,10 +43,8 @@ struct Watcher {
     qtrace_args: Option<&'static [&'static str]>,
 }
 
-const WATCHERS: &[Watcher] = &[
-    Watcher { name: "no tracer", qtrace_args: None },
-    Watcher { name: "`qtrace watch --json`", qtrace_args: Some(&[]) },
-];
+const WATCHERS: &[Watcher] =
+    &[Watcher { name: "no tracer", qtrace_args: None }, Watcher { name: "`qtrace watch --json`", qtrace_args: Some(&[]) }];
 
 /// qtrace's account of one flood.
 struct QtraceView {
@@ -75,11 +73,16 @@ struct Outcome {
     in_segs: u64,
     kernel: BTreeMap<&'static str, u64>,
     qtrace: Option<QtraceView>,
+    /// Tasks and named namespaces on the host at the flood's end: what an
+    /// unfiltered part of qtrace's work may grow with.
+    host_tasks: u64,
+    host_netns: u64,
 }
 
 /// What qtrace printed about `port`: its summary and its losses.
 fn view(usage: &Usage, port: u16, cpu: Duration) -> QtraceView {
-    let mut v = QtraceView { drops: 0, cookies: 0, events: usage.events, lost: 0, suppressed: None, cpu, tier: String::new(), limits: vec![] };
+    let mut v =
+        QtraceView { drops: 0, cookies: 0, events: usage.events, lost: 0, suppressed: None, cpu, tier: String::new(), limits: vec![] };
     for r in usage.lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
         match r["type"].as_str() {
             Some("start") => {
@@ -119,6 +122,7 @@ fn one_flood(opts: &Options, ns: &Netns, port: u16, syncookies: u8, watcher: usi
     let sent = flood.fire(FLOOD_TIME, MAX_SYNS);
     let elapsed = t0.elapsed();
     let (ext1, tcp1, cpu1) = (ns.tcp_ext()?, ns.tcp()?, cpustat::read()?);
+    let (host_tasks, host_netns) = (load::host_tasks(), load::named_namespaces());
     let qtrace = match (q, qcpu0) {
         (Some(q), Some(c0)) => {
             let cpu = q.cpu_precise()? - c0;
@@ -139,6 +143,8 @@ fn one_flood(opts: &Options, ns: &Netns, port: u16, syncookies: u8, watcher: usi
         in_segs: counter(&tcp0, &tcp1, "InSegs"),
         kernel: COUNTERS.iter().map(|c| (*c, counter(&ext0, &ext1, c))).collect(),
         qtrace,
+        host_tasks,
+        host_netns,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
-use super::load::{IdleThreads, Namespaces};
+use super::load::{self, IdleThreads, Namespaces};
 use super::stats::Spread;
 use super::{tracer, Options, Section};
 
@@ -19,6 +19,10 @@ const IDLE_TIME: Duration = Duration::from_secs(15);
 /// inventory) is not idle cost.
 const SETTLE: Duration = Duration::from_secs(1);
 const NETNS_PREFIX: &str = "qtrace-bench-idle";
+/// Changes of the host between runs, in tasks and in named namespaces,
+/// beyond which its "as it is" baseline is said not to be one baseline.
+const UNQUIET_TASKS: f64 = 1_000.0;
+const UNQUIET_NETNS: f64 = 50.0;
 
 #[derive(Clone, Copy)]
 enum Load {
@@ -46,6 +50,14 @@ impl Load {
         }
     }
 
+    /// Why this load cannot be put in place on the host now, if so.
+    fn unavailable(self) -> Option<String> {
+        match self {
+            Load::Threads(n) => load::no_room_for_threads(n),
+            Load::Quiet | Load::Namespaces(_) => None,
+        }
+    }
+
     /// Runs `f` with this load in place; the load goes when `f` returns.
     fn with<T>(self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         match self {
@@ -62,56 +74,76 @@ impl Load {
     }
 }
 
-/// Tasks on the host (threads included): the total of `/proc/loadavg`'s
-/// "running/total" field.
-fn host_tasks() -> u64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok())
-        .unwrap_or(0)
+/// One measurement: qtrace's CPU over `IDLE_TIME` with nothing to trace,
+/// in % of one core, and what the host held meanwhile.
+struct Idle {
+    cpu_pct: f64,
+    tasks: u64,
+    namespaces: u64,
 }
 
-/// qtrace's CPU over `IDLE_TIME` with nothing to trace, in % of one core;
-/// and the host's task count meanwhile.
-fn measure(opts: &Options) -> Result<(f64, u64)> {
+fn measure(opts: &Options) -> Result<Idle> {
     let q = tracer::qtrace_plain(&opts.qtrace, &[])?;
     std::thread::sleep(SETTLE);
     let (c0, t0) = (q.cpu_precise()?, Instant::now());
     std::thread::sleep(IDLE_TIME);
     let (cpu, wall) = (q.cpu_precise()? - c0, t0.elapsed());
-    let tasks = host_tasks();
+    let (tasks, namespaces) = (load::host_tasks(), load::named_namespaces());
     q.stop()?;
-    Ok((100.0 * cpu.as_secs_f64() / wall.as_secs_f64(), tasks))
+    Ok(Idle { cpu_pct: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(), tasks, namespaces })
 }
 
 pub(super) fn section(opts: &Options) -> Result<Section> {
-    let mut pct = vec![vec![]; LOADS.len()];
-    let mut ratio = vec![vec![]; LOADS.len()];
-    let mut tasks = vec![vec![]; LOADS.len()];
+    let mut runs: Vec<Vec<Idle>> = (0..LOADS.len()).map(|_| vec![]).collect();
+    let mut skipped: Vec<Option<String>> = vec![None; LOADS.len()];
     for _ in 0..opts.runs {
-        let mut quiet = None;
         for (i, load) in LOADS.iter().enumerate() {
-            let (p, t) = load.with(|| measure(opts))?;
-            let base = *quiet.get_or_insert(p);
-            pct[i].push(p);
-            ratio[i].push(p / base);
-            tasks[i].push(t as f64);
+            // A shared machine may already hold many threads: a setting
+            // that does not fit is skipped and said so, not forced.
+            match load.unavailable() {
+                Some(why) => skipped[i] = Some(why),
+                None => runs[i].push(load.with(|| measure(opts))?),
+            }
         }
     }
+    Ok(render(opts, &runs, &skipped))
+}
+
+fn render(opts: &Options, runs: &[Vec<Idle>], skipped: &[Option<String>]) -> Section {
     let mut md = format!(
         "## 8. Idle cost\n\n`qtrace watch --plain` (every namespace, every port) with no traffic: its CPU (process CPU clock, user + system) over {} s from {} s after it is attached, \
-in % of one core, {} runs. The quiet host is measured first in each run and each ratio is to it. Threads: that many sleeping threads in helper processes (5,000 each); \
-namespaces: that many empty ones from `ip netns add` (removed afterwards). Other work on the machine goes on meanwhile.\n\n\
-| host | tasks on the host | qtrace CPU (% of a core) | ratio to the quiet host |\n|---|---|---|---|\n",
+in % of one core, {} runs, the settings in this order in each run. The ratio is of medians, to the host as it is. Threads: that many sleeping threads in helper processes (5,000 each); \
+namespaces: that many empty ones from `ip netns add` (removed afterwards). Other work on the machine goes on meanwhile: the tasks and named namespaces on the host, \
+counted at the end of each measurement, show how much.\n\n\
+| host | tasks on the host | named network namespaces | qtrace CPU (% of a core) | ratio to the host as it is | runs |\n|---|---|---|---|---|---|\n",
         IDLE_TIME.as_secs(),
         SETTLE.as_secs(),
         opts.runs,
     );
+    let spread = |i: usize, f: fn(&Idle) -> f64| Spread::of(&runs[i].iter().map(f).collect::<Vec<_>>());
+    let quiet = spread(0, |m| m.cpu_pct).median;
     let mut json = json!({ "seconds": IDLE_TIME.as_secs(), "runs": opts.runs });
     for (i, load) in LOADS.iter().enumerate() {
-        let (p, r, t) = (Spread::of(&pct[i]), Spread::of(&ratio[i]), Spread::of(&tasks[i]));
-        let _ = writeln!(md, "| {} | {:.0} | {} | {} |", load.name(), t.median, p.show(2), r.show(2));
-        json[load.key()] = json!({ "cpu_percent": p.json(), "ratio": r.json(), "host_tasks": t.json() });
+        let why = skipped[i].as_deref().map(|w| format!(" (skipped: {w})")).unwrap_or_default();
+        if runs[i].is_empty() {
+            let _ = writeln!(md, "| {} | – | – | – | – | 0{why} |", load.name());
+            json[load.key()] = json!({ "skipped": skipped[i] });
+            continue;
+        }
+        let (p, t, n) = (spread(i, |m| m.cpu_pct), spread(i, |m| m.tasks as f64), spread(i, |m| m.namespaces as f64));
+        let ratio = p.median / quiet;
+        let _ = writeln!(md, "| {} | {} | {} | {} | {ratio:.2} | {}{why} |", load.name(), t.show(0), n.show(0), p.show(2), runs[i].len());
+        let each: Vec<_> =
+            runs[i].iter().map(|m| json!({ "cpu_percent": m.cpu_pct, "host_tasks": m.tasks, "named_netns": m.namespaces })).collect();
+        json[load.key()] = json!({ "cpu_percent": p.json(), "ratio": ratio, "host_tasks": t.json(), "named_netns": n.json(), "skipped": skipped[i], "runs": each });
     }
-    Ok(Section { key: "idle_cost", json, md })
+    let (t, n) = (spread(0, |m| m.tasks as f64), spread(0, |m| m.namespaces as f64));
+    if t.max - t.min > UNQUIET_TASKS || n.max - n.min > UNQUIET_NETNS {
+        let _ = writeln!(
+            md,
+            "\n**The host was not quiet**: between runs it went from {:.0} to {:.0} tasks and from {:.0} to {:.0} named namespaces (other work); report.json has each run.",
+            t.min, t.max, n.min, n.max
+        );
+    }
+    Section { key: "idle_cost", json, md }
 }

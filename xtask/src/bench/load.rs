@@ -43,6 +43,9 @@ pub(super) struct IdleThreads {
 
 impl IdleThreads {
     pub(super) fn spawn(count: usize) -> Result<Self> {
+        if let Some(why) = no_room_for_threads(count) {
+            bail!("not starting {count} idle threads: {why}");
+        }
         let exe = std::env::current_exe().context("finding xtask's own binary")?;
         let mut guard = Self { children: vec![] };
         for first in (0..count).step_by(THREADS_PER_HELPER) {
@@ -73,6 +76,36 @@ impl Drop for IdleThreads {
             let _ = child.wait();
         }
     }
+}
+
+/// Tasks on the host, threads included: the total of `/proc/loadavg`'s
+/// "running/total" field. Other work on a shared machine changes what an
+/// idle tracer has to look at, so the bench records it next to qtrace's
+/// CPU.
+pub(super) fn host_tasks() -> u64 {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()).unwrap_or(0)
+}
+
+/// Pids left for everyone else on a shared machine.
+const PID_RESERVE: u64 = 4096;
+
+fn sysctl_u64(path: &str) -> u64 {
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Why `count` more threads should not be started now, if so: every
+/// thread takes a pid, and other work on the machine needs some too.
+pub(super) fn no_room_for_threads(count: usize) -> Option<String> {
+    let limit = sysctl_u64("/proc/sys/kernel/pid_max").min(sysctl_u64("/proc/sys/kernel/threads-max"));
+    let tasks = host_tasks();
+    let room = limit.saturating_sub(tasks).saturating_sub(PID_RESERVE);
+    (count as u64 > room)
+        .then(|| format!("{tasks} tasks on the host and a limit of {limit} leave room for {room} more, keeping {PID_RESERVE}"))
+}
+
+/// Named network namespaces on the host (`/run/netns`).
+pub(super) fn named_namespaces() -> u64 {
+    std::fs::read_dir("/run/netns").map(|d| d.count() as u64).unwrap_or(0)
 }
 
 /// Runs `ip -force -batch -` with `lines` on stdin (one `ip` command a

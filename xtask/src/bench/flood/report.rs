@@ -58,7 +58,15 @@ fn costs(all: &[Outcome], md: &mut String) -> Vec<Value> {
             let ratios: Vec<f64> = these.iter().filter_map(|o| ratio(all, o)).collect();
             let cpu: Vec<f64> =
                 these.iter().filter_map(|o| o.qtrace.as_ref().map(|q| 100.0 * q.cpu.as_secs_f64() / o.elapsed.as_secs_f64())).collect();
-            let _ = writeln!(md, "| {syncookies} | {} | {} | {} | {} | {} |", watcher.name, show(&rates, 0), show(&ns, 0), show(&ratios, 3), show(&cpu, 1));
+            let _ = writeln!(
+                md,
+                "| {syncookies} | {} | {} | {} | {} | {} |",
+                watcher.name,
+                show(&rates, 0),
+                show(&ns, 0),
+                show(&ratios, 3),
+                show(&cpu, 1)
+            );
             json.push(json!({
                 "syncookies": syncookies, "watcher": watcher.name, "syns_per_s": spread_json(&rates),
                 "softirq_ns_per_syn": spread_json(&ns), "ratio": spread_json(&ratios), "qtrace_cpu_percent": spread_json(&cpu),
@@ -95,10 +103,19 @@ fn floods(all: &[Outcome], md: &mut String) -> Vec<Value> {
                 format!("{} | {de} | {} | {ce} | {} | {lost}", q.drops, q.cookies, q.events)
             },
         );
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {kernel} | {qtrace} |", o.round + 1, o.syncookies, WATCHERS[o.watcher].name, o.sent, o.in_segs);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {kernel} | {qtrace} |",
+            o.round + 1,
+            o.syncookies,
+            WATCHERS[o.watcher].name,
+            o.sent,
+            o.in_segs
+        );
         json.push(json!({
             "run": o.round + 1, "syncookies": o.syncookies, "watcher": WATCHERS[o.watcher].name, "sent": o.sent,
             "seconds": o.elapsed.as_secs_f64(), "reached_tcp": o.in_segs, "kernel": o.kernel,
+            "host_tasks": o.host_tasks, "host_named_netns": o.host_netns,
             "qtrace": o.qtrace.as_ref().map(|q| json!({
                 "drops": q.drops, "syncookies_sent": q.cookies, "events": q.events, "lost": q.lost,
                 "suppressed": q.suppressed, "cpu_s": q.cpu.as_secs_f64(), "tier": q.tier, "limits": q.limits,
@@ -124,10 +141,17 @@ this kernel samples it with the scheduler tick (no `CONFIG_IRQ_TIME_ACCOUNTING`)
     let traced: Vec<_> = all.iter().filter_map(|o| o.qtrace.as_ref().map(|q| (o, q))).collect();
     let drops_equal = traced.iter().all(|(o, q)| q.drops == o.kernel["ListenDrops"]);
     let cookies_equal = traced.iter().all(|(o, q)| q.cookies == o.kernel["SyncookiesSent"]);
+    let host = |f: fn(&Outcome) -> u64| Spread::of(&all.iter().map(|o| f(o) as f64).collect::<Vec<_>>()).show(0);
+    let _ = writeln!(
+        md,
+        "\n- on the host at the end of each flood: {} tasks, {} named network namespaces (other work on the machine)",
+        host(|o| o.host_tasks),
+        host(|o| o.host_netns)
+    );
     let (tier, limits) = traced.first().map_or(("?".to_owned(), String::new()), |(_, q)| (q.tier.clone(), q.limits.join(", ")));
     let _ = write!(
         md,
-        "\n- qtrace's drop totals equal `ListenDrops` in every flood: **{}**; its cookies-sent totals equal `SyncookiesSent` in every flood: **{}**\n\
+        "- qtrace's drop totals equal `ListenDrops` in every flood: **{}**; its cookies-sent totals equal `SyncookiesSent` in every flood: **{}**\n\
 - qtrace's tier: {tier}; limits its start record declared: {}.{}\n",
         if drops_equal { "yes" } else { "no" },
         if cookies_equal { "yes" } else { "no" },
