@@ -50,10 +50,15 @@ enum Cmd {
         /// Repetitions of each measurement.
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Only these sections (1 start-up, 2 accept path, 3 storm, 4 consumer ceiling, 5 memory).
+        /// Only these sections (1 start-up, 2 accept path, 3 storm, 4 consumer ceiling, 5 memory,
+        /// 6 kernel time per program, 7 SYN flood, 8 idle cost).
         #[arg(long, value_delimiter = ',')]
         only: Vec<u8>,
     },
+    /// For `bench`: start COUNT sleeping threads, say `ready`, and exit
+    /// when stdin closes.
+    #[command(hide = true)]
+    IdleThreads { count: usize },
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and attach every
     /// hook tier in each.
     VmTest,
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
             .and_then(|()| test::test()),
         Cmd::Bench { runs, only } => setup::setup(setup::BENCH_PACKAGES).and_then(|()| bench::bench(runs, only)),
         Cmd::Fuzz { seconds } => setup::setup(&[]).and_then(|()| setup::fuzz_tools()).and_then(|()| fuzz::fuzz(seconds)),
+        Cmd::IdleThreads { count } => bench::idle_threads(count),
         Cmd::VmTest => setup::setup(setup::VM_PACKAGES).and_then(|()| process::build()).and_then(|()| test::vm_test()),
     };
     match result {

@@ -7,10 +7,17 @@
 //! shared machine drift between runs.
 
 mod accept;
+mod bpf_stats;
+mod cpustat;
+mod flood;
+mod idle;
+mod kernel_time;
+mod load;
 mod netns;
 mod packet;
 mod stats;
 mod storm;
+mod synflood;
 mod tracer;
 
 use std::collections::BTreeMap;
@@ -26,13 +33,15 @@ use stats::Spread;
 use storm::Storm;
 use tracer::Running;
 
+pub(crate) use load::idle_threads;
+
 pub(crate) struct Options {
     pub qtrace: PathBuf,
     pub counter: PathBuf,
     pub out: PathBuf,
     /// Repetitions of each measurement.
     pub runs: usize,
-    /// Sections to run (by number, 1-5); empty: all.
+    /// Sections to run (by number, 1-8); empty: all.
     pub only: Vec<u8>,
 }
 
@@ -64,29 +73,33 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     let want = |n: u8| opts.only.is_empty() || opts.only.contains(&n);
     let mut sections = Vec::new();
     if want(1) {
-        eprintln!("bench: start-up");
-        sections.push(startup(opts)?);
+        sections.push(timed("start-up", || startup(opts))?);
     }
     if want(2) {
-        eprintln!("bench: accept path");
-        sections.push(accept_path(opts)?);
+        sections.push(timed("accept path", || accept_path(opts))?);
     }
     let mut rss_after_storm = None;
     if want(3) || want(5) {
-        eprintln!("bench: drop storm");
-        let (section, rss) = drop_storm(opts)?;
+        let (section, rss) = timed("drop storm", || drop_storm(opts))?;
         rss_after_storm = Some(rss);
         if want(3) {
             sections.push(section);
         }
     }
     if want(4) {
-        eprintln!("bench: consumer ceiling");
-        sections.push(ceiling(opts)?);
+        sections.push(timed("consumer ceiling", || ceiling(opts))?);
     }
     if want(5) {
-        eprintln!("bench: memory");
-        sections.push(memory(opts, rss_after_storm.expect("the storm ran"))?);
+        sections.push(timed("memory", || memory(opts, rss_after_storm.expect("the storm ran")))?);
+    }
+    if want(6) {
+        sections.push(timed("kernel time per program", || kernel_time::section(opts))?);
+    }
+    if want(7) {
+        sections.push(timed("SYN flood", || flood::section(opts))?);
+    }
+    if want(8) {
+        sections.push(timed("idle cost", || idle::section(opts))?);
     }
 
     let machine = machine();
@@ -108,6 +121,15 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     print!("{md}");
     eprintln!("bench: wrote {}", opts.out.join("report.md").display());
     Ok(())
+}
+
+/// Runs one section, saying on stderr what runs and how long it took.
+fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("bench: {what}");
+    let t = std::time::Instant::now();
+    let out = f()?;
+    eprintln!("bench: {what} took {:.0} s", t.elapsed().as_secs_f64());
+    Ok(out)
 }
 
 fn which(tool: &str) -> Result<()> {
@@ -197,12 +219,19 @@ impl Attached {
     }
 }
 
-/// 2. Connections per second through an accept loop with and without tracers.
-fn accept_path(opts: &Options) -> Result<Section> {
+/// The accept path's namespace: room for a fast loop's connections and
+/// the TIME_WAIT sockets they leave.
+fn accept_netns() -> Result<Netns> {
     let ns = Netns::create("qtrace-bench-accept")?;
     ns.sysctl("net.core.somaxconn", "4096")?;
     ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
     ns.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    Ok(ns)
+}
+
+/// 2. Connections per second through an accept loop with and without tracers.
+fn accept_path(opts: &Options) -> Result<Section> {
+    let ns = accept_netns()?;
     let duration = Duration::from_secs(2);
     accept::run(&ns, 2, Duration::from_millis(500))?; // warm-up
     let order = [Attached::Nothing, Attached::Qtrace, Attached::Bpftrace];

@@ -65,11 +65,23 @@ impl Netns {
 
     /// The namespace's TcpExt counters (`/proc/net/netstat`), by name.
     pub(super) fn tcp_ext(&self) -> Result<BTreeMap<String, u64>> {
+        self.counters("netstat", "TcpExt:")
+    }
+
+    /// The namespace's Tcp counters (`/proc/net/snmp`: `InSegs`,
+    /// `PassiveOpens`...), by name.
+    pub(super) fn tcp(&self) -> Result<BTreeMap<String, u64>> {
+        self.counters("snmp", "Tcp:")
+    }
+
+    /// One group of a `/proc/net` counter file: a line of names and a line
+    /// of values, both starting with `prefix`.
+    fn counters(&self, file: &str, prefix: &str) -> Result<BTreeMap<String, u64>> {
         self.run(|| {
             // thread-self: /proc/self/net is the main thread's namespace.
-            let text = std::fs::read_to_string("/proc/thread-self/net/netstat")?;
-            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-            let [names, values] = lines[..] else { bail!("no TcpExt lines in /proc/net/netstat") };
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+            let [names, values] = lines[..] else { bail!("no {prefix} lines in /proc/net/{file}") };
             Ok(names
                 .split_whitespace()
                 .zip(values.split_whitespace())

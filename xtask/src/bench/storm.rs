@@ -24,8 +24,8 @@ use super::netns::Netns;
 use super::packet::{self, ACK, SYN};
 
 pub(super) const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-const VETH: &str = "qb0";
+pub(super) const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+pub(super) const VETH: &str = "qb0";
 /// First client port of the hand-made handshakes.
 const CLIENT_BASE: u16 = 20000;
 
@@ -54,14 +54,14 @@ fn sockaddr(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
-fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Result<OwnedFd> {
+pub(super) fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Result<OwnedFd> {
     // SAFETY: plain syscall; the fd is owned from here on.
     let fd = check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) }, "socket")?;
     // SAFETY: fd was just returned by socket(2) and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn send(fd: &OwnedFd, pkt: &[u8]) -> bool {
+pub(super) fn send(fd: &OwnedFd, pkt: &[u8]) -> bool {
     let to = sockaddr(LOCAL, 0);
     // SAFETY: valid buffer and address for the call's duration.
     let rc = unsafe {
@@ -79,7 +79,7 @@ pub(super) struct Storm {
 }
 
 /// Listens on `port` with `backlog` (never accepting) in the calling thread's namespace.
-fn listener(port: u16, backlog: i32) -> Result<OwnedFd> {
+pub(super) fn listener(port: u16, backlog: i32) -> Result<OwnedFd> {
     let fd = socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
     let on: libc::c_int = 1;
     let addr = sockaddr(LOCAL, port);

@@ -91,9 +91,16 @@ fn reader(stream: impl Read + Send + 'static, ready: Option<(Ready, mpsc::Sender
     })
 }
 
-/// Starts `cmd` and waits for its `ready` line (both streams are drained;
-/// stdout is kept when `keep_stdout`).
-fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
+/// The stream a tracer says it is attached on.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Starts `cmd` and waits for its `ready` line on `on` (both streams are
+/// drained; stdout is kept when `keep_stdout`).
+fn start(mut cmd: Command, ready: Ready, on: Stream, keep_stdout: bool) -> Result<Running> {
     let shown = format!("{cmd:?}");
     let t0 = Instant::now();
     let mut child =
@@ -102,8 +109,12 @@ fn start(mut cmd: Command, ready: Ready, keep_stdout: bool) -> Result<Running> {
     // The only sender goes with the reader of the ready stream: when that
     // stream ends unready, waiting ends at once.
     let (tx, rx) = mpsc::channel();
-    let stdout = reader(out, Some((ready, tx)), keep_stdout);
-    let stderr = reader(err, None, true);
+    let (out_ready, err_ready) = match on {
+        Stream::Stdout => (Some((ready, tx)), None),
+        Stream::Stderr => (None, Some((ready, tx))),
+    };
+    let stdout = reader(out, out_ready, keep_stdout);
+    let stderr = reader(err, err_ready, true);
     let at = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(at) => at,
         Err(_) => {
@@ -124,19 +135,27 @@ pub(super) fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
     }
     let mut cmd = Command::new(bin);
     cmd.arg("watch").args(args);
-    start(cmd, Ready(is_start_record), true)
+    start(cmd, Ready(is_start_record), Stream::Stdout, true)
+}
+
+/// `qtrace watch --plain ARGS`, ready at its `watching` line on stderr
+/// (printed once its programs are attached); its tables are not kept.
+pub(super) fn qtrace_plain(bin: &Path, args: &[&str]) -> Result<Running> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["watch", "--plain"]).args(args);
+    start(cmd, Ready(|l| l.starts_with("qtrace: watching")), Stream::Stderr, false)
 }
 
 /// The minimal consumer (`qtrace/examples/ringbuf_count.rs`): ready at its
 /// start record, like qtrace.
 pub(super) fn counter(bin: &Path) -> Result<Running> {
-    start(Command::new(bin), Ready(is_start_record), true)
+    start(Command::new(bin), Ready(is_start_record), Stream::Stdout, true)
 }
 
 pub(super) fn bpftrace() -> Result<Running> {
     let mut cmd = Command::new("bpftrace");
     cmd.args(["-e", BPFTRACE_SCRIPT]);
-    start(cmd, Ready(|l| l.contains("ready")), false)
+    start(cmd, Ready(|l| l.contains("ready")), Stream::Stdout, false)
 }
 
 impl Running {
@@ -154,6 +173,25 @@ impl Running {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    /// CPU time so far to the nanosecond: the process's CPU-time clock
+    /// (`clock_getcpuclockid(3)`, the scheduler's sum over all its
+    /// threads, exited ones included). `cpu()` is in clock ticks, too
+    /// coarse for an idle process.
+    pub(super) fn cpu_precise(&self) -> Result<Duration> {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: valid out-pointer.
+        let rc = unsafe { libc::clock_getcpuclockid(self.pid(), &mut clock) };
+        if rc != 0 {
+            bail!("clock_getcpuclockid({}): {}", self.pid(), std::io::Error::from_raw_os_error(rc));
+        }
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a clock id from the kernel and a valid out-pointer.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            bail!("reading the CPU clock of {}: {}", self.pid(), std::io::Error::last_os_error());
+        }
+        Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
 
     /// Resident memory now, in KiB.
