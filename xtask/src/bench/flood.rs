@@ -43,8 +43,11 @@ struct Watcher {
     qtrace_args: Option<&'static [&'static str]>,
 }
 
-const WATCHERS: &[Watcher] =
-    &[Watcher { name: "no tracer", qtrace_args: None }, Watcher { name: "`qtrace watch --json`", qtrace_args: Some(&[]) }];
+const WATCHERS: &[Watcher] = &[
+    Watcher { name: "no tracer", qtrace_args: None },
+    Watcher { name: "`qtrace watch --json`", qtrace_args: Some(&[]) },
+    Watcher { name: "`qtrace watch --json --max-event-rate unlimited`", qtrace_args: Some(&["--max-event-rate", "unlimited"]) },
+];
 
 /// qtrace's account of one flood.
 struct QtraceView {

@@ -9,6 +9,7 @@
 mod accept;
 mod bpf_stats;
 mod cpustat;
+mod drop_storm;
 mod flood;
 mod idle;
 mod kernel_time;
@@ -80,7 +81,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let mut rss_after_storm = None;
     if want(3) || want(5) {
-        let (section, rss) = timed("drop storm", || drop_storm(opts))?;
+        let (section, rss) = timed("drop storm", || drop_storm::section(opts))?;
         rss_after_storm = Some(rss);
         if want(3) {
             sections.push(section);
@@ -277,92 +278,8 @@ fn accept_path(opts: &Options) -> Result<Section> {
 const STORM_NS: &str = "qtrace-bench-storm";
 const STORM_RATE: f64 = 100_000.0;
 
-/// qtrace's view of one storm, from its NDJSON.
-#[derive(Default)]
-struct Seen {
-    events: u64,
-    drops: u64,
-    lost: u64,
-}
-
-fn seen(lines: &[String], events: u64, port: u16) -> Seen {
-    let mut s = Seen { events, ..Seen::default() };
-    for v in lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
-        match v["type"].as_str() {
-            Some("summary") if v["local_port"] == port => s.drops = v["drops"].as_u64().unwrap_or(0),
-            Some("losses") => s.lost = v["ringbuf_full"].as_u64().unwrap_or(0),
-            _ => {}
-        }
-    }
-    s
-}
-
 fn counter(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
     after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
-}
-
-/// 3. A paced storm on one listener: exactness, loss and qtrace's CPU.
-fn drop_storm(opts: &Options) -> Result<(Section, Spread)> {
-    let ns = Netns::create(STORM_NS)?;
-    storm::wire(&ns)?;
-    let duration = Duration::from_secs(5);
-    let mut rows = String::new();
-    let (mut rates, mut cpu_per_m, mut rss) = (vec![], vec![], vec![]);
-    let mut all_exact = true;
-    let mut total_lost = 0;
-    for round in 0..opts.runs {
-        let port = 8100 + round as u16;
-        let storm = Storm::prepare(&ns, port, 64, 2)?;
-        let q = tracer::qtrace(&opts.qtrace, &["--json", "--max-event-rate", "unlimited", "--netns", STORM_NS, "--port", &port.to_string()])?;
-        let before = ns.tcp_ext()?;
-        let cpu0 = q.cpu()?;
-        storm.fire(Some(STORM_RATE), duration);
-        std::thread::sleep(Duration::from_millis(1500));
-        let cpu = q.cpu()? - cpu0;
-        rss.push(mib(q.rss_kib()));
-        let after = ns.tcp_ext()?;
-        let usage = q.stop()?;
-        let s = seen(&usage.lines, usage.events, port);
-        let overflows = counter(&before, &after, "ListenOverflows");
-        let drops = counter(&before, &after, "ListenDrops");
-        let exact = s.drops == overflows && s.drops == drops;
-        all_exact &= exact;
-        total_lost += s.lost;
-        rates.push(overflows as f64 / duration.as_secs_f64());
-        if s.events > 0 {
-            cpu_per_m.push(cpu.as_secs_f64() * 1e6 / s.events as f64);
-        }
-        let _ = writeln!(
-            rows,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.2} |",
-            round + 1,
-            overflows,
-            drops,
-            s.drops,
-            if exact { "yes" } else { "**no**" },
-            s.events,
-            s.lost,
-            cpu.as_secs_f64()
-        );
-    }
-    let (r, c, m) = (Spread::of(&rates), Spread::of(&cpu_per_m), Spread::of(&rss));
-    let md = format!(
-        "## 3. Drop storm\n\nA listener (backlog 64, never accepting) with a full accept queue; 63 waiting requests whose final ACK is sent again and again from 2 threads at {} packets/s for {} s, each one an accept-queue overflow (`ListenOverflows` and `ListenDrops` +1). qtrace runs `watch --json --max-event-rate unlimited --netns {STORM_NS} --port P`: every event is written, which is what this section measures.\n\n\
-| run | ListenOverflows Δ | ListenDrops Δ | qtrace port total | equal | events delivered | events lost | qtrace CPU (s) |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
-- drops per second achieved: {}\n- qtrace CPU time per million events: {} s\n- totals equal to the kernel's counters in every run: **{}**; events lost in all: **{}**\n",
-        STORM_RATE,
-        duration.as_secs(),
-        r.show(0),
-        c.show(2),
-        if all_exact { "yes" } else { "no" },
-        total_lost,
-    );
-    let json = json!({
-        "rate_target": STORM_RATE, "seconds": duration.as_secs(),
-        "drops_per_s": r.json(), "cpu_s_per_million_events": c.json(),
-        "exact": all_exact, "events_lost": total_lost, "rss_mib_after": m.json(),
-    });
-    Ok((Section { key: "drop_storm", json, md }, m))
 }
 
 /// Runs one storm of `rate` (None: as fast as the senders go) against a
