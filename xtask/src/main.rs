@@ -55,6 +55,26 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<u8>,
     },
+    /// Boot Debian's kernels under QEMU and run the bench's kernel-time and
+    /// SYN-flood sections in each, once per hook tier: writes
+    /// target/bench/vm-report.md (QTRACE_VM_KERNELS picks kernels).
+    VmBench {
+        /// Repetitions of each measurement in each guest.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+    /// Inside a `vm-bench` guest: the bench's sections on one tier.
+    #[command(hide = true)]
+    BenchGuest {
+        #[arg(long)]
+        hooks: String,
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<u8>,
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// For `bench`: start COUNT sleeping threads, say `ready`, and exit
     /// when stdin closes.
     #[command(hide = true)]
@@ -83,6 +103,8 @@ fn main() -> ExitCode {
             .and_then(|()| setup::fuzz_tools())
             .and_then(|()| test::test()),
         Cmd::Bench { runs, only } => setup::setup(setup::BENCH_PACKAGES).and_then(|()| bench::bench(runs, only)),
+        Cmd::VmBench { runs } => setup::setup(setup::VM_PACKAGES).and_then(|()| bench::vm_bench(runs)),
+        Cmd::BenchGuest { hooks, only, runs, out } => bench::bench_guest(&hooks, only, runs, out),
         Cmd::Fuzz { seconds } => setup::setup(&[]).and_then(|()| setup::fuzz_tools()).and_then(|()| fuzz::fuzz(seconds)),
         Cmd::IdleThreads { count } => bench::idle_threads(count),
         Cmd::VmTest => setup::setup(setup::VM_PACKAGES).and_then(|()| process::build()).and_then(|()| test::vm_test()),

@@ -226,7 +226,8 @@ fn best_tier(config: &str) -> &'static str {
     }
 }
 
-const INIT: &str = r#"#!/bin/busybox sh
+/// The start of every guest's init: file systems, modules, loopback.
+const PRELUDE: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/bin:/bin
 mkdir -p /proc /sys /dev /tmp /run /var
@@ -241,7 +242,10 @@ mount -t bpf bpf /sys/fs/bpf
 for m in /modules/*.ko; do insmod "$m" || echo "QTRACE-LOG insmod $m failed"; done
 ip link set lo up
 echo "QTRACE-KERNEL $(uname -r)"
-for tier in TIERS auto; do
+"#;
+
+/// The matrix: every suite once per tier, then `--hooks auto` once.
+const TEST_BODY: &str = r#"for tier in TIERS auto; do
   rm -f /tmp/report /tmp/notes
   for suite in SUITES; do
     # --hooks auto is one test, run once: the tier rows skip it.
@@ -257,6 +261,18 @@ for tier in TIERS auto; do
   [ -f /tmp/notes ] && sed "s/^/QTRACE-NOTE tier=$tier /" /tmp/notes
 done
 dmesg | tail -15 | sed 's/^/QTRACE-DMESG /'
+echo QTRACE-DONE
+poweroff -f
+"#;
+
+/// `cargo xtask vm-bench`: the bench's guest sections once per tier.
+const BENCH_BODY: &str = r#"for tier in TIERS; do
+  xtask bench-guest --hooks $tier --only SECTIONS --runs RUNS --out /tmp/bench-$tier >/tmp/out 2>&1
+  rc=$?
+  grep '^QTRACE-BENCH ' /tmp/out
+  [ $rc -ne 0 ] && sed "s/^/QTRACE-LOG tier=$tier /" /tmp/out
+  echo "QTRACE-RESULT tier=$tier rc=$rc"
+done
 echo QTRACE-DONE
 poweroff -f
 "#;
@@ -295,22 +311,23 @@ fn module_dir(vmlinuz: &Path) -> Result<PathBuf> {
     bail!("no modules for {version}")
 }
 
-/// Builds a newc initramfs for one kernel.
-fn initramfs(dir: &Path, k: &Kernel, qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<PathBuf> {
+/// Builds a newc initramfs for one kernel: busybox, `bins` (path, name in
+/// /usr/bin) and the tools with their libraries, `modules`, and `script`
+/// as init.
+fn initramfs(dir: &Path, k: &Kernel, bins: &[(PathBuf, String)], modules: &[&str], script: &str) -> Result<PathBuf> {
     let root = dir.join("initramfs");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("bin"))?;
     fs::create_dir_all(root.join("modules"))?;
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is needed")?;
-    copy_with_libs(&root, qtrace, "qtrace")?;
-    for (suite, bin) in tests {
-        copy_with_libs(&root, bin, &format!("{suite}-tests"))?;
+    for (bin, name) in bins {
+        copy_with_libs(&root, bin, name)?;
     }
     for tool in TOOLS {
         copy_with_libs(&root, &which(tool)?, tool)?;
     }
     let mods = module_dir(&k.vmlinuz)?;
-    for (i, m) in MODULES.iter().enumerate() {
+    for (i, m) in modules.iter().enumerate() {
         let dest = root.join("modules").join(format!("{i:02}-{}.ko", m.rsplit('/').next().unwrap()));
         let plain = mods.join(format!("{m}.ko"));
         let xz = mods.join(format!("{m}.ko.xz"));
@@ -328,12 +345,6 @@ fn initramfs(dir: &Path, k: &Kernel, qtrace: &Path, tests: &[(String, PathBuf)])
         }
     }
     let init = root.join("init");
-    let suites: Vec<&str> = tests.iter().map(|(s, _)| s.as_str()).collect();
-    let script = INIT
-        .replace("TIERS", &TIERS.join(" "))
-        .replace("SUITES", &suites.join(" "))
-        .replace("EXPECT_TIER", k.expect_tier)
-        .replace("AUTO_TEST", AUTO_TEST);
     fs::write(&init, script)?;
     run(Command::new("chmod").arg("755").arg(&init))?;
     let image = dir.join("initramfs.cpio.gz");
@@ -491,8 +502,16 @@ pub(crate) fn vm_test(qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<()> 
         eprintln!("vm-test: {line}");
         let _ = writeln!(matrix, "== {line}");
     }
+    let mut bins = vec![(qtrace.to_owned(), "qtrace".to_owned())];
+    bins.extend(tests.iter().map(|(suite, bin)| (bin.clone(), format!("{suite}-tests"))));
+    let suites: Vec<&str> = tests.iter().map(|(s, _)| s.as_str()).collect();
     for k in &kernels {
-        let initrd = initramfs(&dir, k, qtrace, tests)?;
+        let body = TEST_BODY
+            .replace("TIERS", &TIERS.join(" "))
+            .replace("SUITES", &suites.join(" "))
+            .replace("EXPECT_TIER", k.expect_tier)
+            .replace("AUTO_TEST", AUTO_TEST);
+        let initrd = initramfs(&dir, k, &bins, MODULES, &format!("{PRELUDE}{body}"))?;
         let boot_start = Instant::now();
         let (console, note) = boot_kernel(k, &initrd);
         let took = boot_start.elapsed().as_secs_f64();
@@ -509,4 +528,51 @@ pub(crate) fn vm_test(qtrace: &Path, tests: &[(String, PathBuf)]) -> Result<()> 
         bail!("{failures} kernel/tier/test combinations failed");
     }
     Ok(())
+}
+
+/// Modules the bench's guest sections need besides the tests': the storm
+/// and the flood wire their namespace with a veth pair.
+const BENCH_MODULES: &[&str] = &[
+    "lib/libcrc32c",
+    "net/netfilter/nfnetlink",
+    "net/netfilter/nf_tables",
+    "net/ipv4/inet_diag",
+    "net/ipv4/tcp_diag",
+    "drivers/net/veth",
+];
+
+/// One kernel's guest bench: its version and console.
+pub(crate) struct GuestRun {
+    pub version: String,
+    pub console: String,
+}
+
+/// Boots each selected kernel (`QTRACE_VM_KERNELS`) with `qtrace` and this
+/// xtask binary, and runs the bench's `sections` once per hook tier in it.
+pub(crate) fn vm_bench(qtrace: &Path, sections: &str, runs: usize) -> Result<Vec<GuestRun>> {
+    let dir = cache_dir();
+    fs::create_dir_all(&dir)?;
+    let only = std::env::var("QTRACE_VM_KERNELS").ok();
+    let (kernels, missing) = kernels(&dir, only.as_deref())?;
+    for line in &missing {
+        eprintln!("vm-bench: {line}");
+    }
+    let xtask = std::env::current_exe().context("the xtask binary")?;
+    let bins = [(qtrace.to_owned(), "qtrace".to_owned()), (xtask, "xtask".to_owned())];
+    let body = BENCH_BODY.replace("TIERS", &TIERS.join(" ")).replace("SECTIONS", sections).replace("RUNS", &runs.to_string());
+    let mut out = Vec::new();
+    for k in &kernels {
+        eprintln!("vm-bench: {}", k.version);
+        let initrd = initramfs(&dir, k, &bins, BENCH_MODULES, &format!("{PRELUDE}{body}"))?;
+        let (console, _) = boot_kernel(k, &initrd);
+        if !console.contains("QTRACE-DONE") || console.lines().any(|l| l.starts_with("QTRACE-RESULT") && !l.ends_with(" rc=0")) {
+            eprintln!("--- {}: the guest bench's errors ---", k.version);
+            console.lines().filter(|l| l.starts_with("QTRACE-LOG") || l.starts_with("QTRACE-BOOT")).for_each(|l| eprintln!("{l}"));
+            if !console.contains("QTRACE-DONE") {
+                print_oops(&console);
+            }
+        }
+        out.push(GuestRun { version: k.version.clone(), console });
+    }
+    Ok(out)
 }

@@ -129,20 +129,38 @@ fn start(mut cmd: Command, ready: Ready, on: Stream, keep_stdout: bool) -> Resul
 
 /// `qtrace watch ARGS`, ready at its start record; ARGS must hold `--json`
 /// (the start record is NDJSON).
+/// The hook tier every qtrace the bench starts is asked for (`--hooks`);
+/// unset: qtrace's own choice.
+static HOOKS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every later qtrace run on `tier` (the guest bench, per tier).
+pub(super) fn use_hooks(tier: &str) {
+    let _ = HOOKS.set(tier.to_owned());
+}
+
+fn watch(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("watch");
+    if let Some(tier) = HOOKS.get() {
+        cmd.args(["--hooks", tier]);
+    }
+    cmd
+}
+
 pub(super) fn qtrace(bin: &Path, args: &[&str]) -> Result<Running> {
     if !args.contains(&"--json") {
         bail!("qtrace watch {args:?}: the bench waits for the NDJSON start record: pass --json");
     }
-    let mut cmd = Command::new(bin);
-    cmd.arg("watch").args(args);
+    let mut cmd = watch(bin);
+    cmd.args(args);
     start(cmd, Ready(is_start_record), Stream::Stdout, true)
 }
 
 /// `qtrace watch --plain ARGS`, ready at its `watching` line on stderr
 /// (printed once its programs are attached); its tables are not kept.
 pub(super) fn qtrace_plain(bin: &Path, args: &[&str]) -> Result<Running> {
-    let mut cmd = Command::new(bin);
-    cmd.args(["watch", "--plain"]).args(args);
+    let mut cmd = watch(bin);
+    cmd.arg("--plain").args(args);
     start(cmd, Ready(|l| l.starts_with("qtrace: watching")), Stream::Stderr, false)
 }
 
