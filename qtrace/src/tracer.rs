@@ -220,7 +220,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    use qtrace_common::{kind, ClosedListener, CounterKey, ListenCall, ListenKey};
+    use qtrace_common::{kind, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart};
 
     use super::*;
     use crate::host::procs::Owner;
@@ -266,6 +266,9 @@ mod tests {
         }
         fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)> {
             Vec::new()
+        }
+        fn take_listen_starts(&mut self) -> Option<Vec<(u32, ListenStart)>> {
+            None
         }
         fn forget_ports(&mut self, _: &[PortKey]) {}
     }
