@@ -297,6 +297,17 @@ impl Namespaces {
         self.own
     }
 
+    /// The one namespace watched (`--netns`), if only one is.
+    pub fn only(&self) -> Option<u32> {
+        self.only
+    }
+
+    /// Whether qtrace can enter namespace `ino` (as of its latest walk or
+    /// listen start there).
+    pub fn knows(&self, ino: u32) -> bool {
+        self.known.contains_key(&ino)
+    }
+
     /// How many namespaces qtrace can enter.
     pub fn count(&self) -> usize {
         self.known.len()
