@@ -366,9 +366,10 @@ mod tests {
             let mut world = self.world.borrow_mut();
             let plan = self.plan.get_or_insert_with(Plan::default);
             let exists: Vec<u32> = world.listeners.keys().copied().collect();
-            if let Some(depth) = plan.learn(news, now, |ino, _| exists.contains(&ino)) {
-                world.walks.push(depth);
-                plan.walked(exists, now);
+            let mut depth = plan.learn(news, now, |ino, _| exists.contains(&ino));
+            while let Some(d) = depth {
+                world.walks.push(d);
+                depth = plan.walked(exists.clone(), d, now);
             }
         }
         fn listeners(&mut self) -> Vec<NsListeners> {
@@ -432,7 +433,7 @@ mod tests {
         t.poll().unwrap();
         assert_eq!(reads(3), 0, "the counters are read after the listeners");
         t.poll().unwrap();
-        assert_eq!(world.borrow().walks, [Depth::Threads, Depth::Threads], "drops in an unknown namespace walk at once");
+        assert_eq!(world.borrow().walks, [Depth::Threads, Depth::Processes], "drops in an unknown namespace walk at once");
         assert_eq!(reads(3), 1);
         assert_eq!(t.listeners.iter().find(|n| n.netns == 3).map(|n| n.listeners.len()), Some(1));
     }

@@ -143,12 +143,10 @@ impl Namespaces {
         let now = Instant::now();
         let plan = self.plan.get_or_insert_with(Plan::default);
         let (known, unreachable, only) = (&mut self.known, &self.unreachable, self.only);
-        let depth = plan.learn(news, now, |ino, who| locate(known, unreachable, only, ino, who));
-        if let Some(depth) = depth {
-            let found = self.walk(depth);
-            if let Some(plan) = &mut self.plan {
-                plan.walked(found, now);
-            }
+        let mut depth = plan.learn(news, now, |ino, who| locate(known, unreachable, only, ino, who));
+        while let Some(d) = depth {
+            let found = self.walk(d);
+            depth = self.plan.as_mut().and_then(|plan| plan.walked(found, d, now));
         }
         self.open_due();
     }

@@ -12,7 +12,8 @@
 //!   counted there, or at the slow rescan;
 //! - namespaces are found by walking `/proc` at the start, at the slow
 //!   rescan, and at once when the kernel names one that qtrace cannot
-//!   enter from what it knows.
+//!   enter from what it knows: first each process, then, if that missed
+//!   it, each thread.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -65,9 +66,10 @@ struct Entry {
 pub(crate) struct Plan {
     known: BTreeMap<u32, Entry>,
     last_walk: Option<Instant>,
-    /// Namespaces the kernel named that a thread walk did not find, and
-    /// when: not searched again before the next slow rescan.
-    searched: BTreeMap<u32, Instant>,
+    /// Namespaces the kernel named that qtrace did not know, when, and
+    /// how deep a walk has looked for them: not searched again before the
+    /// next slow rescan.
+    searched: BTreeMap<u32, (Instant, Depth)>,
 }
 
 impl Plan {
@@ -75,7 +77,7 @@ impl Plan {
     /// a listen start can be entered (already known, or found through the
     /// thread that listened). Returns the walk this poll needs, if any.
     pub(crate) fn learn(&mut self, news: &KernelNews, now: Instant, mut locate: impl FnMut(u32, &ListenStart) -> bool) -> Option<Depth> {
-        self.searched.retain(|_, at| now.duration_since(*at) < RESCAN);
+        self.searched.retain(|_, (at, _)| now.duration_since(*at) < RESCAN);
         let starts = news.listen_starts.as_deref().unwrap_or_default();
         let mut depth = match self.last_walk {
             // The namespaces made between the first walk and the attach.
@@ -102,14 +104,15 @@ impl Plan {
         depth
     }
 
-    /// A thread walk for a namespace qtrace does not know, unless one
-    /// already failed to find it since the last slow rescan.
+    /// A walk of processes for a namespace qtrace does not know (a thread
+    /// walk follows if it misses it, see [`Plan::walked`]), unless one
+    /// already looked for it since the last slow rescan.
     fn search(&mut self, ino: u32, now: Instant) -> Option<Depth> {
         if self.searched.contains_key(&ino) {
             return None;
         }
-        self.searched.insert(ino, now);
-        Some(Depth::Threads)
+        self.searched.insert(ino, (now, Depth::Processes));
+        Some(Depth::Processes)
     }
 
     fn owe(&mut self, ino: u32, reads: u8) {
@@ -117,13 +120,27 @@ impl Plan {
         e.owed = e.owed.max(reads);
     }
 
-    /// After a walk: every namespace it found is read at this poll.
-    pub(crate) fn walked(&mut self, found: impl IntoIterator<Item = u32>, now: Instant) {
+    /// After a walk to `depth`: every namespace it found is read at this
+    /// poll. Returns the deeper walk still needed: a walk of processes
+    /// that missed a namespace the kernel named is followed at once by a
+    /// walk of threads (a thread may have a namespace its process has not;
+    /// walking 20,000 threads costs a hundred times more than walking
+    /// processes, so it is done only when needed).
+    pub(crate) fn walked(&mut self, found: impl IntoIterator<Item = u32>, depth: Depth, now: Instant) -> Option<Depth> {
         for ino in found {
             self.owe(ino, 1);
             self.searched.remove(&ino);
         }
         self.last_walk = Some(now);
+        let mut deeper = None;
+        for (_, walked) in self.searched.values_mut().filter(|(at, walked)| *at == now && *walked < Depth::Threads) {
+            *walked = depth.max(*walked);
+            if *walked < Depth::Threads {
+                *walked = Depth::Threads;
+                deeper = Some(Depth::Threads);
+            }
+        }
+        deeper
     }
 
     /// Whether `ino` is read at this poll.
@@ -168,7 +185,7 @@ mod tests {
         let t0 = Instant::now();
         let mut plan = Plan::default();
         assert_eq!(plan.learn(&news(&[], &[]), t0, |_, _| true), Some(Depth::Threads));
-        plan.walked([1, 2], t0);
+        assert_eq!(plan.walked([1, 2], Depth::Threads, t0), None);
         assert!(plan.due(1) && plan.due(2), "everything found is read once");
         assert!(plan.read(1, 1), "a namespace with listeners keeps its socket");
         assert!(!plan.read(2, 0), "one without listeners does not");
@@ -182,7 +199,7 @@ mod tests {
         let t0 = Instant::now();
         let mut plan = Plan::default();
         plan.learn(&news(&[], &[]), t0, |_, _| true);
-        plan.walked([2], t0);
+        plan.walked([2], Depth::Threads, t0);
         plan.read(2, 0);
         assert_eq!(plan.learn(&news(&[2], &[]), t0, |_, _| true), None);
         assert!(plan.due(2));
@@ -196,12 +213,16 @@ mod tests {
         let t0 = Instant::now();
         let mut plan = Plan::default();
         plan.learn(&news(&[], &[]), t0, |_, _| true);
-        plan.walked([], t0);
+        plan.walked([], Depth::Threads, t0);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(plan.learn(&news(&[9], &[]), t1, |_, _| false), Some(Depth::Threads), "a start nobody can locate");
-        plan.walked([], t1);
+        assert_eq!(plan.learn(&news(&[9], &[]), t1, |_, _| false), Some(Depth::Processes), "a start nobody can locate");
+        assert_eq!(plan.walked([], Depth::Processes, t1), Some(Depth::Threads), "processes missed it: threads at once");
+        assert_eq!(plan.walked([], Depth::Threads, t1), None);
         assert_eq!(plan.learn(&news(&[], &[9]), t1, |_, _| false), None, "not searched again so soon");
-        assert_eq!(plan.learn(&news(&[], &[8]), t1, |_, _| false), Some(Depth::Threads), "drops in another unknown one");
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(plan.learn(&news(&[], &[8]), t2, |_, _| false), Some(Depth::Processes), "drops in another unknown one");
+        assert_eq!(plan.walked([8], Depth::Processes, t2), None, "found by the walk of processes");
+        assert!(plan.due(8));
         let near_full: Vec<u32> = (100..100 + LISTEN_STARTS_MAX / 2).collect();
         assert_eq!(plan.learn(&news(&near_full, &[]), t1, |_, _| true), Some(Depth::Threads), "a nearly full map");
     }
