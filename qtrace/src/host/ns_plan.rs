@@ -32,9 +32,9 @@ use crate::host::KernelNews;
 /// listeners are closed at the next poll, so no rescan is needed for them
 /// to die. Such a listener's drops still all count once it is found (it
 /// was born while qtrace watched, so it counts from zero), and if it
-/// closes first its final counter comes from `CLOSED_LISTENERS`. Thirty
-/// seconds keeps a walk of 20,000 threads or a read of 1,000 namespaces
-/// under a thousandth of a core.
+/// closes first its final counter comes from `CLOSED_LISTENERS`. At thirty
+/// seconds, entering and reading 1,000 namespaces (under 0.1 ms each)
+/// costs about 0.2% of a core; the rescan walks processes, not threads.
 pub(crate) const RESCAN: Duration = Duration::from_secs(30);
 
 /// The kernel reports a listen start before `get_port()` and `hash()` put
