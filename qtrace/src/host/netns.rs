@@ -148,6 +148,9 @@ impl Namespaces {
             let found = self.walk(d);
             depth = self.plan.as_mut().and_then(|plan| plan.walked(found, d, now));
         }
+        if let Some(plan) = &mut self.plan {
+            plan.retain(|ino| self.known.contains_key(&ino));
+        }
         self.open_due();
     }
 

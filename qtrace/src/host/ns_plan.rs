@@ -167,6 +167,12 @@ impl Plan {
     pub(crate) fn forget(&mut self, ino: u32) {
         self.known.remove(&ino);
     }
+
+    /// Keeps only the namespaces `keep` names (a listen start in one that
+    /// cannot be entered must not leave it owed a read forever).
+    pub(crate) fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        self.known.retain(|ino, _| keep(*ino));
+    }
 }
 
 #[cfg(test)]
