@@ -48,6 +48,15 @@ pub const LISTEN_CALLS_MAX: u32 = 4096;
 pub const MAP_CLOSED_LISTENERS: &str = "CLOSED_LISTENERS";
 /// Entries of [`MAP_CLOSED_LISTENERS`]: listeners closed between two polls.
 pub const CLOSED_LISTENERS_MAX: u32 = 4096;
+/// LRU hash map `u32` (network namespace inode) -> [`ListenStart`]: the
+/// namespaces where a TCP socket entered `TCP_LISTEN` since userspace last
+/// took the entries, so it reads listeners only where they can have
+/// appeared instead of in every namespace at every poll.
+pub const MAP_LISTEN_STARTS: &str = "LISTEN_STARTS";
+/// Entries of [`MAP_LISTEN_STARTS`]: distinct namespaces with a new
+/// listener between two polls. Userspace takes a nearly full map as a sign
+/// that some were evicted and walks every namespace instead.
+pub const LISTEN_STARTS_MAX: u32 = 1024;
 
 // Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
 // attribute macros name a program after its function and take no other name
@@ -248,6 +257,19 @@ pub struct ClosedListener {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<ClosedListener>() == 24);
+
+/// Value of [`MAP_LISTEN_STARTS`]: who last made a listener in the
+/// namespace, so userspace can enter it through `/proc/<tgid>/task/<tid>/ns/net`
+/// (a thread may have its own namespace) without walking every task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenStart {
+    /// Thread-group id (the process id in the initial pid namespace).
+    pub tgid: u32,
+    /// Thread id of the caller.
+    pub tid: u32,
+}
+const _: () = assert!(core::mem::size_of::<ListenStart>() == 8);
 
 /// Load-time configuration: filters and kernel offsets resolved from the
 /// running kernel's BTF and tracepoint formats, so one binary serves every
@@ -451,6 +473,8 @@ mod user {
     unsafe impl aya::Pod for super::ListenCall {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ClosedListener {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenStart {}
 }
 
 impl Event {

@@ -1,5 +1,6 @@
 //! `sock:inet_sock_set_state` (include/trace/events/sock.h, Linux 4.16+):
-//! a watched listener's drop counter at the moment it closes.
+//! a watched listener's drop counter at the moment it closes, and the
+//! namespaces where new listeners appear.
 //!
 //! Userspace reads each listener's `sk_drops` through `sock_diag` once per
 //! poll; a listener that closes between two polls takes the drops of that
@@ -7,16 +8,28 @@
 //! read at all. `tcp_close()` calls `tcp_set_state(sk, TCP_CLOSE)` on a
 //! listener, whose tracepoint fires before `inet_unhash()` takes the socket
 //! out of the tables `sock_diag` walks: by the time a poll no longer finds
-//! the listener, its final counter is in `CLOSED_LISTENERS`. Runs beside
-//! whichever tier is attached.
+//! the listener, its final counter is in `CLOSED_LISTENERS`.
+//!
+//! Every TCP listener is born in `inet_csk_listen_start()`, which calls
+//! `inet_sk_state_store(sk, TCP_LISTEN)`; since 563e0bb0dc74 ("net:
+//! tracepoint: replace tcp_set_state tracepoint with inet_sock_set_state
+//! tracepoint", 4.16) that helper fires this tracepoint before storing the
+//! state. The call is there, unconditionally, in 5.10, 6.1 and 6.12 alike
+//! (6.1 and later first refuse a ULP without `clone`, `inet_ulp_can_listen`,
+//! and return before any state change). `LISTEN_STARTS` keeps the namespace
+//! of each such start, so userspace dumps listeners only in namespaces that
+//! have some or just got one. Runs beside whichever tier is attached.
 
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
     EbpfContext as _,
 };
-use qtrace_common::{ClosedListener, CLOSED_LISTENERS_MAX, OFFSET_NONE, TCP_LISTEN};
+use qtrace_common::{
+    ClosedListener, Config, ListenStart, CLOSED_LISTENERS_MAX, LISTEN_STARTS_MAX, OFFSET_NONE, TCP_LISTEN,
+};
 
 use crate::emit::watched;
 use crate::kmem::{identity, read};
@@ -24,6 +37,9 @@ use crate::maps::config;
 
 #[map]
 pub(crate) static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);
+
+#[map]
+pub(crate) static LISTEN_STARTS: LruHashMap<u32, ListenStart> = LruHashMap::with_max_entries(LISTEN_STARTS_MAX, 0);
 
 /// `TCP_CLOSE` in `enum tcp_state`, and `IPPROTO_TCP`; the record's state
 /// fields are ints.
@@ -37,23 +53,54 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let rec = ctx.as_ptr() as u64;
-    if read::<i32>(rec, cfg.tp_state_oldstate) != i32::from(TCP_LISTEN) || read::<i32>(rec, cfg.tp_state_newstate) != TCP_CLOSE {
+    let old = read::<i32>(rec, cfg.tp_state_oldstate);
+    let new = read::<i32>(rec, cfg.tp_state_newstate);
+    let started = new == i32::from(TCP_LISTEN) && old != i32::from(TCP_LISTEN);
+    if !started && !(old == i32::from(TCP_LISTEN) && new == TCP_CLOSE) {
         return 0;
     }
     // MPTCP and SCTP listeners pass here too (`protocol`, absent before 4.20
-    // on some builds: then only TCP sockets were traced).
+    // on some builds: then only TCP sockets were traced). An MPTCP
+    // listener's subflow is a TCP socket and passes here as one, which is
+    // what sock_diag's TCP dump lists.
     if cfg.tp_state_protocol != OFFSET_NONE && read::<u16>(rec, cfg.tp_state_protocol) != IPPROTO_TCP {
         return 0;
     }
     let sk: u64 = read(rec, cfg.tp_state_skaddr);
+    if started {
+        listen_started(cfg, sk);
+    } else {
+        listener_closed(cfg, sk);
+    }
+    0
+}
+
+/// Records the namespace of a socket entering `TCP_LISTEN`, and who did it.
+/// The port is not filtered: an unbound socket gets its port from
+/// `get_port()` only after this tracepoint.
+#[inline(always)]
+fn listen_started(cfg: &Config, sk: u64) {
+    let id = identity(cfg, sk);
+    if id.netns == 0 || (cfg.filter_netns != 0 && cfg.filter_netns != id.netns) {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let start = ListenStart { tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32 };
+    // A full map evicts the oldest namespace; userspace notices a nearly
+    // full map and walks every namespace instead.
+    let _ = LISTEN_STARTS.insert(id.netns, start, 0);
+}
+
+/// Keeps a watched listener's final drop counter.
+#[inline(always)]
+fn listener_closed(cfg: &Config, sk: u64) {
     let id = identity(cfg, sk);
     if !id.valid() || !watched(cfg, &id) {
-        return 0;
+        return;
     }
     let closed =
         ClosedListener { cookie: read(sk, cfg.sk_cookie), netns: id.netns, drops: read(sk, cfg.sk_drops), port: id.port, _pad: [0; 6] };
     // A full map evicts the oldest entry: that listener's last stretch of
     // drops is then missing, as it would be without this program.
     let _ = CLOSED_LISTENERS.insert(sk, closed, 0);
-    0
 }

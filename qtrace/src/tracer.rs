@@ -3,7 +3,7 @@
 //! [`Sink`]; nothing here formats. The inputs are traits
 //! ([`KernelInputs`], [`HostInputs`]) so the loop runs against fakes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::sock_diag::Listener;
 use crate::host::system;
-use crate::host::HostInputs;
+use crate::host::{HostInputs, KernelNews};
 use crate::kernel::limits::{Limit, Refusal};
 use crate::kernel::maps::{KernelInputs, KernelMaps};
 use crate::kernel::probe::{Filter, HookChoice, Probe, Tier};
@@ -76,6 +76,9 @@ pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
     boot_offset: i128,
     undecodable: u64,
     last_poll: Instant,
+    /// Namespaces whose drop counters moved at the latest poll: the next
+    /// refresh looks for those it does not know.
+    active: BTreeSet<u32>,
 }
 
 /// What a finished trace leaves.
@@ -140,6 +143,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             boot_offset: system::boot_offset_ns(),
             undecodable: 0,
             last_poll: Instant::now(),
+            active: BTreeSet::new(),
         }
     }
 
@@ -162,8 +166,10 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         // Listeners first, counters second: every drop a listener's counter
         // already shows is then in the per-kind counters too, so drops still
         // in flight between the two reads are never taken for drops no hook
-        // saw (they would be counted twice under a steady storm).
-        self.host.refresh();
+        // saw (they would be counted twice under a steady storm). Listen
+        // starts before the listeners: a namespace where one started is read.
+        let news = KernelNews { listen_starts: self.kernel.take_listen_starts(), active: std::mem::take(&mut self.active) };
+        self.host.refresh(&news);
         self.listeners = self.host.listeners();
         // After the snapshot: every listener it misses has its final
         // counter recorded already (the tracepoint fires before unhash).
@@ -171,7 +177,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(move |l| (ns.netns, l.cookie))).collect();
         let closed = self.kernel.take_closed(&live);
         self.agg.on_closed(&closed);
-        self.agg.on_counters(self.kernel.counters()?);
+        self.active = self.agg.on_counters(self.kernel.counters()?);
         self.agg.on_suppressed(self.kernel.suppressed()?);
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = Losses { undecodable: self.undecodable, suppressed: self.agg.suppressed(), ..self.kernel.losses()? };
@@ -228,9 +234,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    use qtrace_common::{kind, ClosedListener, CounterKey, ListenCall, ListenKey};
+    use qtrace_common::{kind, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart};
 
     use super::*;
+    use crate::host::ns_plan::{Depth, Plan};
     use crate::host::procs::Owner;
 
     const NETNS: u32 = 7;
@@ -278,11 +285,14 @@ mod tests {
         fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)> {
             Vec::new()
         }
+        fn take_listen_starts(&mut self) -> Option<Vec<(u32, ListenStart)>> {
+            None
+        }
         fn forget_ports(&mut self, _: &[PortKey]) {}
     }
 
     impl HostInputs for FakeHost {
-        fn refresh(&mut self) {}
+        fn refresh(&mut self, _: &KernelNews) {}
         fn listeners(&mut self) -> Vec<NsListeners> {
             // An overflowing final ACK moves the drop counter twice
             // (`Kind::listener_drop_weight`).
@@ -319,5 +329,126 @@ mod tests {
         assert_eq!(counted, 0, "drops the hook saw were derived again from the listener's counter");
         assert_eq!(st.drops(), st.count(crate::model::event::Kind::AckOverflow));
         assert!(st.drops() > 0, "the storm was counted");
+    }
+
+    /// A host of namespaces and the kernel's reports about them, for the
+    /// incremental discovery: which namespaces were read, and the walks.
+    #[derive(Default)]
+    struct World {
+        listeners: BTreeMap<u32, Vec<Listener>>,
+        starts: Vec<(u32, ListenStart)>,
+        counters: BTreeMap<CounterKey, u64>,
+        reads: BTreeMap<u32, usize>,
+        walks: Vec<Depth>,
+    }
+
+    struct WorldKernel(Rc<RefCell<World>>);
+
+    /// Follows the same [`Plan`] as `Namespaces`, over the world's
+    /// namespaces: every namespace in the world can be located.
+    struct WorldHost {
+        world: Rc<RefCell<World>>,
+        plan: Option<Plan>,
+    }
+
+    impl KernelInputs for WorldKernel {
+        fn drain_events(&mut self, _: &mut dyn FnMut(&[u8])) {}
+        fn counters(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
+            Ok(self.0.borrow().counters.clone())
+        }
+        fn suppressed(&mut self) -> Result<BTreeMap<CounterKey, u64>> {
+            Ok(BTreeMap::new())
+        }
+        fn losses(&mut self) -> Result<Losses> {
+            Ok(Losses::default())
+        }
+        fn take_closed(&mut self, _: &HashSet<(u32, u64)>) -> Vec<ClosedListener> {
+            Vec::new()
+        }
+        fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)> {
+            Vec::new()
+        }
+        fn take_listen_starts(&mut self) -> Option<Vec<(u32, ListenStart)>> {
+            Some(std::mem::take(&mut self.0.borrow_mut().starts))
+        }
+        fn forget_ports(&mut self, _: &[PortKey]) {}
+    }
+
+    impl HostInputs for WorldHost {
+        fn refresh(&mut self, news: &KernelNews) {
+            let now = Instant::now();
+            let mut world = self.world.borrow_mut();
+            let plan = self.plan.get_or_insert_with(Plan::default);
+            let exists: Vec<u32> = world.listeners.keys().copied().collect();
+            let mut depth = plan.learn(news, now, |ino, _| exists.contains(&ino));
+            while let Some(d) = depth {
+                world.walks.push(d);
+                depth = plan.walked(exists.clone(), d, now);
+            }
+        }
+        fn listeners(&mut self) -> Vec<NsListeners> {
+            let mut world = self.world.borrow_mut();
+            let mut out = Vec::new();
+            for (ino, ls) in world.listeners.clone() {
+                if let Some(plan) = &mut self.plan {
+                    if !plan.due(ino) {
+                        continue;
+                    }
+                    plan.read(ino, ls.len());
+                }
+                *world.reads.entry(ino).or_default() += 1;
+                out.push(NsListeners { netns: ino, listeners: ls });
+            }
+            out
+        }
+        fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
+            None
+        }
+    }
+
+    /// Namespaces without listeners are not read at every poll, yet none
+    /// that gets a listener is missed: a reported listen start gets it read
+    /// at the next poll, and drops counted in a namespace qtrace does not
+    /// know get a walk that finds it. The drops its listener's counter
+    /// shows are counted.
+    #[test]
+    fn namespaces_are_read_when_they_can_have_listeners() {
+        let world = Rc::new(RefCell::new(World::default()));
+        world.borrow_mut().listeners = [(1, vec![Listener::example(80, (0, 8), 0)]), (2, vec![])].into();
+        let mut host = WorldHost { world: world.clone(), plan: None };
+        let baseline = host.listeners();
+        let attachment = Attachment { tier: Tier::Tracepoint, refused: Vec::new(), limits: Vec::new(), max_event_rate: None };
+        let mut t = Tracer::with_inputs(WorldKernel(world.clone()), host, attachment, &Filter::default(), baseline);
+        let reads = |ino: u32| world.borrow().reads.get(&ino).copied().unwrap_or(0);
+        t.poll().unwrap();
+        assert_eq!(world.borrow().walks, [Depth::Threads], "the first poll walks every thread");
+        let before = reads(2);
+        t.poll().unwrap();
+        t.poll().unwrap();
+        assert_eq!(reads(2), before, "a namespace without listeners is not read again");
+        assert_eq!(reads(1), before + 2, "one with listeners is read at every poll");
+
+        // A listener in namespace 2, reported by the kernel; SYN-stage drops
+        // only its drop counter shows.
+        let mut late = Listener::example(90, (0, 8), 12);
+        late.cookie = 2;
+        world.borrow_mut().listeners.insert(2, vec![late]);
+        world.borrow_mut().starts.push((2, ListenStart { tgid: 5, tid: 6 }));
+        t.poll().unwrap();
+        assert_eq!(reads(2), before + 1, "read at the poll after its listen start");
+        t.poll().unwrap();
+        assert_eq!(t.agg.ports()[&PortKey { netns: 2, port: 90 }].drops(), 12, "its drops are counted");
+
+        // Namespace 3 appears and its start is lost, but the kernel counts
+        // drops there: the next poll walks and reads it.
+        world.borrow_mut().listeners.insert(3, vec![Listener::example(70, (8, 8), 0)]);
+        let key = CounterKey { netns: 3, port: 70, kind: kind::ACK_OVERFLOW, _pad: 0 };
+        world.borrow_mut().counters.insert(key, 4);
+        t.poll().unwrap();
+        assert_eq!(reads(3), 0, "the counters are read after the listeners");
+        t.poll().unwrap();
+        assert_eq!(world.borrow().walks, [Depth::Threads, Depth::Processes], "drops in an unknown namespace walk at once");
+        assert_eq!(reads(3), 1);
+        assert_eq!(t.listeners.iter().find(|n| n.netns == 3).map(|n| n.listeners.len()), Some(1));
     }
 }

@@ -2,6 +2,8 @@
 //! (`netns`, `sock_diag`), each namespace's sysctls and counters
 //! (`ns_state`), and which processes hold a socket (`procs`).
 pub mod netns;
+pub(crate) mod ns_find;
+pub(crate) mod ns_plan;
 pub(crate) mod ns_state;
 pub(crate) mod procs;
 pub(crate) mod sock_diag;
@@ -9,6 +11,8 @@ pub(crate) mod system;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+
+use qtrace_common::ListenStart;
 
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::procs::Owner;
@@ -32,11 +36,23 @@ pub(crate) fn survey(namespaces: &mut Namespaces) -> (Survey, usize) {
     (Survey { listeners, requests, owners }, unreadable)
 }
 
+/// What the kernel side saw since the last poll that says where listeners
+/// can be.
+#[derive(Debug, Default)]
+pub struct KernelNews {
+    /// Namespaces (by inode) where a socket started listening, with who
+    /// did it; `None` when the kernel does not record them.
+    pub listen_starts: Option<Vec<(u32, ListenStart)>>,
+    /// Namespaces whose drop counters moved.
+    pub active: BTreeSet<u32>,
+}
+
 /// What the tracer reads from the host, so it runs against fakes in tests.
 pub trait HostInputs {
-    /// Finds new namespaces and forgets vanished ones.
-    fn refresh(&mut self);
-    /// Listeners of every watched namespace, now.
+    /// Finds new namespaces and forgets vanished ones, from `news` where it
+    /// can.
+    fn refresh(&mut self, news: &KernelNews);
+    /// Listeners of every namespace that can have some, now.
     fn listeners(&mut self) -> Vec<NsListeners>;
     /// The socket inode that process `pid`'s descriptor `fd` refers to,
     /// with the process.
@@ -44,8 +60,8 @@ pub trait HostInputs {
 }
 
 impl HostInputs for Namespaces {
-    fn refresh(&mut self) {
-        Namespaces::refresh(self);
+    fn refresh(&mut self, news: &KernelNews) {
+        Namespaces::refresh(self, news);
     }
     fn listeners(&mut self) -> Vec<NsListeners> {
         Namespaces::listeners(self)

@@ -1,6 +1,6 @@
 //! The kernel seam: [`KernelMaps`] owns the attached programs and every map
 //! they fill (ring buffer, per-CPU counters and stats, closed listeners,
-//! `listen(2)` calls); [`KernelInputs`] is what the tracer reads through,
+//! `listen(2)` calls, listen starts); [`KernelInputs`] is what the tracer reads through,
 //! so it runs against fakes in tests.
 
 use std::collections::{BTreeMap, HashSet};
@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
-    stat, ClosedListener, CounterKey, ListenCall, ListenKey, MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_STATS,
-    MAP_SUPPRESSED,
+    stat, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS,
+    MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
 };
 
 use crate::model::aggregate::{Losses, PortKey};
@@ -32,6 +32,10 @@ pub trait KernelInputs {
     fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener>;
     /// Takes the `listen(2)` calls recorded since the last call.
     fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)>;
+    /// Takes the namespaces (by inode) where a socket started listening
+    /// since the last call, with who did it; `None` when nothing records
+    /// them (then every namespace must be read at every poll).
+    fn take_listen_starts(&mut self) -> Option<Vec<(u32, ListenStart)>>;
     /// Deletes the counters (and suppressed tallies) of `ports`.
     fn forget_ports(&mut self, ports: &[PortKey]);
 }
@@ -47,6 +51,8 @@ pub struct KernelMaps {
     listen_calls: Option<HashMap<MapData, ListenKey, ListenCall>>,
     /// `None` when the listener-close recorder could not attach.
     closed: Option<HashMap<MapData, u64, ClosedListener>>,
+    /// Filled by the same program as `closed`.
+    listen_starts: Option<HashMap<MapData, u32, ListenStart>>,
 }
 
 impl KernelMaps {
@@ -60,8 +66,9 @@ impl KernelMaps {
         let suppressed = PerCpuHashMap::try_from(take(MAP_SUPPRESSED)?)?;
         let stats = PerCpuArray::try_from(take(MAP_STATS)?)?;
         let listen_calls = if listen_calls { Some(HashMap::try_from(take(MAP_LISTEN_CALLS)?)?) } else { None };
+        let listen_starts = if closed { Some(HashMap::try_from(take(MAP_LISTEN_STARTS)?)?) } else { None };
         let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
-        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed })
+        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed, listen_starts })
     }
 
     /// The ring buffer's descriptor, to wait on. It stays open and the same
@@ -125,6 +132,17 @@ impl KernelInputs for KernelMaps {
             let _ = map.remove(key);
         }
         calls
+    }
+
+    fn take_listen_starts(&mut self) -> Option<Vec<(u32, ListenStart)>> {
+        let map = self.listen_starts.as_mut()?;
+        let starts: Vec<(u32, ListenStart)> = map.iter().filter_map(Result::ok).collect();
+        for (netns, _) in &starts {
+            // A start recorded again meanwhile is lost with it, but its
+            // namespace is in `starts` already.
+            let _ = map.remove(netns);
+        }
+        Some(starts)
     }
 
     fn forget_ports(&mut self, ports: &[PortKey]) {

@@ -14,7 +14,7 @@
 //! ever grows by the smaller of the last two derived values: a momentary
 //! excess is never reported, and a quiet listener converges exactly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 
 use qtrace_common::{ClosedListener, CounterKey};
@@ -178,15 +178,21 @@ impl Aggregator {
         st.last = Some(ev.clone());
     }
 
-    /// Replaces the per-kind totals with the kernel's counters.
-    pub fn on_counters<I: IntoIterator<Item = (CounterKey, u64)>>(&mut self, counters: I) {
+    /// Replaces the per-kind totals with the kernel's counters; returns the
+    /// namespaces where they moved.
+    pub fn on_counters<I: IntoIterator<Item = (CounterKey, u64)>>(&mut self, counters: I) -> BTreeSet<u32> {
+        let mut moved = BTreeSet::new();
         for (key, value) in counters {
             let Some(kind) = Kind::from_id(key.kind) else {
                 continue;
             };
             let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
+            if st.kinds[kind] != value {
+                moved.insert(key.netns);
+            }
             st.kinds[kind] = value;
         }
+        moved
     }
 
     /// Replaces the per-kind suppressed tallies with the kernel's.

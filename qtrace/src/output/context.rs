@@ -18,11 +18,8 @@ pub(crate) fn lines(tracer: &Tracer, show_quiet: bool) -> Vec<String> {
         tracer.agg.ports().iter().filter(|(_, st)| show_quiet || st.kinds.is_active()).map(|(k, _)| k.netns).collect();
     // Nothing to show yet: the one watched namespace (`--netns`), else
     // qtrace's own.
-    let shown: Vec<u32> = match (shown.is_empty(), &tracer.listeners[..]) {
-        (false, _) => shown.into_iter().collect(),
-        (true, [only]) => vec![only.netns],
-        (true, _) => vec![tracer.host.own()],
-    };
+    let shown: Vec<u32> =
+        if shown.is_empty() { vec![tracer.host.only().unwrap_or(tracer.host.own())] } else { shown.into_iter().collect() };
     let mut out: Vec<String> = settings_of(tracer, &shown).into_iter().map(|(netns, s)| format!("netns {netns}: {}", s.line())).collect();
     for ns in tracer.listeners.iter().filter(|ns| shown.contains(&ns.netns)) {
         for l in &ns.listeners {

@@ -45,9 +45,10 @@ impl NdjsonSink {
     /// Settings of namespaces not written yet; forgets those gone (a long
     /// run sees many).
     fn new_settings(&mut self, tracer: &Tracer, now: i128) {
-        let live: BTreeSet<u32> = tracer.listeners.iter().map(|ns| ns.netns).collect();
-        self.settings_shown.retain(|n| live.contains(n));
-        let new: Vec<u32> = live.iter().copied().filter(|n| !self.settings_shown.contains(n)).collect();
+        // Once per namespace while qtrace knows it: a namespace without
+        // listeners is read only now and then, not at every poll.
+        self.settings_shown.retain(|n| tracer.host.knows(*n));
+        let new: Vec<u32> = tracer.listeners.iter().map(|ns| ns.netns).filter(|n| !self.settings_shown.contains(n)).collect();
         for (netns, settings) in settings_of(tracer, &new) {
             self.write(&Record::Settings(SettingsRecord::new(netns, settings, now)));
             self.settings_shown.insert(netns);

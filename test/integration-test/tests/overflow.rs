@@ -9,9 +9,9 @@
 mod common;
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{ack_scenario, addr, connect, connect_nonblocking, listener, port, settle, unsupported, NetNs, Qtrace};
+use common::{ack_scenario, addr, connect, connect_nonblocking, listener, port, settle, unsupported, NetNs, Qtrace, ThreadNs};
 use socket2::Socket;
 use std::os::fd::AsRawFd;
 
@@ -412,6 +412,78 @@ fn short_lived_listeners_keep_their_drops(ip: &str) {
     drops_match(&done, p, listen_drops, "short_lived_listeners", ip);
 }
 
+/// qtrace's slow rescan of every namespace (`ns_plan::RESCAN`): the tests
+/// of namespaces made after the start end well before it, so only the
+/// kernel's reports of listen starts and drops can have found them.
+const RESCAN: Duration = Duration::from_secs(30);
+/// How long after the start those namespaces are made: past the first
+/// walk and the polls right after it.
+const LATER: Duration = Duration::from_secs(4);
+
+/// What qtrace must have seen of a listener in a namespace made after it
+/// started: a `listen` record, and drops that add up to the namespace's
+/// `ListenDrops` and the listener's own counter. The record proves the
+/// namespace was read at the poll right after `listen(2)`: the call is
+/// matched only then, against the listeners that poll read.
+fn found_promptly(done: &common::Finished, netns: u64, p: u16, (listen_drops, ss_drops): (u64, u64), test: &str, ip: &str) {
+    assert!(done.status.success(), "{:?}", done.stderr);
+    assert!(listen_drops >= 9, "the burst should overflow (ListenDrops +{listen_drops})");
+    if let Some(why) = done.limit("listen_calls_missing") {
+        unsupported(&format!("{test} ({ip})"), "listen(2) calls", why["reason"].as_str().unwrap_or_default());
+    } else {
+        let listens: Vec<_> = done.of_type("listen").filter(|r| r["local_port"] == p).collect();
+        assert_eq!(listens.len(), 1, "one listen record for port {p}: {listens:?}");
+        assert_eq!(listens[0]["netns"], netns, "in the new namespace");
+    }
+    drops_match(done, p, listen_drops, test, ip);
+    let summary = done.summary(p).expect("a summary for the port");
+    assert_eq!(summary["listener_drop_counter"], ss_drops, "listener counter vs ss -ltm d<N>: the listener was read");
+}
+
+/// A namespace made with `ip netns add` while qtrace runs, long after its
+/// first walk, and a listener there that overflows: read at once.
+fn a_namespace_made_later_is_read_at_once(ip: &str) {
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let started = Instant::now();
+    std::thread::sleep(LATER);
+    let ns = NetNs::new(&[]);
+    let before = ns.counters();
+    let srv = ns.run(|| listener(addr(ip, p), 2));
+    let clients: Vec<Socket> = ns.run(|| (0..12).map(|_| connect_nonblocking(addr(ip, p))).collect());
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(clients);
+    let listen_drops = settle(SETTLE, || ns.counters().get("ListenDrops")) - before.get("ListenDrops");
+    let ss_drops = ns.ss_drops(p);
+    let done = q.stop(libc::SIGINT);
+    assert!(started.elapsed() < RESCAN, "the test ran past qtrace's slow rescan: it proves nothing");
+    drop(srv);
+    found_promptly(&done, ns.inode(), p, (listen_drops, ss_drops), "a_namespace_made_later_is_read_at_once", ip);
+}
+
+/// The same with a namespace only one thread is in (`unshare(2)` by the
+/// thread): no process and no `/run/netns` entry leads there, so qtrace
+/// must enter it through the thread the kernel names.
+fn a_thread_s_own_namespace_is_read_at_once(ip: &str) {
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let started = Instant::now();
+    std::thread::sleep(LATER);
+    let ns = ThreadNs::new();
+    let before = ns.counters();
+    let a = addr(ip, p);
+    let srv = ns.run(move || listener(a, 2));
+    let clients: Vec<Socket> = ns.run(move || (0..12).map(|_| connect_nonblocking(a)).collect());
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(clients);
+    let listen_drops = settle(SETTLE, || ns.counters().get("ListenDrops")) - before.get("ListenDrops");
+    let ss_drops = ns.ss_drops(p);
+    let done = q.stop(libc::SIGINT);
+    assert!(started.elapsed() < RESCAN, "the test ran past qtrace's slow rescan: it proves nothing");
+    drop(srv);
+    found_promptly(&done, ns.inode(), p, (listen_drops, ss_drops), "a_thread_s_own_namespace_is_read_at_once", ip);
+}
+
 /// `--hooks auto` picks the most detailed tier this kernel allows, and
 /// that tier counts a burst exactly. The expected tier comes from outside
 /// qtrace: the VM matrix derives it from each kernel package's
@@ -473,4 +545,6 @@ both_families!(
     unwatched_ports_produce_nothing,
     healthy_listener_reports_nothing,
     short_lived_listeners_keep_their_drops,
+    a_namespace_made_later_is_read_at_once,
+    a_thread_s_own_namespace_is_read_at_once,
 );

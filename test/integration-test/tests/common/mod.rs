@@ -90,11 +90,7 @@ impl NetNs {
 
     /// The listener's drop counter as `ss -ltm` shows it (`d<N>`).
     pub(crate) fn ss_drops(&self, port: u16) -> u64 {
-        let out = self.exec(&["ss", "-ltmnH", &format!("sport = :{port}")]);
-        out.split(|c: char| c == ',' || c == ')' || c.is_whitespace())
-            .filter_map(|f| f.strip_prefix('d'))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum()
+        ss_drops_in(&self.exec(&["ss", "-ltmnH", &format!("sport = :{port}")]))
     }
 
     /// Holds back the clients' bare ACKs to `port` (they stay requests in
@@ -115,6 +111,74 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// The drop counters (`d<N>`) in `ss -ltm` output.
+fn ss_drops_in(out: &str) -> u64 {
+    out.split(|c: char| c == ',' || c == ')' || c.is_whitespace()).filter_map(|f| f.strip_prefix('d')).filter_map(|n| n.parse::<u64>().ok()).sum()
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread in a network namespace of its own (`unshare(CLONE_NEWNET)`,
+/// loopback up): no process and no `/run/netns` entry shows it, only the
+/// thread's `/proc/PID/task/TID/ns/net`. It runs what it is given, and the
+/// namespace goes when the thread ends (when this is dropped).
+pub(crate) struct ThreadNs {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ThreadNs {
+    pub(crate) fn new() -> Self {
+        require_root();
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare(2) with a flag that only affects this thread.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+            // A child process starts in its parent thread's namespace.
+            cmd(&["ip", "link", "set", "lo", "up"]);
+            for job in rx {
+                job();
+            }
+        });
+        Self { jobs: Some(jobs), thread: Some(thread) }
+    }
+
+    /// Runs `f` on the thread, inside its namespace.
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.as_ref().expect("thread running").send(job).expect("namespace thread alive");
+        rx.recv().expect("namespace thread ran the job")
+    }
+
+    /// The namespace's inode number, as qtrace labels it.
+    pub(crate) fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        self.run(|| std::fs::metadata("/proc/thread-self/ns/net").expect("namespace link").ino())
+    }
+
+    /// The namespace's listen-queue counters from TcpExt (`nstat`).
+    pub(crate) fn counters(&self) -> Counters {
+        self.run(|| counters_of("/proc/thread-self"))
+    }
+
+    /// The listener's drop counter as `ss -ltm` shows it (`d<N>`).
+    pub(crate) fn ss_drops(&self, port: u16) -> u64 {
+        self.run(move || ss_drops_in(&cmd(&["ss", "-ltmnH", &format!("sport = :{port}")])))
+    }
+}
+
+impl Drop for ThreadNs {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
