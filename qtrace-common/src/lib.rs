@@ -345,17 +345,26 @@ pub struct Config {
     /// tallied in [`MAP_SUPPRESSED`], and not sent. 0: no budget.
     pub budget_interval_ns: u32,
     pub budget_burst_ns: u32,
+    /// `struct net`: `mib.net_statistics` (a per-CPU `struct linux_mib`),
+    /// and the byte offset of `mibs[LINUX_MIB_LISTENDROPS]` in it: the
+    /// namespace's `ListenDrops` on one CPU (see [`Config::per_cpu_offset`]).
+    pub net_mib_net_statistics: u32,
+    pub mib_listen_drops: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
     pub conn_request: ArgSlots,
     pub syn_recv_v4: ArgSlots,
     pub syn_recv_v6: ArgSlots,
+    /// Address of the kernel's `__per_cpu_offset[NR_CPUS]` (kallsyms; 0
+    /// where hidden): a per-CPU pointer plus entry N is CPU N's copy, which
+    /// is how `this_cpu_ptr()` works.
+    pub per_cpu_offset: u64,
     /// Text ranges from kallsyms as (start, end) pairs in [`range`] order:
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 160 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 176 + 16 * range::LEN);
 
 /// Marks a parameter a traced function does not have (or a program does not
 /// read).
@@ -443,9 +452,12 @@ impl Config {
             sk_cookie: OFFSET_NONE,
             budget_interval_ns: 0,
             budget_burst_ns: 0,
+            net_mib_net_statistics: OFFSET_NONE,
+            mib_listen_drops: OFFSET_NONE,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,
+            per_cpu_offset: 0,
             ranges: [0; 2 * range::LEN],
         }
     }

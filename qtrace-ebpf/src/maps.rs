@@ -49,6 +49,8 @@ pub(crate) struct SynEntry {
     pub ack_backlog: u32,
     pub max_ack_backlog: u32,
     pub syn_qlen: u32,
+    /// This CPU's `ListenDrops` of the listener's namespace.
+    pub cpu_drops: u64,
 }
 
 /// Arguments of `tcp_v*_syn_recv_sock` kept by the kprobe for the kretprobe.

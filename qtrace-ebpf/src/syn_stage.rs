@@ -11,7 +11,13 @@
 //! `consume_skb`'d after `tcp_listendrop()`), and it returns 0 either way. So
 //! the entry records the listener's drop counter and queue state, and the
 //! exit compares: if `sk_drops` moved, the SYN was dropped, and the state at
-//! entry says why, tested in the kernel's own order:
+//! entry says why. `sk_drops` is shared by every CPU, though: a drop on
+//! another CPU while this one accepts a SYN moves it too. `tcp_listendrop()`
+//! also counts `ListenDrops` in the namespace's per-CPU statistics, on the
+//! CPU that drops, and softirq handling does not nest on a CPU, so this
+//! CPU's copy moving during the call is this SYN's own drop; both must
+//! move (only `sk_drops` where kallsyms hides `__per_cpu_offset`). The
+//! reason, tested in the kernel's own order:
 //! 1. SYN queue full (`inet_csk_reqsk_queue_is_full`) with syncookies off:
 //!    dropped (`TCPReqQFullDrop`);
 //! 2. accept queue full (`sk_acceptq_is_full`): dropped (`ListenOverflows`);
@@ -28,10 +34,11 @@
 //! early 2025) and `qlen > max` since.
 
 use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use qtrace_common::{hook, kind, stat, Config};
+use qtrace_common::{hook, kind, stat, Config, OFFSET_NONE};
 
 use crate::args::{btf_slot, reg_arg};
 use crate::emit::{bump, emit, watched};
@@ -53,7 +60,9 @@ fn on_entry(cfg: &Config, sk: u64, skb: u64) {
     }
     let q = queues(cfg, sk);
     let drops: u32 = read(sk, cfg.sk_drops);
-    let e = SynEntry { sk, skb, drops, ack_backlog: q.ack_backlog, max_ack_backlog: q.max_ack_backlog, syn_qlen: q.syn_qlen };
+    let cpu_drops = cpu_listen_drops(cfg, id.net);
+    let e =
+        SynEntry { sk, skb, drops, ack_backlog: q.ack_backlog, max_ack_backlog: q.max_ack_backlog, syn_qlen: q.syn_qlen, cpu_drops };
     // SAFETY: as above.
     unsafe { *slot = e };
 }
@@ -77,7 +86,7 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
     let id = identity(cfg, sk);
     let q = QueueState { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
     let syncookies = sysctl(cfg, id.net, cfg.net_syncookies);
-    let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops;
+    let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops && cpu_listen_drops(cfg, id.net) != e.cpu_drops;
     let k = if dropped {
         if q.syn_queue_full() && syncookies == 0 {
             kind::SYN_QUEUE_FULL
@@ -94,6 +103,24 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
         return;
     };
     emit(cfg, k, hook, &id, sk, e.skb, &q);
+}
+
+/// This CPU's copy of `net`'s `ListenDrops` (`this_cpu_ptr()` by hand:
+/// the per-CPU pointer plus `__per_cpu_offset[cpu]`); 0 where qtrace could
+/// not place it, which makes the check above `sk_drops` alone.
+#[inline(always)]
+fn cpu_listen_drops(cfg: &Config, net: u64) -> u64 {
+    if cfg.per_cpu_offset == 0 || cfg.mib_listen_drops == OFFSET_NONE {
+        return 0;
+    }
+    // SAFETY: helper without preconditions.
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
+    let stats: u64 = read(net, cfg.net_mib_net_statistics);
+    let offset: u64 = read(cfg.per_cpu_offset + 8 * cpu, 0);
+    if stats == 0 || offset == 0 {
+        return 0;
+    }
+    read(stats.wrapping_add(offset), cfg.mib_listen_drops)
 }
 
 /// `max_syn_backlog - qlen < max_syn_backlog >> 2` (tcp_conn_request).

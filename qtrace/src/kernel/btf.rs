@@ -247,6 +247,17 @@ impl Btf {
         Ok(Field { offset: bits / 8, size: self.size_of(id) })
     }
 
+    /// The value of enumerator `name` in enum `of` (32-bit enums, which
+    /// every enum qtrace reads is).
+    pub(crate) fn enum_value(&self, of: &str, name: &str) -> Option<i64> {
+        let r = self.rec(self.find(KIND_ENUM, of)?)?;
+        r.tail.chunks_exact(8).take(r.vlen).find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name).and_then(|e| {
+            let v = u32_at(e, 4)?;
+            // kind_flag marks a signed enum; the kernel's counters are not.
+            Some(if r.kind_flag { i64::from(v as i32) } else { i64::from(v) })
+        })
+    }
+
     /// Type id of the kernel function `name` (what fentry attaches to).
     pub(crate) fn func_id(&self, name: &str) -> Option<u32> {
         self.find(KIND_FUNC, name)
@@ -395,6 +406,15 @@ mod tests {
         out.extend_from_slice(&t);
         out.append(&mut strings);
         out
+    }
+
+    #[test]
+    fn reads_enumerators() {
+        let btf = Btf::parse(sample()).unwrap();
+        assert_eq!(btf.enum_value("e", "E_FORTY"), Some(40));
+        assert_eq!(btf.enum_value("e", "E_ONE"), Some(1));
+        assert_eq!(btf.enum_value("e", "E_NONE"), None);
+        assert_eq!(btf.enum_value("nope", "E_ONE"), None);
     }
 
     #[test]

@@ -50,7 +50,24 @@ pub(crate) fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
     cfg.skb_network_header = offset(btf, "sk_buff", "network_header", &[2])?;
     cfg.skb_transport_header = offset(btf, "sk_buff", "transport_header", &[2])?;
     cfg.skb_protocol = offset(btf, "sk_buff", "protocol", &[2])?;
+    per_cpu_listen_drops(btf, cfg);
     Ok(())
+}
+
+/// Where the namespace's per-CPU `ListenDrops` is: `tcp_listendrop()`
+/// (include/net/tcp.h, 4.7+) moves it on the CPU that drops, and the SYN
+/// stage compares this CPU's copy to tell its own drop from another CPU's.
+/// Optional: without it the SYN stage falls back to the listener's counter.
+fn per_cpu_listen_drops(btf: &Btf, cfg: &mut Config) {
+    let stats = btf.field("net", "mib.net_statistics").ok().filter(|f| f.size == 8);
+    let mibs = btf.field("linux_mib", "mibs").ok();
+    let index = btf.enum_value("linux_mib", "LINUX_MIB_LISTENDROPS").and_then(|i| u32::try_from(i).ok());
+    if let (Some(stats), Some(mibs), Some(i)) = (stats, mibs, index) {
+        if i.checked_mul(8).and_then(|b| b.checked_add(mibs.offset)).is_some_and(|at| at + 8 <= mibs.size + mibs.offset) {
+            cfg.net_mib_net_statistics = stats.offset;
+            cfg.mib_listen_drops = mibs.offset + 8 * i;
+        }
+    }
 }
 
 /// The functions the fentry and kprobe tiers hook, with the parameters their
@@ -274,9 +291,10 @@ pub(crate) type Ranges = [u64; 2 * range::LEN];
 /// Streams line by line keeping only text addresses: the file is some 5 MB
 /// on a 6.18 kernel and the kernel takes about 30 ms to format it, so this
 /// runs on its own thread while the rest of the start-up goes on.
-pub(crate) fn kallsyms_ranges(mut text: impl BufRead) -> (Ranges, Vec<&'static str>) {
+pub(crate) fn kallsyms_ranges(mut text: impl BufRead) -> Kallsyms {
     let mut addrs: Vec<u64> = Vec::with_capacity(1 << 17);
     let mut starts = [0u64; range::LEN];
+    let mut per_cpu_offset = 0;
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
@@ -287,12 +305,15 @@ pub(crate) fn kallsyms_ranges(mut text: impl BufRead) -> (Ranges, Vec<&'static s
         // "ffffffff820339c0 T tcp_v4_rcv" (module symbols add " [mod]").
         let mut it = line.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
         let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
-        if !matches!(ty, b"t" | b"T") {
-            continue;
-        }
         let Some(addr) = std::str::from_utf8(addr).ok().and_then(|a| u64::from_str_radix(a, 16).ok()).filter(|a| *a != 0) else {
             continue;
         };
+        if name == b"__per_cpu_offset" && matches!(ty, b"d" | b"D" | b"r" | b"R" | b"b" | b"B") {
+            per_cpu_offset = addr;
+        }
+        if !matches!(ty, b"t" | b"T") {
+            continue;
+        }
         addrs.push(addr);
         if let Some(i) = range::NAMES.iter().position(|n| n.as_bytes() == name) {
             if starts[i] == 0 {
@@ -314,7 +335,16 @@ pub(crate) fn kallsyms_ranges(mut text: impl BufRead) -> (Ranges, Vec<&'static s
             _ => missing.push(*want),
         }
     }
-    (ranges, missing)
+    Kallsyms { ranges, missing, per_cpu_offset }
+}
+
+/// What qtrace takes from `/proc/kallsyms`.
+pub(crate) struct Kallsyms {
+    pub ranges: Ranges,
+    /// Names of `range::NAMES` that could not be placed.
+    pub missing: Vec<&'static str>,
+    /// Address of `__per_cpu_offset` (0: hidden or absent).
+    pub per_cpu_offset: u64,
 }
 
 #[cfg(test)]
@@ -395,17 +425,18 @@ print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, RE
 
     #[test]
     fn kallsyms_ranges_end_at_the_next_symbol() {
-        let text = "ffffffff82034db0 T __pfx_tcp4_proc_exit\nffffffff820339c0 T tcp_v4_rcv\nffffffff82089f40 T cookie_v4_check\nffffffff82089f00 d some_data\nffffffff8208a000 t next_fn\n";
-        let (ranges, missing) = kallsyms_ranges(text.as_bytes());
-        assert_eq!(&ranges[0..2], &[0xffffffff820339c0, 0xffffffff82034db0]);
-        assert_eq!(&ranges[4..6], &[0xffffffff82089f40, 0xffffffff8208a000]);
-        assert_eq!(missing, vec!["tcp_v6_rcv", "cookie_v6_check"]);
+        let text = "ffffffff82034db0 T __pfx_tcp4_proc_exit\nffffffff820339c0 T tcp_v4_rcv\nffffffff82089f40 T cookie_v4_check\nffffffff82089f00 d some_data\nffffffff8208a000 t next_fn\nffffffff83a1c2e0 R __per_cpu_offset\n";
+        let k = kallsyms_ranges(text.as_bytes());
+        assert_eq!(&k.ranges[0..2], &[0xffffffff820339c0, 0xffffffff82034db0]);
+        assert_eq!(&k.ranges[4..6], &[0xffffffff82089f40, 0xffffffff8208a000]);
+        assert_eq!(k.missing, vec!["tcp_v6_rcv", "cookie_v6_check"]);
+        assert_eq!(k.per_cpu_offset, 0xffffffff83a1c2e0, "a data symbol, and not a text range's end");
         // kptr_restrict: every address is zero.
-        assert_eq!(kallsyms_ranges("0000000000000000 T tcp_v4_rcv\n".as_bytes()).1.len(), 4);
+        let hidden = kallsyms_ranges("0000000000000000 T tcp_v4_rcv\n0000000000000000 D __per_cpu_offset\n".as_bytes());
+        assert_eq!((hidden.missing.len(), hidden.per_cpu_offset), (4, 0));
         // Module symbols carry their module's name; garbage lines are skipped.
-        let (ranges, _) =
-            kallsyms_ranges("ffffffffc0001000 t cookie_v6_check\t[ipv6]\nnot a line\n\nffffffffc0001800 t x\t[ipv6]\n".as_bytes());
-        assert_eq!(&ranges[6..8], &[0xffffffffc0001000, 0xffffffffc0001800]);
+        let k = kallsyms_ranges("ffffffffc0001000 t cookie_v6_check\t[ipv6]\nnot a line\n\nffffffffc0001800 t x\t[ipv6]\n".as_bytes());
+        assert_eq!(&k.ranges[6..8], &[0xffffffffc0001000, 0xffffffffc0001800]);
     }
 
     /// Hooked functions as a kernel's BTF declares them; `opt_child_init`

@@ -224,15 +224,17 @@ impl Probe {
         }
         // The kernel takes ~30 ms to format /proc/kallsyms: read it while
         // the BTF is parsed and the object loaded.
-        let kallsyms = std::thread::spawn(|| match std::fs::File::open("/proc/kallsyms") {
+        let hidden = || offsets::Kallsyms { ranges: [0; 2 * range::LEN], missing: range::NAMES.to_vec(), per_cpu_offset: 0 };
+        let kallsyms = std::thread::spawn(move || match std::fs::File::open("/proc/kallsyms") {
             Ok(f) => offsets::kallsyms_ranges(std::io::BufReader::with_capacity(1 << 16, f)),
-            Err(_) => ([0; 2 * range::LEN], range::NAMES.to_vec()),
+            Err(_) => hidden(),
         });
         let order = choice.tiers();
         let Resolved { mut cfg, known_refusals, mut ack_detail_missing, listen_layout, state_layout } = resolve(order)?;
         let mut ebpf = load_object()?;
-        let (ranges, missing) = kallsyms.join().unwrap_or(([0; 2 * range::LEN], range::NAMES.to_vec()));
+        let offsets::Kallsyms { ranges, missing, per_cpu_offset } = kallsyms.join().unwrap_or_else(|_| hidden());
         cfg.ranges = ranges;
+        cfg.per_cpu_offset = per_cpu_offset;
         if missing.contains(&"tcp_v4_rcv") && ack_detail_missing.is_none() {
             ack_detail_missing =
                 Some("kernel addresses are hidden (/proc/kallsyms shows them only to CAP_SYSLOG, see kernel.kptr_restrict)".into());
