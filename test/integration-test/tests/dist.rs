@@ -385,6 +385,10 @@ fn daemonset_capabilities() -> Vec<String> {
 #[test]
 fn the_image_runs_as_the_daemonset_does() {
     require_root();
+    // The DaemonSet names this release's image, as pushed to a registry.
+    let yaml = std::fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let named = yaml.lines().find_map(|l| l.trim().strip_prefix("image: ")).expect("the DaemonSet's image");
+    assert!(named.ends_with(&format!("/qtrace:{VERSION}")), "the DaemonSet runs {named}, the release is {VERSION}");
     let archive = artifact("OCI");
     let raw = run(Command::new("skopeo").arg("inspect").arg("--raw").arg(format!("oci-archive:{}", archive.display())));
     let index: serde_json::Value = serde_json::from_str(&raw).expect("an image index");
