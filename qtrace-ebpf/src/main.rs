@@ -34,7 +34,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-// bpf_probe_read_kernel is GPL-only.
+// bpf_probe_read_kernel is GPL-only. The crate's licence (Cargo.toml: MIT
+// OR GPL-2.0-only, LICENSE-MIT and LICENSE-GPL2) is what this declares.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,5 +1,5 @@
 //! Project automation: `cargo xtask setup | build | run | test | install |
-//! bench | vm-test | fuzz`, one module per subcommand. Every command sets up what
+//! bench | vm-test | fuzz | dist`, one module per subcommand. Every command sets up what
 //! it needs first (`setup`). The eBPF object itself is built by
 //! `qtrace/build.rs`.
 
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 mod fuzz;
 mod install;
 mod process;
@@ -82,6 +83,14 @@ enum Cmd {
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and attach every
     /// hook tier in each.
     VmTest,
+    /// Set up, then build static binaries for x86_64 and aarch64 and from
+    /// them, in target/dist: tarballs, .deb and .rpm packages, an OCI image
+    /// archive and SHA256SUMS.
+    Dist {
+        /// Write the artifacts here instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Set up, then run every fuzz target (cargo-fuzz, libFuzzer) for a
     /// bounded time from the seeds in fuzz/corpus.
     Fuzz {
@@ -98,8 +107,9 @@ fn main() -> ExitCode {
         Cmd::Build => setup::setup(&[]).and_then(|()| process::build()),
         Cmd::Run { args } => setup::setup(&[]).and_then(|()| process::build()).and_then(|()| process::run_qtrace(args)),
         Cmd::Install { prefix } => setup::setup(&[]).and_then(|()| process::build()).and_then(|()| install::install(&prefix)),
-        Cmd::Test => setup::setup(&[setup::VM_PACKAGES, setup::DEPLOY_TEST_PACKAGES].concat())
+        Cmd::Test => setup::setup(&[setup::VM_PACKAGES, setup::DEPLOY_TEST_PACKAGES, setup::DIST_PACKAGES].concat())
             .and_then(|()| setup::python_tools())
+            .and_then(|()| setup::dist_targets())
             .and_then(|()| setup::fuzz_tools())
             .and_then(|()| test::test()),
         Cmd::Bench { runs, only } => setup::setup(setup::BENCH_PACKAGES).and_then(|()| bench::bench(runs, only)),
@@ -107,6 +117,9 @@ fn main() -> ExitCode {
         Cmd::BenchGuest { hooks, only, runs, out } => bench::bench_guest(&hooks, only, runs, out),
         Cmd::Fuzz { seconds } => setup::setup(&[]).and_then(|()| setup::fuzz_tools()).and_then(|()| fuzz::fuzz(seconds)),
         Cmd::IdleThreads { count } => bench::idle_threads(count),
+        Cmd::Dist { out } => {
+            setup::setup(setup::DIST_PACKAGES).and_then(|()| setup::dist_targets()).and_then(|()| dist::dist(out).map(drop))
+        }
         Cmd::VmTest => setup::setup(setup::VM_PACKAGES).and_then(|()| process::build()).and_then(|()| test::vm_test()),
     };
     match result {

@@ -21,6 +21,14 @@ pub(crate) const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "
 /// Debian packages the metrics and deployment tests run against: a real
 /// Prometheus server and promtool, and systemd-analyze.
 pub(crate) const DEPLOY_TEST_PACKAGES: &[&str] = &["prometheus", "systemd"];
+/// Debian packages `dist` and its tests need: musl's tools and an aarch64
+/// linker for the static builds, rpm's packager (dpkg-deb comes with
+/// dpkg), debootstrap for a clean Debian to install into, podman with runc
+/// to run the image, `file` to tell static binaries.
+pub(crate) const DIST_PACKAGES: &[&str] =
+    &["musl-tools", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "rpm", "debootstrap", "podman", "runc", "skopeo", "file"];
+/// The static builds' targets (rustup's standard library for each).
+pub(crate) const DIST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 /// Kubernetes' own schemas, offline, from PyPI: the DaemonSet is checked
 /// against them.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
@@ -99,6 +107,17 @@ pub(crate) fn fuzz_tools() -> Result<()> {
     }
     eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
     status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))
+}
+
+/// Adds the static builds' targets to the default toolchain unless there.
+pub(crate) fn dist_targets() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).context("rustup is needed")?;
+    let missing: Vec<&str> = DIST_TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: adding Rust targets {}", missing.join(" "));
+    status(Command::new("rustup").args(["target", "add"]).args(&missing))
 }
 
 /// Installs the PyPI tools the tests use, unless the pinned version is there.

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: clippy (host crates and the eBPF programs), the unit
-//! tests, the root integration suites on this kernel, then the kernel
+//! `cargo xtask test`: clippy (host crates and the eBPF programs), the
+//! release artifacts (`dist`), the unit tests, the root integration suites
+//! on this kernel (`dist` among them, on the artifacts), then the kernel
 //! matrix (`vm`).
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::process::{build, cargo, status, target_dir};
-use crate::vm;
+use crate::{dist, vm};
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
 pub(crate) const FUZZ_SECONDS: u64 = 20;
@@ -44,6 +45,22 @@ pub(crate) fn vm_test() -> Result<()> {
     vm::vm_test(&target_dir().join("release/qtrace"), &test_binaries()?)
 }
 
+/// What the dist suite (`tests/dist.rs`) is given: each artifact's path
+/// and the cached Debian root filesystem to install into.
+fn dist_env(art: &dist::Artifacts, debian: &std::path::Path) -> Vec<(String, PathBuf)> {
+    let mut env = vec![("QTRACE_DIST_DIR".to_owned(), art.dir.clone()), ("QTRACE_DIST_DEBIAN_ROOT".to_owned(), debian.to_path_buf())];
+    for (i, (t, bin)) in art.binaries.iter().enumerate() {
+        let arch = t.triple.split('-').next().unwrap_or_default().to_uppercase();
+        env.push((format!("QTRACE_DIST_BIN_{arch}"), bin.clone()));
+        env.push((format!("QTRACE_DIST_TARBALL_{arch}"), art.tarballs[i].clone()));
+        env.push((format!("QTRACE_DIST_DEB_{arch}"), art.debs[i].clone()));
+        env.push((format!("QTRACE_DIST_RPM_{arch}"), art.rpms[i].clone()));
+    }
+    env.push(("QTRACE_DIST_OCI".to_owned(), art.oci.clone()));
+    env.push(("QTRACE_DIST_SUMS".to_owned(), art.sums.clone()));
+    env
+}
+
 pub(crate) fn test() -> Result<()> {
     status(cargo().args(["clippy", "--workspace", "--exclude", "qtrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
     // The programs only build for the bpf target (core from source).
@@ -59,13 +76,18 @@ pub(crate) fn test() -> Result<()> {
     // Root tests share the kernel's programs and counters: one at a time.
     // One release binary serves the host suite and every guest kernel.
     build()?;
+    // The dist suite checks the release artifacts and installs them into a
+    // clean Debian; the other suites and the matrix run the build above.
+    let art = dist::dist(None)?;
+    let debian = dist::chroot::debian_root()?;
     // The programs' crate has no host build (no_std, no_main);
     // `--workspace` takes in test/integration-test, the root suites, which
     // plain `cargo test` leaves out.
     status(
         cargo()
             .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--exclude", "qtrace-fuzz", "--", "--test-threads=1"])
-            .env("QTRACE_BIN", target_dir().join("release/qtrace")),
+            .env("QTRACE_BIN", target_dir().join("release/qtrace"))
+            .envs(dist_env(&art, &debian)),
     )?;
     crate::fuzz::fuzz(FUZZ_SECONDS)?;
     // The soak test's memory figures: a report, not an assertion.

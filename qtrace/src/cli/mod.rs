@@ -29,7 +29,7 @@ use crate::tracer::Attachment;
 /// shows each dropped or reset handshake packet as it happens, with the
 /// listener's backlog state, aggregated per port.
 #[derive(Debug, Parser)]
-#[command(name = "qtrace", version, after_help = EXAMPLES)]
+#[command(name = "qtrace", version, long_version = LONG_VERSION, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +39,20 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 }
+
+/// `--version`: which build this is, from `build.rs` (a bug report needs
+/// the commit, and the object's digest tells the programs apart).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("QTRACE_GIT_COMMIT"),
+    "\nbuilt: ",
+    env!("QTRACE_BUILD_DATE"),
+    "\ntarget: ",
+    env!("QTRACE_TARGET"),
+    "\neBPF object sha256: ",
+    env!("QTRACE_EBPF_SHA256"),
+);
 
 /// `--verbose`: qtrace's debug records (and the libraries' warnings) on stderr.
 pub fn log_to_stderr() {

@@ -182,13 +182,14 @@ fn loopback_up() -> std::io::Result<()> {
     let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
     req.name[..2].copy_from_slice(b"lo");
     let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
-    // SAFETY: ifreq-sized buffer for the flags ioctls.
+    // SAFETY: ifreq-sized buffer for the flags ioctls. The request type is
+    // c_ulong in glibc and c_int in musl: `as _` serves both.
     unsafe {
-        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         req.flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

@@ -395,18 +395,23 @@ impl Qtrace {
             args.contains(&"--json"),
             "qtrace {sub} {args:?}: pass --json; the suite learns when qtrace is ready, and what it attached, from its NDJSON start record"
         );
-        let output = output_file(args);
+        let mut cmd = Command::new(bin());
+        cmd.arg(sub).args(["--hooks", hooks]).args(args);
+        Self::spawn(cmd, output_file(args))
+    }
+
+    /// Starts qtrace some other way (inside a chroot, in a container) with
+    /// `--json` records on its stdout, and waits for its start record.
+    pub(crate) fn command(cmd: Command) -> Self {
+        require_root();
+        Self::spawn(cmd, None)
+    }
+
+    fn spawn(mut cmd: Command, output: Option<std::path::PathBuf>) -> Self {
         // qtrace appends to the file: a start record already there is an
         // earlier run's.
         let earlier = output.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len() as usize);
-        let mut child = Command::new(bin())
-            .arg(sub)
-            .args(["--hooks", hooks])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("qtrace starts");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qtrace starts");
         let stdout = forward_lines(child.stdout.take().expect("stdout"));
         let stderr = forward_lines(child.stderr.take().expect("stderr"));
         let mut q =
