@@ -86,7 +86,7 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
     let id = identity(cfg, sk);
     let q = QueueState { ack_backlog: e.ack_backlog, max_ack_backlog: e.max_ack_backlog, syn_qlen: e.syn_qlen };
     let syncookies = sysctl(cfg, id.net, cfg.net_syncookies);
-    let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops && cpu_listen_drops(cfg, id.net) != e.cpu_drops;
+    let dropped = read::<u32>(sk, cfg.sk_drops) != e.drops && this_cpu_dropped(e.cpu_drops, cpu_listen_drops(cfg, id.net));
     let k = if dropped {
         if q.syn_queue_full() && syncookies == 0 {
             kind::SYN_QUEUE_FULL
@@ -105,22 +105,32 @@ fn on_exit(cfg: &Config, sk: u64, hook: u8) {
     emit(cfg, k, hook, &id, sk, e.skb, &q);
 }
 
+/// Marks a per-CPU `ListenDrops` that could not be read.
+const UNKNOWN: u64 = u64::MAX;
+
 /// This CPU's copy of `net`'s `ListenDrops` (`this_cpu_ptr()` by hand:
-/// the per-CPU pointer plus `__per_cpu_offset[cpu]`); 0 where qtrace could
-/// not place it, which makes the check above `sk_drops` alone.
+/// the per-CPU pointer plus `__per_cpu_offset[cpu]`); [`UNKNOWN`] where
+/// qtrace could not place it.
 #[inline(always)]
 fn cpu_listen_drops(cfg: &Config, net: u64) -> u64 {
     if cfg.per_cpu_offset == 0 || cfg.mib_listen_drops == OFFSET_NONE {
-        return 0;
+        return UNKNOWN;
     }
     // SAFETY: helper without preconditions.
     let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
     let stats: u64 = read(net, cfg.net_mib_net_statistics);
     let offset: u64 = read(cfg.per_cpu_offset + 8 * cpu, 0);
     if stats == 0 || offset == 0 {
-        return 0;
+        return UNKNOWN;
     }
     read(stats.wrapping_add(offset), cfg.mib_listen_drops)
+}
+
+/// Whether this CPU dropped between the two readings; where either is
+/// unknown, `sk_drops` alone decides (as before the per-CPU check).
+#[inline(always)]
+fn this_cpu_dropped(entry: u64, exit: u64) -> bool {
+    entry == UNKNOWN || exit == UNKNOWN || entry != exit
 }
 
 /// `max_syn_backlog - qlen < max_syn_backlog >> 2` (tcp_conn_request).

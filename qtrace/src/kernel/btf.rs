@@ -247,13 +247,13 @@ impl Btf {
         Ok(Field { offset: bits / 8, size: self.size_of(id) })
     }
 
-    /// The value of enumerator `name` in enum `of` (32-bit enums, which
-    /// every enum qtrace reads is).
-    pub(crate) fn enum_value(&self, of: &str, name: &str) -> Option<i64> {
-        let r = self.rec(self.find(KIND_ENUM, of)?)?;
-        r.tail.chunks_exact(8).take(r.vlen).find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name).and_then(|e| {
+    /// The value of enumerator `name`, in whichever 32-bit enum declares
+    /// it: the kernel's MIB indexes (`LINUX_MIB_*`) are an anonymous enum.
+    pub(crate) fn enumerator(&self, name: &str) -> Option<i64> {
+        self.all().filter(|(_, r)| r.kind == KIND_ENUM).find_map(|(_, r)| {
+            let e = r.tail.chunks_exact(8).take(r.vlen).find(|e| self.str_at(u32_at(e, 0).unwrap_or(0)) == name)?;
             let v = u32_at(e, 4)?;
-            // kind_flag marks a signed enum; the kernel's counters are not.
+            // kind_flag marks a signed enum.
             Some(if r.kind_flag { i64::from(v as i32) } else { i64::from(v) })
         })
     }
@@ -411,10 +411,9 @@ mod tests {
     #[test]
     fn reads_enumerators() {
         let btf = Btf::parse(sample()).unwrap();
-        assert_eq!(btf.enum_value("e", "E_FORTY"), Some(40));
-        assert_eq!(btf.enum_value("e", "E_ONE"), Some(1));
-        assert_eq!(btf.enum_value("e", "E_NONE"), None);
-        assert_eq!(btf.enum_value("nope", "E_ONE"), None);
+        assert_eq!(btf.enumerator("E_FORTY"), Some(40));
+        assert_eq!(btf.enumerator("E_ONE"), Some(1));
+        assert_eq!(btf.enumerator("E_NONE"), None);
     }
 
     #[test]

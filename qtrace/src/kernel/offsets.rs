@@ -61,7 +61,7 @@ pub(crate) fn from_btf(btf: &Btf, cfg: &mut Config) -> Result<()> {
 fn per_cpu_listen_drops(btf: &Btf, cfg: &mut Config) {
     let stats = btf.field("net", "mib.net_statistics").ok().filter(|f| f.size == 8);
     let mibs = btf.field("linux_mib", "mibs").ok();
-    let index = btf.enum_value("linux_mib", "LINUX_MIB_LISTENDROPS").and_then(|i| u32::try_from(i).ok());
+    let index = btf.enumerator("LINUX_MIB_LISTENDROPS").and_then(|i| u32::try_from(i).ok());
     if let (Some(stats), Some(mibs), Some(i)) = (stats, mibs, index) {
         if i.checked_mul(8).and_then(|b| b.checked_add(mibs.offset)).is_some_and(|at| at + 8 <= mibs.size + mibs.offset) {
             cfg.net_mib_net_statistics = stats.offset;
