@@ -13,11 +13,15 @@ use super::load::{self, IdleThreads, Namespaces};
 use super::stats::Spread;
 use super::{tracer, Options, Section};
 
-/// How long one setting is measured, once qtrace has settled.
-const IDLE_TIME: Duration = Duration::from_secs(15);
+/// How long one setting is measured, once qtrace has settled: long enough
+/// to take in one of its slow rescans of every process and namespace
+/// (every 30 s, the first some 30 s after its first poll), so the figure
+/// is what idling costs over time, not between rescans.
+const IDLE_TIME: Duration = Duration::from_secs(32);
 /// From attached to measured: start-up work (BTF, the first listener
-/// inventory) is not idle cost.
-const SETTLE: Duration = Duration::from_secs(1);
+/// inventory, and the first poll's walk of every thread for namespaces
+/// made while it attached) is not idle cost.
+const SETTLE: Duration = Duration::from_secs(3);
 const NETNS_PREFIX: &str = "qtrace-bench-idle";
 /// Changes of the host between runs, in tasks and in named namespaces,
 /// beyond which its "as it is" baseline is said not to be one baseline.
