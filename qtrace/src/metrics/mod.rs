@@ -77,6 +77,17 @@ fn port_labels(r: &PortRow) -> Labels {
     vec![("netns", r.netns.to_string()), ("port", r.port.to_string())]
 }
 
+/// Per port and kind, the counts `of` gives, only kinds that happened.
+fn by_kind<'a>(rows: &'a [PortRow], of: impl Fn(&PortRow) -> &Counts + 'a) -> impl Iterator<Item = (Labels, ConstCounter<u64>)> + 'a {
+    rows.iter().flat_map(move |r| {
+        of(r).iter().filter(|(_, n)| *n > 0).map(move |(k, n)| {
+            let mut l = port_labels(r);
+            l.push(("kind", k.name().to_owned()));
+            (l, counter(n))
+        })
+    })
+}
+
 /// One metric family: a descriptor and its samples.
 fn family<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
@@ -141,13 +152,7 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "qtrace_overflows",
             "Listen-queue events by kind (see docs/events.md); only kinds that happened on the port.",
-            p.iter().flat_map(|r| {
-                r.kinds.iter().filter(|(_, n)| *n > 0).map(move |(k, n)| {
-                    let mut l = port_labels(r);
-                    l.push(("kind", k.name().to_owned()));
-                    (l, counter(n))
-                })
-            }),
+            by_kind(p, |r| &r.kinds),
         )?;
         family(
             &mut enc,
@@ -178,13 +183,7 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "qtrace_events_suppressed",
             "Per-connection events over the port's --max-event-rate budget, counted in qtrace_overflows but not sent; only kinds that had some.",
-            p.iter().flat_map(|r| {
-                r.suppressed.iter().filter(|(_, n)| *n > 0).map(move |(k, n)| {
-                    let mut l = port_labels(r);
-                    l.push(("kind", k.name().to_owned()));
-                    (l, counter(n))
-                })
-            }),
+            by_kind(p, |r| &r.suppressed),
         )?;
         let l = &s.losses;
         family(
