@@ -48,14 +48,16 @@ pub const LISTEN_CALLS_MAX: u32 = 4096;
 pub const MAP_CLOSED_LISTENERS: &str = "CLOSED_LISTENERS";
 /// Entries of [`MAP_CLOSED_LISTENERS`]: listeners closed between two polls.
 pub const CLOSED_LISTENERS_MAX: u32 = 4096;
-/// LRU hash map `u32` (network namespace inode) -> [`ListenStart`]: the
+/// Hash map `u32` (network namespace inode) -> [`ListenStart`]: the
 /// namespaces where a TCP socket entered `TCP_LISTEN` since userspace last
 /// took the entries, so it reads listeners only where they can have
 /// appeared instead of in every namespace at every poll.
 pub const MAP_LISTEN_STARTS: &str = "LISTEN_STARTS";
 /// Entries of [`MAP_LISTEN_STARTS`]: distinct namespaces with a new
-/// listener between two polls. Userspace takes a nearly full map as a sign
-/// that some were evicted and walks every namespace instead.
+/// listener between two polls. A start that finds the map full is counted
+/// in [`stat::LISTEN_STARTS_FULL`], and userspace then walks every thread
+/// for namespaces instead. (Not an LRU map: before 6.16 an LRU map keeps
+/// free entries per CPU and evicts long before it is full, silently.)
 pub const LISTEN_STARTS_MAX: u32 = 1024;
 
 // Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
@@ -156,15 +158,19 @@ pub mod hook {
 pub mod stat {
     /// Events counted but not delivered: the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 0;
-    /// Events delivered but not counted: the counters map was full (or,
-    /// for an event over its port's budget, the suppressed map was).
+    /// Events delivered but not counted: the counters map was full.
     pub const COUNTER_MAP_FULL: u32 = 1;
     /// Overflows seen whose listener could not be read (event dropped).
     pub const READ_FAILED: u32 = 2;
     /// `tcp_conn_request` exits without a matching entry record.
     pub const ENTRY_MISSING: u32 = 3;
+    /// Events over their port's budget not tallied: the suppressed map
+    /// was full (they are in the totals all the same).
+    pub const SUPPRESSED_MAP_FULL: u32 = 4;
+    /// Listen starts not recorded: [`super::MAP_LISTEN_STARTS`] was full.
+    pub const LISTEN_STARTS_FULL: u32 = 5;
     /// Number of slots.
-    pub const LEN: u32 = 4;
+    pub const LEN: u32 = 6;
 }
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).

@@ -31,18 +31,20 @@ pub(crate) fn bump(index: u32) {
 /// Counts one `kind` for the listener in the per-CPU counters.
 #[inline(always)]
 pub(crate) fn count(kind: u8, id: &Identity) {
-    tally(&COUNTERS, kind, id);
+    tally(&COUNTERS, stat::COUNTER_MAP_FULL, kind, id);
 }
 
+/// Adds one to the listener's `kind` in `map`; `full` is the stat a full
+/// map bumps instead.
 #[inline(always)]
-fn tally(map: &PerCpuHashMap<CounterKey, u64>, kind: u8, id: &Identity) {
+fn tally(map: &PerCpuHashMap<CounterKey, u64>, full: u32, kind: u8, id: &Identity) {
     let key = CounterKey { netns: id.netns, port: id.port, kind, _pad: 0 };
     match map.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         Some(v) => unsafe { *v += 1 },
         None => {
             if map.insert(key, 1, 0).is_err() {
-                bump(stat::COUNTER_MAP_FULL);
+                bump(full);
             }
         }
     }
@@ -85,7 +87,7 @@ pub(crate) fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if !within_budget(cfg, id, now) {
-        tally(&SUPPRESSED, kind, id);
+        tally(&SUPPRESSED, stat::SUPPRESSED_MAP_FULL, kind, id);
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {

@@ -23,15 +23,15 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{HashMap, LruHashMap},
     programs::TracePointContext,
     EbpfContext as _,
 };
 use qtrace_common::{
-    ClosedListener, Config, ListenStart, CLOSED_LISTENERS_MAX, LISTEN_STARTS_MAX, OFFSET_NONE, TCP_LISTEN,
+    stat, ClosedListener, Config, ListenStart, CLOSED_LISTENERS_MAX, LISTEN_STARTS_MAX, OFFSET_NONE, TCP_LISTEN,
 };
 
-use crate::emit::watched;
+use crate::emit::{bump, watched};
 use crate::kmem::{identity, read};
 use crate::maps::config;
 
@@ -39,7 +39,7 @@ use crate::maps::config;
 pub(crate) static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);
 
 #[map]
-pub(crate) static LISTEN_STARTS: LruHashMap<u32, ListenStart> = LruHashMap::with_max_entries(LISTEN_STARTS_MAX, 0);
+pub(crate) static LISTEN_STARTS: HashMap<u32, ListenStart> = HashMap::with_max_entries(LISTEN_STARTS_MAX, 0);
 
 /// `TCP_CLOSE` in `enum tcp_state`, and `IPPROTO_TCP`; the record's state
 /// fields are ints.
@@ -86,9 +86,11 @@ fn listen_started(cfg: &Config, sk: u64) {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let start = ListenStart { tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32 };
-    // A full map evicts the oldest namespace; userspace notices a nearly
-    // full map and walks every namespace instead.
-    let _ = LISTEN_STARTS.insert(id.netns, start, 0);
+    // A namespace already there is updated; a new one finds room or is
+    // counted, and userspace then walks every thread instead.
+    if LISTEN_STARTS.insert(id.netns, start, 0).is_err() {
+        bump(stat::LISTEN_STARTS_FULL);
+    }
 }
 
 /// Keeps a watched listener's final drop counter.

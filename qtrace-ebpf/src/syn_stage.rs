@@ -34,7 +34,7 @@
 //! early 2025) and `qlen > max` since.
 
 use aya_ebpf::{
-    helpers::bpf_get_smp_processor_id,
+    helpers::{bpf_get_smp_processor_id, generated::bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -123,7 +123,17 @@ fn cpu_listen_drops(cfg: &Config, net: u64) -> u64 {
     if stats == 0 || offset == 0 {
         return UNKNOWN;
     }
-    read(stats.wrapping_add(offset), cfg.mib_listen_drops)
+    // Not `read`: a fault there reads as 0 at entry and exit alike, which
+    // would hide every drop.
+    let mut value: u64 = 0;
+    let at = stats.wrapping_add(offset).wrapping_add(u64::from(cfg.mib_listen_drops));
+    // SAFETY: bpf_probe_read_kernel copes with any source address and
+    // writes exactly 8 bytes into `value`.
+    let rc = unsafe { bpf_probe_read_kernel((&mut value as *mut u64).cast(), 8, at as *const core::ffi::c_void) };
+    if rc != 0 {
+        return UNKNOWN;
+    }
+    value
 }
 
 /// Whether this CPU dropped between the two readings; where either is

@@ -168,7 +168,11 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         // in flight between the two reads are never taken for drops no hook
         // saw (they would be counted twice under a steady storm). Listen
         // starts before the listeners: a namespace where one started is read.
-        let news = KernelNews { listen_starts: self.kernel.take_listen_starts(), active: std::mem::take(&mut self.active) };
+        let news = KernelNews {
+            listen_starts: self.kernel.take_listen_starts(),
+            starts_overflowed: self.kernel.listen_starts_overflowed(),
+            active: std::mem::take(&mut self.active),
+        };
         self.host.refresh(&news);
         self.listeners = self.host.listeners();
         // After the snapshot: every listener it misses has its final
@@ -177,8 +181,11 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             self.listeners.iter().flat_map(|ns| ns.listeners.iter().map(move |l| (ns.netns, l.cookie))).collect();
         let closed = self.kernel.take_closed(&live);
         self.agg.on_closed(&closed);
+        // Suppressed before counters: the kernel counts an event, then
+        // tallies it as suppressed, so no tally is ahead of its count.
+        let suppressed = self.kernel.suppressed()?;
         self.active = self.agg.on_counters(self.kernel.counters()?);
-        self.agg.on_suppressed(self.kernel.suppressed()?);
+        self.agg.on_suppressed(suppressed);
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = Losses { undecodable: self.undecodable, suppressed: self.agg.suppressed(), ..self.kernel.losses()? };
         let lost = self.agg.losses.ringbuf_full - before;

@@ -43,6 +43,8 @@ pub struct KernelNews {
     /// Namespaces (by inode) where a socket started listening, with who
     /// did it; `None` when the kernel does not record them.
     pub listen_starts: Option<Vec<(u32, ListenStart)>>,
+    /// Whether some listen starts were not recorded (their map was full).
+    pub starts_overflowed: bool,
     /// Namespaces whose drop counters moved.
     pub active: BTreeSet<u32>,
 }

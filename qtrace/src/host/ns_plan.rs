@@ -82,8 +82,8 @@ impl Plan {
         let mut depth = match self.last_walk {
             // The namespaces made between the first walk and the attach.
             None => Some(Depth::Threads),
-            // An LRU map this full may have evicted some namespaces.
-            Some(_) if starts.len() >= LISTEN_STARTS_MAX as usize / 2 => Some(Depth::Threads),
+            // Starts that found the map full are missing from it.
+            Some(_) if news.starts_overflowed || starts.len() >= LISTEN_STARTS_MAX as usize / 2 => Some(Depth::Threads),
             Some(at) if now.duration_since(at) >= RESCAN => Some(Depth::Processes),
             Some(_) => None,
         };
@@ -182,6 +182,7 @@ mod tests {
     fn news(starts: &[u32], active: &[u32]) -> KernelNews {
         KernelNews {
             listen_starts: Some(starts.iter().map(|i| (*i, ListenStart { tgid: 1, tid: 1 })).collect()),
+            starts_overflowed: false,
             active: active.iter().copied().collect(),
         }
     }
@@ -231,5 +232,7 @@ mod tests {
         assert!(plan.due(8));
         let near_full: Vec<u32> = (100..100 + LISTEN_STARTS_MAX / 2).collect();
         assert_eq!(plan.learn(&news(&near_full, &[]), t1, |_, _| true), Some(Depth::Threads), "a nearly full map");
+        let overflowed = KernelNews { starts_overflowed: true, ..news(&[], &[]) };
+        assert_eq!(plan.learn(&overflowed, t1, |_, _| true), Some(Depth::Threads), "starts that found no room");
     }
 }

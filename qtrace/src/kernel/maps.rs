@@ -36,6 +36,11 @@ pub trait KernelInputs {
     /// since the last call, with who did it; `None` when nothing records
     /// them (then every namespace must be read at every poll).
     fn take_listen_starts(&mut self) -> Option<Vec<(u32, ListenStart)>>;
+    /// Whether listen starts found their map full since the last call
+    /// (then some namespaces with new listeners are missing from it).
+    fn listen_starts_overflowed(&mut self) -> bool {
+        false
+    }
     /// Deletes the counters (and suppressed tallies) of `ports`.
     fn forget_ports(&mut self, ports: &[PortKey]);
 }
@@ -53,6 +58,8 @@ pub struct KernelMaps {
     closed: Option<HashMap<MapData, u64, ClosedListener>>,
     /// Filled by the same program as `closed`.
     listen_starts: Option<HashMap<MapData, u32, ListenStart>>,
+    /// `stat::LISTEN_STARTS_FULL` as of the last look.
+    listen_starts_full: u64,
 }
 
 impl KernelMaps {
@@ -68,7 +75,7 @@ impl KernelMaps {
         let listen_calls = if listen_calls { Some(HashMap::try_from(take(MAP_LISTEN_CALLS)?)?) } else { None };
         let listen_starts = if closed { Some(HashMap::try_from(take(MAP_LISTEN_STARTS)?)?) } else { None };
         let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
-        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed, listen_starts })
+        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed, listen_starts, listen_starts_full: 0 })
     }
 
     /// The ring buffer's descriptor, to wait on. It stays open and the same
@@ -108,6 +115,7 @@ impl KernelInputs for KernelMaps {
             entry_missing: get(stat::ENTRY_MISSING)?,
             undecodable: 0,
             suppressed: 0,
+            suppressed_map_full: get(stat::SUPPRESSED_MAP_FULL)?,
         })
     }
 
@@ -143,6 +151,11 @@ impl KernelInputs for KernelMaps {
             let _ = map.remove(netns);
         }
         Some(starts)
+    }
+
+    fn listen_starts_overflowed(&mut self) -> bool {
+        let full = self.stats.get(&stat::LISTEN_STARTS_FULL, 0).map_or(0, |v| v.iter().sum::<u64>());
+        std::mem::replace(&mut self.listen_starts_full, full) != full
     }
 
     fn forget_ports(&mut self, ports: &[PortKey]) {

@@ -195,6 +195,7 @@ impl Collector for SnapshotCollector {
                 ("read_failed", l.read_failed),
                 ("entry_missing", l.entry_missing),
                 ("undecodable", l.undecodable),
+                ("suppressed_map_full", l.suppressed_map_full),
             ]
             .into_iter()
             .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),

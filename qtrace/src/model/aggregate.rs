@@ -113,6 +113,9 @@ pub struct Losses {
     /// Events over their port's budget, counted but not sent on purpose
     /// (every port, expired ones included).
     pub suppressed: u64,
+    /// Events over budget not tallied in `suppressed` (its map was full);
+    /// they are in the totals.
+    pub suppressed_map_full: u64,
 }
 
 #[derive(Debug, Default)]

@@ -434,7 +434,7 @@ mod tests {
         let settings =
             Settings { somaxconn: Some(4096), tcp_max_syn_backlog: Some(512), tcp_syncookies: Some(1), tcp_abort_on_overflow: Some(0) };
         let requested = Requested { backlog: 4096, owner: Owner { pid: 42, comm: "slowsrv".into() } };
-        let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4, suppressed: 5 };
+        let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4, suppressed: 5, suppressed_map_full: 6 };
         let records = [
             Record::Start(&start),
             Record::Event((&v4).into()),
