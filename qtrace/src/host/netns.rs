@@ -235,13 +235,19 @@ impl Namespaces {
                 Err(_) => failed.push(*ino),
             }
         }
+        self.forget(failed);
+        out
+    }
+
+    /// Forgets namespaces whose dump failed (gone meanwhile): a later walk
+    /// finds them again if they still exist.
+    fn forget(&mut self, failed: Vec<u32>) {
         for ino in failed {
             self.known.remove(&ino);
             if let Some(p) = &mut self.plan {
                 p.forget(ino);
             }
         }
-        out
     }
 
     /// Local address and port of every request socket (`SYN_RECV`) of
@@ -260,12 +266,7 @@ impl Namespaces {
                 Err(_) => failed.push(*ino),
             }
         }
-        for ino in failed {
-            self.known.remove(&ino);
-            if let Some(p) = &mut self.plan {
-                p.forget(ino);
-            }
-        }
+        self.forget(failed);
         out
     }
 

@@ -141,81 +141,92 @@ impl Collector for SnapshotCollector {
         if !s.polled {
             return Ok(());
         }
-        let p = &s.ports;
-        family(
-            &mut enc,
-            "qtrace_drops",
-            "Connection attempts the listen queues dropped or reset (all kinds but syncookie_sent and listener_discard); equals the namespace's ListenDrops share of this port.",
-            p.iter().map(|r| (port_labels(r), counter(r.drops))),
-        )?;
-        family(
-            &mut enc,
-            "qtrace_overflows",
-            "Listen-queue events by kind (see docs/events.md); only kinds that happened on the port.",
-            by_kind(p, |r| &r.kinds),
-        )?;
-        family(
-            &mut enc,
-            "qtrace_listener_drops",
-            "Growth of the port's listeners' own drop counter (sk_drops, ss -ltm d<N>) since qtrace started; closed listeners keep their share.",
-            p.iter().map(|r| (port_labels(r), counter(r.listener_drops))),
-        )?;
-        let open = || p.iter().filter_map(|r| r.accept_queue.map(|q| (r, q)));
-        family(
-            &mut enc,
-            "qtrace_accept_queue",
-            "Connections waiting in the port's accept queues now (summed over SO_REUSEPORT listeners).",
-            open().map(|(r, q)| (port_labels(r), gauge(q.0.into()))),
-        )?;
-        family(
-            &mut enc,
-            "qtrace_accept_queue_max",
-            "Bound of the port's accept queues: min(listen backlog, net.core.somaxconn), summed over its listeners.",
-            open().map(|(r, q)| (port_labels(r), gauge(q.1.into()))),
-        )?;
-        single(
-            &mut enc,
-            "qtrace_events_lost",
-            "Per-connection events the ring buffer had no room for (totals stay exact: they come from in-kernel counters).",
-            counter(s.losses.ringbuf_full),
-        )?;
-        family(
-            &mut enc,
-            "qtrace_events_suppressed",
-            "Per-connection events over the port's --max-event-rate budget, counted in qtrace_overflows but not sent; only kinds that had some.",
-            by_kind(p, |r| &r.suppressed),
-        )?;
-        let l = &s.losses;
-        family(
-            &mut enc,
-            "qtrace_losses",
-            "What could not be counted or attributed, by reason (counter_map_full: drops not in the totals).",
-            [
-                ("counter_map_full", l.counter_map_full),
-                ("read_failed", l.read_failed),
-                ("entry_missing", l.entry_missing),
-                ("undecodable", l.undecodable),
-                ("suppressed_map_full", l.suppressed_map_full),
-            ]
-            .into_iter()
-            .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),
-        )?;
-        single(
-            &mut enc,
-            "qtrace_tracked_ports",
-            "Ports with series now (each watched listener's port, and ports whose listener is gone but not yet expired).",
-            gauge(p.len() as i64),
-        )?;
-        single(
-            &mut enc,
-            "qtrace_expired_ports",
-            "Ports taken out after their listeners had been gone for --expire.",
-            counter(s.expired.ports),
-        )?;
-        single(&mut enc, "qtrace_expired_drops", "Drops of the expired ports, at expiry.", counter(s.expired.drops))?;
-        single(&mut enc, "qtrace_watched_namespaces", "Network namespaces whose listeners qtrace reads.", gauge(s.namespaces as i64))?;
-        Ok(())
+        encode_ports(&mut enc, &s.ports)?;
+        encode_totals(&mut enc, &s)
     }
+}
+
+/// Per-port series: drops, overflows by kind, listener drops, queues.
+fn encode_ports(enc: &mut DescriptorEncoder, p: &[PortRow]) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "qtrace_drops",
+        "Connection attempts the listen queues dropped or reset (all kinds but syncookie_sent and listener_discard); equals the namespace's ListenDrops share of this port.",
+        p.iter().map(|r| (port_labels(r), counter(r.drops))),
+    )?;
+    family(
+        enc,
+        "qtrace_overflows",
+        "Listen-queue events by kind (see docs/events.md); only kinds that happened on the port.",
+        by_kind(p, |r| &r.kinds),
+    )?;
+    family(
+        enc,
+        "qtrace_listener_drops",
+        "Growth of the port's listeners' own drop counter (sk_drops, ss -ltm d<N>) since qtrace started; closed listeners keep their share.",
+        p.iter().map(|r| (port_labels(r), counter(r.listener_drops))),
+    )?;
+    let open = || p.iter().filter_map(|r| r.accept_queue.map(|q| (r, q)));
+    family(
+        enc,
+        "qtrace_accept_queue",
+        "Connections waiting in the port's accept queues now (summed over SO_REUSEPORT listeners).",
+        open().map(|(r, q)| (port_labels(r), gauge(q.0.into()))),
+    )?;
+    family(
+        enc,
+        "qtrace_accept_queue_max",
+        "Bound of the port's accept queues: min(listen backlog, net.core.somaxconn), summed over its listeners.",
+        open().map(|(r, q)| (port_labels(r), gauge(q.1.into()))),
+    )?;
+    Ok(())
+}
+
+/// What was lost, suppressed or expired, and what is tracked.
+fn encode_totals(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    let p = &s.ports;
+    single(
+        enc,
+        "qtrace_events_lost",
+        "Per-connection events the ring buffer had no room for (totals stay exact: they come from in-kernel counters).",
+        counter(s.losses.ringbuf_full),
+    )?;
+    family(
+        enc,
+        "qtrace_events_suppressed",
+        "Per-connection events over the port's --max-event-rate budget, counted in qtrace_overflows but not sent; only kinds that had some.",
+        by_kind(p, |r| &r.suppressed),
+    )?;
+    let l = &s.losses;
+    family(
+        enc,
+        "qtrace_losses",
+        "What could not be counted or attributed, by reason (counter_map_full: drops not in the totals).",
+        [
+            ("counter_map_full", l.counter_map_full),
+            ("read_failed", l.read_failed),
+            ("entry_missing", l.entry_missing),
+            ("undecodable", l.undecodable),
+            ("suppressed_map_full", l.suppressed_map_full),
+        ]
+        .into_iter()
+        .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),
+    )?;
+    single(
+        enc,
+        "qtrace_tracked_ports",
+        "Ports with series now (each watched listener's port, and ports whose listener is gone but not yet expired).",
+        gauge(p.len() as i64),
+    )?;
+    single(
+        enc,
+        "qtrace_expired_ports",
+        "Ports taken out after their listeners had been gone for --expire.",
+        counter(s.expired.ports),
+    )?;
+    single(enc, "qtrace_expired_drops", "Drops of the expired ports, at expiry.", counter(s.expired.drops))?;
+    single(enc, "qtrace_watched_namespaces", "Network namespaces whose listeners qtrace reads.", gauge(s.namespaces as i64))?;
+    Ok(())
 }
 
 /// This process's resident set, from `/proc/self/statm`.
