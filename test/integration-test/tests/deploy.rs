@@ -43,15 +43,7 @@ fn unit_capabilities() -> BTreeSet<String> {
 
 /// The capabilities the DaemonSet adds, lower case.
 fn daemonset_capabilities() -> BTreeSet<String> {
-    let yaml = read("kubernetes/daemonset.yaml");
-    let section = yaml.split("add:").nth(1).expect("capabilities.add").split("seccompProfile").next().unwrap();
-    section
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("- "))
-        .map(|c| c.trim().to_ascii_lowercase())
-        .collect()
+    common::daemonset_capabilities(&read("kubernetes/daemonset.yaml")).iter().map(|c| c.to_ascii_lowercase()).collect()
 }
 
 #[test]

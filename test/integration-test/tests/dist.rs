@@ -369,18 +369,6 @@ fn podman() -> Command {
     cmd
 }
 
-/// The capabilities the DaemonSet adds.
-fn daemonset_capabilities() -> Vec<String> {
-    let yaml = std::fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).unwrap();
-    let section = yaml.split("add:").nth(1).expect("capabilities.add").split("seccompProfile").next().unwrap();
-    section
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("- "))
-        .map(|c| c.trim().to_owned())
-        .collect()
-}
 
 #[test]
 fn the_image_runs_as_the_daemonset_does() {
@@ -419,7 +407,7 @@ fn the_image_runs_as_the_daemonset_does() {
     let mut run_it = podman();
     run_it.args(["run", "--rm", "--name", &name, "--runtime", "runc", "--ulimit", "host", "--pid", "host", "--network", "host"]);
     run_it.args(["--cap-drop", "all", "--read-only", "--security-opt", "no-new-privileges", "--user", "0"]);
-    for cap in daemonset_capabilities() {
+    for cap in common::daemonset_capabilities(&std::fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).unwrap()) {
         run_it.args(["--cap-add", &cap]);
     }
     run_it.args(["--volume", "/sys/kernel/tracing:/sys/kernel/tracing:ro", "--volume", "/run/netns:/run/netns:ro,rslave"]);

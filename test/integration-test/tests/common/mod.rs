@@ -643,3 +643,16 @@ impl Qtrace {
         addr.unwrap_or_else(|| panic!("no metrics_addr in the start record {}", self.start)).to_owned()
     }
 }
+
+/// The capabilities a DaemonSet manifest adds, as written
+/// (`capabilities.add`).
+pub(crate) fn daemonset_capabilities(yaml: &str) -> Vec<String> {
+    let section = yaml.split("add:").nth(1).expect("capabilities.add").split("seccompProfile").next().unwrap();
+    section
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("- "))
+        .map(|c| c.trim().to_owned())
+        .collect()
+}
