@@ -123,18 +123,36 @@ fn release() -> Result<Release> {
     Ok(Release { version, commit, epoch })
 }
 
+/// The target named `triple`.
+pub(crate) fn target(triple: &str) -> Result<&'static Target> {
+    TARGETS.iter().find(|t| t.triple == triple).with_context(|| format!("qtrace is not built for {triple}"))
+}
+
+/// Tells cargo (and the C compilers of build scripts) how to link for
+/// `target` from this machine.
+pub(crate) fn cross_env(cmd: &mut Command, target: &Target) {
+    if let Some(linker) = target.linker {
+        let var = target.triple.replace('-', "_");
+        cmd.env(format!("CARGO_TARGET_{}_LINKER", var.to_uppercase()), linker).env(format!("CC_{var}"), linker);
+    }
+}
+
 /// Builds the static binary for `target`, dated `epoch`.
 fn build(target: &Target, rel: &Release) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--package", "qtrace", "--target", target.triple])
         .env("SOURCE_DATE_EPOCH", rel.epoch.to_string())
         .env("QTRACE_GIT_COMMIT", &rel.commit);
-    if let Some(linker) = target.linker {
-        let var = target.triple.replace('-', "_");
-        cmd.env(format!("CARGO_TARGET_{}_LINKER", var.to_uppercase()), linker).env(format!("CC_{var}"), linker);
-    }
+    cross_env(&mut cmd, target);
     status(&mut cmd)?;
     Ok(static_binary(target.triple))
+}
+
+/// Builds only the static binaries (what the tests and the VM matrix run,
+/// without packaging them).
+pub(crate) fn binaries() -> Result<Vec<(Target, PathBuf)>> {
+    let rel = release()?;
+    TARGETS.iter().map(|t| Ok((*t, build(t, &rel)?))).collect()
 }
 
 /// Builds and writes every artifact into `out` (`target/dist` unless given).

@@ -120,7 +120,10 @@ fn main() -> ExitCode {
         Cmd::Dist { out } => {
             setup::setup(setup::DIST_PACKAGES).and_then(|()| setup::dist_targets()).and_then(|()| dist::dist(out).map(drop))
         }
-        Cmd::VmTest => setup::setup(setup::VM_PACKAGES).and_then(|()| process::build()).and_then(|()| test::vm_test()),
+        Cmd::VmTest => setup::setup(&[setup::VM_PACKAGES, setup::DIST_PACKAGES].concat())
+            .and_then(|()| setup::dist_targets())
+            .and_then(|()| dist::binaries())
+            .and_then(|b| test::vm_test(&b)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux"
 /// Debian packages the benchmarks compare against.
 pub(crate) const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.
-pub(crate) const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
+pub(crate) const VM_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm", "busybox-static", "cpio", "binutils"];
 /// Debian packages the metrics and deployment tests run against: a real
 /// Prometheus server and promtool, and systemd-analyze.
 pub(crate) const DEPLOY_TEST_PACKAGES: &[&str] = &["prometheus", "systemd"];

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::process::{build, cargo, status, target_dir};
+use crate::process::{cargo, status, target_dir};
+use crate::vm::X86_64;
 use crate::{dist, vm};
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
@@ -17,19 +18,27 @@ pub(crate) const FUZZ_SECONDS: u64 = 20;
 /// The root integration suites the kernel matrix runs.
 const VM_SUITES: &[&str] = &["overflow", "diagnosis"];
 
-/// Builds the root integration suites and returns (name, executable) pairs.
-fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
+/// The suites foreign-architecture guests run (static musl test binaries).
+const CROSS_SUITES: &[&str] = &["overflow"];
+
+/// Builds the root integration `suites` (for `target`, else this machine)
+/// and returns (name, executable) pairs.
+fn test_binaries(suites: &[&str], target: Option<&dist::Target>) -> Result<Vec<(String, PathBuf)>> {
     let mut cmd = cargo();
     cmd.args(["test", "--no-run", "--message-format=json", "--package", "integration-test"]);
-    for suite in VM_SUITES {
+    for suite in suites {
         cmd.args(["--test", suite]);
+    }
+    if let Some(t) = target {
+        cmd.args(["--target", t.triple]);
+        dist::cross_env(&mut cmd, t);
     }
     let out = cmd.stderr(std::process::Stdio::inherit()).output().context("building the integration tests")?;
     if !out.status.success() {
         bail!("building the integration tests failed");
     }
     let built: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    VM_SUITES
+    suites
         .iter()
         .map(|suite| {
             built
@@ -41,8 +50,21 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
         .collect()
 }
 
-pub(crate) fn vm_test() -> Result<()> {
-    vm::vm_test(&target_dir().join("release/qtrace"), &test_binaries()?)
+/// The kernel matrix, on every architecture, with the static binaries
+/// `binaries` (from `dist`).
+pub(crate) fn vm_test(binaries: &[(dist::Target, PathBuf)]) -> Result<()> {
+    let mut sets = Vec::new();
+    for arch in [&vm::X86_64, &vm::ARM64] {
+        let qtrace = binaries.iter().find(|(t, _)| t.triple == arch.triple).map(|(_, p)| p.clone());
+        let qtrace = qtrace.with_context(|| format!("no static qtrace for {}", arch.triple))?;
+        let tests = if arch.is_native() {
+            test_binaries(VM_SUITES, None)?
+        } else {
+            test_binaries(CROSS_SUITES, Some(dist::target(arch.triple)?))?
+        };
+        sets.push(vm::GuestSet { arch, qtrace, tests });
+    }
+    vm::vm_test(&sets)
 }
 
 /// What the dist suite (`tests/dist.rs`) is given: each artifact's path
@@ -73,20 +95,20 @@ pub(crate) fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // Root tests share the kernel's programs and counters: one at a time.
-    // One release binary serves the host suite and every guest kernel.
-    build()?;
     // The dist suite checks the release artifacts and installs them into a
-    // clean Debian; the other suites and the matrix run the build above.
+    // clean Debian; every suite and every guest kernel runs the static
+    // binary the artifacts hold, as users do.
     let art = dist::dist(None)?;
+    let host = art.binary(X86_64.triple).context("no static x86_64 build")?.to_path_buf();
     let debian = dist::chroot::debian_root()?;
+    // Root tests share the kernel's programs and counters: one at a time.
     // The programs' crate has no host build (no_std, no_main);
     // `--workspace` takes in test/integration-test, the root suites, which
     // plain `cargo test` leaves out.
     status(
         cargo()
             .args(["test", "--workspace", "--exclude", "qtrace-ebpf", "--exclude", "qtrace-fuzz", "--", "--test-threads=1"])
-            .env("QTRACE_BIN", target_dir().join("release/qtrace"))
+            .env("QTRACE_BIN", &host)
             .envs(dist_env(&art, &debian)),
     )?;
     crate::fuzz::fuzz(FUZZ_SECONDS)?;
@@ -94,5 +116,5 @@ pub(crate) fn test() -> Result<()> {
     if let Ok(report) = std::fs::read_to_string(target_dir().join("tmp/soak-report.txt")) {
         eprint!("xtask: {report}");
     }
-    vm_test()
+    vm_test(&art.binaries)
 }
