@@ -7,6 +7,7 @@
 mod archive;
 pub(crate) mod chroot;
 mod deb;
+mod notices;
 mod oci;
 mod payload;
 mod rpm;

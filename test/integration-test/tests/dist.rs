@@ -119,6 +119,7 @@ fn the_tarballs_hold_the_binary_its_documentation_and_licences() {
             "LICENSE-MIT",
             "LICENSE-APACHE",
             "LICENSE-GPL2",
+            "THIRD-PARTY-LICENSES",
             "man/man1/qtrace.1",
             "man/man1/qtrace-watch.1",
             "completions/qtrace.bash",
@@ -135,10 +136,32 @@ fn the_tarballs_hold_the_binary_its_documentation_and_licences() {
             "{arch}: the tarball's binary is the static build"
         );
         assert_eq!(member("LICENSE-GPL2"), std::fs::read(repo("LICENSE-GPL2")).unwrap());
+        third_party_notices_name_every_crate(&String::from_utf8_lossy(&member("THIRD-PARTY-LICENSES")), triple);
         // Owned by root, dated: nothing of the build machine's users.
         let long = run(Command::new("tar").args(["-tvzf"]).arg(&tarball).arg("--numeric-owner"));
         assert!(long.lines().all(|l| l.split_whitespace().nth(1) == Some("0/0")), "{long}");
     }
+}
+
+/// Every crate cargo's own dependency tree puts into the binary (and its
+/// eBPF programs) for `triple` is listed with its version and licence, and
+/// the licence texts are there.
+fn third_party_notices_name_every_crate(notices: &str, triple: &str) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = run(Command::new(cargo)
+        .args(["tree", "--edges", "normal", "--prefix", "none", "--format", "{p}", "--target", triple])
+        .args(["--package", "qtrace", "--package", "qtrace-ebpf"])
+        .current_dir(repo("")));
+    let ours = ["qtrace ", "qtrace-common ", "qtrace-ebpf "];
+    let mut crates = 0;
+    for line in tree.lines().filter(|l| !l.is_empty() && !ours.iter().any(|o| l.starts_with(o))) {
+        let mut words = line.split_whitespace();
+        let (name, version) = (words.next().unwrap(), words.next().unwrap().trim_start_matches('v'));
+        assert!(notices.contains(&format!("\n{name} {version}: ")), "THIRD-PARTY-LICENSES lacks {name} {version} ({line})");
+        crates += 1;
+    }
+    assert!(crates > 50, "cargo tree named only {crates} crates:\n{tree}");
+    assert!(notices.contains("Permission is hereby granted, free of charge") && notices.contains("Apache License"), "licence texts");
 }
 
 #[test]
@@ -165,13 +188,14 @@ fn the_rpms_list_their_files_and_metadata() {
             "/usr/share/licenses/qtrace/LICENSE-MIT",
             "/usr/share/licenses/qtrace/LICENSE-APACHE",
             "/usr/share/licenses/qtrace/LICENSE-GPL2",
+            "/usr/share/licenses/qtrace/THIRD-PARTY-LICENSES",
         ] {
             assert!(files.contains(want), "{} lacks {want}: {files:?}", rpm.display());
         }
         let modes = run(Command::new("rpm").args(["-qp", "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILENAMES}\n]"]).arg(&rpm));
         assert!(modes.lines().any(|l| l == "-rwxr-xr-x root /usr/bin/qtrace"), "{modes}");
         let licences = run(Command::new("rpm").args(["-qpL"]).arg(&rpm));
-        assert_eq!(licences.lines().count(), 3, "three %license files: {licences}");
+        assert_eq!(licences.lines().count(), 4, "four %license files: {licences}");
         // The packaged binary is the static build.
         let payload =
             bytes(Command::new("sh").arg("-c").arg(format!("rpm2cpio '{}' | cpio -i --quiet --to-stdout ./usr/bin/qtrace", rpm.display())));
@@ -278,6 +302,8 @@ fn the_deb_installs_into_a_clean_debian() {
     assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "disabled", "{}", text(&enabled));
     let copyright = std::fs::read_to_string(debian.root.join("usr/share/doc/qtrace/copyright")).unwrap();
     assert!(copyright.contains("License: MIT or Apache-2.0") && copyright.contains("License: MIT or GPL-2"), "{copyright}");
+    let notices = run(&mut debian.command(&["zcat", "/usr/share/doc/qtrace/THIRD-PARTY-LICENSES.gz"]));
+    assert!(notices.contains("\naya ") && copyright.contains("/usr/share/doc/qtrace/THIRD-PARTY-LICENSES.gz"), "{copyright}");
 
     // The arm64 package names its architecture and carries the aarch64 build.
     let deb = artifact("DEB_AARCH64");

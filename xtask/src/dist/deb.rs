@@ -31,6 +31,11 @@ pub(crate) fn package(payload: &Payload, binary: &[u8], target: &Target, rel: &R
     let mut files = payload.system(binary, "lib/systemd/system", "usr/share/zsh/vendor-completions")?;
     files.push(File::new("usr/share/doc/qtrace/copyright", copyright(payload)));
     files.push(payload.readme.under("usr/share/doc/qtrace"));
+    // Policy: documentation over 4 kB is compressed; copyright never is.
+    if let Some(notices) = payload.licences.iter().find(|l| l.path == super::notices::NAME) {
+        let gz = super::archive::gzip(&notices.data)?;
+        files.push(File::new(format!("usr/share/doc/qtrace/{}.gz", super::notices::NAME), gz));
+    }
     write_tree(&root, &files)?;
     let installed_kib: usize = files.iter().map(|f| f.data.len().div_ceil(1024)).sum();
     let control = format!(
@@ -67,7 +72,8 @@ fn copyright(payload: &Payload) -> String {
     let mit: Vec<String> = mit.lines().map(|l| if l.trim().is_empty() { " .".to_owned() } else { format!(" {l}") }).collect();
     format!(
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: qtrace\n\n\
-         Files: *\nCopyright: The qtrace developers\nLicense: MIT or Apache-2.0\n\n\
+         Files: *\nCopyright: The qtrace developers\nLicense: MIT or Apache-2.0\n\
+         Comment: /usr/bin/qtrace also contains third-party Rust crates; each, with its\n licence and its authors' licence and notice files, is listed in\n /usr/share/doc/qtrace/THIRD-PARTY-LICENSES.gz.\n\n\
          Files: qtrace-ebpf/*\nCopyright: The qtrace developers\nLicense: MIT or GPL-2\n\
          Comment: the eBPF programs embedded in /usr/bin/qtrace; they declare \"Dual MIT/GPL\" to the kernel.\n\n\
          License: MIT\n{}\n\n\

@@ -50,7 +50,11 @@ impl Payload {
             manpages,
             completions,
             readme: File::new("README.md", read("README.md")?),
-            licences: LICENCES.iter().map(|l| Ok(File::new(*l, read(l)?))).collect::<Result<_>>()?,
+            licences: LICENCES
+                .iter()
+                .map(|l| Ok(File::new(*l, read(l)?)))
+                .chain(std::iter::once(super::notices::third_party()))
+                .collect::<Result<_>>()?,
             deploy: read_dir_files(&root.join("deploy"), "deploy/")?,
         })
     }
