@@ -55,13 +55,13 @@ fn test_binaries(suites: &[&str], target: Option<&dist::Target>) -> Result<Vec<(
 pub(crate) fn vm_test(binaries: &[(dist::Target, PathBuf)]) -> Result<()> {
     let mut sets = Vec::new();
     for arch in [&vm::X86_64, &vm::ARM64] {
+        if !vm::arch_selected(arch)? {
+            continue;
+        }
         let qtrace = binaries.iter().find(|(t, _)| t.triple == arch.triple).map(|(_, p)| p.clone());
         let qtrace = qtrace.with_context(|| format!("no static qtrace for {}", arch.triple))?;
-        let tests = if arch.is_native() {
-            test_binaries(VM_SUITES, None)?
-        } else {
-            test_binaries(CROSS_SUITES, Some(dist::target(arch.triple)?))?
-        };
+        let tests =
+            if arch.is_native() { test_binaries(VM_SUITES, None)? } else { test_binaries(CROSS_SUITES, Some(dist::target(arch.triple)?))? };
         sets.push(vm::GuestSet { arch, qtrace, tests });
     }
     vm::vm_test(&sets)

@@ -16,7 +16,7 @@
 //! lines and powers off; the host parses the serial console and prints the
 //! kernel x tier x test matrix: pass, FAIL, or the parts a kernel cannot
 //! support and why. A tier a kernel's configuration does not promise
-//! (fentry on arm64 before 6.5) is tried, and qtrace's refusal is its row.
+//! (fentry on arm64 before 6.4) is tried, and qtrace's refusal is its row.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -464,6 +464,10 @@ fn test_names(console: &str) -> Vec<&str> {
     names
 }
 
+/// What qtrace says when a kernel cannot run a tier at all
+/// (`qtrace/src/kernel/probe.rs`).
+const KERNEL_REFUSALS: &[&str] = &["not supported by this kernel or architecture", "not built into this kernel"];
+
 /// One kernel's part of the matrix: its lines, passes and failures. A tier
 /// the kernel refused (one its configuration does not promise) is one
 /// "unsupported" line with qtrace's reason, neither passed nor failed.
@@ -473,7 +477,14 @@ fn kernel_matrix(arch: &Arch, k: &Kernel, console: &str, matrix: &mut String) ->
     let auto = [AUTO_TEST];
     for (tier, names) in arch.tiers.iter().map(|t| (*t, &names[..])).chain([("auto", &auto[..])]) {
         if let Some(why) = console.lines().find_map(|l| l.strip_prefix(&format!("QTRACE-REFUSED tier={tier} "))) {
-            let _ = writeln!(matrix, "  {tier:<11} unsupported: qtrace refuses it here: {why}");
+            // Only the kernel's own refusal is "unsupported"; any other
+            // failure to start (a verifier error, a crash) is a failure.
+            if KERNEL_REFUSALS.iter().any(|r| why.contains(r)) {
+                let _ = writeln!(matrix, "  {tier:<11} unsupported: qtrace refuses it here: {why}");
+            } else {
+                failures += 1;
+                let _ = writeln!(matrix, "  {tier:<11} FAIL (qtrace did not start, for a reason other than the kernel's): {why}");
+            }
             continue;
         }
         for test in names {
@@ -549,7 +560,8 @@ fn arch_matrix(dir: &Path, set: &GuestSet, only: Option<&str>, matrix: &mut Stri
         let boot_start = Instant::now();
         let (console, note) = boot_kernel(arch, k, &initrd);
         let took = boot_start.elapsed().as_secs_f64();
-        let _ = writeln!(matrix, "== {} {} ({}; auto should pick {}): {took:.0} s{note}", arch.deb, k.version, k.why.join("; "), k.expect_tier);
+        let _ =
+            writeln!(matrix, "== {} {} ({}; auto should pick {}): {took:.0} s{note}", arch.deb, k.version, k.why.join("; "), k.expect_tier);
         let (p, f) = kernel_matrix(arch, k, &console, matrix);
         passes += p;
         failures += f;
@@ -557,10 +569,16 @@ fn arch_matrix(dir: &Path, set: &GuestSet, only: Option<&str>, matrix: &mut Stri
     Ok((passes, failures))
 }
 
-/// `QTRACE_VM_ARCHES` (`amd64,arm64`) selects architectures; unset selects
-/// every one.
-fn arch_selected(arch: &Arch) -> bool {
-    std::env::var("QTRACE_VM_ARCHES").map_or(true, |o| o.split(',').any(|a| a.trim() == arch.deb))
+/// `QTRACE_VM_ARCHES` (`amd64,arm64`, Debian's names) selects
+/// architectures; unset selects every one. An unknown name is an error,
+/// not an empty run that passes.
+pub(crate) fn arch_selected(arch: &Arch) -> Result<bool> {
+    let Ok(wanted) = std::env::var("QTRACE_VM_ARCHES") else { return Ok(true) };
+    let names: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    if let Some(bad) = names.iter().find(|n| ![X86_64.deb, ARM64.deb].contains(n)) {
+        bail!("QTRACE_VM_ARCHES: {bad:?} is not one of {}, {}", X86_64.deb, ARM64.deb);
+    }
+    Ok(names.contains(&arch.deb))
 }
 
 pub(crate) fn vm_test(sets: &[GuestSet]) -> Result<()> {
@@ -571,7 +589,7 @@ pub(crate) fn vm_test(sets: &[GuestSet]) -> Result<()> {
     let mut matrix = String::new();
     // QTRACE_VM_KERNELS=6.12,5.10 boots only those (for iterating locally).
     let only = std::env::var("QTRACE_VM_KERNELS").ok();
-    for set in sets.iter().filter(|s| arch_selected(s.arch)) {
+    for set in sets {
         let (p, f) = arch_matrix(&dir, set, only.as_deref(), &mut matrix)?;
         passes += p;
         failures += f;
@@ -583,19 +601,16 @@ pub(crate) fn vm_test(sets: &[GuestSet]) -> Result<()> {
     if failures > 0 {
         bail!("{failures} kernel/tier/test combinations failed");
     }
+    if passes == 0 {
+        bail!("no test ran: check QTRACE_VM_KERNELS and QTRACE_VM_ARCHES");
+    }
     Ok(())
 }
 
 /// Modules the bench's guest sections need besides the tests': the storm
 /// and the flood wire their namespace with a veth pair.
-const BENCH_MODULES: &[&str] = &[
-    "lib/libcrc32c",
-    "net/netfilter/nfnetlink",
-    "net/netfilter/nf_tables",
-    "net/ipv4/inet_diag",
-    "net/ipv4/tcp_diag",
-    "drivers/net/veth",
-];
+const BENCH_MODULES: &[&str] =
+    &["lib/libcrc32c", "net/netfilter/nfnetlink", "net/netfilter/nf_tables", "net/ipv4/inet_diag", "net/ipv4/tcp_diag", "drivers/net/veth"];
 
 /// One kernel's guest bench: its version and console.
 pub(crate) struct GuestRun {

@@ -87,31 +87,33 @@ impl Arch {
     }
 
     /// The root filesystem the guest's tools and their libraries come from:
-    /// `/` for this machine's architecture, else Debian's packages for it,
-    /// unpacked once into the cache (apt options `opts`, for this
-    /// architecture).
+    /// `/` for this machine's architecture, else Debian's packages for it
+    /// (apt options `opts`, for this architecture), unpacked into the cache
+    /// and made again when the archive's versions change.
     pub(crate) fn tool_root(&self, dir: &Path, opts: &[String]) -> Result<PathBuf> {
         if self.is_native() {
             return Ok(PathBuf::from("/"));
         }
         let root = dir.join(format!("tools-{}", self.deb));
-        let stamp = root.join(".qtrace-complete");
-        if fs::read_to_string(&stamp).is_ok_and(|s| s == TOOL_PACKAGES.join(" ")) {
+        let stamp = root.join(".qtrace-packages");
+        let files = package_files(opts)?;
+        if fs::read_to_string(&stamp).is_ok_and(|s| s == files.join("\n")) {
             return Ok(root);
         }
-        eprintln!("vm-test: unpacking Debian's {} tools into {} (once)", self.deb, root.display());
+        eprintln!("vm-test: unpacking Debian's {} tools into {}", self.deb, root.display());
         let _ = fs::remove_dir_all(&root);
         let debs = dir.join(format!("downloads-{}", self.deb));
         fs::create_dir_all(&debs)?;
-        for pkg in closure(opts)? {
-            if !fs::read_dir(&debs)?.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{pkg}_"))) {
-                super::run(Command::new("apt-get").args(opts).args(["download", "-qq", &pkg]).current_dir(&debs))?;
+        for file in &files {
+            let deb = debs.join(file);
+            if !deb.exists() {
+                let pkg = file.split('_').next().unwrap_or(file);
+                super::run(Command::new("apt-get").args(opts).args(["download", "-qq", pkg]).current_dir(&debs))?;
             }
+            anyhow::ensure!(deb.exists(), "apt-get download did not write {}", deb.display());
+            super::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
         }
-        for deb in fs::read_dir(&debs)?.flatten() {
-            super::run(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&root))?;
-        }
-        fs::write(&stamp, TOOL_PACKAGES.join(" "))?;
+        fs::write(&stamp, files.join("\n"))?;
         Ok(root)
     }
 
@@ -127,6 +129,16 @@ impl Arch {
             .find(|p| p.exists())
             .with_context(|| format!("no {name} for {} under {}", self.deb, root.display()))
     }
+}
+
+/// The files (`libc6_2.41-12+deb13u5_arm64.deb`) of the tool packages and
+/// everything they depend on, as the archive has them now.
+fn package_files(opts: &[String]) -> Result<Vec<String>> {
+    let out = super::run(Command::new("apt-get").args(opts).args(["download", "--print-uris"]).args(closure(opts)?))?;
+    // 'URI' FILE SIZE HASH
+    let mut files: Vec<String> = out.lines().filter_map(|l| l.split_whitespace().nth(1)).map(str::to_owned).collect();
+    files.sort();
+    Ok(files)
 }
 
 /// The tool packages and everything they depend on.
