@@ -32,10 +32,8 @@ pub(crate) fn package(payload: &Payload, binary: &[u8], target: &Target, rel: &R
     files.push(File::new("usr/share/doc/qtrace/copyright", copyright(payload)));
     files.push(payload.readme.under("usr/share/doc/qtrace"));
     // Policy: documentation over 4 kB is compressed; copyright never is.
-    if let Some(notices) = payload.licences.iter().find(|l| l.path == super::notices::NAME) {
-        let gz = super::archive::gzip(&notices.data)?;
-        files.push(File::new(format!("usr/share/doc/qtrace/{}.gz", super::notices::NAME), gz));
-    }
+    let notices = payload.licences.iter().find(|l| l.path == super::notices::NAME).context("no third-party notices")?;
+    files.push(File::new(format!("usr/share/doc/qtrace/{}.gz", super::notices::NAME), super::archive::gzip(&notices.data)?));
     write_tree(&root, &files)?;
     let installed_kib: usize = files.iter().map(|f| f.data.len().div_ceil(1024)).sum();
     let control = format!(

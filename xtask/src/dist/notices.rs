@@ -1,12 +1,15 @@
 //! `THIRD-PARTY-LICENSES`: every crate compiled into the static binary (the
-//! `qtrace` package's normal dependencies on each shipped target) and into
+//! `qtrace` package's normal dependencies on each shipped target, as
+//! cargo's feature-resolved tree has them, proc-macros left out) and into
 //! its embedded eBPF programs (`qtrace-ebpf`'s), with the licence each
-//! declares and the licence and notice files its authors ship. MIT, BSD and
-//! Apache-2.0 ask for their notices to travel with binaries; this is where
-//! they do. Each distinct text appears once, after the crates that ship it.
+//! declares and the licence and notice files its authors ship, then Rust's
+//! standard library and musl. MIT, BSD and Apache-2.0 ask for their notices
+//! to travel with binaries; this is where they do. Each distinct text
+//! appears once, after the crates that ship it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -17,6 +20,8 @@ use crate::process::{cargo, output};
 
 /// The packages whose normal dependencies are in what ships.
 const ROOTS: [&str; 2] = ["qtrace", "qtrace-ebpf"];
+/// qtrace's own crates, under qtrace's licences.
+const OURS: [&str; 3] = ["qtrace", "qtrace-common", "qtrace-ebpf"];
 
 /// A crate in the binary: name, version, declared licence, and its
 /// licence files (file name, text).
@@ -25,6 +30,9 @@ struct Crate {
     version: String,
     license: String,
     texts: Vec<(String, String)>,
+    /// The repository whose crate's licence files `texts` are, when the
+    /// crate ships none.
+    borrowed: Option<String>,
 }
 
 /// Whether a file in a crate's directory is one its authors ship as a
@@ -47,53 +55,62 @@ fn licence_texts(manifest: &Path) -> Vec<(String, String)> {
     texts
 }
 
-/// The ids of the packages reachable from `ROOTS` through normal
-/// dependencies, in one `cargo metadata` for `triple`.
-fn shipped_ids(meta: &Value) -> Result<BTreeSet<String>> {
-    let packages = meta["packages"].as_array().context("cargo metadata: packages")?;
-    let nodes = meta["resolve"]["nodes"].as_array().context("cargo metadata: resolve")?;
-    let mut todo: Vec<String> =
-        packages.iter().filter(|p| ROOTS.iter().any(|r| p["name"] == *r)).filter_map(|p| p["id"].as_str().map(str::to_owned)).collect();
-    let mut seen = BTreeSet::new();
-    while let Some(id) = todo.pop() {
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        let Some(node) = nodes.iter().find(|n| n["id"] == id.as_str()) else { continue };
-        for dep in node["deps"].as_array().into_iter().flatten() {
-            let normal = dep["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null());
-            if let (true, Some(pkg)) = (normal, dep["pkg"].as_str()) {
-                todo.push(pkg.to_owned());
-            }
-        }
+/// (name, version) of every crate in what ships for `triple`: cargo's
+/// feature-resolved tree of normal dependencies without proc-macros
+/// (which run in the compiler and are not linked in).
+fn shipped(triple: &str) -> Result<BTreeSet<(String, String)>> {
+    let mut cmd = cargo();
+    cmd.args(["tree", "--edges", "normal,no-proc-macro", "--prefix", "none", "--format", "{p}", "--target", triple]);
+    for root in ROOTS {
+        cmd.args(["--package", root]);
     }
-    Ok(seen)
+    let tree = output(&mut cmd).context("cargo tree failed")?;
+    Ok(tree
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.trim_start_matches('v').to_owned()))
+        })
+        .filter(|(name, _)| !OURS.contains(&name.as_str()))
+        .collect())
 }
 
 /// The third-party crates in every shipped target's binary.
 fn crates() -> Result<Vec<Crate>> {
-    let mut out: BTreeMap<(String, String), Crate> = BTreeMap::new();
+    let text = output(cargo().args(["metadata", "--format-version=1"])).context("cargo metadata failed")?;
+    let meta: Value = serde_json::from_str(&text).context("reading cargo metadata")?;
+    let packages = meta["packages"].as_array().context("cargo metadata: packages")?;
+    let mut names = BTreeSet::new();
     for t in &TARGETS {
-        let text = output(cargo().args(["metadata", "--format-version=1", "--filter-platform", t.triple]))
-            .context("cargo metadata failed")?;
-        let meta: Value = serde_json::from_str(&text).context("reading cargo metadata")?;
-        let members: BTreeSet<&str> = meta["workspace_members"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let ids = shipped_ids(&meta)?;
-        for p in meta["packages"].as_array().into_iter().flatten() {
-            let id = p["id"].as_str().unwrap_or_default();
-            if !ids.contains(id) || members.contains(id) {
-                continue;
-            }
-            let (name, version) = (p["name"].as_str().unwrap_or_default().to_owned(), p["version"].as_str().unwrap_or_default().to_owned());
-            out.entry((name.clone(), version.clone())).or_insert_with(|| Crate {
-                name,
-                version,
-                license: p["license"].as_str().unwrap_or("(none declared)").to_owned(),
-                texts: licence_texts(Path::new(p["manifest_path"].as_str().unwrap_or_default())),
-            });
-        }
+        names.extend(shipped(t.triple)?);
     }
-    Ok(out.into_values().collect())
+    let mut out = Vec::new();
+    let mut by_repo: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (name, version) in names {
+        let p = packages
+            .iter()
+            .find(|p| p["name"] == name.as_str() && p["version"] == version.as_str())
+            .with_context(|| format!("cargo tree names {name} {version}, cargo metadata does not"))?;
+        let texts = licence_texts(Path::new(p["manifest_path"].as_str().unwrap_or_default()));
+        let repo = p["repository"].as_str().unwrap_or_default().trim_end_matches('/').to_owned();
+        if !texts.is_empty() && !repo.is_empty() {
+            by_repo.entry(repo.clone()).or_insert_with(|| texts.clone());
+        }
+        let license = p["license"].as_str().unwrap_or("(none declared)").to_owned();
+        out.push((Crate { name, version, license, texts, borrowed: None }, repo));
+    }
+    // Crates published without their licence files (aya-ebpf's) get those
+    // of a crate from the same repository.
+    Ok(out
+        .into_iter()
+        .map(|(mut c, repo)| {
+            if let (true, Some(texts)) = (c.texts.is_empty(), by_repo.get(&repo)) {
+                c.texts = texts.clone();
+                c.borrowed = Some(repo);
+            }
+            c
+        })
+        .collect())
 }
 
 /// The file's text: a list of the crates, then each distinct text once.
@@ -108,7 +125,11 @@ fn render(crates: &[Crate]) -> String {
     let mut by_text: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for c in crates {
         let files: Vec<&str> = c.texts.iter().map(|(f, _)| f.as_str()).collect();
-        let shipped = if files.is_empty() { "no licence file in the crate".to_owned() } else { files.join(", ") };
+        let shipped = match (&c.borrowed, files.is_empty()) {
+            (_, true) => "no licence file in the crate".to_owned(),
+            (Some(repo), false) => format!("none in the crate; those of its repository, {repo}: {}", files.join(", ")),
+            (None, false) => files.join(", "),
+        };
         s.push_str(&format!("{} {}: {} ({shipped})\n", c.name, c.version, c.license));
         for (file, text) in &c.texts {
             by_text.entry(text.as_str()).or_default().push(format!("{} {} {file}", c.name, c.version));
@@ -120,11 +141,34 @@ fn render(crates: &[Crate]) -> String {
     s
 }
 
+/// What every Rust program for a musl target links besides crates: Rust's
+/// standard library (MIT OR Apache-2.0; the toolchain's own licence texts)
+/// and musl's C library (MIT; the copyright file Debian's musl package
+/// ships: Rust's musl targets bundle the same upstream). LLVM's
+/// compiler-rt and libunwind come under the LLVM exception, which asks
+/// nothing of binaries.
+fn runtime() -> Result<String> {
+    let sysroot = output(Command::new("rustc").args(["--print", "sysroot"])).context("rustc --print sysroot failed")?;
+    let licenses = Path::new(sysroot.trim()).join("share/doc/rust/licenses");
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let musl = Path::new("/usr/share/doc/musl/copyright");
+    Ok(format!(
+        "\n{rule}\nThe Rust standard library (std, core, alloc and the crates they use):\n\
+         MIT OR Apache-2.0, Copyright (c) The Rust Project Contributors.\n\n{}\n\n{}\n\
+         \n{rule}\nmusl libc, linked statically: MIT (from {}, package musl).\n\n{}\n",
+        read(&licenses.join("MIT.txt"))?.trim_end(),
+        read(&licenses.join("Apache-2.0.txt"))?.trim_end(),
+        musl.display(),
+        read(musl).context("the musl package (a dependency of musl-tools) ships musl's copyright")?.trim_end(),
+        rule = "=".repeat(72),
+    ))
+}
+
 /// `THIRD-PARTY-LICENSES`, for every artifact.
 pub(crate) fn third_party() -> Result<File> {
     let crates = crates()?;
     anyhow::ensure!(crates.iter().any(|c| c.name == "aya"), "the third-party crates do not include aya: is the dependency walk right?");
-    Ok(File::new(NAME, render(&crates)))
+    Ok(File::new(NAME, render(&crates) + &runtime()?))
 }
 
 pub(crate) const NAME: &str = "THIRD-PARTY-LICENSES";
@@ -147,9 +191,9 @@ mod tests {
     fn each_text_appears_once_after_every_crate_that_ships_it() {
         let mit = ("LICENSE-MIT".to_owned(), "MIT text\n".to_owned());
         let crates = [
-            Crate { name: "a".into(), version: "1.0.0".into(), license: "MIT".into(), texts: vec![mit.clone()] },
-            Crate { name: "b".into(), version: "2.0.0".into(), license: "MIT OR Apache-2.0".into(), texts: vec![mit] },
-            Crate { name: "c".into(), version: "0.1.0".into(), license: "MIT".into(), texts: vec![] },
+            Crate { name: "a".into(), version: "1.0.0".into(), license: "MIT".into(), texts: vec![mit.clone()], borrowed: None },
+            Crate { name: "b".into(), version: "2.0.0".into(), license: "MIT OR Apache-2.0".into(), texts: vec![mit], borrowed: None },
+            Crate { name: "c".into(), version: "0.1.0".into(), license: "MIT".into(), texts: vec![], borrowed: None },
         ];
         let text = render(&crates);
         assert_eq!(text.matches("MIT text").count(), 1, "{text}");
