@@ -53,7 +53,7 @@ pub fn kallsyms(data: &[u8]) {
 pub fn ring_record(data: &[u8]) {
     if let Ok(ev) = Decoded::decode(data, 0) {
         let mut line = String::new();
-        EventLines::new().write(&mut line, &ev);
+        EventLines::new().write(&mut line, &ev, None);
     }
 }
 

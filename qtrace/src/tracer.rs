@@ -18,6 +18,7 @@ use crate::kernel::probe::{Filter, HookChoice, Probe, Tier};
 use crate::model::aggregate::{Aggregator, CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{Requested, RequestedBacklogs};
 use crate::model::event::Decoded;
+use crate::model::owners::ListenerOwners;
 use crate::model::ports::PortSet;
 
 /// A `listen(2)` qtrace saw, matched to its listener.
@@ -69,6 +70,8 @@ pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
     pub backlogs: RequestedBacklogs,
     /// Listeners as of the latest poll.
     pub listeners: Vec<NsListeners>,
+    /// Who each watched listener belongs to.
+    pub owners: ListenerOwners,
     /// Forget ports whose listeners have been gone this long (`None`: keep
     /// every port that dropped until the end).
     pub expire_after: Option<Duration>,
@@ -131,20 +134,23 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         agg.on_listeners(&listeners);
         // Only the tracepoint tier misses `tcp_listendrop()` callers.
         agg.set_derive_counted(attachment.tier == Tier::Tracepoint);
-        Self {
+        let mut t = Self {
             kernel,
             host,
             attachment,
             agg,
             backlogs: RequestedBacklogs::default(),
             listeners,
+            owners: ListenerOwners::default(),
             expire_after: None,
             ports: filter.ports.clone(),
             boot_offset: system::boot_offset_ns(),
             undecodable: 0,
             last_poll: Instant::now(),
             active: BTreeSet::new(),
-        }
+        };
+        t.identify_listeners();
+        t
     }
 
     /// Decodes and aggregates every record waiting in the ring buffer,
@@ -196,7 +202,24 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         self.agg.forget_idle();
         let expired = self.expire();
         let listens = self.match_listen_calls();
+        self.identify_listeners();
         Ok(PollReport { lost, counted, listens, expired })
+    }
+
+    /// Resolves the owners of listeners that appeared (after the `listen()`
+    /// calls are matched: the process that called it needs no search), and
+    /// gives each port the owners of its listeners now.
+    fn identify_listeners(&mut self) {
+        let (agg, host, backlogs) = (&mut self.agg, &mut self.host, &self.backlogs);
+        self.owners.update(
+            &self.listeners,
+            |netns, port| agg.watched(netns, port),
+            |wanted| {
+                let known = wanted.iter().filter_map(|&ino| backlogs.get(ino).map(|r| (ino, r.owner.clone()))).collect();
+                host.identify(wanted, &known)
+            },
+        );
+        agg.on_owners(self.owners.by_port(&self.listeners));
     }
 
     /// Takes out ports gone for `expire_after`, and deletes their kernel
@@ -244,6 +267,7 @@ mod tests {
     use qtrace_common::{kind, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart};
 
     use super::*;
+    use crate::host::identity::Identity;
     use crate::host::ns_plan::{Depth, Plan};
     use crate::host::procs::Owner;
 
@@ -260,6 +284,8 @@ mod tests {
         /// Drops before the programs attached: in the listener's counter,
         /// not in the per-kind counters, which start at zero.
         before_attach: u64,
+        /// Listener inodes whose owner the host was asked for.
+        identified: Vec<u64>,
     }
 
     impl Storm {
@@ -309,6 +335,10 @@ mod tests {
         fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
             None
         }
+        fn identify(&mut self, wanted: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+            self.0.borrow_mut().identified.extend(wanted);
+            wanted.iter().map(|&ino| (ino, Identity { pid: Some(ino as u32 + 1000), ..Identity::default() })).collect()
+        }
     }
 
     fn tracer(storm: &Rc<RefCell<Storm>>) -> Tracer<FakeKernel, FakeHost> {
@@ -336,6 +366,21 @@ mod tests {
         assert_eq!(counted, 0, "drops the hook saw were derived again from the listener's counter");
         assert_eq!(st.drops(), st.count(crate::model::event::Kind::AckOverflow));
         assert!(st.drops() > 0, "the storm was counted");
+    }
+
+    /// The listener's owner is asked of the host once, at start, not at
+    /// every poll however much it drops; the port's totals name it.
+    #[test]
+    fn a_listener_is_identified_once() {
+        let storm = Rc::new(RefCell::new(Storm { per_read: 5, ..Storm::default() }));
+        let mut t = tracer(&storm);
+        for _ in 0..10 {
+            t.poll().unwrap();
+        }
+        let inode = u64::from(Listener::example(PORT, (0, 0), 0).inode);
+        assert_eq!(storm.borrow().identified, [inode]);
+        let st = &t.agg.ports()[&PortKey { netns: NETNS, port: PORT }];
+        assert_eq!(st.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), [Some(inode as u32 + 1000)]);
     }
 
     /// A host of namespaces and the kernel's reports about them, for the
@@ -410,6 +455,9 @@ mod tests {
         }
         fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
             None
+        }
+        fn identify(&mut self, _: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+            BTreeMap::new()
         }
     }
 

@@ -1,8 +1,7 @@
 //! The terminal side of the live view: raw mode and the alternate screen
-//! (ratatui on crossterm), keys read on their own thread, and the owning
-//! process of each port. What is shown is decided in `output::live`.
+//! (ratatui on crossterm) and keys read on their own thread. What is shown
+//! is decided in `output::live`; each port's owner is the tracer's.
 
-use std::collections::{BTreeSet, HashMap};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,11 +12,8 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
-use crate::host::netns::NsListeners;
-use crate::host::procs;
 use crate::host::system::realtime_ns;
 use crate::model::aggregate::Aggregator;
-use crate::model::aggregate::PortKey;
 use crate::model::event::Kind;
 use crate::model::event::{rfc3339, Decoded};
 use crate::model::record::Start;
@@ -34,41 +30,6 @@ enum TermInput {
     Resize,
 }
 
-/// Owning processes by socket inode, looked up once per new listener (a
-/// scan of every process's descriptors is too slow to repeat each tick).
-#[derive(Default)]
-struct OwnerNames {
-    names: HashMap<u32, String>,
-    scanned: Option<Instant>,
-}
-
-impl OwnerNames {
-    fn by_port(&mut self, listeners: &[NsListeners]) -> HashMap<PortKey, String> {
-        let live: BTreeSet<u32> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| l.inode)).collect();
-        self.names.retain(|ino, _| live.contains(ino));
-        let unknown: BTreeSet<u64> = live.iter().filter(|i| !self.names.contains_key(i)).map(|i| u64::from(*i)).collect();
-        if !unknown.is_empty() && self.scanned.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
-            self.scanned = Some(Instant::now());
-            let found = procs::owners(&unknown);
-            for ino in unknown {
-                // Not found (another user's process without the privilege
-                // to look): remembered as unknown, not looked up again.
-                let name = found.by_inode.get(&ino).and_then(|o| o.first()).map(|o| o.short()).unwrap_or_else(|| "-".into());
-                self.names.insert(ino as u32, name);
-            }
-        }
-        let mut out = HashMap::new();
-        for ns in listeners {
-            for l in &ns.listeners {
-                if let Some(name) = self.names.get(&l.inode) {
-                    out.entry(PortKey { netns: ns.netns, port: l.port }).or_insert_with(|| name.clone());
-                }
-            }
-        }
-        out
-    }
-}
-
 /// The live view's sink: owns the terminal while `watch` runs.
 pub(crate) struct Tui {
     terminal: DefaultTerminal,
@@ -81,8 +42,6 @@ pub(crate) struct Tui {
     all: bool,
     restored: bool,
     pub view: LiveView,
-    owners: OwnerNames,
-    owner_of: HashMap<PortKey, String>,
     /// What is on screen: the kinds with a column and the rows.
     shown: Option<(Vec<Kind>, Vec<LiveRow>)>,
     input: mpsc::UnboundedReceiver<TermInput>,
@@ -130,8 +89,6 @@ impl Tui {
             all,
             restored: false,
             view: LiveView::new(color),
-            owners: OwnerNames::default(),
-            owner_of: HashMap::new(),
             shown: None,
             input,
             stop,
@@ -142,7 +99,9 @@ impl Tui {
     fn draw(&mut self, tracer: &Tracer) -> Result<()> {
         // Paused: the rows as they were when the pause began.
         if !self.view.paused || self.shown.is_none() {
-            self.shown = Some(self.view.rows(&tracer.agg, |k| self.owner_of.get(k).cloned()));
+            // The port's first owner, resolved once per listener by the tracer.
+            let owner = |k: &_| tracer.agg.ports().get(k).and_then(|st| st.owners.first()).map(|o| o.short());
+            self.shown = Some(self.view.rows(&tracer.agg, owner));
         }
         let status = self.view.status(&self.tier, &tracer.agg);
         let (view, header, (kinds, rows)) = (&self.view, &self.header, self.shown.as_ref().expect("set above"));
@@ -173,13 +132,12 @@ impl WatchSink for Tui {
         self.tier = start.tier.map(|t| t.to_string()).unwrap_or_default();
     }
 
-    /// After a poll: new rates, owners, header, and a redraw.
+    /// After a poll: new rates, header, and a redraw.
     fn tick(&mut self, tracer: &Tracer) -> Result<()> {
         let seconds = self.last_update.elapsed().as_secs_f64();
         if !self.view.paused {
             self.last_update = Instant::now();
             self.view.update(&tracer.agg, seconds);
-            self.owner_of = self.owners.by_port(&tracer.listeners);
         }
         let stamp = format!("{}  tier {}", &rfc3339(realtime_ns())[..19], self.tier);
         self.header = vec![format!("qtrace: watching {}  {stamp}", self.what)];

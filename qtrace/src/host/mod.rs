@@ -1,6 +1,8 @@
 //! What the host tells without eBPF: listeners in every network namespace
 //! (`netns`, `sock_diag`), each namespace's sysctls and counters
-//! (`ns_state`), and which processes hold a socket (`procs`).
+//! (`ns_state`), which processes hold a socket (`procs`) and who they are
+//! (`identity`).
+pub mod identity;
 pub mod netns;
 pub(crate) mod ns_find;
 pub(crate) mod ns_plan;
@@ -14,6 +16,7 @@ use std::net::IpAddr;
 
 use qtrace_common::ListenStart;
 
+use crate::host::identity::Identity;
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::procs::Owner;
 
@@ -59,6 +62,10 @@ pub trait HostInputs {
     /// The socket inode that process `pid`'s descriptor `fd` refers to,
     /// with the process.
     fn socket_of(&self, pid: u32, fd: u32) -> Option<(u64, Owner)>;
+    /// The owner of each listener socket in `wanted` (one entry each),
+    /// starting from the process that called `listen()` where `known`
+    /// has it.
+    fn identify(&mut self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity>;
 }
 
 impl HostInputs for Namespaces {
@@ -70,5 +77,8 @@ impl HostInputs for Namespaces {
     }
     fn socket_of(&self, pid: u32, fd: u32) -> Option<(u64, Owner)> {
         procs::socket_of(pid, fd)
+    }
+    fn identify(&mut self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+        identity::ProcFs::host().resolve(wanted, known)
     }
 }

@@ -16,9 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use qtrace_common::{ClosedListener, CounterKey};
 
+use crate::host::identity::Identity;
 use crate::host::netns::NsListeners;
 use crate::model::counts::Counts;
 use crate::model::event::{Decoded, Kind};
@@ -64,6 +66,9 @@ pub struct PortStats {
     closed_drops: u64,
     /// Seconds since a listener was last seen on this port (0 while one is).
     pub gone_for: f64,
+    /// The distinct owners of the port's listeners; once they are gone,
+    /// the last ones known.
+    pub owners: Vec<Arc<Identity>>,
 }
 
 impl PortStats {
@@ -158,7 +163,7 @@ impl Aggregator {
         self.derive_counted = on;
     }
 
-    fn watched(&self, netns: u32, port: u16) -> bool {
+    pub(crate) fn watched(&self, netns: u32, port: u16) -> bool {
         self.filter_netns.is_none_or(|n| n == netns) && self.filter_ports.contains(port)
     }
 
@@ -290,6 +295,16 @@ impl Aggregator {
             }
         }
         out
+    }
+
+    /// Takes the owners of each port's listeners now; ports without
+    /// listeners keep the last ones known (their records still name them).
+    pub fn on_owners(&mut self, by_port: BTreeMap<PortKey, Vec<Arc<Identity>>>) {
+        for (key, owners) in by_port {
+            if let Some(st) = self.ports.get_mut(&key) {
+                st.owners = owners;
+            }
+        }
     }
 
     /// Updates per-port rates and how long each port has had no listener,

@@ -4,7 +4,8 @@
 //! over hundreds of thousands of events a second, and formatting them was
 //! most of qtrace's CPU. The date and time up to the second is formatted
 //! once per second; every string in the line (kind and hook names,
-//! addresses, the time) needs no JSON escaping.
+//! addresses, the time) needs no JSON escaping. The listener's owner comes
+//! already rendered by serde, once per listener (`NdjsonSink`).
 
 use std::net::IpAddr;
 
@@ -22,8 +23,11 @@ impl EventLines {
         Self { second: i128::MIN, prefix: String::new() }
     }
 
-    /// Appends `ev`'s line, newline included, to `out`.
-    pub(crate) fn write(&mut self, out: &mut String, ev: &Decoded) {
+    /// Appends `ev`'s line, newline included, to `out`; `owner` is the
+    /// JSON text of its listener's owner ([`Identity`] as serde writes it).
+    ///
+    /// [`Identity`]: crate::host::identity::Identity
+    pub(crate) fn write(&mut self, out: &mut String, ev: &Decoded, owner: Option<&str>) {
         let k = ev.kind;
         out.push_str(r#"{"type":"event","time":""#);
         self.time(out, ev.time_ns);
@@ -38,6 +42,10 @@ impl EventLines {
         number_field(out, "accept_queue_max", ev.accept_queue_max.into());
         number_field(out, "syn_queue", ev.syn_queue.into());
         string_field(out, "hook", ev.hook);
+        if let Some(owner) = owner {
+            out.push_str(",\"owner\":");
+            out.push_str(owner);
+        }
         out.push_str("}\n");
     }
 
@@ -115,13 +123,38 @@ fn push_digits(out: &mut String, mut n: u64, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::identity::{Identity, Runtime, Workload};
     use crate::model::event::Kind;
-    use crate::model::record::Record;
+    use crate::model::record::{EventRecord, Record};
+
+    /// Owners with and without each field, and strings serde must escape.
+    fn owners() -> Vec<Option<Identity>> {
+        let full = Identity {
+            pid: Some(4_194_304),
+            comm: Some("we\"ird\\ \u{7f}\u{1}é".into()),
+            exe: Some("/usr/sbin/nginx (deleted)".into()),
+            uid: Some(0),
+            user: Some("root".into()),
+            cgroup: Some("/kubepods.slice/x.slice/cri-containerd-0.scope".into()),
+            workload: Workload {
+                unit: Some("a.service".into()),
+                slice: Some("system.slice".into()),
+                container_runtime: Some(Runtime::Containerd),
+                container_id: Some("0".repeat(64)),
+                pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
+            },
+            unknown: Some("user: permission denied".into()),
+        };
+        vec![None, Some(Identity::default()), Some(Identity::unknown("no process holding the socket was found")), Some(full)]
+    }
 
     /// The same bytes as the serde record, for random events of every kind
-    /// and family at any time, and for runs of events within one second.
+    /// and family at any time, and for runs of events within one second,
+    /// with every kind of owner.
     #[test]
     fn lines_match_the_record() {
+        let owners = owners();
+        let rendered: Vec<Option<String>> = owners.iter().map(|o| o.as_ref().map(|o| serde_json::to_string(o).unwrap())).collect();
         let mut next = crate::model::event::xorshift(0x9e37_79b9_7f4a_7c15);
         let addrs = ["127.0.0.1:8080", "[::1]:443", "[::ffff:10.0.0.1]:1", "[2001:db8::7]:65535", "0.0.0.0:0", "255.255.255.255:9"];
         let (mut lines, mut line) = (EventLines::new(), String::new());
@@ -139,8 +172,9 @@ mod tests {
                 ..Decoded::example(Kind::ALL[i % Kind::ALL.len()], next() as u32, pick(next()), pick(next()))
             };
             line.clear();
-            lines.write(&mut line, &ev);
-            assert_eq!(line, Record::Event((&ev).into()).line());
+            let o = i % owners.len();
+            lines.write(&mut line, &ev, rendered[o].as_deref());
+            assert_eq!(line, Record::Event(EventRecord::new(&ev, owners[o].as_ref())).line());
         }
     }
 }

@@ -2,7 +2,7 @@
 //! their NDJSON lines written fast (`event_line`), the
 //! per-port totals (`aggregate`), requested versus effective backlogs
 //! (`backlog`), the listener inventory (`inventory`), doctor's findings
-//! (`diagnose`) and port filters (`ports`).
+//! (`diagnose`), port filters (`ports`) and listeners' owners (`owners`).
 pub(crate) mod aggregate;
 pub(crate) mod backlog;
 pub mod counts;
@@ -10,5 +10,6 @@ pub(crate) mod diagnose;
 pub mod event;
 pub(crate) mod event_line;
 pub(crate) mod inventory;
+pub(crate) mod owners;
 pub mod ports;
 pub(crate) mod record;

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::host::identity::Identity;
 use crate::host::ns_state::{NetCounters, Settings};
 use crate::host::procs::Owner;
 use crate::host::sock_diag::Listener;
@@ -165,10 +166,20 @@ pub(crate) struct EventRecord<'a> {
     pub accept_queue_max: u32,
     pub syn_queue: u32,
     pub hook: &'a str,
+    /// Who the listener that could have taken it belongs to
+    /// (`ListenerOwners::for_events`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'a Identity>,
 }
 
 impl<'a> From<&'a Decoded> for EventRecord<'a> {
     fn from(ev: &'a Decoded) -> Self {
+        Self::new(ev, None)
+    }
+}
+
+impl<'a> EventRecord<'a> {
+    pub(crate) fn new(ev: &'a Decoded, owner: Option<&'a Identity>) -> Self {
         Self {
             time: rfc3339(ev.time_ns),
             kind: ev.kind,
@@ -184,6 +195,7 @@ impl<'a> From<&'a Decoded> for EventRecord<'a> {
             accept_queue_max: ev.accept_queue_max,
             syn_queue: ev.syn_queue,
             hook: ev.hook,
+            owner,
         }
     }
 }
@@ -221,10 +233,14 @@ pub(crate) struct CountedRecord {
     pub local_port: u16,
     pub count: u64,
     pub total: u64,
+    /// What the port's listeners' owners share ([`Identity::common`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Identity>,
 }
 
 impl CountedRecord {
-    pub(crate) fn new(d: &CountedDelta, now_ns: i128) -> Self {
+    /// `st` is the port's totals, for its owners.
+    pub(crate) fn new(d: &CountedDelta, st: Option<&PortStats>, now_ns: i128) -> Self {
         Self {
             time: rfc3339(now_ns),
             kind: Kind::ListenerDropCounted,
@@ -232,6 +248,7 @@ impl CountedRecord {
             local_port: d.key.port,
             count: d.count,
             total: d.total,
+            owner: st.and_then(|st| Identity::common(st.owners.iter().map(|o| &**o))),
         }
     }
 }
@@ -296,6 +313,13 @@ pub(crate) struct PortRecord {
     /// Per kind name, events over the port's budget: in `counts`, not
     /// sent as events.
     pub suppressed: serde_json::Map<String, serde_json::Value>,
+    /// What the owners below share ([`Identity::common`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Identity>,
+    /// Each distinct owner of the port's listeners (the last known, once
+    /// they are gone).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<Identity>,
 }
 
 impl PortRecord {
@@ -311,6 +335,8 @@ impl PortRecord {
             connections_capped: st.connections_capped,
             events: st.events,
             suppressed: st.suppressed.iter().map(|(k, n)| (k.name().to_owned(), n.into())).collect(),
+            owner: Identity::common(st.owners.iter().map(|o| &**o)),
+            owners: st.owners.iter().map(|o| (**o).clone()).collect(),
         }
     }
 }
@@ -328,6 +354,7 @@ impl Record<'_> {
 mod tests {
     use super::*;
 
+    use crate::host::identity::{Runtime, Workload};
     use crate::host::netns::NsListeners;
     use crate::host::procs::Owner;
     use crate::kernel::limits::Limit;
@@ -385,6 +412,37 @@ mod tests {
         [v4, v6]
     }
 
+    /// A server in a systemd unit, and the same program in a Kubernetes pod
+    /// whose user qtrace could not name.
+    fn owners() -> [Identity; 2] {
+        let unit = Identity {
+            pid: Some(42),
+            comm: Some("slowsrv".into()),
+            exe: Some("/usr/local/bin/slowsrv".into()),
+            uid: Some(33),
+            user: Some("www-data".into()),
+            cgroup: Some("/system.slice/slowsrv.service".into()),
+            workload: Workload { unit: Some("slowsrv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
+            unknown: None,
+        };
+        let pod = Identity {
+            pid: Some(4242),
+            uid: Some(1000),
+            cgroup: Some(format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod6b1f9c3e_5d2a_4f0e_9c1b_2a3d4e5f6a7b.slice/cri-containerd-{}.scope", "ab".repeat(32))),
+            workload: Workload {
+                unit: None,
+                slice: Some("kubepods-besteffort-pod6b1f9c3e_5d2a_4f0e_9c1b_2a3d4e5f6a7b.slice".into()),
+                container_runtime: Some(Runtime::Containerd),
+                container_id: Some("ab".repeat(32)),
+                pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
+            },
+            unknown: Some("user: the process is in another user namespace".into()),
+            user: None,
+            ..unit.clone()
+        };
+        [unit, pod]
+    }
+
     fn listener(port: u16, cookie: u64, q: (u32, u32), drops: u32) -> Listener {
         Listener { cookie, ..Listener::example(port, q, drops) }
     }
@@ -416,6 +474,10 @@ mod tests {
         // 5 + 2 × 3 hooked, and 4 more only the counter saw.
         let open = || snap(vec![listener(8080, 1, (128, 128), 15), listener(9090, 2, (0, 64), 7)]);
         agg.on_listeners(&open());
+        // 8080: an SO_REUSEPORT pair of two owners; 9090: one.
+        let [unit, pod] = owners().map(std::sync::Arc::new);
+        let port = |port| PortKey { netns: NETNS, port };
+        agg.on_owners([(port(8080), vec![unit.clone(), pod]), (port(9090), vec![unit])].into());
         let counted = agg.on_listeners(&open()).pop().expect("8080's counted drops");
         agg.on_listeners(&snap(vec![listener(9090, 2, (0, 64), 7)]));
         agg.tick(30.0);
@@ -424,11 +486,13 @@ mod tests {
     }
 
     /// The schema contract of `watch --json`: one line per record type
-    /// (two events: IPv4 and IPv6), every field present.
+    /// (two events: IPv4 with its owner and IPv6 without), every field
+    /// present; an owner shared by two (8080) and one alone (9090).
     #[test]
     fn every_record_type() {
         let start = start();
         let [v4, v6] = events();
+        let [unit, _] = owners();
         let (agg, counted, (gone, gone_stats)) = aggregation();
         let open = PortKey { netns: NETNS, port: 9090 };
         let settings =
@@ -437,10 +501,10 @@ mod tests {
         let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4, suppressed: 5, suppressed_map_full: 6 };
         let records = [
             Record::Start(&start),
-            Record::Event((&v4).into()),
+            Record::Event(EventRecord::new(&v4, Some(&unit))),
             Record::Event((&v6).into()),
             Record::Settings(SettingsRecord::new(NETNS, settings, T0 + 3_000_000_000)),
-            Record::Counted(CountedRecord::new(&counted, T0 + 4_000_000_000)),
+            Record::Counted(CountedRecord::new(&counted, Some(&gone_stats), T0 + 4_000_000_000)),
             Record::Lost(LostRecord { time: rfc3339(T0 + 5_000_000_000), count: 7, total: 11 }),
             Record::Listen(ListenRecord::new(NETNS, &listener(8080, 1, (0, 128), 0), &requested, T0 + 6_000_000_000)),
             Record::Expired(PortRecord::new(&gone, &gone_stats, Some(T0 + 7_000_000_000))),

@@ -1,14 +1,16 @@
 //! The NDJSON sink of `watch --json`: one [`Record`] per line, flushed
 //! as it happens. Field names are stable; see docs/events.md.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::host::system;
-use crate::model::aggregate::Aggregator;
+use crate::model::aggregate::{Aggregator, PortKey};
 use crate::model::event::{self, Decoded};
 use crate::model::event_line::EventLines;
+use crate::model::owners::EventOwners;
 use crate::model::record::{CountedRecord, ListenRecord, LostRecord, PortRecord, Record, SettingsRecord, Start};
 use crate::output::context::settings_of;
 use crate::output::writer::Out;
@@ -22,11 +24,35 @@ pub(crate) struct NdjsonSink {
     lines: EventLines,
     /// Namespaces whose settings were written.
     settings_shown: BTreeSet<u32>,
+    /// The owner each event names, as JSON text: rendered once per
+    /// listener, not per event.
+    event_owners: HashMap<PortKey, EventOwners<Arc<str>>>,
+    /// The listeners' owners `event_owners` was rendered from.
+    owners_generation: Option<u64>,
 }
 
 impl NdjsonSink {
     pub(crate) fn new(out: Out) -> Self {
-        Self { out, events: String::with_capacity(1 << 16), lines: EventLines::new(), settings_shown: BTreeSet::new() }
+        Self {
+            out,
+            events: String::with_capacity(1 << 16),
+            lines: EventLines::new(),
+            settings_shown: BTreeSet::new(),
+            event_owners: HashMap::new(),
+            owners_generation: None,
+        }
+    }
+
+    /// Renders the owners events name again, when the listeners' owners
+    /// changed.
+    fn render_owners(&mut self, tracer: &Tracer) {
+        let generation = tracer.owners.generation();
+        if self.owners_generation == Some(generation) {
+            return;
+        }
+        self.owners_generation = Some(generation);
+        let render = |id| Arc::<str>::from(serde_json::to_string(&id).expect("an identity is plain data"));
+        self.event_owners = tracer.owners.for_events(&tracer.listeners).into_iter().map(|(k, e)| (k, e.map(render))).collect();
     }
 
     /// Writes the event lines gathered so far, before anything after them.
@@ -58,12 +84,15 @@ impl NdjsonSink {
 
 impl Sink for NdjsonSink {
     fn event(&mut self, ev: &Decoded) {
-        self.lines.write(&mut self.events, ev);
+        let owners = self.event_owners.get(&PortKey { netns: ev.netns, port: ev.local.port() });
+        let owner = owners.and_then(|o| o.get(ev.local.ip()));
+        self.lines.write(&mut self.events, ev, owner.map(|o| &**o));
     }
 
     fn polled(&mut self, tracer: &Tracer, report: &PollReport) -> Result<()> {
         let now = system::realtime_ns();
         self.write_events();
+        self.render_owners(tracer);
         for (key, st) in &report.expired {
             self.write(&Record::Expired(PortRecord::new(key, st, Some(now))));
         }
@@ -73,7 +102,7 @@ impl Sink for NdjsonSink {
             self.write(&Record::Lost(LostRecord { time: event::rfc3339(now), count: report.lost, total }));
         }
         for d in &report.counted {
-            self.write(&Record::Counted(CountedRecord::new(d, now)));
+            self.write(&Record::Counted(CountedRecord::new(d, tracer.agg.ports().get(&d.key), now)));
         }
         for seen in &report.listens {
             self.write(&Record::Listen(ListenRecord::new(seen.netns, &seen.listener, &seen.requested, now)));
@@ -86,6 +115,7 @@ impl Sink for NdjsonSink {
 impl WatchSink for NdjsonSink {
     fn started(&mut self, tracer: &Tracer, start: &Start) {
         self.write(&Record::Start(start));
+        self.render_owners(tracer);
         self.new_settings(tracer, system::realtime_ns());
         self.out.flush();
     }

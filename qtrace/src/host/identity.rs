@@ -1,0 +1,660 @@
+//! Who a listener belongs to, from what the host itself holds: the process
+//! holding the socket (found by `procs`), its executable and user
+//! (`/proc/PID`), and its cgroup, whose path names the systemd unit and,
+//! when a container runtime made it, the container and the Kubernetes pod.
+//!
+//! This is read once per listener (`model::owners` keeps the answers by
+//! socket inode), never per event. What cannot be known is left out and
+//! the `unknown` field says why: nothing is guessed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::host::procs::{self, Owner};
+
+/// The identity of a listener's owner: the NDJSON `owner` object
+/// (docs/events.md). Every field is absent when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The process that called `listen()` when qtrace saw the call, else the
+    /// longest-running process holding the socket (a pre-forking server's
+    /// parent rather than one of its workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// `/proc/PID/exe`, as the process's own mount namespace names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Effective uid, as qtrace's user namespace numbers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The uid's name in the process's own `/etc/passwd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The cgroup path (`/proc/PID/cgroup`, see [`cgroup_path`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(flatten)]
+    pub workload: Workload,
+    /// Why something above is missing, once per cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+/// What a cgroup path says about the workload: systemd's unit and slice,
+/// a container runtime's container, Kubernetes' pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// The innermost systemd service or scope that is not a container's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The innermost systemd slice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    /// The runtime that named the container's cgroup; absent when the path
+    /// has the id but not the runtime (Kubernetes' cgroupfs driver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_runtime: Option<Runtime>,
+    /// The container's full id (64 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The Kubernetes pod's UID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+/// A container runtime, by the cgroup names it gives its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    CriO,
+    Podman,
+}
+
+impl Identity {
+    /// An identity that is only a reason.
+    pub(crate) fn unknown(why: impl Into<String>) -> Self {
+        Self { unknown: Some(why.into()), ..Self::default() }
+    }
+
+    /// `comm(pid)`, what the tables show; `-` without a process.
+    pub fn short(&self) -> String {
+        match (&self.comm, self.pid) {
+            (Some(comm), Some(pid)) => format!("{comm}({pid})"),
+            (None, Some(pid)) => format!("?({pid})"),
+            _ => "-".into(),
+        }
+    }
+
+    /// What every one of `all` agrees on: a field they all share is kept,
+    /// one they differ on is left out. One identity is returned whole;
+    /// several say in `unknown` that only their common part is given.
+    pub(crate) fn common<'a>(all: impl IntoIterator<Item = &'a Identity>) -> Option<Identity> {
+        let mut all = all.into_iter();
+        let mut out = all.next()?.clone();
+        let mut n = 1;
+        for o in all {
+            if *o == out {
+                continue;
+            }
+            n += 1;
+            keep_equal(&mut out.pid, &o.pid);
+            keep_equal(&mut out.comm, &o.comm);
+            keep_equal(&mut out.exe, &o.exe);
+            keep_equal(&mut out.uid, &o.uid);
+            keep_equal(&mut out.user, &o.user);
+            keep_equal(&mut out.cgroup, &o.cgroup);
+            let (w, ow) = (&mut out.workload, &o.workload);
+            keep_equal(&mut w.unit, &ow.unit);
+            keep_equal(&mut w.slice, &ow.slice);
+            keep_equal(&mut w.container_runtime, &ow.container_runtime);
+            keep_equal(&mut w.container_id, &ow.container_id);
+            keep_equal(&mut w.pod_uid, &ow.pod_uid);
+        }
+        if n > 1 {
+            out.unknown = Some("several listeners with different owners: only what they share is given".into());
+        }
+        Some(out)
+    }
+}
+
+fn keep_equal<T: PartialEq>(mine: &mut Option<T>, theirs: &Option<T>) {
+    if mine != theirs {
+        *mine = None;
+    }
+}
+
+/// The one cgroup path of a `/proc/PID/cgroup` text: the unified (v2)
+/// hierarchy's `0::PATH` unless it is the root, else the v1 `name=systemd`
+/// hierarchy's, else the first v1 controller's that is not the root. On a
+/// hybrid host the v2 line may be `/` while systemd's names the unit; on a
+/// v1 host with Docker's cgroupfs driver only the controllers do.
+pub fn cgroup_path(text: &str) -> Option<String> {
+    let (mut v2, mut systemd, mut controller, mut any) = (None, None, None, None);
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = path.trim_end();
+        if !path.starts_with('/') {
+            continue;
+        }
+        any.get_or_insert(path);
+        let slot = match (id, controllers) {
+            ("0", "") => &mut v2,
+            (_, "name=systemd") => &mut systemd,
+            _ => &mut controller,
+        };
+        if path != "/" && slot.is_none() {
+            *slot = Some(path);
+        }
+    }
+    v2.or(systemd).or(controller).or(any).map(str::to_owned)
+}
+
+impl Workload {
+    /// Reads a cgroup path (as [`cgroup_path`] gives it; `..` components, as
+    /// a cgroup namespace shows paths outside it, are skipped).
+    pub fn from_cgroup(path: &str) -> Self {
+        let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..").collect();
+        let mut w = Workload::default();
+        for (i, part) in parts.iter().enumerate() {
+            let above = &parts[..i];
+            if let Some((runtime, id)) = container(part, above) {
+                w.container_runtime = runtime;
+                w.container_id = Some(id.to_owned());
+            } else if part.ends_with(".service") || part.ends_with(".scope") {
+                w.unit = Some((*part).to_owned());
+            } else if part.ends_with(".slice") {
+                w.slice = Some((*part).to_owned());
+            }
+            if let Some(uid) = pod_uid(part, above) {
+                w.pod_uid = Some(uid);
+            }
+        }
+        w
+    }
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The runtime and id of a container's cgroup directory `part`, with the
+/// directories `above` it. The systemd driver names the unit
+/// `<prefix><id>.scope`; the cgroupfs drivers name the directory
+/// `<prefix><id>` (CRI-O, podman) or the bare id under `docker/` or a
+/// Kubernetes pod's directory. Conmon's and other helpers' scopes
+/// (`libpod-conmon-<id>.scope`, `crio-conmon-<id>.scope`) are not the
+/// container.
+fn container<'a>(part: &'a str, above: &[&str]) -> Option<(Option<Runtime>, &'a str)> {
+    let name = part.strip_suffix(".scope").unwrap_or(part);
+    const PREFIXES: [(&str, Runtime); 5] = [
+        ("docker-", Runtime::Docker),
+        ("cri-containerd-", Runtime::Containerd),
+        ("crio-", Runtime::CriO),
+        ("libpod-payload-", Runtime::Podman),
+        ("libpod-", Runtime::Podman),
+    ];
+    for (prefix, runtime) in PREFIXES {
+        if let Some(id) = name.strip_prefix(prefix).filter(|id| is_container_id(id)) {
+            return Some((Some(runtime), id));
+        }
+    }
+    if !is_container_id(part) {
+        return None;
+    }
+    match above.last() {
+        Some(&"docker") => Some((Some(Runtime::Docker), part)),
+        // The kubelet's cgroupfs driver: `kubepods[/QOS]/pod<UID>/<ID>`,
+        // the same for containerd and CRI-O's bare ids.
+        Some(parent) if parent.starts_with("pod") && above.contains(&"kubepods") => Some((None, part)),
+        _ => None,
+    }
+}
+
+/// A pod's UID from its cgroup directory: `kubepods[-QOS]-pod<UID>.slice`
+/// (systemd driver; the UID's dashes are underscores there) or `pod<UID>`
+/// below `kubepods` (cgroupfs driver). UIDs are UUIDs, or 32 hex digits
+/// for static pods.
+fn pod_uid(part: &str, above: &[&str]) -> Option<String> {
+    let raw = if let Some(slice) = part.strip_suffix(".slice").filter(|s| s.starts_with("kubepods")) {
+        slice.rsplit_once("-pod")?.1
+    } else if above.contains(&"kubepods") {
+        part.strip_prefix("pod")?
+    } else {
+        return None;
+    };
+    let uid = raw.replace('_', "-");
+    let ok = (32..=36).contains(&uid.len()) && uid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
+    ok.then_some(uid)
+}
+
+/// The name of `uid` in a passwd file's text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+/// What a failed read of `what` says in `unknown`.
+fn why(what: &str, e: &io::Error) -> String {
+    let cause = match e.kind() {
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        io::ErrorKind::NotFound => "not found".to_owned(),
+        _ => e.to_string(),
+    };
+    format!("{what}: {cause}")
+}
+
+/// A `/proc` to read processes from: the host's, or a fake tree in tests.
+pub(crate) struct ProcFs {
+    root: PathBuf,
+    /// qtrace's own user namespace (`/proc/self/ns/user`): uids of a
+    /// process in another one are not the numbers its `/etc/passwd` uses.
+    own_userns: Option<PathBuf>,
+}
+
+impl ProcFs {
+    pub(crate) fn host() -> Self {
+        Self { root: "/proc".into(), own_userns: std::fs::read_link("/proc/self/ns/user").ok() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn at(root: &Path, own_userns: &str) -> Self {
+        Self { root: root.to_owned(), own_userns: Some(own_userns.into()) }
+    }
+
+    fn dir(&self, pid: u32) -> PathBuf {
+        self.root.join(pid.to_string())
+    }
+
+    /// When `pid` started (`/proc/PID/stat` field 22, clock ticks since
+    /// boot); `u64::MAX` when unreadable.
+    fn start_time(&self, pid: u32) -> u64 {
+        let stat = std::fs::read_to_string(self.dir(pid).join("stat")).unwrap_or_default();
+        // The command name (field 2) may hold spaces and parentheses.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after.split_whitespace().nth(19).and_then(|t| t.parse().ok()).unwrap_or(u64::MAX)
+    }
+
+    /// The identity of a socket held by `holders` (as `procs::owners` finds
+    /// them): the longest-running one's that is still there.
+    pub(crate) fn of_holders(&self, holders: &[Owner]) -> Option<Identity> {
+        let mut by_age: Vec<&Owner> = holders.iter().collect();
+        by_age.sort_by_key(|o| (self.start_time(o.pid), o.pid));
+        by_age.into_iter().find_map(|o| self.describe(o))
+    }
+
+    /// Everything `/proc/PID` tells about `holder`; `None` when the process
+    /// is gone (the caller looks for the socket's other holders).
+    pub(crate) fn describe(&self, holder: &Owner) -> Option<Identity> {
+        let dir = self.dir(holder.pid);
+        let status = match std::fs::read_to_string(dir.join("status")) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some(Identity { pid: Some(holder.pid), comm: Some(holder.comm.clone()), ..Identity::unknown(why("status", &e)) })
+            }
+        };
+        let mut missing = Vec::new();
+        let mut id = Identity { pid: Some(holder.pid), comm: Some(holder.comm.clone()), ..Identity::default() };
+        // `Uid:` real, effective, saved, filesystem.
+        id.uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)?.parse().ok());
+        match std::fs::read_link(dir.join("exe")) {
+            Ok(exe) => id.exe = Some(exe.to_string_lossy().into_owned()),
+            Err(e) => missing.push(why("exe", &e)),
+        }
+        if let Some(uid) = id.uid {
+            match self.user(&dir, uid) {
+                Ok(name) => id.user = Some(name),
+                Err(e) => missing.push(e),
+            }
+        }
+        match std::fs::read_to_string(dir.join("cgroup")) {
+            Ok(text) => {
+                id.cgroup = cgroup_path(&text);
+                id.workload = id.cgroup.as_deref().map(Workload::from_cgroup).unwrap_or_default();
+            }
+            Err(e) => missing.push(why("cgroup", &e)),
+        }
+        id.unknown = (!missing.is_empty()).then(|| missing.join("; "));
+        Some(id)
+    }
+
+    /// The name of `uid` in the `/etc/passwd` the process itself sees, or
+    /// why there is none.
+    fn user(&self, dir: &Path, uid: u32) -> Result<String, String> {
+        let userns = std::fs::read_link(dir.join("ns/user")).map_err(|e| why("user", &e))?;
+        if self.own_userns.as_ref() != Some(&userns) {
+            return Err("user: the process is in another user namespace".into());
+        }
+        let passwd = std::fs::read_to_string(dir.join("root/etc/passwd")).map_err(|e| why("user: its /etc/passwd", &e))?;
+        user_name(&passwd, uid).ok_or_else(|| format!("user: uid {uid} is not in its /etc/passwd"))
+    }
+
+    /// The identity of each listener socket in `wanted`: from the process
+    /// that called `listen()` (`known`, when qtrace saw the call and the
+    /// process is still there), else from the processes holding it, found by
+    /// one walk of every process's descriptors.
+    pub(crate) fn resolve(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+        let mut out = BTreeMap::new();
+        for &ino in wanted {
+            if let Some(id) = known.get(&ino).and_then(|o| self.describe(o)) {
+                out.insert(ino, id);
+            }
+        }
+        let rest: BTreeSet<u64> = wanted.iter().filter(|i| !out.contains_key(i)).copied().collect();
+        if rest.is_empty() {
+            return out;
+        }
+        let found = procs::owners(&rest);
+        for ino in rest {
+            let holders = found.by_inode.get(&ino).map(Vec::as_slice).unwrap_or_default();
+            out.insert(ino, self.of_holders(holders).unwrap_or_else(|| not_found(found.unreadable)));
+        }
+        out
+    }
+}
+
+/// The owner of a socket no process was found holding, after a walk where
+/// `unreadable` processes' descriptors could not be read.
+pub(crate) fn not_found(unreadable: usize) -> Identity {
+    Identity::unknown(if unreadable > 0 {
+        format!(
+            "no process holding the socket was found; {unreadable} processes' descriptors could not be read (that takes CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)"
+        )
+    } else {
+        "no process holding the socket was found: it may be held in another PID namespace".into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4c01db0b339c3b5f2e4b2d6c1a9b6f1f8b6c7d8e9fa0b1c2d3e4f5a6b7c8d9e0";
+    const ID2: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const POD: &str = "6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b";
+
+    fn w(path: &str) -> Workload {
+        Workload::from_cgroup(path)
+    }
+
+    fn container_of(path: &str) -> (Option<Runtime>, Option<String>) {
+        let w = w(path);
+        (w.container_runtime, w.container_id)
+    }
+
+    #[test]
+    fn picks_the_one_path_of_a_cgroup_file() {
+        // cgroup v2 only.
+        assert_eq!(cgroup_path("0::/system.slice/nginx.service\n").as_deref(), Some("/system.slice/nginx.service"));
+        // Hybrid (this project's machine): both agree, v2 first.
+        let hybrid = "9:name=systemd:/init.scope\n8:pids:/\n4:memory:/process_api/e0b0\n0::/init.scope\n";
+        assert_eq!(cgroup_path(hybrid).as_deref(), Some("/init.scope"));
+        // Hybrid with systemd in legacy mode: v2 is the root, systemd's names the unit.
+        let legacy = "12:pids:/system.slice/sshd.service\n1:name=systemd:/system.slice/sshd.service\n0::/\n";
+        assert_eq!(cgroup_path(legacy).as_deref(), Some("/system.slice/sshd.service"));
+        // v1 with Docker's cgroupfs driver and no name=systemd hierarchy.
+        let v1 = format!("11:cpuset:/\n10:memory:/docker/{ID}\n9:pids:/docker/{ID}\n0::/\n");
+        assert_eq!(cgroup_path(&v1), Some(format!("/docker/{ID}")));
+        // Old v1 kernels have no 0:: line at all.
+        assert_eq!(
+            cgroup_path("2:cpu,cpuacct:/user.slice\n1:name=systemd:/user.slice/user-0.slice/session-1.scope\n").as_deref(),
+            Some("/user.slice/user-0.slice/session-1.scope")
+        );
+        // A process in the root cgroup; nothing usable; garbage.
+        assert_eq!(cgroup_path("0::/\n").as_deref(), Some("/"));
+        assert_eq!(cgroup_path(""), None);
+        assert_eq!(cgroup_path("garbage\n1:x\n:::\n"), None);
+        // Paths may hold colons; trailing blanks go.
+        assert_eq!(cgroup_path("0::/a:b/c.scope  \n").as_deref(), Some("/a:b/c.scope"));
+    }
+
+    #[test]
+    fn systemd_units_and_slices() {
+        assert_eq!(
+            w("/system.slice/nginx.service"),
+            Workload { unit: Some("nginx.service".into()), slice: Some("system.slice".into()), ..Workload::default() }
+        );
+        let gnome = w("/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1b2c.scope");
+        assert_eq!(gnome.unit.as_deref(), Some("vte-spawn-1b2c.scope"), "the innermost unit");
+        assert_eq!(gnome.slice.as_deref(), Some("app-org.gnome.Terminal.slice"));
+        assert_eq!(w("/user.slice/user-0.slice/session-3.scope").unit.as_deref(), Some("session-3.scope"));
+        // A service's own sub-cgroups (delegation) stay in the service.
+        assert_eq!(w("/system.slice/postgresql@15-main.service/payload").unit.as_deref(), Some("postgresql@15-main.service"));
+        assert_eq!(w("/"), Workload::default());
+        assert_eq!(w("/process_api/e0b0d40ed8c143f3950afd1a081e8f09"), Workload::default(), "nothing recognisable, nothing said");
+    }
+
+    #[test]
+    fn docker_with_either_driver() {
+        let sd = w(&format!("/system.slice/docker-{ID}.scope"));
+        assert_eq!((sd.container_runtime, sd.container_id.as_deref()), (Some(Runtime::Docker), Some(ID)));
+        assert_eq!(sd.unit, None, "the container's scope is not named as a unit");
+        assert_eq!(sd.slice.as_deref(), Some("system.slice"));
+        assert_eq!(container_of(&format!("/docker/{ID}")), (Some(Runtime::Docker), Some(ID.into())));
+        // Docker in Docker: the innermost container.
+        assert_eq!(container_of(&format!("/docker/{ID}/docker/{ID2}")), (Some(Runtime::Docker), Some(ID2.into())));
+        // Not ids: too short, upper case, or a bare id under anything else.
+        assert_eq!(container_of("/system.slice/docker-4c01db0b339c.scope"), (None, None));
+        assert_eq!(container_of(&format!("/docker/{}", ID.to_uppercase())), (None, None));
+        assert_eq!(container_of(&format!("/system.slice/{ID}")), (None, None));
+        assert_eq!(w("/system.slice/docker.service").unit.as_deref(), Some("docker.service"), "the daemon is no container");
+    }
+
+    #[test]
+    fn kubernetes_with_containerd_and_cri_o() {
+        let pod_ = POD.replace('-', "_");
+        let cri = w(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{pod_}.slice/cri-containerd-{ID}.scope"));
+        assert_eq!(
+            (cri.container_runtime, cri.container_id.as_deref(), cri.pod_uid.as_deref()),
+            (Some(Runtime::Containerd), Some(ID), Some(POD))
+        );
+        assert_eq!(cri.slice, Some(format!("kubepods-burstable-pod{pod_}.slice")));
+        assert_eq!(cri.unit, None);
+        // Guaranteed pods have no QoS slice.
+        assert_eq!(w(&format!("/kubepods.slice/kubepods-pod{pod_}.slice/cri-containerd-{ID}.scope")).pod_uid.as_deref(), Some(POD));
+        // cgroupfs driver: the bare id, whichever runtime made it.
+        let fs = w(&format!("/kubepods/burstable/pod{POD}/{ID}"));
+        assert_eq!((fs.container_runtime, fs.container_id.as_deref(), fs.pod_uid.as_deref()), (None, Some(ID), Some(POD)));
+        assert_eq!(w(&format!("/kubepods/pod{POD}/{ID}")).pod_uid.as_deref(), Some(POD));
+        // CRI-O, both drivers; its conmon is not the container.
+        let crio = w(&format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_}.slice/crio-{ID}.scope"));
+        assert_eq!((crio.container_runtime, crio.pod_uid.as_deref()), (Some(Runtime::CriO), Some(POD)));
+        assert_eq!(container_of(&format!("/kubepods/besteffort/pod{POD}/crio-{ID}")), (Some(Runtime::CriO), Some(ID.into())));
+        assert_eq!(container_of(&format!("/kubepods.slice/kubepods-pod{pod_}.slice/crio-conmon-{ID}.scope")), (None, None));
+        // A static pod's UID is a hash; seen from inside a cgroup namespace
+        // the path starts with `..`.
+        let hash = "0123456789abcdef0123456789abcdef";
+        let nested =
+            w(&format!("/../../kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{hash}.slice/cri-containerd-{ID}.scope"));
+        assert_eq!((nested.pod_uid.as_deref(), nested.container_id.as_deref()), (Some(hash), Some(ID)));
+        // Not pods: a QoS slice alone, a `pod` directory outside kubepods.
+        assert_eq!(w("/kubepods.slice/kubepods-burstable.slice").pod_uid, None);
+        assert_eq!(w(&format!("/system.slice/pod{POD}")).pod_uid, None);
+        assert_eq!(w("/kubepods/burstable/podnot-a-uid").pod_uid, None);
+    }
+
+    #[test]
+    fn podman_with_either_driver() {
+        assert_eq!(container_of(&format!("/machine.slice/libpod-{ID}.scope")), (Some(Runtime::Podman), Some(ID.into())));
+        // cgroup v2: the payload in a sub-cgroup of the scope.
+        let v2 = w(&format!("/machine.slice/libpod-{ID}.scope/container"));
+        assert_eq!((v2.container_runtime, v2.container_id.as_deref(), v2.unit), (Some(Runtime::Podman), Some(ID), None));
+        assert_eq!(
+            container_of(&format!("/machine.slice/libpod-{ID}.scope/libpod-payload-{ID}")),
+            (Some(Runtime::Podman), Some(ID.into()))
+        );
+        // cgroupfs (as podman runs here, on a hybrid host).
+        assert_eq!(container_of(&format!("/libpod_parent/libpod-{ID}")), (Some(Runtime::Podman), Some(ID.into())));
+        // Rootless: inside the user's manager.
+        let rootless = w(&format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"));
+        assert_eq!((rootless.container_runtime, rootless.unit.as_deref()), (Some(Runtime::Podman), Some("user@1000.service")));
+        let conmon = w(&format!("/machine.slice/libpod-conmon-{ID}.scope"));
+        assert_eq!((conmon.container_id, conmon.unit), (None, Some(format!("libpod-conmon-{ID}.scope"))));
+    }
+
+    #[test]
+    fn serializes_only_what_is_known() {
+        let id = Identity {
+            pid: Some(42),
+            comm: Some("nginx".into()),
+            workload: Workload { container_runtime: Some(Runtime::CriO), container_id: Some(ID.into()), ..Workload::default() },
+            ..Identity::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            format!(r#"{{"pid":42,"comm":"nginx","container_runtime":"cri-o","container_id":"{ID}"}}"#)
+        );
+        assert_eq!(serde_json::to_string(&Identity::unknown("why")).unwrap(), r#"{"unknown":"why"}"#);
+    }
+
+    #[test]
+    fn several_owners_share_what_they_agree_on() {
+        let worker = |pid| Identity {
+            pid: Some(pid),
+            comm: Some("nginx".into()),
+            workload: Workload { unit: Some("nginx.service".into()), ..Workload::default() },
+            ..Identity::default()
+        };
+        assert_eq!(Identity::common([]), None);
+        assert_eq!(Identity::common([&worker(1)]), Some(worker(1)));
+        assert_eq!(Identity::common([&worker(1), &worker(1)]), Some(worker(1)), "the same owner twice is one");
+        let both = Identity::common([&worker(1), &worker(2)]).unwrap();
+        assert_eq!((both.pid, both.comm.as_deref(), both.workload.unit.as_deref()), (None, Some("nginx"), Some("nginx.service")));
+        assert!(both.unknown.unwrap().contains("several listeners"));
+    }
+
+    #[test]
+    fn user_names_come_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\nbad line\n:x:7:7::/:\n";
+        assert_eq!(user_name(passwd, 33).as_deref(), Some("www-data"));
+        assert_eq!(user_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, 7), None, "an empty name is no name");
+        assert_eq!(user_name(passwd, 1000), None);
+    }
+
+    /// A fake `/proc` with one process, removed on drop.
+    struct FakeProc(PathBuf);
+
+    impl FakeProc {
+        fn new(tag: &str) -> Self {
+            let root = std::env::temp_dir().join(format!("qtrace-fakeproc-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            Self(root)
+        }
+
+        /// Process `pid`, started at `start` ticks, effective uid 1001.
+        fn process(&self, pid: u32, start: u64, exe: Option<&str>, userns: &str) -> PathBuf {
+            let dir = self.0.join(pid.to_string());
+            std::fs::create_dir_all(dir.join("ns")).unwrap();
+            std::fs::create_dir_all(dir.join("root/etc")).unwrap();
+            std::fs::write(dir.join("status"), "Name:\tsrv\nUid:\t1000\t1001\t1001\t1001\n").unwrap();
+            let fields: Vec<String> = (3..=52).map(|i| if i == 22 { start.to_string() } else { "0".into() }).collect();
+            std::fs::write(dir.join("stat"), format!("{pid} (a (strange) name) {}", fields.join(" "))).unwrap();
+            std::fs::write(dir.join("cgroup"), "0::/system.slice/srv.service\n").unwrap();
+            std::fs::write(dir.join("root/etc/passwd"), "srv:x:1001:1001::/:/bin/false\n").unwrap();
+            std::os::unix::fs::symlink(userns, dir.join("ns/user")).unwrap();
+            if let Some(exe) = exe {
+                std::os::unix::fs::symlink(exe, dir.join("exe")).unwrap();
+            }
+            dir
+        }
+    }
+
+    impl Drop for FakeProc {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const USERNS: &str = "user:[4026531837]";
+
+    fn holder(pid: u32) -> Owner {
+        Owner { pid, comm: "srv".into() }
+    }
+
+    #[test]
+    fn describes_a_process_from_its_proc_directory() {
+        let fake = FakeProc::new("describe");
+        fake.process(10, 500, Some("/usr/bin/srv"), USERNS);
+        let procfs = ProcFs::at(&fake.0, USERNS);
+        let id = procfs.describe(&holder(10)).unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                pid: Some(10),
+                comm: Some("srv".into()),
+                exe: Some("/usr/bin/srv".into()),
+                uid: Some(1001),
+                user: Some("srv".into()),
+                cgroup: Some("/system.slice/srv.service".into()),
+                workload: Workload { unit: Some("srv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
+                unknown: None,
+            }
+        );
+        assert_eq!(procfs.describe(&holder(11)), None, "a process that is gone");
+    }
+
+    #[test]
+    fn says_why_something_is_missing() {
+        let fake = FakeProc::new("missing");
+        let dir = fake.process(10, 500, None, "user:[4026532999]");
+        std::fs::remove_file(dir.join("cgroup")).unwrap();
+        let id = ProcFs::at(&fake.0, USERNS).describe(&holder(10)).unwrap();
+        assert_eq!((id.pid, id.uid, id.exe, id.user, id.cgroup), (Some(10), Some(1001), None, None, None));
+        assert_eq!(id.unknown.as_deref(), Some("exe: not found; user: the process is in another user namespace; cgroup: not found"));
+        // Same namespace, but the uid has no name there.
+        std::fs::write(dir.join("root/etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        let id = ProcFs::at(&fake.0, "user:[4026532999]").describe(&holder(10)).unwrap();
+        assert!(id.unknown.unwrap().contains("user: uid 1001 is not in its /etc/passwd"));
+    }
+
+    #[test]
+    fn the_eldest_holder_still_there_owns_the_socket() {
+        let fake = FakeProc::new("eldest");
+        fake.process(300, 900, Some("/usr/sbin/nginx"), USERNS);
+        fake.process(200, 100, Some("/usr/sbin/nginx"), USERNS);
+        fake.process(100, 900, Some("/usr/sbin/nginx"), USERNS);
+        let procfs = ProcFs::at(&fake.0, USERNS);
+        let pid = |holders: &[u32]| procfs.of_holders(&holders.iter().map(|&p| holder(p)).collect::<Vec<_>>()).and_then(|id| id.pid);
+        assert_eq!(pid(&[300, 200, 100]), Some(200), "by start time, not pid");
+        assert_eq!(pid(&[300, 100]), Some(100), "ties by pid");
+        assert_eq!(pid(&[7, 300]), Some(300), "one that is gone (no start time, no directory) is passed over");
+        assert_eq!(pid(&[]), None);
+        assert!(not_found(3).unknown.unwrap().contains("3 processes' descriptors could not be read"));
+    }
+
+    #[test]
+    fn resolves_its_own_socket_on_this_host() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+        let ino = procs::socket_inode(link.to_str().unwrap()).unwrap();
+        let me = std::process::id();
+        let procfs = ProcFs::host();
+        let gone = BTreeMap::from([(ino, Owner { pid: u32::MAX, comm: "gone".into() })]);
+        for known in [BTreeMap::new(), gone] {
+            let id = procfs.resolve(&BTreeSet::from([ino]), &known).remove(&ino).unwrap();
+            assert_eq!(id.pid, Some(me), "{known:?}");
+            assert_eq!(id.exe.as_deref().map(Path::new), Some(std::env::current_exe().unwrap().as_path()));
+            // SAFETY: geteuid has no preconditions.
+            assert_eq!(id.uid, Some(unsafe { libc::geteuid() }));
+            assert_eq!(id.cgroup, cgroup_path(&std::fs::read_to_string("/proc/self/cgroup").unwrap()));
+        }
+        let nobody = procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::new());
+        assert!(nobody[&u64::MAX].unknown.as_deref().unwrap().starts_with("no process holding the socket was found"));
+        assert_eq!(nobody[&u64::MAX].pid, None);
+    }
+}

@@ -1,0 +1,246 @@
+//! The owners of listeners, kept by socket inode: a listener's identity is
+//! asked of the host once, when the listener first appears, and forgotten
+//! when it closes, so what each one costs does not grow with its events.
+//! From them come each port's owners (for its records and metrics) and the
+//! owner each event names, by the local address it reached.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::host::identity::Identity;
+use crate::host::netns::NsListeners;
+use crate::host::sock_diag::Listener;
+use crate::model::aggregate::PortKey;
+
+/// Identities of the watched listeners, by socket inode.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerOwners {
+    by_inode: HashMap<u64, Arc<Identity>>,
+    /// Moves whenever a listener's identity is added or forgotten, so
+    /// what is derived from them is rebuilt only then.
+    generation: u64,
+}
+
+/// Which owner an event names, by the local address it was sent to: the
+/// listeners bound to that address and the wildcard ones could have taken
+/// it; when they have different owners, what those share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventOwners<T> {
+    specific: Vec<(IpAddr, T)>,
+    wildcard: Option<T>,
+}
+
+impl<T> EventOwners<T> {
+    pub(crate) fn get(&self, local: IpAddr) -> Option<&T> {
+        let local = unmapped(local);
+        self.specific.iter().find(|(a, _)| *a == local).map(|(_, t)| t).or(self.wildcard.as_ref())
+    }
+
+    /// The same choice, each owner turned into something else (the NDJSON
+    /// sink's rendered text).
+    pub(crate) fn map<U>(self, mut f: impl FnMut(T) -> U) -> EventOwners<U> {
+        EventOwners { specific: self.specific.into_iter().map(|(a, t)| (a, f(t))).collect(), wildcard: self.wildcard.map(f) }
+    }
+}
+
+fn unmapped(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl ListenerOwners {
+    /// Asks `identify`, once for all of them, the owners of the listeners of
+    /// `snapshot` that `watched` selects and that have none yet, and forgets
+    /// the listeners that are gone. A listener `identify` says nothing of
+    /// is remembered as unknown rather than asked again.
+    pub(crate) fn update(
+        &mut self,
+        snapshot: &[NsListeners],
+        watched: impl Fn(u32, u16) -> bool,
+        identify: impl FnOnce(&BTreeSet<u64>) -> BTreeMap<u64, Identity>,
+    ) {
+        let live: BTreeSet<u64> = listeners(snapshot, &watched).map(|(_, l)| u64::from(l.inode)).collect();
+        let before = self.by_inode.len();
+        self.by_inode.retain(|ino, _| live.contains(ino));
+        let mut changed = self.by_inode.len() != before;
+        let wanted: BTreeSet<u64> = live.into_iter().filter(|i| !self.by_inode.contains_key(i)).collect();
+        if !wanted.is_empty() {
+            let mut found = identify(&wanted);
+            for ino in wanted {
+                let id = found.remove(&ino).unwrap_or_else(|| Identity::unknown("not resolved"));
+                self.by_inode.insert(ino, Arc::new(id));
+            }
+            changed = true;
+        }
+        if changed {
+            self.generation += 1;
+        }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn get(&self, inode: u32) -> Option<&Arc<Identity>> {
+        self.by_inode.get(&u64::from(inode))
+    }
+
+    /// The distinct owners of each port's listeners in `snapshot`, by pid.
+    pub(crate) fn by_port(&self, snapshot: &[NsListeners]) -> BTreeMap<PortKey, Vec<Arc<Identity>>> {
+        let mut out: BTreeMap<PortKey, Vec<Arc<Identity>>> = BTreeMap::new();
+        for (netns, l) in listeners(snapshot, &|_, _| true) {
+            let Some(id) = self.get(l.inode) else { continue };
+            let list = out.entry(PortKey { netns, port: l.port }).or_default();
+            if !list.iter().any(|o| o == id) {
+                list.push(id.clone());
+            }
+        }
+        for list in out.values_mut() {
+            list.sort_by_key(|o| o.pid);
+        }
+        out
+    }
+
+    /// For each port of `snapshot`, the owner an event names by its local
+    /// address ([`EventOwners`]).
+    pub(crate) fn for_events(&self, snapshot: &[NsListeners]) -> HashMap<PortKey, EventOwners<Identity>> {
+        let mut ports: HashMap<PortKey, Vec<(IpAddr, &Identity)>> = HashMap::new();
+        for (netns, l) in listeners(snapshot, &|_, _| true) {
+            if let Some(id) = self.get(l.inode) {
+                ports.entry(PortKey { netns, port: l.port }).or_default().push((unmapped(l.addr), id));
+            }
+        }
+        let choice = |bound: &[(IpAddr, &Identity)], addr: Option<IpAddr>| {
+            let could = bound.iter().filter(|(a, _)| a.is_unspecified() || Some(*a) == addr).map(|(_, id)| *id);
+            Identity::common(could)
+        };
+        let mut out = HashMap::new();
+        for (key, bound) in ports {
+            let mut addrs: Vec<IpAddr> = bound.iter().map(|(a, _)| *a).filter(|a| !a.is_unspecified()).collect();
+            addrs.sort();
+            addrs.dedup();
+            let specific = addrs.into_iter().filter_map(|a| choice(&bound, Some(a)).map(|id| (a, id))).collect();
+            out.insert(key, EventOwners { specific, wildcard: choice(&bound, None) });
+        }
+        out
+    }
+}
+
+fn listeners<'a>(snapshot: &'a [NsListeners], watched: &'a impl Fn(u32, u16) -> bool) -> impl Iterator<Item = (u32, &'a Listener)> + 'a {
+    snapshot.iter().flat_map(move |ns| ns.listeners.iter().filter(move |l| watched(ns.netns, l.port)).map(move |l| (ns.netns, l)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::identity::Workload;
+
+    fn listener(addr: &str, port: u16, inode: u32) -> Listener {
+        Listener { addr: addr.parse().unwrap(), inode, ..Listener::example(port, (0, 8), 0) }
+    }
+
+    fn process(pid: u32) -> Identity {
+        Identity {
+            pid: Some(pid),
+            comm: Some("srv".into()),
+            workload: Workload { unit: Some("srv.service".into()), ..Workload::default() },
+            ..Identity::default()
+        }
+    }
+
+    /// A host whose listener `inode` is held by process `inode * 10`,
+    /// counting what it is asked.
+    #[derive(Default)]
+    struct Counting {
+        calls: usize,
+        asked: Vec<u64>,
+    }
+
+    impl Counting {
+        fn identify(&mut self, wanted: &BTreeSet<u64>) -> BTreeMap<u64, Identity> {
+            self.calls += 1;
+            self.asked.extend(wanted);
+            wanted.iter().map(|&i| (i, process(i as u32 * 10))).collect()
+        }
+    }
+
+    fn snap(ls: Vec<Listener>) -> Vec<NsListeners> {
+        vec![NsListeners { netns: 7, listeners: ls }]
+    }
+
+    /// Each listener is asked about once, however many polls see it; one
+    /// that appears is asked alone; one that closes is forgotten; unwatched
+    /// ones are never asked.
+    #[test]
+    fn each_listener_is_resolved_once() {
+        let mut host = Counting::default();
+        let mut owners = ListenerOwners::default();
+        let watched = |_: u32, port: u16| port != 9999;
+        let first = snap(vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("0.0.0.0", 9999, 3)]);
+        for _ in 0..5 {
+            owners.update(&first, watched, |w| host.identify(w));
+        }
+        assert_eq!((host.calls, host.asked.clone()), (1, vec![1, 2]));
+        let generation = owners.generation();
+        let more = snap(vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("127.0.0.1", 81, 4)]);
+        owners.update(&more, watched, |w| host.identify(w));
+        owners.update(&more, watched, |w| host.identify(w));
+        assert_eq!((host.calls, host.asked.clone()), (2, vec![1, 2, 4]));
+        assert!(owners.generation() > generation);
+        let generation = owners.generation();
+        owners.update(&snap(vec![listener("127.0.0.1", 81, 4)]), watched, |w| host.identify(w));
+        assert_eq!(host.calls, 2, "a listener closing asks nothing");
+        assert!(owners.generation() > generation, "but what is derived is rebuilt");
+        assert!(owners.get(1).is_none() && owners.get(4).is_some());
+        // A listener the host says nothing of is unknown, not asked again.
+        owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_| BTreeMap::new());
+        assert_eq!(owners.get(5).unwrap().unknown.as_deref(), Some("not resolved"));
+        owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_| panic!("asked twice"));
+    }
+
+    #[test]
+    fn ports_list_their_distinct_owners() {
+        let mut owners = ListenerOwners::default();
+        // Port 80: IPv4 and IPv6 listeners of one process; port 81: an
+        // SO_REUSEPORT pair of two.
+        let ls = vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("0.0.0.0", 81, 4), listener("0.0.0.0", 81, 3)];
+        let pid_of = |ino: u64| if ino <= 2 { 10 } else { ino as u32 * 10 };
+        owners.update(&snap(ls.clone()), |_, _| true, |w| w.iter().map(|&i| (i, process(pid_of(i)))).collect());
+        let by_port = owners.by_port(&snap(ls));
+        let pids = |port| by_port[&PortKey { netns: 7, port }].iter().map(|o| o.pid.unwrap()).collect::<Vec<_>>();
+        assert_eq!(pids(80), [10], "one process, listed once");
+        assert_eq!(pids(81), [30, 40], "sorted by pid");
+    }
+
+    #[test]
+    fn events_name_the_listeners_that_could_take_them() {
+        let mut owners = ListenerOwners::default();
+        // Port 53: two processes on two addresses (a local resolver and a
+        // DNS server); port 80: a wildcard listener and a specific one of
+        // another process; port 443: an SO_REUSEPORT group of two.
+        let ls = vec![
+            listener("127.0.0.53", 53, 1),
+            listener("10.0.0.1", 53, 2),
+            listener("0.0.0.0", 80, 3),
+            listener("10.0.0.1", 80, 4),
+            listener("::", 443, 5),
+            listener("::", 443, 6),
+        ];
+        owners.update(&snap(ls.clone()), |_, _| true, |w| Counting::default().identify(w));
+        let events = owners.for_events(&snap(ls));
+        let owner = |port, addr: &str| events[&PortKey { netns: 7, port }].get(addr.parse().unwrap()).cloned();
+        assert_eq!(owner(53, "127.0.0.53").and_then(|o| o.pid), Some(10));
+        assert_eq!(owner(53, "10.0.0.1").and_then(|o| o.pid), Some(20));
+        assert_eq!(owner(53, "::ffff:10.0.0.1").and_then(|o| o.pid), Some(20), "IPv4-mapped is the IPv4 address");
+        assert_eq!(owner(53, "10.9.9.9"), None, "no listener takes it");
+        assert_eq!(owner(80, "127.0.0.1").and_then(|o| o.pid), Some(30), "only the wildcard listener");
+        let either = owner(80, "10.0.0.1").unwrap();
+        assert_eq!((either.pid, either.comm.as_deref()), (None, Some("srv")), "either listener: what they share");
+        assert!(either.unknown.is_some());
+        let group = owner(443, "::1").unwrap();
+        assert_eq!((group.pid, group.workload.unit.as_deref()), (None, Some("srv.service")));
+    }
+}
