@@ -27,6 +27,8 @@ pub(crate) struct Survey {
     /// Local address and port of each request (`SYN_RECV`), by namespace.
     pub requests: BTreeMap<u32, Vec<(IpAddr, u16)>>,
     pub owners: BTreeMap<u64, Vec<Owner>>,
+    /// Who each listener belongs to, from its processes.
+    pub identities: BTreeMap<u64, Identity>,
 }
 
 /// Reads a [`Survey`]; also returns how many processes' descriptors could
@@ -36,7 +38,10 @@ pub(crate) fn survey(namespaces: &mut Namespaces) -> (Survey, usize) {
     let requests = namespaces.requests();
     let inodes: BTreeSet<u64> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
     let procs::Owners { by_inode: owners, unreadable } = procs::owners(&inodes);
-    (Survey { listeners, requests, owners }, unreadable)
+    let procfs = identity::ProcFs::host();
+    let of = |ino| owners.get(ino).and_then(|holders| procfs.of_holders(holders)).unwrap_or_else(|| identity::not_found(unreadable));
+    let identities = inodes.iter().map(|ino| (*ino, of(ino))).collect();
+    (Survey { listeners, requests, owners, identities }, unreadable)
 }
 
 /// What the kernel side saw since the last poll that says where listeners

@@ -622,6 +622,7 @@ pub(crate) mod sample {
                 listener: Listener::example(port, q, drops as u32),
                 syn_queue: Some(0),
                 owners: vec![Owner { pid: 42, comm: "server".into() }],
+                owner: None,
                 somaxconn: Some(64),
                 requested_backlog: requested,
                 clamp,

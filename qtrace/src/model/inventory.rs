@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::host::identity::Identity;
 use crate::host::ns_state::Settings;
 use crate::host::procs::Owner;
 use crate::host::sock_diag::Listener;
@@ -21,6 +22,8 @@ pub(crate) struct ListenerRow {
     /// port could own them (the dump does not say which).
     pub syn_queue: Option<u32>,
     pub owners: Vec<Owner>,
+    /// Who it belongs to (`host::identity`).
+    pub owner: Option<Identity>,
     pub somaxconn: Option<u32>,
     /// The backlog the application asked for, when qtrace saw the call.
     pub requested_backlog: Option<i32>,
@@ -69,7 +72,7 @@ pub(crate) fn rows(
     settings: &BTreeMap<u32, Settings>,
     requested: Option<&RequestedBacklogs>,
 ) -> Vec<ListenerRow> {
-    let Survey { listeners, mut requests, mut owners } = survey;
+    let Survey { listeners, mut requests, mut owners, mut identities } = survey;
     let mut rows = Vec::new();
     for ns in listeners {
         let reqs = requests.remove(&ns.netns).unwrap_or_default();
@@ -81,6 +84,7 @@ pub(crate) fn rows(
             }
             let requested_backlog = requested.and_then(|r| r.get(u64::from(l.inode))).map(|r| r.backlog);
             let mut own = owners.remove(&u64::from(l.inode)).unwrap_or_default();
+            let owner = identities.remove(&u64::from(l.inode));
             own.sort();
             rows.push(ListenerRow {
                 netns: ns.netns,
@@ -88,6 +92,7 @@ pub(crate) fn rows(
                 listener: l,
                 syn_queue,
                 owners: own,
+                owner,
                 somaxconn,
                 requested_backlog,
             });

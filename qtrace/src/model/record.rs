@@ -61,6 +61,8 @@ pub(crate) struct ListenerRecord<'a> {
     pub somaxconn: Option<u32>,
     pub requested_backlog: Option<i32>,
     pub backlog_clamped: Clamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'a Identity>,
 }
 
 impl<'a> From<&'a ListenerRow> for ListenerRecord<'a> {
@@ -79,6 +81,7 @@ impl<'a> From<&'a ListenerRow> for ListenerRecord<'a> {
             somaxconn: r.somaxconn,
             requested_backlog: r.requested_backlog,
             backlog_clamped: r.clamp,
+            owner: r.owner.as_ref(),
         }
     }
 }

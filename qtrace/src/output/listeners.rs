@@ -64,6 +64,7 @@ mod tests {
             listener: Listener::example(port, q, drops),
             syn_queue: Some(0),
             owners,
+            owner: None,
             somaxconn: Some(64),
             requested_backlog: (clamp == Clamp::Proven).then_some(4096),
             clamp,

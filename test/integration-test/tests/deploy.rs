@@ -236,6 +236,10 @@ fn least_privilege(what: &str, caps: &BTreeSet<String>, inside: bool) {
     assert!(out.status.success() && out.stderr.is_empty(), "{what}: {}", text(&out));
     let row: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: one JSON row: {e}: {}", text(&out)));
     assert_eq!(row["processes"][0]["pid"], holder.id(), "{what}: the owner of another user's listener: {row}");
+    // The same capabilities read who it is, with nothing left unknown.
+    assert_eq!(row["owner"]["pid"], holder.id(), "{what}: {row}");
+    assert_eq!(row["owner"]["uid"], 65534, "{what}: {row}");
+    assert!(row["owner"].get("unknown").is_none(), "{what}: {row}");
 
     // watch while the listener overflows: drops equal the namespace's
     // ListenDrops delta, and no limit is reported but the tier's own.
