@@ -4,10 +4,13 @@
 //!
 //! Series are the tracked ports: every watched listener's port, plus ports
 //! that dropped while their listener was gone, until `--expire` takes them
-//! out. Label cardinality therefore follows the listeners that exist.
+//! out. Label cardinality therefore follows the listeners that exist. Who
+//! owns a port is one info series per distinct owner, to join on
+//! `netns, port`, rather than more labels on every series.
 
 pub(crate) mod server;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -17,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::host::identity::Identity;
 use crate::model::aggregate::{Aggregator, Expired, Losses};
 use crate::model::counts::Counts;
 
@@ -32,6 +36,8 @@ pub struct PortRow {
     pub listener_drops: u64,
     /// Accept queue now and its bound, while a listener exists.
     pub accept_queue: Option<(u32, u32)>,
+    /// The distinct owners of its listeners (the last known once gone).
+    pub owners: Vec<Arc<Identity>>,
 }
 
 /// What a scrape reports, as of the latest poll.
@@ -59,6 +65,7 @@ impl Snapshot {
                 drops: st.drops(),
                 listener_drops: st.listener_drops,
                 accept_queue: st.accept_queue,
+                owners: st.owners.clone(),
             })
             .collect();
         Self { tier: tier.to_owned(), ports, losses: agg.losses, expired: agg.expired, namespaces, polled: true }
@@ -142,6 +149,7 @@ impl Collector for SnapshotCollector {
             return Ok(());
         }
         encode_ports(&mut enc, &s.ports)?;
+        encode_owners(&mut enc, &s.ports)?;
         encode_totals(&mut enc, &s)
     }
 }
@@ -180,6 +188,36 @@ fn encode_ports(enc: &mut DescriptorEncoder, p: &[PortRow]) -> Result<(), std::f
         open().map(|(r, q)| (port_labels(r), gauge(q.1.into()))),
     )?;
     Ok(())
+}
+
+/// `qtrace_listener_info`: one series per distinct owner of a port's
+/// listeners that has a process, labelled with what is known of it (an
+/// unknown value is no label).
+fn encode_owners(enc: &mut DescriptorEncoder, p: &[PortRow]) -> Result<(), std::fmt::Error> {
+    let mut series = BTreeSet::new();
+    for r in p {
+        for o in r.owners.iter().filter(|o| o.pid.is_some()) {
+            let w = &o.workload;
+            let known = [
+                ("pid", o.pid.map(|p| p.to_string())),
+                ("comm", o.comm.clone()),
+                ("unit", w.unit.clone()),
+                ("container", w.container_id.clone()),
+                ("pod_uid", w.pod_uid.clone()),
+            ];
+            let mut labels = port_labels(r);
+            labels.extend(known.into_iter().filter_map(|(name, v)| Some((name, v?))));
+            series.insert(labels);
+        }
+    }
+    // The labels go in the info itself: with them in the family instead,
+    // the encoder writes `{,` before an info that has no labels of its own.
+    family(
+        enc,
+        "qtrace_listener",
+        "Who owns a port's listeners, one series per distinct process (value 1): join on netns and port. Unknown labels are left out.",
+        series.into_iter().map(|labels| (Labels::new(), Info::new(labels))),
+    )
 }
 
 /// What was lost, suppressed or expired, and what is tracked.
@@ -292,7 +330,25 @@ pub fn to_classic(om: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::identity::{Runtime, Workload};
     use crate::model::event::Kind;
+
+    const CONTAINER: &str = "4c01db0b339c3b5f2e4b2d6c1a9b6f1f8b6c7d8e9fa0b1c2d3e4f5a6b7c8d9e0";
+
+    fn nginx(pid: u32) -> Identity {
+        let workload = Workload { unit: Some("nginx.service".into()), slice: Some("system.slice".into()), ..Workload::default() };
+        Identity { pid: Some(pid), comm: Some("nginx".into()), workload, ..Identity::default() }
+    }
+
+    fn pod(pid: u32, exe: Option<&str>) -> Identity {
+        let workload = Workload {
+            container_runtime: Some(Runtime::Containerd),
+            container_id: Some(CONTAINER.into()),
+            pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
+            ..Workload::default()
+        };
+        Identity { pid: Some(pid), comm: Some("srv".into()), exe: exe.map(Into::into), workload, ..Identity::default() }
+    }
 
     fn shared() -> Shared {
         let mut kinds = Counts::default();
@@ -301,9 +357,26 @@ mod tests {
         let mut suppressed = Counts::default();
         suppressed[Kind::AckOverflow] = 1;
         let rows = vec![
-            PortRow { netns: 4026531840, port: 8080, kinds, suppressed, drops: 3, listener_drops: 6, accept_queue: Some((5, 4)) },
-            // Gone, not yet expired: counters but no queue gauges.
-            PortRow { netns: 4026531840, port: 9090, drops: 0, ..Default::default() },
+            PortRow {
+                netns: 4026531840,
+                port: 8080,
+                kinds,
+                suppressed,
+                drops: 3,
+                listener_drops: 6,
+                accept_queue: Some((5, 4)),
+                owners: vec![Arc::new(nginx(41)), Arc::new(nginx(42))],
+            },
+            // Gone, not yet expired: counters but no queue gauges; its last
+            // owner, in a container, without its exe (an unknown field
+            // makes no second series).
+            PortRow {
+                netns: 4026531840,
+                port: 9090,
+                drops: 0,
+                owners: vec![Arc::new(pod(7, Some("/bin/srv"))), Arc::new(pod(7, None)), Arc::new(Identity::unknown("no process"))],
+                ..Default::default()
+            },
         ];
         Arc::new(Mutex::new(Snapshot {
             tier: "tracepoint".into(),
@@ -332,6 +405,9 @@ mod tests {
             "qtrace_events_suppressed_total{netns=\"4026531840\",port=\"8080\",kind=\"ack_overflow\"} 1",
             "qtrace_losses_total{reason=\"counter_map_full\"} 0",
             "qtrace_tracked_ports 2",
+            "# TYPE qtrace_listener info",
+            "qtrace_listener_info{netns=\"4026531840\",port=\"8080\",pid=\"41\",comm=\"nginx\",unit=\"nginx.service\"} 1",
+            "qtrace_listener_info{netns=\"4026531840\",port=\"8080\",pid=\"42\",comm=\"nginx\",unit=\"nginx.service\"} 1",
             "qtrace_expired_ports_total 1",
             "qtrace_expired_drops_total 9",
             "# TYPE qtrace_drops counter",
@@ -340,6 +416,11 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("port=\"9090\",kind"), "kinds that never happened have no series");
+        let pod = format!(
+            "qtrace_listener_info{{netns=\"4026531840\",port=\"9090\",pid=\"7\",comm=\"srv\",container=\"{CONTAINER}\",pod_uid=\"6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b\"}} 1"
+        );
+        assert_eq!(text.matches(&pod).count(), 1, "one series for the gone port's last owner, none for the unknown one\n{text}");
+        assert_eq!(text.matches("qtrace_listener_info{").count(), 3);
         assert!(!text.contains("qtrace_accept_queue{netns=\"4026531840\",port=\"9090\"}"), "no queue gauge without a listener");
     }
 

@@ -171,6 +171,7 @@ fn qtrace_metric_names() -> BTreeSet<String> {
         drops: 1,
         listener_drops: 1,
         accept_queue: Some((1, 2)),
+        owners: vec![std::sync::Arc::new(qtrace::host::identity::Identity { pid: Some(1), ..Default::default() })],
     };
     let snap = Snapshot { tier: "tracepoint".into(), ports: vec![row], polled: true, ..Default::default() };
     let text = openmetrics(&registry(std::sync::Arc::new(std::sync::Mutex::new(snap))));

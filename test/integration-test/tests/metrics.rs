@@ -126,6 +126,10 @@ fn prometheus_scrapes_the_kernel_delta() {
     assert_eq!(by_kind, Some(kernel as f64), "sum over kinds");
     // The listener is still open: its queue gauges exist, at its bound of 2.
     assert_eq!(prom.value(&format!("qtrace_accept_queue_max{{port=\"{p}\"}}")), Some(2.0));
+    // The test process holds the listener: its pid owns the port.
+    let owners = prom.query(&format!("qtrace_listener_info{{port=\"{p}\"}}"));
+    assert_eq!(owners.len(), 1, "one owner: {owners:?}");
+    assert_eq!(owners[0]["metric"]["pid"], std::process::id().to_string(), "{owners:?}");
     // Prometheus negotiated OpenMetrics; the classic format passes promtool's linter.
     let (status, head, body) = http_get(&target, "/metrics", None);
     assert_eq!(status, 200);
