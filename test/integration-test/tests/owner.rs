@@ -1,0 +1,271 @@
+//! Root suite: who a listener belongs to. A server process of the test's
+//! own making, in a systemd-style unit cgroup the test creates, overflows;
+//! qtrace's records and metrics must name that process and that unit. The
+//! oracle is what the test itself set up (the pid it forked, the cgroup it
+//! moved it into), never qtrace. Host only: the guests of the kernel
+//! matrix have no cgroup hierarchy of their own.
+
+mod common;
+
+use std::ffi::CString;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{addr, connect, connect_nonblocking, http_get, port, sample, settle, unsupported, wait_connected, NetNs, Qtrace};
+use serde_json::Value;
+use socket2::{SockAddr, Socket};
+
+/// The command name the server gives itself.
+const COMM: &str = "qtrace-srv";
+
+/// The unified (v2) cgroup hierarchy, wherever it is mounted (a hybrid
+/// host has it at `/sys/fs/cgroup/unified`), or a mount of it made here.
+struct Cgroup2 {
+    root: PathBuf,
+    mounted: bool,
+}
+
+impl Cgroup2 {
+    fn find_or_mount() -> Self {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPER`
+        let found = info.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next()? == "cgroup2" && left.split(' ').nth(3)? == "/").then(|| left.split(' ').nth(4).map(PathBuf::from))?
+        });
+        if let Some(root) = found {
+            return Self { root, mounted: false };
+        }
+        let root = std::env::temp_dir().join(format!("qtrace-cgroup2-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("mount point");
+        let status = std::process::Command::new("mount").args(["-t", "cgroup2", "none"]).arg(&root).status().expect("mount runs");
+        assert!(status.success(), "mounting cgroup2 on {}", root.display());
+        Self { root, mounted: true }
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount").arg(&self.root).status();
+            let _ = std::fs::remove_dir(&self.root);
+        }
+    }
+}
+
+/// `system.slice/qtrace-test-<pid>-<n>.service` under the v2 hierarchy,
+/// removed (with `system.slice` if this made it) on drop, once empty.
+struct UnitCgroup {
+    name: String,
+    dir: PathBuf,
+    made_slice: bool,
+    hierarchy: Cgroup2,
+}
+
+impl UnitCgroup {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let hierarchy = Cgroup2::find_or_mount();
+        let slice = hierarchy.root.join("system.slice");
+        let made_slice = !slice.exists();
+        let name = format!("qtrace-test-{}-{}.service", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = slice.join(&name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Self { name, dir, made_slice, hierarchy }
+    }
+
+    /// The path `/proc/PID/cgroup` shows for it.
+    fn path(&self) -> String {
+        format!("/system.slice/{}", self.name)
+    }
+
+    fn add(&self, pid: i32) {
+        let procs = self.dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).unwrap_or_else(|e| panic!("{}: {e}", procs.display()));
+    }
+}
+
+impl Drop for UnitCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+        if self.made_slice {
+            let _ = std::fs::remove_dir(self.hierarchy.root.join("system.slice"));
+        }
+    }
+}
+
+/// A server in a process of its own, forked in a namespace: it waits to be
+/// told, then names itself [`COMM`], listens with backlog 4 and never
+/// accepts. Killed on drop.
+struct Server {
+    pid: i32,
+    go: OwnedFd,
+    ready: OwnedFd,
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors on success.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+    // SAFETY: both were just opened and are owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// The child's side. The test process has other threads, so only
+/// async-signal-safe calls run here, on memory prepared before the fork.
+fn serve(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
+    // SAFETY: plain system calls on descriptors and memory the child owns.
+    unsafe {
+        let mut byte = 0u8;
+        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
+            libc::_exit(1);
+        }
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        let fd = libc::socket(i32::from(to.family()), libc::SOCK_STREAM, 0);
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
+        if fd < 0 || libc::bind(fd, to.as_ptr().cast(), to.len()) != 0 || libc::listen(fd, 4) != 0 {
+            libc::_exit(2);
+        }
+        libc::write(ready, (&raw const byte).cast(), 1);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+impl Server {
+    fn fork(ns: &NetNs, at: SocketAddr) -> Self {
+        let (go_r, go) = pipe();
+        let (ready, ready_w) = pipe();
+        let to = SockAddr::from(at);
+        let name = CString::new(COMM).unwrap();
+        // Forked from a thread inside the namespace: the child is in it.
+        // SAFETY: the child only runs `serve`, which never returns.
+        let pid = ns.run(|| match unsafe { libc::fork() } {
+            0 => serve(go_r.as_raw_fd(), ready_w.as_raw_fd(), &to, &name),
+            pid => pid,
+        });
+        assert!(pid > 0, "fork");
+        Self { pid, go, ready }
+    }
+
+    /// Tells it to listen and waits until it does.
+    fn listen(&self) {
+        let mut byte = 0u8;
+        // SAFETY: one byte each way on our own pipes.
+        unsafe {
+            assert_eq!(libc::write(self.go.as_raw_fd(), (&raw const byte).cast(), 1), 1, "server gone");
+            assert_eq!(libc::read(self.ready.as_raw_fd(), (&raw mut byte).cast(), 1), 1, "the server could not listen");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Three final ACKs that overflow the server's accept queue, as
+/// `common::ack_scenario` makes them but against a listener of another
+/// process: four unaccepted connections, four requests whose ACKs
+/// nftables holds back, then data segments carry the ACKs: one completes
+/// and fills the queue, three overflow.
+fn ack_overflow(ns: &NetNs, a: SocketAddr) -> Vec<Socket> {
+    let mut held: Vec<Socket> = ns.run(|| (0..4).map(|_| connect(a)).collect());
+    ns.block(a.port(), false);
+    let clients: Vec<Socket> = ns.run(|| (0..4).map(|_| connect_nonblocking(a)).collect());
+    clients.iter().for_each(wait_connected);
+    ns.unblock();
+    for c in &clients {
+        let _ = c.send(b"x");
+    }
+    held.extend(clients);
+    held
+}
+
+/// Asserts `owner` (an `owner` object) names the server in its unit.
+fn names_the_server(what: &str, owner: &Value, server: i32, unit: &UnitCgroup) {
+    let exe = std::env::current_exe().expect("own executable");
+    assert_eq!(owner["pid"], server, "{what}: the pid the test forked, in {owner}");
+    assert_eq!(owner["comm"], COMM, "{what}: {owner}");
+    assert_eq!(owner["exe"].as_str().map(Path::new), Some(exe.as_path()), "{what}: {owner}");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(owner["uid"], unsafe { libc::geteuid() }, "{what}: {owner}");
+    assert_eq!(owner["cgroup"], unit.path(), "{what}: {owner}");
+    assert_eq!(owner["unit"], unit.name.as_str(), "{what}: {owner}");
+    assert_eq!(owner["slice"], "system.slice", "{what}: {owner}");
+    assert!(owner.get("container_id").is_none() && owner.get("pod_uid").is_none(), "{what}: no container, no pod: {owner}");
+}
+
+/// A server in `system.slice/NAME.service` overflows at the SYN and ACK
+/// stages: the `summary`, every `event` and `counted` record and the
+/// `qtrace_listener_info` series name its pid and unit, and its drops still
+/// equal the namespace's `ListenDrops`.
+#[test]
+fn a_unit_s_listener_is_named_on_records_and_metrics() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = port();
+    let a = addr("127.0.0.1", p);
+    let unit = UnitCgroup::new();
+    let server = Server::fork(&ns, a);
+    // In its unit before it listens: qtrace reads a listener's owner once.
+    unit.add(server.pid);
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json", "--interval", "0.2", "--metrics-addr", "127.0.0.1:0"]);
+    let before = ns.counters();
+    server.listen();
+    // Several polls: the listener is identified before anything drops.
+    std::thread::sleep(Duration::from_millis(1500));
+    let clients = ack_overflow(&ns, a);
+    let burst: Vec<Socket> = ns.run(|| (0..20).map(|_| connect_nonblocking(a)).collect());
+    std::thread::sleep(Duration::from_millis(2500));
+    ns.block(p, true);
+    let listen_drops = settle(Duration::from_millis(600), || ns.counters()).delta(&before, "ListenDrops");
+    let (_, _, metrics) = http_get(&q.metrics_addr(), "/metrics", None);
+    let done = q.stop(libc::SIGTERM);
+    drop((clients, burst));
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    assert!(listen_drops >= 3, "the server overflowed (ListenDrops +{listen_drops})");
+    if done.counted_is_upper_bound() {
+        unsupported("owner", "exact totals", "counted drops are an upper bound on this kernel");
+        assert!(done.drops(p) >= listen_drops);
+    } else {
+        assert_eq!(done.drops(p), listen_drops, "qtrace's drops vs ListenDrops delta");
+    }
+    let summary = done.summary(p).expect("a summary for the port");
+    names_the_server("summary", &summary["owner"], server.pid, &unit);
+    assert_eq!(summary["owners"].as_array().map(Vec::len), Some(1), "one owner: {summary}");
+    names_the_server("summary's owners", &summary["owners"][0], server.pid, &unit);
+    let events: Vec<&Value> = done.of_type("event").filter(|e| e["local_port"] == p).collect();
+    match done.ack_detail_missing() {
+        Some(why) if !done.sees_syn_stage() => unsupported("owner", "owners on events", &why),
+        _ => assert!(!events.is_empty(), "events for the port"),
+    }
+    for e in events {
+        names_the_server("event", &e["owner"], server.pid, &unit);
+    }
+    for c in done.of_type("counted").filter(|c| c["local_port"] == p) {
+        names_the_server("counted", &c["owner"], server.pid, &unit);
+    }
+    let series = format!(
+        "qtrace_listener_info{{netns=\"{}\",port=\"{p}\",pid=\"{}\",comm=\"{COMM}\",unit=\"{}\"}}",
+        ns.inode(),
+        server.pid,
+        unit.name
+    );
+    assert_eq!(sample(&metrics, &series), Some(1.0), "{series} in\n{metrics}");
+    assert_eq!(
+        metrics.matches(&format!("qtrace_listener_info{{netns=\"{}\",port=\"{p}\"", ns.inode())).count(),
+        1,
+        "one owner, one series"
+    );
+}
