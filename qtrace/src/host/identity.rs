@@ -246,6 +246,39 @@ fn user_name(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
+/// Reads the regular file `path` inside a process's root directory `root`
+/// (`/proc/PID/root`) as the process itself would resolve it. The files
+/// are the workload's own, a container image's: its symlinks must not lead
+/// to qtrace's files (`RESOLVE_IN_ROOT` keeps them inside), a FIFO must not
+/// block qtrace (opened without blocking, refused unless a regular file),
+/// and only the first `PASSWD_MAX` bytes are read.
+fn read_in_root(root: &Path, path: &str) -> io::Result<String> {
+    use std::io::Read as _;
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let dir = std::fs::File::open(root)?;
+    let path = std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain integers; all zero is "no flags".
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads `how` and the NUL-terminated path, both alive.
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), path.as_ptr(), &raw const how, size_of::<libc::open_how>()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor openat2 just returned, owned by nobody else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(PASSWD_MAX).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// More than any real `/etc/passwd`.
+const PASSWD_MAX: u64 = 4 << 20;
+
 /// What a failed read of `what` says in `unknown`.
 fn why(what: &str, e: &io::Error) -> String {
     let cause = match e.kind() {
@@ -338,7 +371,7 @@ impl ProcFs {
         if self.own_userns.as_ref() != Some(&userns) {
             return Err("user: the process is in another user namespace".into());
         }
-        let passwd = std::fs::read_to_string(dir.join("root/etc/passwd")).map_err(|e| why("user: its /etc/passwd", &e))?;
+        let passwd = read_in_root(&dir.join("root"), "etc/passwd").map_err(|e| why("user: its /etc/passwd", &e))?;
         user_name(&passwd, uid).ok_or_else(|| format!("user: uid {uid} is not in its /etc/passwd"))
     }
 
@@ -580,6 +613,27 @@ mod tests {
     }
 
     const USERNS: &str = "user:[4026531837]";
+
+    /// A workload's `/etc/passwd` is read inside its root: a symlink out of
+    /// it stays inside, and a FIFO is refused without blocking.
+    #[test]
+    fn passwd_is_read_inside_the_process_root() {
+        let fake = FakeProc::new("root");
+        let dir = fake.process(10, 1, None, USERNS);
+        let passwd = dir.join("root/etc/passwd");
+        assert!(read_in_root(&dir.join("root"), "etc/passwd").unwrap().starts_with("srv:x:1001"));
+        // An absolute symlink resolves inside the root, where it is nothing.
+        std::fs::remove_file(&passwd).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &passwd).unwrap();
+        assert_eq!(read_in_root(&dir.join("root"), "etc/passwd").unwrap_err().kind(), io::ErrorKind::NotFound);
+        std::fs::remove_file(&passwd).unwrap();
+        let fifo = std::ffi::CString::new(passwd.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_in_root(&dir.join("root"), "etc/passwd").unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let id = ProcFs::at(&fake.0, USERNS).describe(&holder(10)).unwrap();
+        assert_eq!(id.unknown.as_deref(), Some("exe: not found; user: its /etc/passwd: not a regular file"));
+    }
 
     fn holder(pid: u32) -> Owner {
         Owner { pid, comm: "srv".into() }
