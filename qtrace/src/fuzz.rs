@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use qtrace_common::Config;
 
+use crate::host::identity::{cgroup_path, user_name, Workload};
 use crate::host::ns_state::parse_snmp;
 use crate::host::sock_diag::parse_reply;
 use crate::kernel::btf::Btf;
@@ -49,6 +50,18 @@ pub fn kallsyms(data: &[u8]) {
     let _ = offsets::kallsyms_ranges(data);
 }
 
+/// What a listener's owner is read from: a `/proc/PID/cgroup` text and
+/// the path it gives, and the same bytes as a workload's `/etc/passwd`
+/// (a container image's file) looked up for the uid the first byte says.
+pub fn proc_identity(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Some(path) = cgroup_path(&text) {
+        let _ = Workload::from_cgroup(&path);
+    }
+    let _ = Workload::from_cgroup(&text);
+    let _ = user_name(&text, data.first().map_or(0, |b| u32::from(*b)));
+}
+
 /// A ring-buffer record, decoded and written as its NDJSON line.
 pub fn ring_record(data: &[u8]) {
     if let Ok(ev) = Decoded::decode(data, 0) {
@@ -79,6 +92,9 @@ mod tests {
         for name in ["ack_overflow_v4", "accept_queue_full_v6"] {
             Decoded::decode(&seed("ring_record", name), 0).expect("record seed");
         }
+        let cgroup = String::from_utf8(seed("proc_identity", "kubepods_cgroup")).unwrap();
+        let pod = Workload::from_cgroup(&cgroup_path(&cgroup).expect("a cgroup path"));
+        assert!(pod.container_id.is_some() && pod.pod_uid.is_some(), "{pod:?}");
         let k = offsets::kallsyms_ranges(&seed("kallsyms", "kallsyms")[..]);
         assert!(!k.missing.contains(&"tcp_v4_rcv"), "kallsyms seed has tcp_v4_rcv");
     }

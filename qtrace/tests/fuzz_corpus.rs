@@ -9,13 +9,14 @@ type Parse = fn(&[u8]);
 
 #[test]
 fn every_corpus_input_is_answered_without_a_panic() {
-    let targets: [(&str, Parse); 6] = [
+    let targets: [(&str, Parse); 7] = [
         ("btf", qtrace::fuzz::btf),
         ("sock_diag", qtrace::fuzz::sock_diag),
         ("tracepoint_format", qtrace::fuzz::tracepoint_format),
         ("netstat", qtrace::fuzz::netstat),
         ("kallsyms", qtrace::fuzz::kallsyms),
         ("ring_record", qtrace::fuzz::ring_record),
+        ("proc_identity", qtrace::fuzz::proc_identity),
     ];
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     for (target, parse) in targets {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::process::{status, target_dir};
 
 /// The targets, as named in fuzz/Cargo.toml.
-const TARGETS: &[&str] = &["btf", "sock_diag", "tracepoint_format", "netstat", "kallsyms", "ring_record"];
+const TARGETS: &[&str] = &["btf", "sock_diag", "tracepoint_format", "netstat", "kallsyms", "ring_record", "proc_identity"];
 
 fn cargo_fuzz() -> Command {
     let mut cmd = Command::new("rustup");

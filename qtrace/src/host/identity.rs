@@ -238,7 +238,7 @@ fn pod_uid(part: &str, above: &[&str]) -> Option<String> {
 }
 
 /// The name of `uid` in a passwd file's text.
-fn user_name(passwd: &str, uid: u32) -> Option<String> {
+pub(crate) fn user_name(passwd: &str, uid: u32) -> Option<String> {
     passwd.lines().find_map(|l| {
         let mut f = l.split(':');
         let name = f.next()?;
