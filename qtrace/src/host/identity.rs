@@ -21,7 +21,8 @@ use crate::host::procs::{self, Owner};
 pub struct Identity {
     /// The process that called `listen()` when qtrace saw the call, else the
     /// longest-running process holding the socket (a pre-forking server's
-    /// parent rather than one of its workers).
+    /// parent rather than one of its workers); a service manager (systemd,
+    /// holding socket units' listeners) only when nothing else holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,11 +322,21 @@ impl ProcFs {
     }
 
     /// The identity of a socket held by `holders` (as `procs::owners` finds
-    /// them): the longest-running one's that is still there.
+    /// them): the longest-running one's that is still there, passing over
+    /// service managers, which hold a copy of every socket-activated
+    /// listener (`.socket` units) they hand to the service.
     pub(crate) fn of_holders(&self, holders: &[Owner]) -> Option<Identity> {
         let mut by_age: Vec<&Owner> = holders.iter().collect();
-        by_age.sort_by_key(|o| (self.start_time(o.pid), o.pid));
+        by_age.sort_by_cached_key(|o| (self.is_service_manager(o.pid), self.start_time(o.pid), o.pid));
         by_age.into_iter().find_map(|o| self.describe(o))
+    }
+
+    /// Whether `pid` is a systemd manager: pid 1, or a process in an
+    /// `init.scope` cgroup (the system manager's, and each user manager's
+    /// `user@UID.service/init.scope`).
+    fn is_service_manager(&self, pid: u32) -> bool {
+        let cgroup = std::fs::read_to_string(self.dir(pid).join("cgroup")).ok();
+        pid == 1 || cgroup.as_deref().and_then(cgroup_path).is_some_and(|p| p.rsplit('/').next() == Some("init.scope"))
     }
 
     /// Everything `/proc/PID` tells about `holder`; `None` when the process
@@ -382,7 +393,10 @@ impl ProcFs {
     pub(crate) fn resolve(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
         let mut out = BTreeMap::new();
         for &ino in wanted {
-            if let Some(id) = known.get(&ino).and_then(|o| self.describe(o)) {
+            // A service manager called `listen()` for a socket unit: the
+            // service it starts holds the socket too.
+            let caller = known.get(&ino).filter(|o| !self.is_service_manager(o.pid));
+            if let Some(id) = caller.and_then(|o| self.describe(o)) {
                 out.insert(ino, id);
             }
         }
@@ -687,6 +701,16 @@ mod tests {
         assert_eq!(pid(&[300, 100]), Some(100), "ties by pid");
         assert_eq!(pid(&[7, 300]), Some(300), "one that is gone (no start time, no directory) is passed over");
         assert_eq!(pid(&[]), None);
+        // A socket unit's listener: systemd (pid 1, and a user manager in
+        // its `init.scope`) holds it longer than the service it started.
+        fake.process(1, 1, Some("/usr/lib/systemd/systemd"), USERNS);
+        let user_manager = fake.process(400, 2, Some("/usr/lib/systemd/systemd"), USERNS);
+        std::fs::write(user_manager.join("cgroup"), "0::/user.slice/user-1000.slice/user@1000.service/init.scope\n").unwrap();
+        assert_eq!(pid(&[1, 400, 300]), Some(300), "the service, not its manager");
+        assert_eq!(pid(&[1, 400]), Some(1), "a manager when nothing else holds it");
+        let resolve = |caller: u32| procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::from([(u64::MAX, holder(caller))]));
+        assert_eq!(resolve(300)[&u64::MAX].pid, Some(300), "the process that called listen()");
+        assert_ne!(resolve(1)[&u64::MAX].pid, Some(1), "but not a manager that did");
         assert!(not_found(3).unknown.unwrap().contains("3 processes' descriptors could not be read"));
     }
 
