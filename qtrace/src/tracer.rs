@@ -209,13 +209,17 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
     /// Resolves the owners of listeners that appeared (after the `listen()`
     /// calls are matched: the process that called it needs no search), and
     /// gives each port the owners of its listeners now.
+    /// Listeners whose process is gone or replaced are resolved again from
+    /// the processes holding them now, not from the `listen()` caller.
     fn identify_listeners(&mut self) {
         let (agg, host, backlogs) = (&mut self.agg, &mut self.host, &self.backlogs);
+        let replaced = self.owners.forget_replaced(|pid| host.started(pid));
         self.owners.update(
             &self.listeners,
             |netns, port| agg.watched(netns, port),
             |wanted| {
-                let known = wanted.iter().filter_map(|&ino| backlogs.get(ino).map(|r| (ino, r.owner.clone()))).collect();
+                let caller = |ino| backlogs.get(ino).filter(|_| !replaced.contains(&ino)).map(|r| (ino, r.owner.clone()));
+                let known = wanted.iter().filter_map(|&ino| caller(ino)).collect();
                 host.identify(wanted, &known)
             },
         );
@@ -339,6 +343,9 @@ mod tests {
             self.0.borrow_mut().identified.extend(wanted);
             wanted.iter().map(|&ino| (ino, Identity { pid: Some(ino as u32 + 1000), ..Identity::default() })).collect()
         }
+        fn started(&self, _: u32) -> Option<u64> {
+            None
+        }
     }
 
     fn tracer(storm: &Rc<RefCell<Storm>>) -> Tracer<FakeKernel, FakeHost> {
@@ -458,6 +465,9 @@ mod tests {
         }
         fn identify(&mut self, _: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
             BTreeMap::new()
+        }
+        fn started(&self, _: u32) -> Option<u64> {
+            None
         }
     }
 

@@ -44,6 +44,10 @@ pub struct Identity {
     /// Why something above is missing, once per cause.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
+    /// When `pid` started (`/proc/PID/stat` field 22), to tell it from a
+    /// later process given the same pid. Not part of the record.
+    #[serde(skip)]
+    pub start: Option<u64>,
 }
 
 /// What a cgroup path says about the workload: systemd's unit and slice,
@@ -111,6 +115,7 @@ impl Identity {
             keep_equal(&mut out.uid, &o.uid);
             keep_equal(&mut out.user, &o.user);
             keep_equal(&mut out.cgroup, &o.cgroup);
+            keep_equal(&mut out.start, &o.start);
             let (w, ow) = (&mut out.workload, &o.workload);
             keep_equal(&mut w.unit, &ow.unit);
             keep_equal(&mut w.slice, &ow.slice);
@@ -290,6 +295,15 @@ fn why(what: &str, e: &io::Error) -> String {
     format!("{what}: {cause}")
 }
 
+/// When process `pid` of the `/proc` at `root` started (`stat` field 22,
+/// clock ticks since boot); `None` when it is gone or unreadable.
+pub(crate) fn started_in(root: &Path, pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// A `/proc` to read processes from: the host's, or a fake tree in tests.
 pub(crate) struct ProcFs {
     root: PathBuf,
@@ -313,12 +327,14 @@ impl ProcFs {
     }
 
     /// When `pid` started (`/proc/PID/stat` field 22, clock ticks since
-    /// boot); `u64::MAX` when unreadable.
+    /// boot); `None` when it is gone or unreadable.
+    pub(crate) fn started(&self, pid: u32) -> Option<u64> {
+        started_in(&self.root, pid)
+    }
+
+    /// [`Self::started`], `u64::MAX` (last) when unknown.
     fn start_time(&self, pid: u32) -> u64 {
-        let stat = std::fs::read_to_string(self.dir(pid).join("stat")).unwrap_or_default();
-        // The command name (field 2) may hold spaces and parentheses.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        after.split_whitespace().nth(19).and_then(|t| t.parse().ok()).unwrap_or(u64::MAX)
+        self.started(pid).unwrap_or(u64::MAX)
     }
 
     /// The identity of a socket held by `holders` (as `procs::owners` finds
@@ -343,15 +359,21 @@ impl ProcFs {
     /// is gone (the caller looks for the socket's other holders).
     pub(crate) fn describe(&self, holder: &Owner) -> Option<Identity> {
         let dir = self.dir(holder.pid);
+        let start = self.started(holder.pid);
         let status = match std::fs::read_to_string(dir.join("status")) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                return Some(Identity { pid: Some(holder.pid), comm: Some(holder.comm.clone()), ..Identity::unknown(why("status", &e)) })
+                return Some(Identity {
+                    pid: Some(holder.pid),
+                    comm: Some(holder.comm.clone()),
+                    start,
+                    ..Identity::unknown(why("status", &e))
+                })
             }
         };
         let mut missing = Vec::new();
-        let mut id = Identity { pid: Some(holder.pid), comm: Some(holder.comm.clone()), ..Identity::default() };
+        let mut id = Identity { pid: Some(holder.pid), comm: Some(holder.comm.clone()), start, ..Identity::default() };
         // `Uid:` real, effective, saved, filesystem.
         id.uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)?.parse().ok());
         match std::fs::read_link(dir.join("exe")) {
@@ -670,6 +692,7 @@ mod tests {
                 cgroup: Some("/system.slice/srv.service".into()),
                 workload: Workload { unit: Some("srv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
                 unknown: None,
+                start: Some(500),
             }
         );
         assert_eq!(procfs.describe(&holder(11)), None, "a process that is gone");

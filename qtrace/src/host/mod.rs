@@ -71,6 +71,9 @@ pub trait HostInputs {
     /// starting from the process that called `listen()` where `known`
     /// has it.
     fn identify(&mut self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity>;
+    /// When process `pid` started ([`Identity::start`]); `None` once it is
+    /// gone.
+    fn started(&self, pid: u32) -> Option<u64>;
 }
 
 impl HostInputs for Namespaces {
@@ -85,5 +88,8 @@ impl HostInputs for Namespaces {
     }
     fn identify(&mut self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
         identity::ProcFs::host().resolve(wanted, known)
+    }
+    fn started(&self, pid: u32) -> Option<u64> {
+        identity::started_in(std::path::Path::new("/proc"), pid)
     }
 }

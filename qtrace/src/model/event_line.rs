@@ -144,6 +144,7 @@ mod tests {
                 pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
             },
             unknown: Some("user: permission denied".into()),
+            start: Some(7),
         };
         vec![None, Some(Identity::default()), Some(Identity::unknown("no process holding the socket was found")), Some(full)]
     }

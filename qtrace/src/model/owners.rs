@@ -1,6 +1,7 @@
 //! The owners of listeners, kept by socket inode: a listener's identity is
-//! asked of the host once, when the listener first appears, and forgotten
-//! when it closes, so what each one costs does not grow with its events.
+//! asked of the host once, when the listener first appears (and again if
+//! the process it names is gone or replaced), and forgotten when it
+//! closes, so what each one costs does not grow with its events.
 //! From them come each port's owners (for its records and metrics) and the
 //! owner each event names, by the local address it reached.
 
@@ -78,6 +79,30 @@ impl ListenerOwners {
         if changed {
             self.generation += 1;
         }
+    }
+
+    /// Forgets the identities whose process is gone or is another one now
+    /// (its start time changed: the pid was reused), and returns their
+    /// listeners, for [`Self::update`] to resolve again. A socket outlives
+    /// the process that opened it when it is handed over: a daemon forking
+    /// after `listen()`, an nginx binary upgrade, `SCM_RIGHTS`. Each
+    /// distinct process is looked at once, so this costs one read per
+    /// owning process at each poll, whatever the events.
+    pub(crate) fn forget_replaced(&mut self, started: impl Fn(u32) -> Option<u64>) -> BTreeSet<u64> {
+        let mut now: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut replaced = BTreeSet::new();
+        self.by_inode.retain(|&ino, id| {
+            let Some(pid) = id.pid else { return true };
+            let same = *now.entry(pid).or_insert_with(|| started(pid)) == id.start;
+            if !same {
+                replaced.insert(ino);
+            }
+            same
+        });
+        if !replaced.is_empty() {
+            self.generation += 1;
+        }
+        replaced
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -199,6 +224,41 @@ mod tests {
         owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_| BTreeMap::new());
         assert_eq!(owners.get(5).unwrap().unknown.as_deref(), Some("not resolved"));
         owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_| panic!("asked twice"));
+    }
+
+    /// A listener whose process is gone, or whose pid now names another
+    /// process, is resolved again; one whose process is still there is
+    /// not, and each process is looked at once.
+    #[test]
+    fn a_listener_handed_to_another_process_is_resolved_again() {
+        let started_at = |pid, start| Identity { start: Some(start), ..process(pid) };
+        let mut owners = ListenerOwners::default();
+        let ls = snap(vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("0.0.0.0", 81, 3), listener("0.0.0.0", 82, 4)]);
+        let first = BTreeMap::from([(1, started_at(10, 5)), (2, started_at(10, 5)), (3, started_at(30, 7)), (4, started_at(40, 9))]);
+        owners.update(&ls, |_, _| true, |_| first.clone());
+        let looked = std::cell::RefCell::new(Vec::new());
+        // Process 10 is still the same; 30 exited; 40's pid was reused.
+        let host = |pid| {
+            looked.borrow_mut().push(pid);
+            match pid {
+                10 => Some(5),
+                40 => Some(99),
+                _ => None,
+            }
+        };
+        let generation = owners.generation();
+        assert_eq!(owners.forget_replaced(host), BTreeSet::from([3, 4]));
+        looked.borrow_mut().sort();
+        assert_eq!(*looked.borrow(), [10, 30, 40], "once per process, not per listener");
+        assert!(owners.generation() > generation);
+        owners.update(&ls, |_, _| true, |w| w.iter().map(|&i| (i, started_at(i as u32 * 100, 1))).collect());
+        assert_eq!([1, 2, 3, 4].map(|i| owners.get(i).unwrap().pid), [Some(10), Some(10), Some(300), Some(400)]);
+        let generation = owners.generation();
+        assert!(owners.forget_replaced(|pid| Some(if pid == 10 { 5 } else { 1 })).is_empty());
+        assert_eq!(owners.generation(), generation, "nothing changed");
+        // One without a process (not found) is not looked at.
+        owners.update(&snap(vec![listener("0.0.0.0", 83, 5)]), |_, _| true, |_| BTreeMap::new());
+        assert!(owners.forget_replaced(|_| panic!("looked at")).is_empty());
     }
 
     #[test]

@@ -427,6 +427,7 @@ mod tests {
             cgroup: Some("/system.slice/slowsrv.service".into()),
             workload: Workload { unit: Some("slowsrv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
             unknown: None,
+            start: Some(7),
         };
         let pod = Identity {
             pid: Some(4242),

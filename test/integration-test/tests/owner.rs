@@ -139,14 +139,20 @@ fn serve(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
 
 impl Server {
     fn fork(ns: &NetNs, at: SocketAddr) -> Self {
+        Self::fork_running(ns, at, serve)
+    }
+
+    /// Forks a child running `body` (async-signal-safe, never returning)
+    /// with the pipes' ends, the address and [`COMM`].
+    fn fork_running(ns: &NetNs, at: SocketAddr, body: fn(i32, i32, &SockAddr, &CString) -> !) -> Self {
         let (go_r, go) = pipe();
         let (ready, ready_w) = pipe();
         let to = SockAddr::from(at);
         let name = CString::new(COMM).unwrap();
         // Forked from a thread inside the namespace: the child is in it.
-        // SAFETY: the child only runs `serve`, which never returns.
+        // SAFETY: the child only runs `body`, which never returns.
         let pid = ns.run(|| match unsafe { libc::fork() } {
-            0 => serve(go_r.as_raw_fd(), ready_w.as_raw_fd(), &to, &name),
+            0 => body(go_r.as_raw_fd(), ready_w.as_raw_fd(), &to, &name),
             pid => pid,
         });
         assert!(pid > 0, "fork");
@@ -161,6 +167,52 @@ impl Server {
             assert_eq!(libc::write(self.go.as_raw_fd(), (&raw const byte).cast(), 1), 1, "server gone");
             assert_eq!(libc::read(self.ready.as_raw_fd(), (&raw mut byte).cast(), 1), 1, "the server could not listen");
         }
+    }
+}
+
+/// The handing-over server's side: it listens as [`serve`] does, then, told
+/// again, forks a child that keeps the listener, sends the child's pid and
+/// exits, as a daemon that forks after `listen()` does.
+fn serve_then_hand_over(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
+    // SAFETY: plain system calls on descriptors and memory the child owns.
+    unsafe {
+        let mut byte = 0u8;
+        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
+            libc::_exit(1);
+        }
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        let fd = libc::socket(i32::from(to.family()), libc::SOCK_STREAM, 0);
+        if fd < 0 || libc::bind(fd, to.as_ptr().cast(), to.len()) != 0 || libc::listen(fd, 4) != 0 {
+            libc::_exit(2);
+        }
+        libc::write(ready, (&raw const byte).cast(), 1);
+        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
+            libc::_exit(1);
+        }
+        if libc::fork() != 0 {
+            libc::_exit(0);
+        }
+        let pid: i32 = libc::getpid();
+        libc::write(ready, (&raw const pid).cast(), 4);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+impl Server {
+    /// Tells the listening server to hand its listener to a child of its
+    /// own and exit ([`serve_then_hand_over`]); returns the child's pid,
+    /// once the server has exited.
+    fn hand_over(&self) -> i32 {
+        let (byte, mut child) = (0u8, 0i32);
+        // SAFETY: one byte, then a pid, on our own pipes; our own child.
+        unsafe {
+            assert_eq!(libc::write(self.go.as_raw_fd(), (&raw const byte).cast(), 1), 1, "server gone");
+            assert_eq!(libc::read(self.ready.as_raw_fd(), (&raw mut child).cast(), 4), 4, "no child took the listener");
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+        child
     }
 }
 
@@ -268,4 +320,58 @@ fn a_unit_s_listener_is_named_on_records_and_metrics() {
         1,
         "one owner, one series"
     );
+}
+
+/// A server that listens, forks a child that keeps the listener and exits
+/// (a daemon forking after `listen()`): records after that name the child,
+/// not the pid that called `listen()`, which is gone. The oracle is the two
+/// pids the test made.
+#[test]
+fn a_listener_handed_to_a_child_names_the_child() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = port();
+    let a = addr("127.0.0.1", p);
+    let unit = UnitCgroup::new();
+    let server = Server::fork_running(&ns, a, serve_then_hand_over);
+    unit.add(server.pid);
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json", "--interval", "0.2"]);
+    server.listen();
+    // Several polls: the listener is identified as the parent's.
+    std::thread::sleep(Duration::from_millis(1500));
+    let child = server.hand_over();
+    let _kill_child = KillOnDrop(child);
+    assert_ne!(child, server.pid);
+    std::thread::sleep(Duration::from_millis(1500));
+    let clients = ack_overflow(&ns, a);
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.block(p, true);
+    let done = q.stop(libc::SIGTERM);
+    drop(clients);
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    let listens: Vec<&Value> = done.of_type("listen").filter(|l| l["local_port"] == p).collect();
+    if let Some(l) = listens.first() {
+        assert_eq!(l["pid"], server.pid, "the listen() caller is the parent: {l}");
+    }
+    let summary = done.summary(p).expect("a summary for the port");
+    names_the_server("summary", &summary["owner"], child, &unit);
+    assert_eq!(summary["owners"].as_array().map(Vec::len), Some(1), "only the child: {summary}");
+    let events: Vec<&Value> = done.of_type("event").filter(|e| e["local_port"] == p).collect();
+    for e in &events {
+        names_the_server("event", &e["owner"], child, &unit);
+    }
+    for c in done.of_type("counted").filter(|c| c["local_port"] == p) {
+        names_the_server("counted", &c["owner"], child, &unit);
+    }
+    assert!(!events.is_empty() || done.of_type("counted").any(|c| c["local_port"] == p), "the child's listener overflowed");
+}
+
+/// Kills a process that is not the test's child (no wait) on drop.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }
