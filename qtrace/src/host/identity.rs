@@ -254,18 +254,21 @@ pub(crate) fn user_name(passwd: &str, uid: u32) -> Option<String> {
 
 /// Reads the regular file `path` inside a process's root directory `root`
 /// (`/proc/PID/root`) as the process itself would resolve it. The files
-/// are the workload's own, a container image's: its symlinks must not lead
-/// to qtrace's files (`RESOLVE_IN_ROOT` keeps them inside), a FIFO must not
-/// block qtrace (opened without blocking, refused unless a regular file),
-/// and only the first `PASSWD_MAX` bytes are read.
+/// are the workload's own, a container image's, and qtrace is root: its
+/// symlinks must not lead to qtrace's files (`RESOLVE_IN_ROOT` keeps them
+/// inside; a symlink as the last component is refused), and nothing but a
+/// regular file is ever opened for reading, since opening a device can act
+/// on it (a watchdog, a tape) and a FIFO would block: the path is opened
+/// with `O_PATH` first, which opens nothing, and its type checked
+/// ([`reopen_regular`]). Only the first `PASSWD_MAX` bytes are read.
 fn read_in_root(root: &Path, path: &str) -> io::Result<String> {
     use std::io::Read as _;
-    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     let dir = std::fs::File::open(root)?;
     let path = std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain integers; all zero is "no flags".
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads `how` and the NUL-terminated path, both alive.
     let fd = unsafe { libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), path.as_ptr(), &raw const how, size_of::<libc::open_how>()) };
@@ -273,13 +276,31 @@ fn read_in_root(root: &Path, path: &str) -> io::Result<String> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a descriptor openat2 just returned, owned by nobody else.
-    let file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
-    }
+    let file = reopen_regular(&unsafe { OwnedFd::from_raw_fd(fd as i32) })?;
     let mut bytes = Vec::new();
     file.take(PASSWD_MAX).read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Opens for reading the file an `O_PATH` descriptor `path` refers to, if
+/// it is a regular file (through `/proc/self/fd`, so the very file that was
+/// checked); anything else is refused without being opened.
+fn reopen_regular(path: &std::os::fd::OwnedFd) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // SAFETY: fstat fills a plain struct for a descriptor we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is alive and writable.
+    if unsafe { libc::fstat(path.as_raw_fd(), &raw mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", path.as_raw_fd()))
 }
 
 /// More than any real `/etc/passwd`.
@@ -650,25 +671,59 @@ mod tests {
 
     const USERNS: &str = "user:[4026531837]";
 
-    /// A workload's `/etc/passwd` is read inside its root: a symlink out of
-    /// it stays inside, and a FIFO is refused without blocking.
+    /// A workload's `/etc/passwd` is read inside its root: a symlink in its
+    /// path resolves inside it, one as the file itself is refused, and a
+    /// FIFO or a device is refused without being opened.
     #[test]
     fn passwd_is_read_inside_the_process_root() {
         let fake = FakeProc::new("root");
         let dir = fake.process(10, 1, None, USERNS);
-        let passwd = dir.join("root/etc/passwd");
-        assert!(read_in_root(&dir.join("root"), "etc/passwd").unwrap().starts_with("srv:x:1001"));
-        // An absolute symlink resolves inside the root, where it is nothing.
+        let root = dir.join("root");
+        let passwd = root.join("etc/passwd");
+        assert!(read_in_root(&root, "etc/passwd").unwrap().starts_with("srv:x:1001"));
+        // An absolute symlink in the path resolves inside the root (there is
+        // no /inner on the host).
+        std::fs::rename(root.join("etc"), root.join("inner")).unwrap();
+        std::os::unix::fs::symlink("/inner", root.join("etc")).unwrap();
+        assert!(read_in_root(&root, "etc/passwd").unwrap().starts_with("srv:x:1001"));
+        std::fs::remove_file(root.join("etc")).unwrap();
+        std::fs::rename(root.join("inner"), root.join("etc")).unwrap();
         std::fs::remove_file(&passwd).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", &passwd).unwrap();
-        assert_eq!(read_in_root(&dir.join("root"), "etc/passwd").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(read_in_root(&root, "etc/passwd").unwrap_err().kind(), io::ErrorKind::InvalidData, "a symlink is no file");
         std::fs::remove_file(&passwd).unwrap();
-        let fifo = std::ffi::CString::new(passwd.to_str().unwrap()).unwrap();
+        assert_eq!(read_in_root(&root, "etc/passwd").unwrap_err().kind(), io::ErrorKind::NotFound);
+        let c_passwd = std::ffi::CString::new(passwd.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo on a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        assert_eq!(read_in_root(&dir.join("root"), "etc/passwd").unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(unsafe { libc::mkfifo(c_passwd.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_in_root(&root, "etc/passwd").unwrap_err().kind(), io::ErrorKind::InvalidData);
         let id = ProcFs::at(&fake.0, USERNS).describe(&holder(10)).unwrap();
         assert_eq!(id.unknown.as_deref(), Some("exe: not found; user: its /etc/passwd: not a regular file"));
+        std::fs::remove_file(&passwd).unwrap();
+        a_device_is_never_opened(&root, &c_passwd);
+    }
+
+    /// A character device as the workload's `/etc/passwd` (1:3, `/dev/null`,
+    /// harmless if the check failed) is refused. Making one takes
+    /// CAP_MKNOD: as root (CI) it must work; unprivileged, the same check
+    /// is run on the host's own `/dev/null`.
+    fn a_device_is_never_opened(root: &Path, c_passwd: &std::ffi::CString) {
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        // SAFETY: mknod on a NUL-terminated path.
+        let made = unsafe { libc::mknod(c_passwd.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) } == 0;
+        // SAFETY: geteuid has no preconditions.
+        if made || unsafe { libc::geteuid() } == 0 {
+            assert!(made, "root could not make a device: {}", io::Error::last_os_error());
+            assert_eq!(read_in_root(root, "etc/passwd").unwrap_err().kind(), io::ErrorKind::InvalidData);
+            return;
+        }
+        let null = std::ffi::CString::new("/dev/null").unwrap();
+        // SAFETY: open on a NUL-terminated path; the descriptor is owned below.
+        let fd = unsafe { libc::open(null.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: just opened, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        assert_eq!(reopen_regular(&fd).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     fn holder(pid: u32) -> Owner {
