@@ -167,12 +167,17 @@ pub fn cgroup_path(text: &str) -> Option<String> {
 
 impl Workload {
     /// Reads a cgroup path (as [`cgroup_path`] gives it; `..` components, as
-    /// a cgroup namespace shows paths outside it, are skipped).
+    /// a cgroup namespace shows paths outside it, are skipped). A path that
+    /// leaves qtrace's cgroup namespace has lost its top: a Kubernetes
+    /// pod's `kubepods` (`/../../pod<UID>/<ID>`), Docker's `docker`
+    /// (`/../<ID>`); there a `pod<UID>` directory and a bare container id
+    /// are read without them.
     pub fn from_cgroup(path: &str) -> Self {
+        let outside = path.trim_start_matches('/').starts_with("..");
         let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..").collect();
         let mut w = Workload::default();
         for (i, part) in parts.iter().enumerate() {
-            let above = &parts[..i];
+            let above = Above { dirs: &parts[..i], outside };
             if let Some((runtime, id)) = container(part, above) {
                 w.container_runtime = runtime;
                 w.container_id = Some(id.to_owned());
@@ -193,6 +198,22 @@ fn is_container_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The directories above a cgroup directory, and whether the path started
+/// outside qtrace's cgroup namespace (with `..`), where they are not all.
+#[derive(Clone, Copy)]
+struct Above<'a> {
+    dirs: &'a [&'a str],
+    outside: bool,
+}
+
+impl Above<'_> {
+    /// Whether the directories are under Kubernetes' cgroupfs `kubepods`,
+    /// or may be, having started outside the namespace.
+    fn maybe_kubepods(&self) -> bool {
+        self.outside || self.dirs.contains(&"kubepods")
+    }
+}
+
 /// The runtime and id of a container's cgroup directory `part`, with the
 /// directories `above` it. The systemd driver names the unit
 /// `<prefix><id>.scope`; the cgroupfs drivers name the directory
@@ -200,7 +221,7 @@ fn is_container_id(s: &str) -> bool {
 /// Kubernetes pod's directory. Conmon's and other helpers' scopes
 /// (`libpod-conmon-<id>.scope`, `crio-conmon-<id>.scope`) are not the
 /// container.
-fn container<'a>(part: &'a str, above: &[&str]) -> Option<(Option<Runtime>, &'a str)> {
+fn container<'a>(part: &'a str, above: Above<'_>) -> Option<(Option<Runtime>, &'a str)> {
     let name = part.strip_suffix(".scope").unwrap_or(part);
     const PREFIXES: [(&str, Runtime); 5] = [
         ("docker-", Runtime::Docker),
@@ -217,11 +238,13 @@ fn container<'a>(part: &'a str, above: &[&str]) -> Option<(Option<Runtime>, &'a 
     if !is_container_id(part) {
         return None;
     }
-    match above.last() {
-        Some(&"docker") => Some((Some(Runtime::Docker), part)),
+    match above.dirs.split_last() {
+        Some((&"docker", _)) => Some((Some(Runtime::Docker), part)),
         // The kubelet's cgroupfs driver: `kubepods[/QOS]/pod<UID>/<ID>`,
         // the same for containerd and CRI-O's bare ids.
-        Some(parent) if parent.starts_with("pod") && above.contains(&"kubepods") => Some((None, part)),
+        Some((parent, dirs)) if pod_uid(parent, Above { dirs, ..above }).is_some() => Some((None, part)),
+        // Docker's cgroupfs driver seen from another container: `/../<ID>`.
+        None if above.outside => Some((None, part)),
         _ => None,
     }
 }
@@ -230,10 +253,10 @@ fn container<'a>(part: &'a str, above: &[&str]) -> Option<(Option<Runtime>, &'a 
 /// (systemd driver; the UID's dashes are underscores there) or `pod<UID>`
 /// below `kubepods` (cgroupfs driver). UIDs are UUIDs, or 32 hex digits
 /// for static pods.
-fn pod_uid(part: &str, above: &[&str]) -> Option<String> {
+fn pod_uid(part: &str, above: Above<'_>) -> Option<String> {
     let raw = if let Some(slice) = part.strip_suffix(".slice").filter(|s| s.starts_with("kubepods")) {
         slice.rsplit_once("-pod")?.1
-    } else if above.contains(&"kubepods") {
+    } else if above.maybe_kubepods() {
         part.strip_prefix("pod")?
     } else {
         return None;
@@ -540,6 +563,10 @@ mod tests {
         assert_eq!(container_of("/system.slice/docker-4c01db0b339c.scope"), (None, None));
         assert_eq!(container_of(&format!("/docker/{}", ID.to_uppercase())), (None, None));
         assert_eq!(container_of(&format!("/system.slice/{ID}")), (None, None));
+        // Seen from another container's cgroup namespace, `docker/` is lost
+        // and with it the runtime.
+        assert_eq!(container_of(&format!("/../{ID}")), (None, Some(ID.into())));
+        assert_eq!(container_of(&format!("/{ID}")), (None, None), "inside the namespace, nothing above it");
         assert_eq!(w("/system.slice/docker.service").unit.as_deref(), Some("docker.service"), "the daemon is no container");
     }
 
@@ -570,6 +597,16 @@ mod tests {
         let nested =
             w(&format!("/../../kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{hash}.slice/cri-containerd-{ID}.scope"));
         assert_eq!((nested.pod_uid.as_deref(), nested.container_id.as_deref()), (Some(hash), Some(ID)));
+        // cgroupfs driver seen from qtrace's own cgroup namespace (qtrace in
+        // a pod): the path has lost `kubepods`, and the QoS class too when
+        // the pods' classes are the same.
+        let ns = w(&format!("/../../pod{POD}/{ID}"));
+        assert_eq!((ns.container_runtime, ns.container_id.as_deref(), ns.pod_uid.as_deref()), (None, Some(ID), Some(POD)));
+        let other_class = w(&format!("/../../../burstable/pod{POD}/{ID}"));
+        assert_eq!((other_class.container_id.as_deref(), other_class.pod_uid.as_deref()), (Some(ID), Some(POD)));
+        assert_eq!(w(&format!("/../../pod{POD}")).pod_uid.as_deref(), Some(POD), "a pod's own cgroup");
+        assert_eq!(w(&format!("/../../podnot-a-uid/{ID}")), Workload::default(), "no pod, so no container below it");
+        assert_eq!(w(&format!("/../../x/{ID}")).container_id, None, "a bare id under anything else");
         // Not pods: a QoS slice alone, a `pod` directory outside kubepods.
         assert_eq!(w("/kubepods.slice/kubepods-burstable.slice").pod_uid, None);
         assert_eq!(w(&format!("/system.slice/pod{POD}")).pod_uid, None);
