@@ -329,6 +329,13 @@ fn reopen_regular(path: &std::os::fd::OwnedFd) -> io::Result<std::fs::File> {
 /// More than any real `/etc/passwd`.
 const PASSWD_MAX: u64 = 4 << 20;
 
+/// The command name in a `/proc/PID` directory (`comm`; bytes that are not
+/// UTF-8 replaced): the name itself, never a stand-in for a missing one.
+fn read_comm(dir: &Path) -> io::Result<String> {
+    let bytes = std::fs::read(dir.join("comm"))?;
+    Ok(String::from_utf8_lossy(bytes.strip_suffix(b"\n").unwrap_or(&bytes)).into_owned())
+}
+
 /// What a failed read of `what` says in `unknown`.
 fn why(what: &str, e: &io::Error) -> String {
     let cause = match e.kind() {
@@ -404,20 +411,18 @@ impl ProcFs {
     pub(crate) fn describe(&self, holder: &Owner) -> Option<Identity> {
         let dir = self.dir(holder.pid);
         let start = self.started(holder.pid);
+        let comm = read_comm(&dir);
         let status = match std::fs::read_to_string(dir.join("status")) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                return Some(Identity {
-                    pid: Some(holder.pid),
-                    comm: Some(holder.comm.clone()),
-                    start,
-                    ..Identity::unknown(why("status", &e))
-                })
-            }
+            Err(e) => return Some(Identity { pid: Some(holder.pid), comm: comm.ok(), start, ..Identity::unknown(why("status", &e)) }),
         };
         let mut missing = Vec::new();
-        let mut id = Identity { pid: Some(holder.pid), comm: Some(holder.comm.clone()), start, ..Identity::default() };
+        let mut id = Identity { pid: Some(holder.pid), start, ..Identity::default() };
+        match comm {
+            Ok(comm) => id.comm = Some(comm),
+            Err(e) => missing.push(why("comm", &e)),
+        }
         // `Uid:` real, effective, saved, filesystem.
         id.uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)?.parse().ok());
         match std::fs::read_link(dir.join("exe")) {
@@ -688,6 +693,7 @@ mod tests {
             std::fs::create_dir_all(dir.join("ns")).unwrap();
             std::fs::create_dir_all(dir.join("root/etc")).unwrap();
             std::fs::write(dir.join("status"), "Name:\tsrv\nUid:\t1000\t1001\t1001\t1001\n").unwrap();
+            std::fs::write(dir.join("comm"), "srv\n").unwrap();
             let fields: Vec<String> = (3..=52).map(|i| if i == 22 { start.to_string() } else { "0".into() }).collect();
             std::fs::write(dir.join("stat"), format!("{pid} (a (strange) name) {}", fields.join(" "))).unwrap();
             std::fs::write(dir.join("cgroup"), "0::/system.slice/srv.service\n").unwrap();
@@ -788,6 +794,13 @@ mod tests {
             }
         );
         assert_eq!(procfs.describe(&holder(11)), None, "a process that is gone");
+        // A name that is not UTF-8 is kept, replaced bytes and all; none is
+        // no name, not a stand-in (the holder's `?`).
+        std::fs::write(fake.0.join("10/comm"), b"sr\xffv\n").unwrap();
+        assert_eq!(procfs.describe(&holder(10)).unwrap().comm.as_deref(), Some("sr\u{fffd}v"));
+        std::fs::remove_file(fake.0.join("10/comm")).unwrap();
+        let unnamed = procfs.describe(&Owner { pid: 10, comm: "?".into() }).unwrap();
+        assert_eq!((unnamed.comm, unnamed.unknown.as_deref()), (None, Some("comm: not found")));
     }
 
     #[test]

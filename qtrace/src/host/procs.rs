@@ -26,9 +26,10 @@ pub(crate) fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// The command name of `pid` (`/proc/PID/comm`), or `?`.
+/// The command name of `pid` (`/proc/PID/comm`, bytes that are not UTF-8
+/// replaced), or `?`.
 pub(crate) fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_owned()).unwrap_or_else(|_| "?".into())
+    std::fs::read(format!("/proc/{pid}/comm")).map(|s| String::from_utf8_lossy(&s).trim_end().to_owned()).unwrap_or_else(|_| "?".into())
 }
 
 /// The socket inode descriptor `fd` of process `pid` refers to, with the
