@@ -101,14 +101,10 @@ impl Identity {
     /// one they differ on is left out. One identity is returned whole;
     /// several say in `unknown` that only their common part is given.
     pub(crate) fn common<'a>(all: impl IntoIterator<Item = &'a Identity>) -> Option<Identity> {
-        let mut all = all.into_iter();
-        let mut out = all.next()?.clone();
-        let mut n = 1;
-        for o in all {
-            if *o == out {
-                continue;
-            }
-            n += 1;
+        let mut all: Vec<&Identity> = all.into_iter().collect();
+        all.dedup_by(|a, b| a == b);
+        let mut out = (*all.first()?).clone();
+        for o in &all[1..] {
             keep_equal(&mut out.pid, &o.pid);
             keep_equal(&mut out.comm, &o.comm);
             keep_equal(&mut out.exe, &o.exe);
@@ -123,10 +119,29 @@ impl Identity {
             keep_equal(&mut w.container_id, &ow.container_id);
             keep_equal(&mut w.pod_uid, &ow.pod_uid);
         }
-        if n > 1 {
-            out.unknown = Some("several listeners with different owners: only what they share is given".into());
+        if all.len() > 1 {
+            out.unknown = Self::why_common(&all);
         }
         Some(out)
+    }
+
+    /// Why the common part of several different identities lacks what it
+    /// lacks: the reasons of those that are only a reason (a listener whose
+    /// owner was not found), and that several owners differ when more than
+    /// one is known.
+    fn why_common(all: &[&Identity]) -> Option<String> {
+        let only_reason = |o: &&&Identity| o.unknown.is_some() && Identity { unknown: None, ..(**o).clone() } == Identity::default();
+        let (reasons, known): (Vec<&&Identity>, Vec<&&Identity>) = all.iter().partition(only_reason);
+        let mut why: Vec<&str> = reasons.iter().filter_map(|o| o.unknown.as_deref()).collect();
+        why.sort_unstable();
+        why.dedup();
+        let mut known: Vec<&Identity> = known.into_iter().copied().collect();
+        known.sort_by_key(|o| (o.pid, o.start));
+        known.dedup_by(|a, b| a == b);
+        if known.len() > 1 {
+            why.push("several listeners with different owners: only what they share is given");
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 }
 
@@ -666,6 +681,17 @@ mod tests {
         let both = Identity::common([&worker(1), &worker(2)]).unwrap();
         assert_eq!((both.pid, both.comm.as_deref(), both.workload.unit.as_deref()), (None, Some("nginx"), Some("nginx.service")));
         assert!(both.unknown.unwrap().contains("several listeners"));
+        // A listener whose owner is unknown lends its reason, not a claim of
+        // several owners.
+        let lost = Identity::unknown("no process holding the socket was found");
+        let one = Identity::common([&worker(1), &lost]).unwrap();
+        assert_eq!((one.pid, one.comm, one.unknown.as_deref()), (None, None, Some("no process holding the socket was found")));
+        assert_eq!(Identity::common([&lost, &lost.clone()]), Some(lost.clone()));
+        let three = Identity::common([&worker(1), &lost, &worker(2)]).unwrap();
+        assert_eq!(
+            three.unknown.as_deref(),
+            Some("no process holding the socket was found; several listeners with different owners: only what they share is given")
+        );
     }
 
     #[test]
