@@ -252,6 +252,10 @@ fn names_the_server(what: &str, owner: &Value, server: i32, unit: &UnitCgroup) {
     assert_eq!(owner["exe"].as_str().map(Path::new), Some(exe.as_path()), "{what}: {owner}");
     // SAFETY: geteuid has no preconditions.
     assert_eq!(owner["uid"], unsafe { libc::geteuid() }, "{what}: {owner}");
+    // The suite runs as root: uid 0 is named from the process's own
+    // /etc/passwd (the host's here), read the guarded way.
+    assert_eq!(owner["user"], "root", "{what}: {owner}");
+    assert!(owner.get("unknown").is_none(), "{what}: everything is known: {owner}");
     assert_eq!(owner["cgroup"], unit.path(), "{what}: {owner}");
     assert_eq!(owner["unit"], unit.name.as_str(), "{what}: {owner}");
     assert_eq!(owner["slice"], "system.slice", "{what}: {owner}");
