@@ -23,25 +23,37 @@ pub(crate) struct ListenerOwners {
     generation: u64,
 }
 
-/// Which owner an event names, by the local address it was sent to: the
-/// listeners bound to that address and the wildcard ones could have taken
-/// it; when they have different owners, what those share.
+/// Which owner an event names, by the local address it was sent to, as
+/// the kernel picks a listener (`__inet_lookup_listener`): the listeners
+/// bound to that very address if there are any, else the port's wildcard
+/// ones that take its family. An IPv4 packet goes to a `0.0.0.0` listener
+/// before a dual-stack `::` one (the kernel scores `AF_INET` sockets
+/// higher), and to a `::` one only when there is no `0.0.0.0` one; an
+/// IPv6 packet only to `::` ones. Several listeners so chosen (an `SO_REUSEPORT` group)
+/// name what their owners share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EventOwners<T> {
     specific: Vec<(IpAddr, T)>,
-    wildcard: Option<T>,
+    /// For IPv4 packets (and IPv4-mapped IPv6 ones).
+    wildcard_v4: Option<T>,
+    wildcard_v6: Option<T>,
 }
 
 impl<T> EventOwners<T> {
     pub(crate) fn get(&self, local: IpAddr) -> Option<&T> {
         let local = unmapped(local);
-        self.specific.iter().find(|(a, _)| *a == local).map(|(_, t)| t).or(self.wildcard.as_ref())
+        let wildcard = if local.is_ipv4() { &self.wildcard_v4 } else { &self.wildcard_v6 };
+        self.specific.iter().find(|(a, _)| *a == local).map(|(_, t)| t).or(wildcard.as_ref())
     }
 
     /// The same choice, each owner turned into something else (the NDJSON
     /// sink's rendered text).
     pub(crate) fn map<U>(self, mut f: impl FnMut(T) -> U) -> EventOwners<U> {
-        EventOwners { specific: self.specific.into_iter().map(|(a, t)| (a, f(t))).collect(), wildcard: self.wildcard.map(f) }
+        EventOwners {
+            specific: self.specific.into_iter().map(|(a, t)| (a, f(t))).collect(),
+            wildcard_v4: self.wildcard_v4.map(&mut f),
+            wildcard_v6: self.wildcard_v6.map(f),
+        }
     }
 }
 
@@ -138,17 +150,18 @@ impl ListenerOwners {
                 ports.entry(PortKey { netns, port: l.port }).or_default().push((unmapped(l.addr), id));
             }
         }
-        let choice = |bound: &[(IpAddr, &Identity)], addr: Option<IpAddr>| {
-            let could = bound.iter().filter(|(a, _)| a.is_unspecified() || Some(*a) == addr).map(|(_, id)| *id);
-            Identity::common(could)
-        };
+        let choice =
+            |bound: &[(IpAddr, &Identity)], addr: IpAddr| Identity::common(bound.iter().filter(|(a, _)| *a == addr).map(|(_, id)| *id));
+        let (any_v4, any_v6) = (IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8]));
         let mut out = HashMap::new();
         for (key, bound) in ports {
             let mut addrs: Vec<IpAddr> = bound.iter().map(|(a, _)| *a).filter(|a| !a.is_unspecified()).collect();
             addrs.sort();
             addrs.dedup();
-            let specific = addrs.into_iter().filter_map(|a| choice(&bound, Some(a)).map(|id| (a, id))).collect();
-            out.insert(key, EventOwners { specific, wildcard: choice(&bound, None) });
+            let specific = addrs.into_iter().filter_map(|a| choice(&bound, a).map(|id| (a, id))).collect();
+            let wildcard_v6 = choice(&bound, any_v6);
+            let wildcard_v4 = choice(&bound, any_v4).or_else(|| wildcard_v6.clone());
+            out.insert(key, EventOwners { specific, wildcard_v4, wildcard_v6 });
         }
         out
     }
@@ -297,10 +310,28 @@ mod tests {
         assert_eq!(owner(53, "::ffff:10.0.0.1").and_then(|o| o.pid), Some(20), "IPv4-mapped is the IPv4 address");
         assert_eq!(owner(53, "10.9.9.9"), None, "no listener takes it");
         assert_eq!(owner(80, "127.0.0.1").and_then(|o| o.pid), Some(30), "only the wildcard listener");
-        let either = owner(80, "10.0.0.1").unwrap();
-        assert_eq!((either.pid, either.comm.as_deref()), (None, Some("srv")), "either listener: what they share");
-        assert!(either.unknown.is_some());
+        assert_eq!(owner(80, "10.0.0.1").and_then(|o| o.pid), Some(40), "the specific listener before the wildcard one");
+        assert_eq!(owner(80, "::1"), None, "an IPv6 packet never reaches 0.0.0.0");
         let group = owner(443, "::1").unwrap();
         assert_eq!((group.pid, group.workload.unit.as_deref()), (None, Some("srv.service")));
+        let v4_group = owner(443, "127.0.0.1").unwrap();
+        assert_eq!(v4_group.pid, None, "IPv4 to dual-stack :: listeners, here a group");
+    }
+
+    /// A port with a `0.0.0.0` listener and a `::` one of another process
+    /// (which must then be v6-only): each family goes to its own.
+    #[test]
+    fn events_go_to_the_listener_of_their_family() {
+        let mut owners = ListenerOwners::default();
+        let ls = vec![listener("::", 80, 1), listener("0.0.0.0", 80, 2), listener("::", 81, 3), listener("::1", 82, 4)];
+        owners.update(&snap(ls.clone()), |_, _| true, |w| Counting::default().identify(w));
+        let events = owners.for_events(&snap(ls));
+        let pid = |port, addr: &str| events[&PortKey { netns: 7, port }].get(addr.parse().unwrap()).and_then(|o| o.pid);
+        assert_eq!(pid(80, "127.0.0.1"), Some(20));
+        assert_eq!(pid(80, "::ffff:127.0.0.1"), Some(20), "IPv4-mapped is IPv4");
+        assert_eq!(pid(80, "::1"), Some(10));
+        assert_eq!(pid(81, "10.0.0.1"), Some(30), "a dual-stack :: listener alone takes IPv4");
+        assert_eq!(pid(82, "::1"), Some(40));
+        assert_eq!(pid(82, "127.0.0.1"), None, "::1 takes no IPv4");
     }
 }
