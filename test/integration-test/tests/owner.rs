@@ -114,9 +114,13 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
-/// The child's side. The test process has other threads, so only
-/// async-signal-safe calls run here, on memory prepared before the fork.
-fn serve(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
+/// In a forked child: waits for a byte on `go`, names itself `name`,
+/// listens on `to` with backlog 4 and says so on `ready`; exits the child
+/// if any of that fails.
+///
+/// # Safety
+/// Only async-signal-safe calls, on memory prepared before the fork.
+unsafe fn wait_then_listen(go: i32, ready: i32, to: &SockAddr, name: &CString) {
     // SAFETY: plain system calls on descriptors and memory the child owns.
     unsafe {
         let mut byte = 0u8;
@@ -131,6 +135,15 @@ fn serve(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
             libc::_exit(2);
         }
         libc::write(ready, (&raw const byte).cast(), 1);
+    }
+}
+
+/// The child's side. The test process has other threads, so only
+/// async-signal-safe calls run here, on memory prepared before the fork.
+fn serve(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
+    // SAFETY: async-signal-safe calls only, in the forked child.
+    unsafe {
+        wait_then_listen(go, ready, to, name);
         loop {
             libc::pause();
         }
@@ -174,18 +187,10 @@ impl Server {
 /// again, forks a child that keeps the listener, sends the child's pid and
 /// exits, as a daemon that forks after `listen()` does.
 fn serve_then_hand_over(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
-    // SAFETY: plain system calls on descriptors and memory the child owns.
+    // SAFETY: async-signal-safe calls only, in the forked child.
     unsafe {
+        wait_then_listen(go, ready, to, name);
         let mut byte = 0u8;
-        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
-            libc::_exit(1);
-        }
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-        let fd = libc::socket(i32::from(to.family()), libc::SOCK_STREAM, 0);
-        if fd < 0 || libc::bind(fd, to.as_ptr().cast(), to.len()) != 0 || libc::listen(fd, 4) != 0 {
-            libc::_exit(2);
-        }
-        libc::write(ready, (&raw const byte).cast(), 1);
         if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
             libc::_exit(1);
         }
