@@ -212,7 +212,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
     /// Listeners whose process is gone or replaced are resolved again from
     /// the processes holding them now, not from the `listen()` caller.
     fn identify_listeners(&mut self) {
-        let (agg, host, backlogs) = (&mut self.agg, &mut self.host, &self.backlogs);
+        let (agg, host, backlogs) = (&mut self.agg, &self.host, &self.backlogs);
         let replaced = self.owners.forget_replaced(|pid| host.started(pid));
         self.owners.update(
             &self.listeners,
@@ -222,6 +222,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
                 let known = wanted.iter().filter_map(|&ino| caller(ino)).collect();
                 host.identify(wanted, &known)
             },
+            || host.netns_names(),
         );
         agg.on_owners(self.owners.by_port(&self.listeners));
     }
@@ -339,12 +340,15 @@ mod tests {
         fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
             None
         }
-        fn identify(&mut self, wanted: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+        fn identify(&self, wanted: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
             self.0.borrow_mut().identified.extend(wanted);
             wanted.iter().map(|&ino| (ino, Identity { pid: Some(ino as u32 + 1000), ..Identity::default() })).collect()
         }
         fn started(&self, _: u32) -> Option<u64> {
             None
+        }
+        fn netns_names(&self) -> BTreeMap<u32, String> {
+            BTreeMap::from([(NETNS, "blue".to_owned())])
         }
     }
 
@@ -376,7 +380,8 @@ mod tests {
     }
 
     /// The listener's owner is asked of the host once, at start, not at
-    /// every poll however much it drops; the port's totals name it.
+    /// every poll however much it drops; the port's totals name it and its
+    /// namespace.
     #[test]
     fn a_listener_is_identified_once() {
         let storm = Rc::new(RefCell::new(Storm { per_read: 5, ..Storm::default() }));
@@ -388,6 +393,8 @@ mod tests {
         assert_eq!(storm.borrow().identified, [inode]);
         let st = &t.agg.ports()[&PortKey { netns: NETNS, port: PORT }];
         assert_eq!(st.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), [Some(inode as u32 + 1000)]);
+        // The namespace's `ip netns` name comes with the owner.
+        assert_eq!(st.owners[0].netns_name.as_deref(), Some("blue"));
     }
 
     /// A host of namespaces and the kernel's reports about them, for the
@@ -463,11 +470,14 @@ mod tests {
         fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
             None
         }
-        fn identify(&mut self, _: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+        fn identify(&self, _: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
             BTreeMap::new()
         }
         fn started(&self, _: u32) -> Option<u64> {
             None
+        }
+        fn netns_names(&self) -> BTreeMap<u32, String> {
+            BTreeMap::new()
         }
     }
 

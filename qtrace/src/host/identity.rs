@@ -41,6 +41,11 @@ pub struct Identity {
     pub cgroup: Option<String>,
     #[serde(flatten)]
     pub workload: Workload,
+    /// The name `ip netns` gives the listener's network namespace (its
+    /// bind mount under `/run/netns`), where it has one. Container
+    /// runtimes' namespaces usually have none: the container names them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<String>,
     /// Why something above is missing, once per cause.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
@@ -112,6 +117,7 @@ impl Identity {
             keep_equal(&mut out.user, &o.user);
             keep_equal(&mut out.cgroup, &o.cgroup);
             keep_equal(&mut out.start, &o.start);
+            keep_equal(&mut out.netns_name, &o.netns_name);
             let (w, ow) = (&mut out.workload, &o.workload);
             keep_equal(&mut w.unit, &ow.unit);
             keep_equal(&mut w.slice, &ow.slice);
@@ -815,6 +821,7 @@ mod tests {
                 user: Some("srv".into()),
                 cgroup: Some("/system.slice/srv.service".into()),
                 workload: Workload { unit: Some("srv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
+                netns_name: None,
                 unknown: None,
                 start: Some(500),
             }

@@ -39,8 +39,12 @@ pub(crate) fn survey(namespaces: &mut Namespaces) -> (Survey, usize) {
     let inodes: BTreeSet<u64> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
     let procs::Owners { by_inode: owners, unreadable } = procs::owners(&inodes);
     let procfs = identity::ProcFs::host();
-    let of = |ino| owners.get(ino).and_then(|holders| procfs.of_holders(holders)).unwrap_or_else(|| identity::not_found(unreadable));
-    let identities = inodes.iter().map(|ino| (*ino, of(ino))).collect();
+    let of = |ino: &u64| owners.get(ino).and_then(|holders| procfs.of_holders(holders)).unwrap_or_else(|| identity::not_found(unreadable));
+    let names = netns::names();
+    let netns_of: BTreeMap<u64, u32> =
+        listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| (u64::from(l.inode), ns.netns))).collect();
+    let named = |ino: &u64| Identity { netns_name: netns_of.get(ino).and_then(|n| names.get(n)).cloned(), ..of(ino) };
+    let identities = inodes.iter().map(|ino| (*ino, named(ino))).collect();
     (Survey { listeners, requests, owners, identities }, unreadable)
 }
 
@@ -70,10 +74,12 @@ pub trait HostInputs {
     /// The owner of each listener socket in `wanted` (one entry each),
     /// starting from the process that called `listen()` where `known`
     /// has it.
-    fn identify(&mut self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity>;
+    fn identify(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity>;
     /// When process `pid` started ([`Identity::start`]); `None` once it is
     /// gone.
     fn started(&self, pid: u32) -> Option<u64>;
+    /// The `ip netns` names of namespaces, by inode ([`netns::names`]).
+    fn netns_names(&self) -> BTreeMap<u32, String>;
 }
 
 impl HostInputs for Namespaces {
@@ -86,10 +92,13 @@ impl HostInputs for Namespaces {
     fn socket_of(&self, pid: u32, fd: u32) -> Option<(u64, Owner)> {
         procs::socket_of(pid, fd)
     }
-    fn identify(&mut self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+    fn identify(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
         identity::ProcFs::host().resolve(wanted, known)
     }
     fn started(&self, pid: u32) -> Option<u64> {
         identity::started_in(std::path::Path::new("/proc"), pid)
+    }
+    fn netns_names(&self) -> BTreeMap<u32, String> {
+        netns::names()
     }
 }

@@ -36,6 +36,32 @@ pub fn inode_of(path: &Path) -> io::Result<u32> {
     Ok(std::fs::metadata(path)?.ino() as u32)
 }
 
+/// The names `ip netns` knows, by namespace inode: the files under
+/// `/run/netns` (and `/var/run/netns`, where that is not the same
+/// directory). A namespace with several names (`ip netns attach`) gets
+/// the first in byte order.
+pub fn names() -> BTreeMap<u32, String> {
+    let mut found: Vec<(String, u32)> = Vec::new();
+    for dir in ["/run/netns", "/var/run/netns"] {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            // A name is only a name if its file is a namespace; a plain
+            // file left behind by a failed `ip netns add` is not.
+            if let (Ok(ino), Some(name)) = (inode_of(&e.path()), e.file_name().to_str()) {
+                if is_nsfs(&e.path()) {
+                    found.push((name.to_owned(), ino));
+                }
+            }
+        }
+    }
+    found.sort();
+    let mut out = BTreeMap::new();
+    for (name, ino) in found {
+        out.entry(ino).or_insert(name);
+    }
+    out
+}
+
 /// The calling process's network namespace.
 pub fn own() -> io::Result<u32> {
     inode_of(Path::new("/proc/self/ns/net"))

@@ -143,6 +143,7 @@ mod tests {
                 container_id: Some("0".repeat(64)),
                 pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
             },
+            netns_name: Some("blue\n".into()),
             unknown: Some("user: permission denied".into()),
             start: Some(7),
         };

@@ -426,6 +426,7 @@ mod tests {
             user: Some("www-data".into()),
             cgroup: Some("/system.slice/slowsrv.service".into()),
             workload: Workload { unit: Some("slowsrv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
+            netns_name: Some("shop".into()),
             unknown: None,
             start: Some(7),
         };

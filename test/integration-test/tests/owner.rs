@@ -249,8 +249,9 @@ fn ack_overflow(ns: &NetNs, a: SocketAddr) -> Vec<Socket> {
     held
 }
 
-/// Asserts `owner` (an `owner` object) names the server in its unit.
-fn names_the_server(what: &str, owner: &Value, server: i32, unit: &UnitCgroup) {
+/// Asserts `owner` (an `owner` object) names the server in its unit, in
+/// the namespace `ns` the test made with `ip netns add`.
+fn names_the_server(what: &str, owner: &Value, server: i32, unit: &UnitCgroup, ns: &NetNs) {
     let exe = std::env::current_exe().expect("own executable");
     assert_eq!(owner["pid"], server, "{what}: the pid the test forked, in {owner}");
     assert_eq!(owner["comm"], COMM, "{what}: {owner}");
@@ -265,6 +266,7 @@ fn names_the_server(what: &str, owner: &Value, server: i32, unit: &UnitCgroup) {
     assert_eq!(owner["unit"], unit.name.as_str(), "{what}: {owner}");
     assert_eq!(owner["slice"], "system.slice", "{what}: {owner}");
     assert!(owner.get("container_id").is_none() && owner.get("pod_uid").is_none(), "{what}: no container, no pod: {owner}");
+    assert_eq!(owner["netns_name"], ns.name.as_str(), "{what}: the namespace's `ip netns` name: {owner}");
 }
 
 /// A server in `system.slice/NAME.service` overflows at the SYN and ACK
@@ -303,19 +305,19 @@ fn a_unit_s_listener_is_named_on_records_and_metrics() {
         assert_eq!(done.drops(p), listen_drops, "qtrace's drops vs ListenDrops delta");
     }
     let summary = done.summary(p).expect("a summary for the port");
-    names_the_server("summary", &summary["owner"], server.pid, &unit);
+    names_the_server("summary", &summary["owner"], server.pid, &unit, &ns);
     assert_eq!(summary["owners"].as_array().map(Vec::len), Some(1), "one owner: {summary}");
-    names_the_server("summary's owners", &summary["owners"][0], server.pid, &unit);
+    names_the_server("summary's owners", &summary["owners"][0], server.pid, &unit, &ns);
     let events: Vec<&Value> = done.of_type("event").filter(|e| e["local_port"] == p).collect();
     match done.ack_detail_missing() {
         Some(why) if !done.sees_syn_stage() => unsupported("owner", "owners on events", &why),
         _ => assert!(!events.is_empty(), "events for the port"),
     }
     for e in events {
-        names_the_server("event", &e["owner"], server.pid, &unit);
+        names_the_server("event", &e["owner"], server.pid, &unit, &ns);
     }
     for c in done.of_type("counted").filter(|c| c["local_port"] == p) {
-        names_the_server("counted", &c["owner"], server.pid, &unit);
+        names_the_server("counted", &c["owner"], server.pid, &unit, &ns);
     }
     let series = format!(
         "qtrace_listener_info{{netns=\"{}\",port=\"{p}\",pid=\"{}\",comm=\"{COMM}\",unit=\"{}\"}}",
@@ -363,14 +365,14 @@ fn a_listener_handed_to_a_child_names_the_child() {
         assert_eq!(l["pid"], server.pid, "the listen() caller is the parent: {l}");
     }
     let summary = done.summary(p).expect("a summary for the port");
-    names_the_server("summary", &summary["owner"], child, &unit);
+    names_the_server("summary", &summary["owner"], child, &unit, &ns);
     assert_eq!(summary["owners"].as_array().map(Vec::len), Some(1), "only the child: {summary}");
     let events: Vec<&Value> = done.of_type("event").filter(|e| e["local_port"] == p).collect();
     for e in &events {
-        names_the_server("event", &e["owner"], child, &unit);
+        names_the_server("event", &e["owner"], child, &unit, &ns);
     }
     for c in done.of_type("counted").filter(|c| c["local_port"] == p) {
-        names_the_server("counted", &c["owner"], child, &unit);
+        names_the_server("counted", &c["owner"], child, &unit, &ns);
     }
     assert!(!events.is_empty() || done.of_type("counted").any(|c| c["local_port"] == p), "the child's listener overflowed");
 }
