@@ -409,13 +409,27 @@ impl ProcFs {
         self.started(pid).unwrap_or(u64::MAX)
     }
 
-    /// The identity of a socket held by `holders` (as `procs::owners` finds
-    /// them): the longest-running one's that is still there, passing over
-    /// service managers, which hold a copy of every socket-activated
-    /// listener (`.socket` units) they hand to the service.
-    pub(crate) fn of_holders(&self, holders: &[Owner]) -> Option<Identity> {
+    /// The identity of a socket held by `holders` and waited for in epoll
+    /// by `pollers` (as `procs::owners` finds them): the one holder that
+    /// polls it, if exactly one does, else the longest-running one's that
+    /// is still there, passing over service managers, which hold a copy
+    /// of every socket-activated listener (`.socket` units) they hand to
+    /// the service.
+    ///
+    /// An `SO_REUSEPORT` group's listeners are usually all opened by one
+    /// parent and inherited by every worker, each of which accepts from
+    /// its own (nginx's `reuseport`: `ngx_event_process_init` registers
+    /// only the worker's own listener): which one polls it is the only
+    /// thing that tells the listeners apart. A listener every worker
+    /// polls (a pre-forking server without `reuseport`) is the parent's.
+    pub(crate) fn of_holders(&self, holders: &[Owner], pollers: Option<&BTreeSet<u32>>) -> Option<Identity> {
+        let polling: Vec<u32> = holders.iter().map(|o| o.pid).filter(|p| pollers.is_some_and(|s| s.contains(p))).collect();
+        let sole = match polling[..] {
+            [pid] => Some(pid),
+            _ => None,
+        };
         let mut by_age: Vec<&Owner> = holders.iter().collect();
-        by_age.sort_by_cached_key(|o| (self.is_service_manager(o.pid), self.start_time(o.pid), o.pid));
+        by_age.sort_by_cached_key(|o| (self.is_service_manager(o.pid), sole != Some(o.pid), self.start_time(o.pid), o.pid));
         by_age.into_iter().find_map(|o| self.describe(o))
     }
 
@@ -480,14 +494,17 @@ impl ProcFs {
 
     /// The identity of each listener socket in `wanted`: from the process
     /// that called `listen()` (`known`, when qtrace saw the call and the
-    /// process is still there), else from the processes holding it, found by
-    /// one walk of every process's descriptors.
+    /// process is still there) if it waits for the socket in epoll itself,
+    /// else from the processes holding it, found by one walk of every
+    /// process's descriptors ([`Self::of_holders`]).
     pub(crate) fn resolve(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
         let mut out = BTreeMap::new();
         for &ino in wanted {
             // A service manager called `listen()` for a socket unit: the
-            // service it starts holds the socket too.
-            let caller = known.get(&ino).filter(|o| !self.is_service_manager(o.pid));
+            // service it starts holds the socket too. A caller that does
+            // not poll the socket may have handed it to workers that do
+            // (nginx's master opens every worker's `reuseport` listener).
+            let caller = known.get(&ino).filter(|o| !self.is_service_manager(o.pid) && procs::polls(&self.root, o.pid, ino));
             if let Some(id) = caller.and_then(|o| self.describe(o)) {
                 out.insert(ino, id);
             }
@@ -499,7 +516,8 @@ impl ProcFs {
         let found = procs::owners(&rest);
         for ino in rest {
             let holders = found.by_inode.get(&ino).map(Vec::as_slice).unwrap_or_default();
-            out.insert(ino, self.of_holders(holders).unwrap_or_else(|| not_found(found.unreadable)));
+            let id = self.of_holders(holders, found.polled_by.get(&ino));
+            out.insert(ino, id.unwrap_or_else(|| not_found(found.unreadable)));
         }
         out
     }
@@ -736,6 +754,19 @@ mod tests {
             }
             dir
         }
+
+        /// Process `pid` waits for socket `ino` in an epoll instance.
+        fn polls(&self, pid: u32, ino: u64) {
+            let dir = self.0.join(pid.to_string());
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            std::fs::create_dir_all(dir.join("fdinfo")).unwrap();
+            std::os::unix::fs::symlink("anon_inode:[eventpoll]", dir.join("fd/8")).unwrap();
+            std::fs::write(
+                dir.join("fdinfo/8"),
+                format!("pos:\t0\ntfd:        4 events:     2019 data:     0  pos:0 ino:{ino:x} sdev:9\n"),
+            )
+            .unwrap();
+        }
     }
 
     impl Drop for FakeProc {
@@ -857,7 +888,7 @@ mod tests {
         fake.process(200, 100, Some("/usr/sbin/nginx"), USERNS);
         fake.process(100, 900, Some("/usr/sbin/nginx"), USERNS);
         let procfs = ProcFs::at(&fake.0, USERNS);
-        let pid = |holders: &[u32]| procfs.of_holders(&holders.iter().map(|&p| holder(p)).collect::<Vec<_>>()).and_then(|id| id.pid);
+        let pid = |holders: &[u32]| procfs.of_holders(&holders.iter().map(|&p| holder(p)).collect::<Vec<_>>(), None).and_then(|id| id.pid);
         assert_eq!(pid(&[300, 200, 100]), Some(200), "by start time, not pid");
         assert_eq!(pid(&[300, 100]), Some(100), "ties by pid");
         assert_eq!(pid(&[7, 300]), Some(300), "one that is gone (no start time, no directory) is passed over");
@@ -870,9 +901,33 @@ mod tests {
         assert_eq!(pid(&[1, 400, 300]), Some(300), "the service, not its manager");
         assert_eq!(pid(&[1, 400]), Some(1), "a manager when nothing else holds it");
         let resolve = |caller: u32| procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::from([(u64::MAX, holder(caller))]));
-        assert_eq!(resolve(300)[&u64::MAX].pid, Some(300), "the process that called listen()");
+        fake.polls(300, u64::MAX);
+        assert_eq!(resolve(300)[&u64::MAX].pid, Some(300), "the process that called listen() and polls it");
         assert_ne!(resolve(1)[&u64::MAX].pid, Some(1), "but not a manager that did");
         assert!(not_found(3).unknown.unwrap().contains("3 processes' descriptors could not be read"));
+    }
+
+    /// nginx with `reuseport`: the master and both workers hold each
+    /// listener, each worker polls only its own, and each listener is
+    /// named after its worker; one every worker polls is the master's.
+    #[test]
+    fn the_one_holder_polling_a_listener_owns_it() {
+        let fake = FakeProc::new("pollers");
+        for (pid, start) in [(100, 10), (101, 20), (102, 20)] {
+            fake.process(pid, start, Some("/usr/sbin/nginx"), USERNS);
+        }
+        let procfs = ProcFs::at(&fake.0, USERNS);
+        let holders = [holder(100), holder(101), holder(102)];
+        let pid = |pollers: &[u32]| procfs.of_holders(&holders, Some(&pollers.iter().copied().collect())).and_then(|id| id.pid);
+        assert_eq!(pid(&[102]), Some(102), "the worker that accepts from it");
+        assert_eq!(pid(&[101, 102]), Some(100), "shared by the workers: the master");
+        assert_eq!(pid(&[]), Some(100), "nobody polls it (blocking accept()): the eldest");
+        assert_eq!(pid(&[7]), Some(100), "a poller that does not hold it does not count");
+        // The master called listen() but does not poll: it is not taken
+        // on its word (the walk of the real /proc finds no holder here).
+        let ino = u64::MAX - 1;
+        let by_caller = procfs.resolve(&BTreeSet::from([ino]), &BTreeMap::from([(ino, holder(100))]));
+        assert_eq!(by_caller[&ino].pid, None);
     }
 
     #[test]

@@ -37,9 +37,9 @@ pub(crate) fn survey(namespaces: &mut Namespaces) -> (Survey, usize) {
     let listeners = namespaces.listeners();
     let requests = namespaces.requests();
     let inodes: BTreeSet<u64> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
-    let procs::Owners { by_inode: owners, unreadable } = procs::owners(&inodes);
+    let procs::Owners { by_inode: owners, polled_by, unreadable } = procs::owners(&inodes);
     let procfs = identity::ProcFs::host();
-    let of = |ino: &u64| owners.get(ino).and_then(|holders| procfs.of_holders(holders)).unwrap_or_else(|| identity::not_found(unreadable));
+    let of = |ino: &u64| owners.get(ino).and_then(|holders| procfs.of_holders(holders, polled_by.get(ino))).unwrap_or_else(|| identity::not_found(unreadable));
     let names = netns::names();
     let netns_of: BTreeMap<u64, u32> =
         listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| (u64::from(l.inode), ns.netns))).collect();

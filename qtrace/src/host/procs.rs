@@ -2,7 +2,8 @@
 //! `socket:[INODE]`, the inode sock_diag reports. Without privileges only
 //! the caller's own processes are visible; the rest stay unknown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -46,11 +47,53 @@ pub(crate) fn socket_of(pid: u32, fd: u32) -> Option<(u64, Owner)> {
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
     pub by_inode: BTreeMap<u64, Vec<Owner>>,
+    /// The processes that wait for each socket in an epoll instance: the
+    /// ones that accept from it, where several hold it.
+    pub polled_by: BTreeMap<u64, BTreeSet<u32>>,
     pub unreadable: usize,
 }
 
+/// The inodes of the files an epoll instance watches, from its
+/// `/proc/PID/fdinfo/FD` text (`ep_show_fdinfo` in fs/eventpoll.c prints a
+/// `tfd: FD events: MASK data: DATA pos:POS ino:HEX sdev:HEX` line per
+/// watched file).
+pub(crate) fn epoll_targets(fdinfo: &str) -> impl Iterator<Item = u64> + '_ {
+    fdinfo.lines().filter(|l| l.starts_with("tfd:")).filter_map(|l| {
+        let hex = l.split_whitespace().find_map(|f| f.strip_prefix("ino:"))?;
+        u64::from_str_radix(hex, 16).ok()
+    })
+}
+
+/// Whether process `pid` of the `/proc` at `root` watches socket `ino` in
+/// one of its epoll instances (`/proc/PID/fd` links
+/// `anon_inode:[eventpoll]`).
+pub(crate) fn polls(root: &Path, pid: u32, ino: u64) -> bool {
+    let dir = root.join(pid.to_string());
+    let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == EVENTPOLL) && epoll_watches(&dir, &fd.file_name(), |i| i == ino)
+    })
+}
+
+const EVENTPOLL: &str = "anon_inode:[eventpoll]";
+
+/// Whether the epoll instance at descriptor `fd` of the process at `dir`
+/// watches a file `wanted` accepts.
+fn epoll_watches(dir: &Path, fd: &std::ffi::OsStr, mut wanted: impl FnMut(u64) -> bool) -> bool {
+    // Bounded: an instance watching many thousand files is one connection
+    // server's, and a listener is among its first registrations.
+    let mut text = String::new();
+    let read = std::fs::File::open(dir.join("fdinfo").join(fd)).and_then(|f| f.take(FDINFO_MAX).read_to_string(&mut text));
+    read.is_ok() && epoll_targets(&text).any(&mut wanted)
+}
+
+/// Enough of an epoll instance's fdinfo for about 8,000 watched files.
+const FDINFO_MAX: u64 = 1 << 20;
+
 /// Every process holding each socket inode in `wanted`, by inode.
-pub(crate) fn owners(wanted: &std::collections::BTreeSet<u64>) -> Owners {
+pub(crate) fn owners(wanted: &BTreeSet<u64>) -> Owners {
     let mut out = Owners::default();
     if wanted.is_empty() {
         return out;
@@ -81,6 +124,16 @@ pub(crate) fn owners(wanted: &std::collections::BTreeSet<u64>) -> Owners {
                 }
                 Err(_) => continue,
             };
+            if link.as_os_str() == EVENTPOLL {
+                let dir = Path::new("/proc").join(pid.to_string());
+                epoll_watches(&dir, &fd.file_name(), |ino| {
+                    if wanted.contains(&ino) {
+                        out.polled_by.entry(ino).or_default().insert(pid);
+                    }
+                    false
+                });
+                continue;
+            }
             let Some(ino) = link.to_str().and_then(socket_inode) else {
                 continue;
             };
@@ -106,6 +159,18 @@ mod tests {
         assert_eq!(socket_inode("pipe:[4242]"), None);
         assert_eq!(socket_inode("socket:[x]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn epoll_fdinfo() {
+        // Two listeners and a socketpair, as an nginx worker's instance
+        // shows them (6.18); an older kernel's lines without `ino:`.
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1057\n\
+            tfd:        4 events:     2019 data:     562c82d86e90  pos:0 ino:9d7163 sdev:9\n\
+            tfd:        9 events: 80000019 data:     562c4f297340  pos:0 ino:40e sdev:10\n\
+            tfd:        7 events:       19 data:     562c82d86f80\n";
+        assert_eq!(epoll_targets(text).collect::<Vec<_>>(), [0x9d7163, 0x40e]);
+        assert_eq!(epoll_targets("tfd: 1 ino:zz\n").count(), 0);
     }
 
     #[test]
