@@ -13,7 +13,7 @@ use crate::process::{output, status};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages qtrace's tests use at run time.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux", "man-db"];
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux", "man-db", "nginx"];
 /// Debian packages the benchmarks compare against.
 pub(crate) const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.

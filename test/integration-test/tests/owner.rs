@@ -386,3 +386,145 @@ impl Drop for KillOnDrop {
         unsafe { libc::kill(self.0, libc::SIGKILL) };
     }
 }
+
+/// Debian's nginx, where the package puts it (`cargo xtask test`
+/// installs it).
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// An nginx master with two workers in `ns`, each worker with its own
+/// `reuseport` listener on `a` (backlog 4), run as user `nobody`, its
+/// files in a scratch directory; stopped and removed on drop.
+struct Nginx {
+    dir: PathBuf,
+    master: i32,
+    workers: Vec<i32>,
+}
+
+impl Nginx {
+    fn start(ns: &NetNs, a: SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!("qtrace-nginx-{}-{}", std::process::id(), a.port()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let d = dir.display();
+        let temps: String =
+            ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].iter().map(|t| format!("{t}_temp_path {d}/{t};\n")).collect();
+        let conf = format!(
+            "user nobody nogroup;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n{temps} server {{ listen {a} reuseport backlog=4; return 200 \"ok\\n\"; }}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        let conf = dir.join("nginx.conf");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, NGINX, "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap_or_else(|e| panic!("{NGINX} (Debian package nginx): {e}"));
+        assert!(out.status.success(), "nginx did not start: {}", String::from_utf8_lossy(&out.stderr));
+        // The master writes its pid once it has daemonized; its children
+        // are the workers, each registering its own listener as it starts.
+        let master = until(Duration::from_secs(10), || std::fs::read_to_string(dir.join("nginx.pid")).ok()?.trim().parse::<i32>().ok());
+        let master = master.unwrap_or_else(|| panic!("no nginx pid file in {d}"));
+        let mut nginx = Self { dir, master, workers: Vec::new() };
+        let children = format!("/proc/{master}/task/{master}/children");
+        let workers = until(Duration::from_secs(10), || {
+            let pids: Vec<i32> = std::fs::read_to_string(&children).ok()?.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            (pids.len() == 2).then_some(pids)
+        });
+        nginx.workers = workers.unwrap_or_else(|| panic!("nginx {master} did not start two workers"));
+        // Let both workers reach their event loops.
+        std::thread::sleep(Duration::from_millis(500));
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; these are nginx's
+        // processes, started above (a stopped worker dies of SIGKILL too).
+        unsafe {
+            for &w in &self.workers {
+                libc::kill(w, libc::SIGKILL);
+            }
+            libc::kill(self.master, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What `f` gives once it gives something, trying every 100 ms for `limit`.
+fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match f() {
+            None if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            found => return found,
+        }
+    }
+}
+
+/// The `qtrace_listener_info` samples for `port` in namespace `netns`, each
+/// as its label text (`netns="…",port="…",pid="…",…`).
+fn listener_info(metrics: &str, netns: u64, port: u16) -> Vec<String> {
+    let (n, p) = (format!("netns=\"{netns}\""), format!("port=\"{port}\""));
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("qtrace_listener_info{")?.split_once("} ").filter(|(_, v)| v.trim() == "1"))
+        .map(|(labels, _)| labels.to_owned())
+        .filter(|labels| labels.split(',').any(|l| l == n) && labels.split(',').any(|l| l == p))
+        .collect()
+}
+
+/// The issue's incident: an nginx whose one worker stalls (SIGSTOP) under
+/// load. Its own `reuseport` listener overflows while the other worker
+/// serves. The `summary` for port 8080 names nginx and each listener's own
+/// worker (which the test knows as the master's children), not the master
+/// that opened them; `qtrace_listener_info` names both workers; the
+/// drops equal the namespace's `ListenDrops`.
+#[test]
+fn a_stalled_nginx_worker_is_named_with_its_own_listener() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = 8080;
+    let a = addr("127.0.0.1", p);
+    let nginx = Nginx::start(&ns, a);
+    let q = Qtrace::watch(&["--port", "8080", "--netns", &ns.name, "--json", "--interval", "0.2", "--metrics-addr", "127.0.0.1:0"]);
+    let before = ns.counters();
+    // SAFETY: kill has no memory preconditions; nginx's own worker.
+    assert_eq!(unsafe { libc::kill(nginx.workers[0], libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(600));
+    let load: Vec<Socket> = ns.run(|| (0..60).map(|_| connect_nonblocking(a)).collect());
+    // Long enough for the dropped SYNs' first retransmission (1 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    ns.block(p, true);
+    let listen_drops = settle(Duration::from_millis(600), || ns.counters()).delta(&before, "ListenDrops");
+    let (_, _, metrics) = http_get(&q.metrics_addr(), "/metrics", None);
+    let done = q.stop(libc::SIGTERM);
+    drop(load);
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    assert!(listen_drops >= 3, "the stalled worker's listener overflowed (ListenDrops +{listen_drops})");
+    if done.counted_is_upper_bound() {
+        unsupported("owner", "exact totals", "counted drops are an upper bound on this kernel");
+        assert!(done.drops(p) >= listen_drops);
+    } else {
+        assert_eq!(done.drops(p), listen_drops, "qtrace's drops vs ListenDrops delta");
+    }
+    let summary = done.summary(p).expect("a summary for port 8080");
+    let owner = &summary["owner"];
+    assert_eq!((owner["comm"].as_str(), owner["exe"].as_str()), (Some("nginx"), Some(NGINX)), "names nginx: {summary}");
+    assert_eq!(owner["user"], "nobody", "the workers' user, as nginx.conf says: {owner}");
+    let mut owners: Vec<i64> = summary["owners"].as_array().expect("owners").iter().filter_map(|o| o["pid"].as_i64()).collect();
+    owners.sort_unstable();
+    let mut workers: Vec<i64> = nginx.workers.iter().map(|&w| i64::from(w)).collect();
+    workers.sort_unstable();
+    assert_eq!(owners, workers, "each listener's own worker, not the master {}: {summary}", nginx.master);
+    for e in done.of_type("event").filter(|e| e["local_port"] == p) {
+        assert_eq!(e["owner"]["comm"], "nginx", "{e}");
+    }
+    let info = listener_info(&metrics, ns.inode(), p);
+    for w in &nginx.workers {
+        let named = info.iter().any(|l| l.split(',').any(|f| f == format!("pid=\"{w}\"")) && l.contains("comm=\"nginx\""));
+        assert!(named, "qtrace_listener_info names worker {w}: {info:?}");
+    }
+    assert_eq!(info.len(), 2, "one series per worker: {info:?}");
+}
