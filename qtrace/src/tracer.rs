@@ -72,6 +72,8 @@ pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
     pub listeners: Vec<NsListeners>,
     /// Who each watched listener belongs to.
     pub owners: ListenerOwners,
+    /// Whether owners are resolved at all (`--no-owner` turns it off).
+    pub identify: bool,
     /// Forget ports whose listeners have been gone this long (`None`: keep
     /// every port that dropped until the end).
     pub expire_after: Option<Duration>,
@@ -142,6 +144,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             backlogs: RequestedBacklogs::default(),
             listeners,
             owners: ListenerOwners::default(),
+            identify: true,
             expire_after: None,
             ports: filter.ports.clone(),
             boot_offset: system::boot_offset_ns(),
@@ -202,7 +205,9 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         self.agg.forget_idle();
         let expired = self.expire();
         let listens = self.match_listen_calls();
-        self.identify_listeners();
+        if self.identify {
+            self.identify_listeners();
+        }
         Ok(PollReport { lost, counted, listens, expired })
     }
 

@@ -235,6 +235,11 @@ pub struct WatchArgs {
     #[arg(long)]
     pub all: bool,
 
+    /// Do not name listeners' owners: no `owner` in records, no
+    /// `qtrace_listener_info`, no reading other processes' /proc.
+    #[arg(long)]
+    pub no_owner: bool,
+
     /// Plain periodic tables even on a terminal (the default there is the
     /// full-screen live view).
     #[arg(long, conflicts_with = "json")]
@@ -334,7 +339,7 @@ pub(crate) fn start_record(attachment: Option<&Attachment>, namespaces: &Namespa
     Start {
         tier: attachment.map(|a| a.tier),
         refused: attachment.map(|a| a.refused.clone()).unwrap_or_default(),
-        limits: attachment.map(|a| a.limits.iter().map(LimitRecord::from).collect()).unwrap_or_default(),
+        limits: attachment.map(|a| a.limits.iter()).into_iter().flatten().chain(&system::owner_limit()).map(LimitRecord::from).collect(),
         max_event_rate: attachment.and_then(|a| a.max_event_rate),
         namespaces: namespaces.count(),
         unreachable_namespaces: namespaces

@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::tui::Tui;
 use super::{Resolved, UsageError, WatchArgs};
+use crate::kernel::limits::Limit;
 use crate::metrics::{self, Snapshot};
 use crate::model::ports::PortSet;
 use crate::model::record::Start;
@@ -106,13 +107,24 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     let out = Out::new(args.output.clone())?;
     let metrics_listener = args.metrics_addr.map(bind_metrics).transpose()?;
-    let mut tracer = Tracer::start(args.hooks, &crate::kernel::probe::Filter { netns, ports: ports.clone(), max_event_rate: args.max_event_rate.0 }, namespaces)?;
+    let mut tracer = Tracer::start(
+        args.hooks,
+        &crate::kernel::probe::Filter { netns, ports: ports.clone(), max_event_rate: args.max_event_rate.0 },
+        namespaces,
+    )?;
     tracer.expire_after = args.expire.0;
+    tracer.identify = !args.no_owner;
     let metrics = metrics_listener.map(|l| MetricsServer::serve(l, &tracer.attachment.tier.to_string()));
-    let start = Start {
+    let mut start = Start {
         metrics_addr: metrics.as_ref().and_then(|m| m.addr).map(|a| a.to_string()),
         ..super::start_record(Some(&tracer.attachment), &tracer.host)
     };
+    if args.no_owner {
+        // Nothing is partial of what is not done.
+        let partial = Limit::OwnersPartial(String::new()).id();
+        start.limits.retain(|l| l.id != partial);
+        start.limits.push((&Limit::OwnersOff).into());
+    }
     let what = describe(&ports, &args);
     let (banner, attached) = demo.map(|d| (d.banner, d.attached)).unzip();
     if let Some(attached) = attached {

@@ -504,7 +504,10 @@ impl ProcFs {
             // service it starts holds the socket too. A caller that does
             // not poll the socket may have handed it to workers that do
             // (nginx's master opens every worker's `reuseport` listener).
-            let caller = known.get(&ino).filter(|o| !self.is_service_manager(o.pid) && procs::polls(&self.root, o.pid, ino));
+            // One whose descriptors qtrace may not read is taken on the
+            // kernel's word: a walk would not find it either.
+            let polls = |o: &Owner| procs::polls(&self.root, o.pid, ino) != Some(false);
+            let caller = known.get(&ino).filter(|o| !self.is_service_manager(o.pid) && polls(o));
             if let Some(id) = caller.and_then(|o| self.describe(o)) {
                 out.insert(ino, id);
             }
@@ -924,10 +927,16 @@ mod tests {
         assert_eq!(pid(&[]), Some(100), "nobody polls it (blocking accept()): the eldest");
         assert_eq!(pid(&[7]), Some(100), "a poller that does not hold it does not count");
         // The master called listen() but does not poll: it is not taken
-        // on its word (the walk of the real /proc finds no holder here).
+        // on its word (the walk of the real /proc finds no holder here)...
+        std::fs::create_dir_all(fake.0.join("100/fd")).unwrap();
         let ino = u64::MAX - 1;
         let by_caller = procfs.resolve(&BTreeSet::from([ino]), &BTreeMap::from([(ino, holder(100))]));
         assert_eq!(by_caller[&ino].pid, None);
+        // ...unless its descriptors cannot be read: then nothing says it
+        // handed the socket on.
+        std::fs::remove_dir(fake.0.join("100/fd")).unwrap();
+        let by_caller = procfs.resolve(&BTreeSet::from([ino]), &BTreeMap::from([(ino, holder(100))]));
+        assert_eq!(by_caller[&ino].pid, Some(100));
     }
 
     #[test]

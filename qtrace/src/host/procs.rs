@@ -66,15 +66,19 @@ pub(crate) fn epoll_targets(fdinfo: &str) -> impl Iterator<Item = u64> + '_ {
 
 /// Whether process `pid` of the `/proc` at `root` watches socket `ino` in
 /// one of its epoll instances (`/proc/PID/fd` links
-/// `anon_inode:[eventpoll]`).
-pub(crate) fn polls(root: &Path, pid: u32, ino: u64) -> bool {
+/// `anon_inode:[eventpoll]`); `None` when its descriptors cannot be read
+/// (another user's, without CAP_SYS_PTRACE) or it is gone.
+pub(crate) fn polls(root: &Path, pid: u32, ino: u64) -> Option<bool> {
     let dir = root.join(pid.to_string());
-    let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == EVENTPOLL) && epoll_watches(&dir, &fd.file_name(), |i| i == ino)
-    })
+    let mut found = false;
+    for fd in std::fs::read_dir(dir.join("fd")).ok()?.flatten() {
+        let link = std::fs::read_link(fd.path());
+        if link.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+            return None;
+        }
+        found |= link.is_ok_and(|l| l.as_os_str() == EVENTPOLL) && epoll_watches(&dir, &fd.file_name(), |i| i == ino);
+    }
+    Some(found)
 }
 
 const EVENTPOLL: &str = "anon_inode:[eventpoll]";

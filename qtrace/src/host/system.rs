@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::kernel::limits::Limit;
+
 /// The kernel release (`uname -r`), or `unknown`.
 pub(crate) fn kernel_release() -> String {
     // SAFETY: uname(2) fills a zeroed struct we own; the release is a
@@ -20,6 +22,26 @@ pub(crate) fn kernel_release() -> String {
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Capabilities naming other users' processes takes: CAP_SYS_PTRACE to
+/// read their `/proc/PID/fd` links and `exe`, CAP_DAC_READ_SEARCH to list
+/// their `fd` directories (`proc_fd_permission`, `proc_fd_link` in
+/// fs/proc).
+const OWNER_CAPS: [(u32, &str); 2] = [(19, "CAP_SYS_PTRACE"), (2, "CAP_DAC_READ_SEARCH")];
+
+/// What qtrace cannot name of other users' listeners, from its effective
+/// capabilities (`CapEff:` in `/proc/self/status`); `None` when it can.
+pub(crate) fn owner_limit() -> Option<Limit> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    missing_owner_caps(&status).map(Limit::OwnersPartial)
+}
+
+fn missing_owner_caps(status: &str) -> Option<String> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let eff = u64::from_str_radix(hex, 16).ok()?;
+    let missing: Vec<&str> = OWNER_CAPS.iter().filter(|(bit, _)| eff & (1 << bit) == 0).map(|(_, name)| *name).collect();
+    (!missing.is_empty()).then(|| format!("without {}", missing.join(" and ")))
 }
 
 /// Whether the kernel publishes its BTF (every tier needs it).
@@ -42,4 +64,18 @@ pub(crate) fn realtime_ns() -> i128 {
 /// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, in nanoseconds.
 pub(crate) fn boot_offset_ns() -> i128 {
     clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_capabilities() {
+        assert_eq!(missing_owner_caps("Name:\tq\nCapEff:\t000001ffffffffff\n"), None, "root's full set");
+        assert_eq!(missing_owner_caps("CapEff:\t0000000000000000\n").as_deref(), Some("without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"));
+        assert_eq!(missing_owner_caps("CapEff:\t0000000000080000\n").as_deref(), Some("without CAP_DAC_READ_SEARCH"));
+        assert_eq!(missing_owner_caps("CapEff:\t0000000000000004\n").as_deref(), Some("without CAP_SYS_PTRACE"));
+        assert_eq!(missing_owner_caps("no such line"), None);
+    }
 }

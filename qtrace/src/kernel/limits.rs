@@ -1,6 +1,7 @@
-//! What an attached tier cannot see on this kernel, and why each better
-//! tier was refused: typed, with a stable id for JSON (the `start` record)
-//! and a sentence for people (stderr, doctor's report).
+//! What an attached tier cannot see on this kernel, why each better tier
+//! was refused, and which listeners' owners the host will not let qtrace
+//! name: typed, with a stable id for JSON (the `start` record) and a
+//! sentence for people (stderr, doctor's report).
 
 use std::fmt;
 
@@ -36,6 +37,11 @@ pub enum Limit {
     ClosedListenersMissing(String),
     /// The `listen(2)` recorders could not attach.
     ListenCallsMissing(String),
+    /// qtrace lacks the capabilities that name other users' processes
+    /// (which ones, in the reason).
+    OwnersPartial(String),
+    /// Owners are not resolved at all (`--no-owner`).
+    OwnersOff,
 }
 
 impl Limit {
@@ -47,14 +53,19 @@ impl Limit {
             Limit::CountedUpperBound => "counted_upper_bound",
             Limit::ClosedListenersMissing(_) => "closed_listeners_missing",
             Limit::ListenCallsMissing(_) => "listen_calls_missing",
+            Limit::OwnersPartial(_) => "owners_partial",
+            Limit::OwnersOff => "owners_off",
         }
     }
 
     /// The kernel's reason, where there is one.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Limit::AckDetailMissing(why) | Limit::ClosedListenersMissing(why) | Limit::ListenCallsMissing(why) => Some(why),
-            Limit::SynStageCounted | Limit::CountedUpperBound => None,
+            Limit::AckDetailMissing(why)
+            | Limit::ClosedListenersMissing(why)
+            | Limit::ListenCallsMissing(why)
+            | Limit::OwnersPartial(why) => Some(why),
+            Limit::SynStageCounted | Limit::CountedUpperBound | Limit::OwnersOff => None,
         }
     }
 }
@@ -67,6 +78,8 @@ impl fmt::Display for Limit {
             Limit::CountedUpperBound => f.write_str("on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound"),
             Limit::ClosedListenersMissing(why) => write!(f, "listeners' final drop counters are not recorded as they close ({why}): drops in a listener's last second may be missing"),
             Limit::ListenCallsMissing(why) => write!(f, "requested backlogs are not recorded ({why}): a clamp by somaxconn can only be inferred"),
+            Limit::OwnersPartial(why) => write!(f, "{why}: a listener held only by other users' processes has no owner (reading another user's /proc/PID/fd takes CAP_SYS_PTRACE, and listing it CAP_DAC_READ_SEARCH); its records say so in owner.unknown"),
+            Limit::OwnersOff => f.write_str("listeners' owners are not named (--no-owner): records carry no owner and the metrics no qtrace_listener_info"),
         }
     }
 }

@@ -528,3 +528,68 @@ fn a_stalled_nginx_worker_is_named_with_its_own_listener() {
     }
     assert_eq!(info.len(), 2, "one series per worker: {info:?}");
 }
+
+/// The server's side as user `nobody` (uid and gid 65534): it drops root
+/// before it waits, then listens as [`serve`] does.
+fn serve_as_nobody(go: i32, ready: i32, to: &SockAddr, name: &CString) -> ! {
+    // SAFETY: async-signal-safe calls only, in the forked child.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+            libc::_exit(3);
+        }
+    }
+    serve(go, ready, to, name)
+}
+
+const NOBODY: u32 = 65534;
+
+/// qtrace without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (root otherwise,
+/// as a locked-down DaemonSet might run it) and two servers of user
+/// `nobody`: one listening before qtrace starts, one after (whose
+/// `listen()` the kernel reports, but whose descriptor qtrace may not read
+/// to find the socket). The `start` record says at once which owners it
+/// cannot name and why, and both servers' records name no process rather
+/// than a wrong one, and say why. The oracle is the capabilities the test
+/// dropped and the users it gave the servers.
+#[test]
+fn without_ptrace_an_owner_says_what_is_missing() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let (p1, p2) = (port(), port());
+    let (a1, a2) = (addr("127.0.0.1", p1), addr("127.0.0.1", p2));
+    let (early, late) = (Server::fork_running(&ns, a1, serve_as_nobody), Server::fork_running(&ns, a2, serve_as_nobody));
+    early.listen();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set=-sys_ptrace,-dac_read_search", "--inh-caps=-sys_ptrace,-dac_read_search", "--"]);
+    cmd.arg(common::bin()).args([
+        "watch",
+        "--json",
+        "--interval",
+        "0.2",
+        "--netns",
+        &ns.name,
+        "--port",
+        &p1.to_string(),
+        "--port",
+        &p2.to_string(),
+    ]);
+    let q = Qtrace::command(cmd);
+    late.listen();
+    std::thread::sleep(Duration::from_millis(1000));
+    let clients: Vec<Socket> = ns.run(|| [a1, a2].iter().flat_map(|&a| (0..12).map(move |_| connect_nonblocking(a))).collect());
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.block(p1, true);
+    ns.block(p2, true);
+    let done = q.stop(libc::SIGTERM);
+    drop(clients);
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    let limit = done.limit("owners_partial").expect("the start record says owners are partial");
+    assert_eq!(limit["reason"], "without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH", "{limit}");
+    for (p, which) in [(p1, "early"), (p2, "late")] {
+        let owner = &done.summary(p).unwrap_or_else(|| panic!("a summary for the {which} server"))["owner"];
+        assert!(owner.get("pid").is_none() && owner.get("comm").is_none(), "{which}: no process rather than a wrong one: {owner}");
+        let why = owner["unknown"].as_str().unwrap_or_default();
+        assert!(why.contains("descriptors could not be read"), "{which}: says why: {owner}");
+        assert_eq!(owner["netns_name"], ns.name.as_str(), "{which}: what needs no privilege is still given: {owner}");
+    }
+}

@@ -91,6 +91,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         json: false,
         hooks: args.hooks,
         all: true,
+        no_owner: false,
         plain: args.plain,
         output: None,
         metrics_addr: None,
