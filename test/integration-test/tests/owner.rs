@@ -440,13 +440,15 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // The master first: it would start a new worker for each one
+        // that dies while it lives.
         // SAFETY: kill has no memory preconditions; these are nginx's
         // processes, started above (a stopped worker dies of SIGKILL too).
         unsafe {
+            libc::kill(self.master, libc::SIGKILL);
             for &w in &self.workers {
                 libc::kill(w, libc::SIGKILL);
             }
-            libc::kill(self.master, libc::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
