@@ -29,7 +29,7 @@ pub(super) struct Running {
     /// Exec to attached: qtrace's start record, the other tracers' ready line.
     pub ready: Duration,
     /// stdout, collected by a thread (qtrace's NDJSON), when asked for.
-    stdout: Option<JoinHandle<(Vec<String>, u64)>>,
+    stdout: Option<JoinHandle<(Vec<String>, u64, u64)>>,
     reaped: bool,
 }
 
@@ -50,6 +50,8 @@ pub(super) struct Usage {
     pub lines: Vec<String>,
     /// NDJSON event lines on stdout (counted, not kept).
     pub events: u64,
+    /// Their bytes, newlines included.
+    pub event_bytes: u64,
 }
 
 /// The stdout line by which a tracer says it is attached.
@@ -71,10 +73,14 @@ fn is_start_record(line: &str) -> bool {
 /// Reads `stream` to its end in a thread, sending the moment of the first
 /// line `ready` accepts (when given); returns the lines other than NDJSON
 /// events (kept when `keep`) and the number of events.
-fn reader(stream: impl Read + Send + 'static, ready: Option<(Ready, mpsc::Sender<Instant>)>, keep: bool) -> JoinHandle<(Vec<String>, u64)> {
+fn reader(
+    stream: impl Read + Send + 'static,
+    ready: Option<(Ready, mpsc::Sender<Instant>)>,
+    keep: bool,
+) -> JoinHandle<(Vec<String>, u64, u64)> {
     std::thread::spawn(move || {
         let mut ready = ready;
-        let (mut kept, mut events) = (Vec::new(), 0);
+        let (mut kept, mut events, mut bytes) = (Vec::new(), 0, 0);
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if ready.as_ref().is_some_and(|(r, _)| r.accepts(&line)) {
                 if let Some((_, tx)) = ready.take() {
@@ -83,11 +89,12 @@ fn reader(stream: impl Read + Send + 'static, ready: Option<(Ready, mpsc::Sender
             }
             if line.starts_with(r#"{"type":"event""#) {
                 events += 1;
+                bytes += line.len() as u64 + 1;
             } else if keep {
                 kept.push(line);
             }
         }
-        (kept, events)
+        (kept, events, bytes)
     })
 }
 
@@ -233,7 +240,7 @@ impl Running {
             bail!("waiting for the tracer: {}", std::io::Error::last_os_error());
         }
         self.reaped = true;
-        let (lines, events) = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        Ok(Usage { peak_rss_kib: ru.ru_maxrss as u64, lines, events })
+        let (lines, events, event_bytes) = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        Ok(Usage { peak_rss_kib: ru.ru_maxrss as u64, lines, events, event_bytes })
     }
 }
