@@ -219,7 +219,12 @@ struct Bundle {
 }
 
 fn parse_bundle(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>, StateError> {
-    let bundle: Bundle = serde_json::from_slice(bytes).map_err(|e| StateError::Json(path.to_owned(), e))?;
+    parse_annotations(bytes).map_err(|e| StateError::Json(path.to_owned(), e))
+}
+
+/// The annotations of an OCI bundle's `config.json` text.
+pub(crate) fn parse_annotations(bytes: &[u8]) -> Result<BTreeMap<String, String>, serde_json::Error> {
+    let bundle: Bundle = serde_json::from_slice(bytes)?;
     Ok(bundle.annotations.unwrap_or_default())
 }
 
