@@ -14,6 +14,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages qtrace's tests use at run time.
 const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux", "man-db"];
+/// Debian packages the owner suite runs real containers with: podman and
+/// containerd (with runc), and busybox-static for their root filesystem.
+pub(crate) const OWNER_TEST_PACKAGES: &[&str] = &["podman", "containerd", "runc", "busybox-static"];
 /// Debian packages the benchmarks compare against.
 pub(crate) const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.
