@@ -9,6 +9,7 @@ use qtrace_common::Config;
 
 use crate::host::identity::{cgroup_path, user_name, Workload};
 use crate::host::ns_state::parse_snmp;
+use crate::host::runtime;
 use crate::host::sock_diag::parse_reply;
 use crate::kernel::btf::Btf;
 use crate::kernel::offsets::{self, TpFormat};
@@ -51,8 +52,11 @@ pub fn kallsyms(data: &[u8]) {
 }
 
 /// What a listener's owner is read from: a `/proc/PID/cgroup` text and
-/// the path it gives, and the same bytes as a workload's `/etc/passwd`
-/// (a container image's file) looked up for the uid the first byte says.
+/// the path it gives, the same bytes as a workload's `/etc/passwd` (a
+/// container image's file) looked up for the uid the first byte says, and
+/// as each container runtime's state file (an OCI bundle's `config.json`
+/// read as containerd's and CRI-O's, c/storage's `containers.json`,
+/// Docker's `config.v2.json`), whose values a workload chooses.
 pub fn proc_identity(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Some(path) = cgroup_path(&text) {
@@ -60,6 +64,12 @@ pub fn proc_identity(data: &[u8]) {
     }
     let _ = Workload::from_cgroup(&text);
     let _ = user_name(&text, data.first().map_or(0, |b| u32::from(*b)));
+    if let Ok(annotations) = runtime::parse_annotations(data) {
+        let _ = runtime::from_containerd(&annotations);
+        let _ = runtime::from_crio(&annotations);
+    }
+    let _ = runtime::parse_podman(data, "4c01db0b339c3b5f2e4b2d6c1a9b6f1f8b6c7d8e9fa0b1c2d3e4f5a6b7c8d9e0");
+    let _ = runtime::parse_docker(data);
 }
 
 /// A ring-buffer record, decoded and written as its NDJSON line.
@@ -95,6 +105,12 @@ mod tests {
         let cgroup = String::from_utf8(seed("proc_identity", "kubepods_cgroup")).unwrap();
         let pod = Workload::from_cgroup(&cgroup_path(&cgroup).expect("a cgroup path"));
         assert!(pod.container_id.is_some() && pod.pod_uid.is_some(), "{pod:?}");
+        let annotations = runtime::parse_annotations(&seed("proc_identity", "bundle_config")).expect("bundle seed");
+        assert!(runtime::from_containerd(&annotations).0.pod_name.is_some() && runtime::from_crio(&annotations).0.image.is_some());
+        let id = "4c01db0b339c3b5f2e4b2d6c1a9b6f1f8b6c7d8e9fa0b1c2d3e4f5a6b7c8d9e0";
+        let podman = runtime::parse_podman(&seed("proc_identity", "podman_containers_json"), id).expect("store seed").expect("listed");
+        assert!(podman.container.image.is_some(), "{podman:?}");
+        assert!(runtime::parse_docker(&seed("proc_identity", "docker_config_v2")).expect("Docker seed").container.pod_name.is_some());
         let k = offsets::kallsyms_ranges(&seed("kallsyms", "kallsyms")[..]);
         assert!(!k.missing.contains(&"tcp_v4_rcv"), "kallsyms seed has tcp_v4_rcv");
     }

@@ -107,11 +107,13 @@ fn main() -> ExitCode {
         Cmd::Build => setup::setup(&[]).and_then(|()| process::build()),
         Cmd::Run { args } => setup::setup(&[]).and_then(|()| process::build()).and_then(|()| process::run_qtrace(args)),
         Cmd::Install { prefix } => setup::setup(&[]).and_then(|()| process::build()).and_then(|()| install::install(&prefix)),
-        Cmd::Test => setup::setup(&[setup::VM_PACKAGES, setup::DEPLOY_TEST_PACKAGES, setup::DIST_PACKAGES].concat())
-            .and_then(|()| setup::python_tools())
-            .and_then(|()| setup::dist_targets())
-            .and_then(|()| setup::fuzz_tools())
-            .and_then(|()| test::test()),
+        Cmd::Test => {
+            setup::setup(&[setup::VM_PACKAGES, setup::DEPLOY_TEST_PACKAGES, setup::OWNER_TEST_PACKAGES, setup::DIST_PACKAGES].concat())
+                .and_then(|()| setup::python_tools())
+                .and_then(|()| setup::dist_targets())
+                .and_then(|()| setup::fuzz_tools())
+                .and_then(|()| test::test())
+        }
         Cmd::Bench { runs, only } => setup::setup(setup::BENCH_PACKAGES).and_then(|()| bench::bench(runs, only)),
         Cmd::VmBench { runs } => setup::setup(setup::VM_PACKAGES).and_then(|()| bench::vm_bench(runs)),
         Cmd::BenchGuest { hooks, only, runs, out } => bench::bench_guest(&hooks, only, runs, out),

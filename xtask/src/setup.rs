@@ -13,7 +13,11 @@ use crate::process::{output, status};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages qtrace's tests use at run time.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux", "man-db", "nginx"];
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "jq", "tmux", "man-db"];
+/// Debian packages the owner suite runs real workloads with: nginx,
+/// podman and containerd (with runc), and busybox-static for the
+/// containers' root filesystem.
+pub(crate) const OWNER_TEST_PACKAGES: &[&str] = &["nginx", "podman", "containerd", "runc", "busybox-static"];
 /// Debian packages the benchmarks compare against.
 pub(crate) const BENCH_PACKAGES: &[&str] = &["bpftrace"];
 /// Debian packages the VM matrix needs.

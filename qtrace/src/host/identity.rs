@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::host::procs::{self, Owner};
+use crate::host::runtime::{Container, Found, RuntimeState, StateError};
 
 /// The identity of a listener's owner: the NDJSON `owner` object
 /// (docs/events.md). Every field is absent when unknown.
@@ -41,6 +42,9 @@ pub struct Identity {
     pub cgroup: Option<String>,
     #[serde(flatten)]
     pub workload: Workload,
+    /// What the container's runtime says of it (`host::runtime`).
+    #[serde(flatten)]
+    pub container: Container,
     /// The name `ip netns` gives the listener's network namespace (its
     /// bind mount under `/run/netns`), where it has one. Container
     /// runtimes' namespaces usually have none: the container names them.
@@ -124,6 +128,11 @@ impl Identity {
             keep_equal(&mut w.container_runtime, &ow.container_runtime);
             keep_equal(&mut w.container_id, &ow.container_id);
             keep_equal(&mut w.pod_uid, &ow.pod_uid);
+            let (c, oc) = (&mut out.container, &o.container);
+            keep_equal(&mut c.container_name, &oc.container_name);
+            keep_equal(&mut c.image, &oc.image);
+            keep_equal(&mut c.pod_name, &oc.pod_name);
+            keep_equal(&mut c.pod_namespace, &oc.pod_namespace);
         }
         if all.len() > 1 {
             out.unknown = Self::why_common(&all);
@@ -283,8 +292,12 @@ fn pod_uid(part: &str, above: Above<'_>) -> Option<String> {
         return None;
     };
     let uid = raw.replace('_', "-");
-    let ok = (32..=36).contains(&uid.len()) && uid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
-    ok.then_some(uid)
+    is_pod_uid(&uid).then_some(uid)
+}
+
+/// Whether `uid` looks like a pod's UID: a UUID, or 32 hex digits.
+fn is_pod_uid(uid: &str) -> bool {
+    (32..=36).contains(&uid.len()) && uid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
 }
 
 /// The name of `uid` in a passwd file's text.
@@ -329,7 +342,7 @@ fn read_in_root(root: &Path, path: &str) -> io::Result<String> {
 /// Opens for reading the file an `O_PATH` descriptor `path` refers to, if
 /// it is a regular file (through `/proc/self/fd`, so the very file that was
 /// checked); anything else is refused without being opened.
-fn reopen_regular(path: &std::os::fd::OwnedFd) -> io::Result<std::fs::File> {
+pub(crate) fn reopen_regular(path: &std::os::fd::OwnedFd) -> io::Result<std::fs::File> {
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     // SAFETY: fstat fills a plain struct for a descriptor we own.
@@ -382,16 +395,21 @@ pub(crate) struct ProcFs {
     /// qtrace's own user namespace (`/proc/self/ns/user`): uids of a
     /// process in another one are not the numbers its `/etc/passwd` uses.
     own_userns: Option<PathBuf>,
+    /// Where container runtimes keep their containers' state.
+    runtimes: RuntimeState,
 }
 
 impl ProcFs {
     pub(crate) fn host() -> Self {
-        Self { root: "/proc".into(), own_userns: std::fs::read_link("/proc/self/ns/user").ok() }
+        Self { root: "/proc".into(), own_userns: std::fs::read_link("/proc/self/ns/user").ok(), runtimes: RuntimeState::host() }
     }
 
+    /// A fake `/proc` at `root`, whose runtimes' state is under
+    /// `root/host` (absent unless a test makes it).
     #[cfg(test)]
     pub(crate) fn at(root: &Path, own_userns: &str) -> Self {
-        Self { root: root.to_owned(), own_userns: Some(own_userns.into()) }
+        let runtimes = RuntimeState::at(&root.join("host"));
+        Self { root: root.to_owned(), own_userns: Some(own_userns.into()), runtimes }
     }
 
     fn dir(&self, pid: u32) -> PathBuf {
@@ -477,6 +495,10 @@ impl ProcFs {
             }
             Err(e) => missing.push(why("cgroup", &e)),
         }
+        if let Some(container) = id.workload.container_id.clone() {
+            let state = self.runtimes.lookup(id.workload.container_runtime, &container);
+            with_state(&mut id, state, &mut missing);
+        }
         id.unknown = (!missing.is_empty()).then(|| missing.join("; "));
         Some(id)
     }
@@ -523,6 +545,25 @@ impl ProcFs {
             out.insert(ino, id.unwrap_or_else(|| not_found(found.unreadable)));
         }
         out
+    }
+}
+
+/// Adds what a container's runtime state says to `id`, or why it could
+/// not be read to `missing`. The runtime whose state has the container
+/// names it when the cgroup path did not; the pod's UID recorded there
+/// fills in for a path without one. The cgroup path wins where both say.
+fn with_state(id: &mut Identity, state: Result<Found, StateError>, missing: &mut Vec<String>) {
+    match state {
+        Ok(found) => {
+            let w = &mut id.workload;
+            w.container_runtime = w.container_runtime.or(found.runtime);
+            if w.pod_uid.is_none() {
+                w.pod_uid = found.pod_uid.filter(|u| is_pod_uid(u));
+            }
+            id.container = found.container;
+            missing.extend(found.notes);
+        }
+        Err(e) => missing.push(e.to_string()),
     }
 }
 
@@ -855,6 +896,7 @@ mod tests {
                 user: Some("srv".into()),
                 cgroup: Some("/system.slice/srv.service".into()),
                 workload: Workload { unit: Some("srv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
+                container: Container::default(),
                 netns_name: None,
                 unknown: None,
                 start: Some(500),
@@ -882,6 +924,33 @@ mod tests {
         std::fs::write(dir.join("root/etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
         let id = ProcFs::at(&fake.0, "user:[4026532999]").describe(&holder(10)).unwrap();
         assert!(id.unknown.unwrap().contains("user: uid 1001 is not in its /etc/passwd"));
+    }
+
+    /// A container's owner gets what its runtime's state says: from
+    /// containerd's bundle when the cgroup path (the kubelet's cgroupfs
+    /// driver) names neither the runtime nor, here, anything it lacks; and
+    /// why not when the state is missing.
+    #[test]
+    fn a_container_is_named_from_its_runtime_state() {
+        let fake = FakeProc::new("container");
+        let dir = fake.process(10, 500, Some("/bin/srv"), USERNS);
+        std::fs::write(dir.join("cgroup"), format!("0::/kubepods/burstable/pod{POD}/{ID}\n")).unwrap();
+        let procfs = ProcFs::at(&fake.0, USERNS);
+        let id = procfs.describe(&holder(10)).unwrap();
+        assert_eq!((id.workload.container_runtime, id.container.clone()), (None, Container::default()));
+        assert_eq!(id.unknown.as_deref(), Some("container state unreadable: not in containerd's, CRI-O's or Docker's state"));
+        let bundle = fake.0.join(format!("host/run/containerd/io.containerd.runtime.v2.task/k8s.io/{ID}"));
+        std::fs::create_dir_all(&bundle).unwrap();
+        let annotations = format!(
+            r#"{{"annotations":{{"io.kubernetes.cri.container-name":"app","io.kubernetes.cri.sandbox-name":"web-0","io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"{ID2}"}}}}"#
+        );
+        std::fs::write(bundle.join("config.json"), annotations).unwrap();
+        let id = procfs.describe(&holder(10)).unwrap();
+        assert_eq!(id.workload.container_runtime, Some(Runtime::Containerd), "where its state was found");
+        assert_eq!(id.workload.pod_uid.as_deref(), Some(POD), "the cgroup path's pod, not the annotation's");
+        let names = (id.container.container_name.as_deref(), id.container.pod_name.as_deref(), id.container.pod_namespace.as_deref());
+        assert_eq!(names, (Some("app"), Some("web-0"), Some("shop")));
+        assert_eq!((id.container.image, id.unknown), (None, None), "no image annotation: unknown, no reason to give");
     }
 
     #[test]

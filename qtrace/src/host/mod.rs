@@ -1,13 +1,15 @@
 //! What the host tells without eBPF: listeners in every network namespace
 //! (`netns`, `sock_diag`), each namespace's sysctls and counters
 //! (`ns_state`), which processes hold a socket (`procs`) and who they are
-//! (`identity`).
+//! (`identity`), and what container runtimes say of their containers
+//! (`runtime`).
 pub mod identity;
 pub mod netns;
 pub(crate) mod ns_find;
 pub(crate) mod ns_plan;
 pub(crate) mod ns_state;
 pub(crate) mod procs;
+pub mod runtime;
 pub(crate) mod sock_diag;
 pub(crate) mod system;
 

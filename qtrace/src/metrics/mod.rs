@@ -6,7 +6,9 @@
 //! that dropped while their listener was gone, until `--expire` takes them
 //! out. Label cardinality therefore follows the listeners that exist. Who
 //! owns a port is one info series per distinct owner, to join on
-//! `netns, port`, rather than more labels on every series.
+//! `netns, port`, rather than more labels on every series; only the
+//! Kubernetes pod and namespace, which a port's network namespace already
+//! determines, label the per-port series too (see [`port_labels`]).
 
 pub(crate) mod server;
 
@@ -80,8 +82,25 @@ struct SnapshotCollector(Shared);
 
 type Labels = Vec<(&'static str, String)>;
 
-fn port_labels(r: &PortRow) -> Labels {
+/// The labels that say which port: `netns` and `port`.
+fn port_key(r: &PortRow) -> Labels {
     vec![("netns", r.netns.to_string()), ("port", r.port.to_string())]
+}
+
+/// A port's series' labels: [`port_key`], and the Kubernetes `pod` and
+/// `namespace` its listeners' owners all name. A pod has a network
+/// namespace of its own, so they are a function of `netns` (in the host's
+/// namespace, several pods with the host network each have their own
+/// port): they never make a port two series at once. Only when all owners
+/// agree, so a port of listeners of different pods, or of one whose owner
+/// is unknown, has neither.
+fn port_labels(r: &PortRow) -> Labels {
+    let mut labels = port_key(r);
+    if let Some(common) = Identity::common(r.owners.iter().map(|o| &**o)) {
+        let c = common.container;
+        labels.extend([("pod", c.pod_name), ("namespace", c.pod_namespace)].into_iter().filter_map(|(name, v)| Some((name, v?))));
+    }
+    labels
 }
 
 /// Per port and kind, the counts `of` gives, only kinds that happened.
@@ -197,15 +216,19 @@ fn encode_owners(enc: &mut DescriptorEncoder, p: &[PortRow]) -> Result<(), std::
     let mut series = BTreeSet::new();
     for r in p {
         for o in r.owners.iter().filter(|o| o.pid.is_some()) {
-            let w = &o.workload;
+            let (w, c) = (&o.workload, &o.container);
             let known = [
                 ("pid", o.pid.map(|p| p.to_string())),
                 ("comm", o.comm.clone()),
                 ("unit", w.unit.clone()),
-                ("container", w.container_id.clone()),
+                ("container", c.container_name.clone()),
+                ("container_id", w.container_id.clone()),
+                ("image", c.image.clone()),
+                ("pod", c.pod_name.clone()),
+                ("namespace", c.pod_namespace.clone()),
                 ("pod_uid", w.pod_uid.clone()),
             ];
-            let mut labels = port_labels(r);
+            let mut labels = port_key(r);
             labels.extend(known.into_iter().filter_map(|(name, v)| Some((name, v?))));
             series.insert(labels);
         }
@@ -256,12 +279,7 @@ fn encode_totals(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
         "Ports with series now (each watched listener's port, and ports whose listener is gone but not yet expired).",
         gauge(p.len() as i64),
     )?;
-    single(
-        enc,
-        "qtrace_expired_ports",
-        "Ports taken out after their listeners had been gone for --expire.",
-        counter(s.expired.ports),
-    )?;
+    single(enc, "qtrace_expired_ports", "Ports taken out after their listeners had been gone for --expire.", counter(s.expired.ports))?;
     single(enc, "qtrace_expired_drops", "Drops of the expired ports, at expiry.", counter(s.expired.drops))?;
     single(enc, "qtrace_watched_namespaces", "Network namespaces whose listeners qtrace reads.", gauge(s.namespaces as i64))?;
     Ok(())
@@ -331,6 +349,7 @@ pub fn to_classic(om: &str) -> String {
 mod tests {
     use super::*;
     use crate::host::identity::{Runtime, Workload};
+    use crate::host::runtime::Container;
     use crate::model::event::Kind;
 
     const CONTAINER: &str = "4c01db0b339c3b5f2e4b2d6c1a9b6f1f8b6c7d8e9fa0b1c2d3e4f5a6b7c8d9e0";
@@ -347,7 +366,13 @@ mod tests {
             pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
             ..Workload::default()
         };
-        Identity { pid: Some(pid), comm: Some("srv".into()), exe: exe.map(Into::into), workload, ..Identity::default() }
+        let container = Container {
+            container_name: Some("app".into()),
+            image: Some("registry.example/app:2".into()),
+            pod_name: Some("web-0".into()),
+            pod_namespace: Some("shop".into()),
+        };
+        Identity { pid: Some(pid), comm: Some("srv".into()), exe: exe.map(Into::into), workload, container, ..Identity::default() }
     }
 
     fn shared() -> Shared {
@@ -377,6 +402,17 @@ mod tests {
                 owners: vec![Arc::new(pod(7, Some("/bin/srv"))), Arc::new(pod(7, None)), Arc::new(Identity::unknown("no process"))],
                 ..Default::default()
             },
+            // A pod's two workers: every per-port series names the pod.
+            PortRow {
+                netns: 4026532999,
+                port: 80,
+                kinds,
+                drops: 3,
+                listener_drops: 3,
+                accept_queue: Some((0, 128)),
+                owners: vec![Arc::new(pod(8, None)), Arc::new(pod(9, None))],
+                ..Default::default()
+            },
         ];
         Arc::new(Mutex::new(Snapshot {
             tier: "tracepoint".into(),
@@ -404,7 +440,7 @@ mod tests {
             "qtrace_events_lost_total 7",
             "qtrace_events_suppressed_total{netns=\"4026531840\",port=\"8080\",kind=\"ack_overflow\"} 1",
             "qtrace_losses_total{reason=\"counter_map_full\"} 0",
-            "qtrace_tracked_ports 2",
+            "qtrace_tracked_ports 3",
             "# TYPE qtrace_listener info",
             "qtrace_listener_info{netns=\"4026531840\",port=\"8080\",pid=\"41\",comm=\"nginx\",unit=\"nginx.service\"} 1",
             "qtrace_listener_info{netns=\"4026531840\",port=\"8080\",pid=\"42\",comm=\"nginx\",unit=\"nginx.service\"} 1",
@@ -416,11 +452,28 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("port=\"9090\",kind"), "kinds that never happened have no series");
-        let pod = format!(
-            "qtrace_listener_info{{netns=\"4026531840\",port=\"9090\",pid=\"7\",comm=\"srv\",container=\"{CONTAINER}\",pod_uid=\"6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b\"}} 1"
-        );
-        assert_eq!(text.matches(&pod).count(), 1, "one series for the gone port's last owner, none for the unknown one\n{text}");
-        assert_eq!(text.matches("qtrace_listener_info{").count(), 3);
+        let owner = |port: u16, pid: u32| {
+            format!(
+                "qtrace_listener_info{{netns=\"{}\",port=\"{port}\",pid=\"{pid}\",comm=\"srv\",container=\"app\",container_id=\"{CONTAINER}\",image=\"registry.example/app:2\",pod=\"web-0\",namespace=\"shop\",pod_uid=\"6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b\"}} 1",
+                if port == 80 { 4026532999u32 } else { 4026531840 }
+            )
+        };
+        assert_eq!(text.matches(&owner(9090, 7)).count(), 1, "one series for the gone port's last owner, none for the unknown one\n{text}");
+        assert_eq!(text.matches("qtrace_listener_info{").count(), 5);
+        // The pod's port: its labels on every per-port series, one series
+        // each still; the info series keep theirs without repeating them.
+        assert!(text.contains(&owner(80, 8)) && text.contains(&owner(80, 9)), "{text}");
+        for series in [
+            "qtrace_drops_total{netns=\"4026532999\",port=\"80\",pod=\"web-0\",namespace=\"shop\"} 3",
+            "qtrace_listener_drops_total{netns=\"4026532999\",port=\"80\",pod=\"web-0\",namespace=\"shop\"} 3",
+            "qtrace_overflows_total{netns=\"4026532999\",port=\"80\",pod=\"web-0\",namespace=\"shop\",kind=\"ack_overflow\"} 3",
+            "qtrace_accept_queue_max{netns=\"4026532999\",port=\"80\",pod=\"web-0\",namespace=\"shop\"} 128",
+        ] {
+            assert_eq!(text.matches(series).count(), 1, "{series} in\n{text}");
+        }
+        assert_eq!(text.matches("port=\"80\"").count(), 2 + 2 + 2 + 2, "two owners, drops and listener drops, two kinds, two queue gauges");
+        // Owners that do not all name the pod (one unknown): no pod label.
+        assert!(text.contains("qtrace_drops_total{netns=\"4026531840\",port=\"9090\"} 0"));
         assert!(!text.contains("qtrace_accept_queue{netns=\"4026531840\",port=\"9090\"}"), "no queue gauge without a listener");
     }
 

@@ -124,6 +124,7 @@ fn push_digits(out: &mut String, mut n: u64, width: usize) {
 mod tests {
     use super::*;
     use crate::host::identity::{Identity, Runtime, Workload};
+    use crate::host::runtime::Container;
     use crate::model::event::Kind;
     use crate::model::record::{EventRecord, Record};
 
@@ -142,6 +143,12 @@ mod tests {
                 container_runtime: Some(Runtime::Containerd),
                 container_id: Some("0".repeat(64)),
                 pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
+            },
+            container: Container {
+                container_name: Some("web\u{2028}\"x\"".into()),
+                image: Some("registry.example:5000/a/b@sha256:00".into()),
+                pod_name: Some("web-0".into()),
+                pod_namespace: Some("shop".into()),
             },
             netns_name: Some("blue\n".into()),
             unknown: Some("user: permission denied".into()),

@@ -360,6 +360,7 @@ mod tests {
     use crate::host::identity::{Runtime, Workload};
     use crate::host::netns::NsListeners;
     use crate::host::procs::Owner;
+    use crate::host::runtime::Container;
     use crate::kernel::limits::Limit;
     use crate::model::aggregate::Aggregator;
     use crate::model::ports::PortSet;
@@ -426,6 +427,7 @@ mod tests {
             user: Some("www-data".into()),
             cgroup: Some("/system.slice/slowsrv.service".into()),
             workload: Workload { unit: Some("slowsrv.service".into()), slice: Some("system.slice".into()), ..Workload::default() },
+            container: Container::default(),
             netns_name: Some("shop".into()),
             unknown: None,
             start: Some(7),
@@ -440,6 +442,12 @@ mod tests {
                 container_runtime: Some(Runtime::Containerd),
                 container_id: Some("ab".repeat(32)),
                 pod_uid: Some("6b1f9c3e-5d2a-4f0e-9c1b-2a3d4e5f6a7b".into()),
+            },
+            container: Container {
+                container_name: Some("slowsrv".into()),
+                image: Some("registry.example/slowsrv:1.4".into()),
+                pod_name: Some("slowsrv-6d5f8".into()),
+                pod_namespace: Some("shop".into()),
             },
             unknown: Some("user: the process is in another user namespace".into()),
             user: None,
@@ -503,7 +511,15 @@ mod tests {
         let settings =
             Settings { somaxconn: Some(4096), tcp_max_syn_backlog: Some(512), tcp_syncookies: Some(1), tcp_abort_on_overflow: Some(0) };
         let requested = Requested { backlog: 4096, owner: Owner { pid: 42, comm: "slowsrv".into() } };
-        let losses = Losses { ringbuf_full: 11, counter_map_full: 1, read_failed: 2, entry_missing: 3, undecodable: 4, suppressed: 5, suppressed_map_full: 6 };
+        let losses = Losses {
+            ringbuf_full: 11,
+            counter_map_full: 1,
+            read_failed: 2,
+            entry_missing: 3,
+            undecodable: 4,
+            suppressed: 5,
+            suppressed_map_full: 6,
+        };
         let records = [
             Record::Start(&start),
             Record::Event(EventRecord::new(&v4, Some(&unit))),

@@ -1,11 +1,16 @@
 //! Root suite: who a listener belongs to. A server process of the test's
 //! own making, in a systemd-style unit cgroup the test creates, overflows;
-//! qtrace's records and metrics must name that process and that unit. The
-//! oracle is what the test itself set up (the pid it forked, the cgroup it
-//! moved it into), never qtrace. Host only: the guests of the kernel
+//! qtrace's records and metrics must name that process and that unit. So
+//! do servers in real containers, run by podman and by containerd
+//! (`owner/containers.rs`), with the names, image and pod the test gave
+//! them. The oracle is what the test itself set up (the pid it forked, the
+//! cgroup it moved it into, the names and annotations it passed), never
+//! qtrace. Host only: the guests of the kernel
 //! matrix have no cgroup hierarchy of their own.
 
 mod common;
+#[path = "owner/containers.rs"]
+mod containers;
 
 use std::ffi::CString;
 use std::net::SocketAddr;
@@ -14,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{addr, connect, connect_nonblocking, http_get, port, sample, settle, unsupported, wait_connected, NetNs, Qtrace};
+use common::{
+    addr, connect, connect_nonblocking, http_get, port, require_root, sample, settle, unsupported, wait_connected, Finished, NetNs, Qtrace,
+};
+use containers::{random_id, random_uuid, Containerd, CtrTask, InContainer, PodCgroup, PodmanContainer, RootFs};
 use serde_json::Value;
 use socket2::{SockAddr, Socket};
 
@@ -594,4 +602,155 @@ fn without_ptrace_an_owner_says_what_is_missing() {
         assert!(why.contains("descriptors could not be read"), "{which}: says why: {owner}");
         assert_eq!(owner["netns_name"], ns.name.as_str(), "{which}: what needs no privilege is still given: {owner}");
     }
+}
+
+/// With qtrace watching `port` (metrics on), stops the container's
+/// server (SIGSTOP: it accepts nothing more, so its accept queue fills;
+/// the kernel still answers SYNs) and sends 30 connections from inside
+/// its namespace. Returns the namespace's `ListenDrops` growth, a scrape
+/// of the metrics and qtrace's records.
+fn overflow_in_container(c: &InContainer, port: u16) -> (u64, String, Finished) {
+    c.wait_listening(port);
+    let q = Qtrace::watch(&["--port", &port.to_string(), "--json", "--interval", "0.2", "--metrics-addr", "127.0.0.1:0"]);
+    // Several polls: the listener and its owner are read before any drop.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = c.counters();
+    c.signal(libc::SIGSTOP);
+    let a = addr("127.0.0.1", port);
+    let burst: Vec<Socket> = c.run(|| (0..30).map(|_| connect_nonblocking(a)).collect());
+    std::thread::sleep(Duration::from_millis(2500));
+    // Closing them stops their SYN retransmits: the counters settle.
+    drop(burst);
+    let listen_drops = settle(Duration::from_millis(600), || c.counters()).delta(&before, "ListenDrops");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, _, metrics) = http_get(&q.metrics_addr(), "/metrics", None);
+    let done = q.stop(libc::SIGTERM);
+    assert!(done.status.success(), "{:?}", done.stderr);
+    assert!(listen_drops >= 10, "the container's listener overflowed (ListenDrops +{listen_drops})");
+    (listen_drops, metrics, done)
+}
+
+/// qtrace's drops of `port` equal the namespace's `ListenDrops` growth,
+/// and every record that names an owner for it passes `check`.
+fn drops_and_owners(done: &Finished, port: u16, listen_drops: u64, check: impl Fn(&str, &Value)) {
+    if done.counted_is_upper_bound() {
+        unsupported("owner", "exact totals", "counted drops are an upper bound on this kernel");
+        assert!(done.drops(port) >= listen_drops);
+    } else {
+        assert_eq!(done.drops(port), listen_drops, "qtrace's drops vs the container's ListenDrops delta");
+    }
+    let summary = done.summary(port).expect("a summary for the port");
+    check("summary", &summary["owner"]);
+    assert_eq!(summary["owners"].as_array().map(Vec::len), Some(1), "one owner: {summary}");
+    let mut named = 0;
+    for ty in ["event", "counted"] {
+        for r in done.of_type(ty).filter(|r| r["local_port"] == port) {
+            check(ty, &r["owner"]);
+            named += 1;
+        }
+    }
+    assert!(named > 0, "event or counted records for the port");
+}
+
+/// A container podman runs from an image the test made: qtrace names it
+/// (podman, its id and name, the image) on every record and in
+/// `qtrace_listener_info`, and counts its namespace's drops exactly.
+#[test]
+fn a_podman_container_is_named_with_its_image() {
+    require_root();
+    let p = port();
+    let rootfs = RootFs::new("podman");
+    let (name, image) = (format!("qtrace-test-{}-{p}", std::process::id()), format!("localhost/qtrace-test-busybox:{p}"));
+    let container = PodmanContainer::run(&rootfs, &name, &image, p);
+    let c = &container.process;
+    let (listen_drops, metrics, done) = overflow_in_container(c, p);
+
+    drops_and_owners(&done, p, listen_drops, |what, owner| {
+        assert_eq!(owner["pid"], c.pid, "{what}: the container's process: {owner}");
+        assert_eq!(owner["comm"], "httpd", "{what}: {owner}");
+        assert_eq!(owner["user"], "root", "{what}: from the image's own /etc/passwd: {owner}");
+        assert_eq!(owner["container_runtime"], "podman", "{what}: {owner}");
+        assert_eq!(owner["container_id"], container.id.as_str(), "{what}: {owner}");
+        assert_eq!(owner["container_name"], name.as_str(), "{what}: {owner}");
+        assert_eq!(owner["image"], image.as_str(), "{what}: {owner}");
+        assert!(owner.get("pod_name").is_none() && owner.get("pod_uid").is_none(), "{what}: no pod: {owner}");
+        assert!(owner.get("unknown").is_none(), "{what}: everything is known: {owner}");
+    });
+    let series = format!(
+        "qtrace_listener_info{{netns=\"{}\",port=\"{p}\",pid=\"{}\",comm=\"httpd\",container=\"{name}\",container_id=\"{}\",image=\"{image}\"}}",
+        c.netns(),
+        c.pid,
+        container.id
+    );
+    assert_eq!(sample(&metrics, &series), Some(1.0), "{series} in\n{metrics}");
+    let drops = format!("qtrace_drops_total{{netns=\"{}\",port=\"{p}\"}}", c.netns());
+    assert_eq!(sample(&metrics, &drops), Some(done.drops(p) as f64), "no pod, no pod label: {drops} in\n{metrics}");
+}
+
+/// A Kubernetes pod's container as containerd's CRI plugin would run it,
+/// driven with `ctr`: the annotations the plugin writes and the kubelet's
+/// cgroupfs layout, given by the test. qtrace names the pod, its namespace
+/// and the container on records and metrics, the runtime from where its
+/// state is (the cgroup path does not say), and counts exactly.
+#[test]
+fn a_containerd_pod_container_is_named_with_its_pod() {
+    require_root();
+    let p = port();
+    let rootfs = RootFs::new("containerd");
+    let containerd = Containerd::start();
+    let (id, uid) = (random_id(), random_uuid());
+    let (pod, namespace, ctr_name, image) = (format!("web-{p}"), "qtrace-test", "httpd", "registry.example/qtrace/busybox:1.35");
+    let annotations = [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.container-name", ctr_name),
+        ("io.kubernetes.cri.image-name", image),
+        ("io.kubernetes.cri.sandbox-name", &pod),
+        ("io.kubernetes.cri.sandbox-namespace", namespace),
+        ("io.kubernetes.cri.sandbox-uid", &uid),
+    ];
+    let cgroup = PodCgroup::new(&uid);
+    let task = CtrTask::run(&containerd, &rootfs, &id, &cgroup.path(&id), &annotations, p);
+    let c = &task.process;
+    let (listen_drops, metrics, done) = overflow_in_container(c, p);
+
+    drops_and_owners(&done, p, listen_drops, |what, owner| {
+        assert_eq!(owner["pid"], c.pid, "{what}: the task's process: {owner}");
+        assert_eq!(owner["comm"], "httpd", "{what}: {owner}");
+        assert_eq!(owner["cgroup"], cgroup.path(&id), "{what}: {owner}");
+        assert_eq!(owner["container_runtime"], "containerd", "{what}: {owner}");
+        assert_eq!(owner["container_id"], id.as_str(), "{what}: {owner}");
+        assert_eq!(owner["pod_uid"], uid, "{what}: {owner}");
+        assert_eq!(owner["container_name"], ctr_name, "{what}: {owner}");
+        assert_eq!(owner["image"], image, "{what}: {owner}");
+        assert_eq!(owner["pod_name"], pod.as_str(), "{what}: {owner}");
+        assert_eq!(owner["pod_namespace"], namespace, "{what}: {owner}");
+        assert!(owner.get("unknown").is_none(), "{what}: everything is known: {owner}");
+    });
+    let netns = c.netns();
+    let series = format!(
+        "qtrace_listener_info{{netns=\"{netns}\",port=\"{p}\",pid=\"{}\",comm=\"httpd\",container=\"{ctr_name}\",container_id=\"{id}\",image=\"{image}\",pod=\"{pod}\",namespace=\"{namespace}\",pod_uid=\"{uid}\"}}",
+        c.pid
+    );
+    assert_eq!(sample(&metrics, &series), Some(1.0), "{series} in\n{metrics}");
+    let drops = format!("qtrace_drops_total{{netns=\"{netns}\",port=\"{p}\",pod=\"{pod}\",namespace=\"{namespace}\"}}");
+    assert_eq!(sample(&metrics, &drops), Some(done.drops(p) as f64), "{drops} in\n{metrics}");
+    assert_eq!(metrics.matches(&format!("qtrace_drops_total{{netns=\"{netns}\",port=\"{p}\"")).count(), 1, "one series for the port");
+    promtool_accepts(&metrics);
+}
+
+/// Fails unless `promtool check metrics` passes `text` (classic format).
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (install Debian's prometheus: cargo xtask setup)");
+    lint.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("metrics piped");
+    let out = lint.wait_with_output().expect("promtool ends");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics: {said}\n{text}");
 }
