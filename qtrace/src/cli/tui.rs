@@ -99,8 +99,9 @@ impl Tui {
     fn draw(&mut self, tracer: &Tracer) -> Result<()> {
         // Paused: the rows as they were when the pause began.
         if !self.view.paused || self.shown.is_none() {
-            // The port's first owner, resolved once per listener by the tracer.
-            let owner = |k: &_| tracer.agg.ports().get(k).and_then(|st| st.owners.first()).map(|o| o.short());
+            // The most specific name its listeners' owners share, resolved
+            // once per listener by the tracer.
+            let owner = |k: &_| tracer.agg.ports().get(k).map(|st| st.owner_name());
             self.shown = Some(self.view.rows(&tracer.agg, owner));
         }
         let status = self.view.status(&self.tier, &tracer.agg);

@@ -91,6 +91,18 @@ pub enum Runtime {
     Podman,
 }
 
+impl Runtime {
+    /// Its name in records (`container_runtime`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Podman => "podman",
+        }
+    }
+}
+
 impl Identity {
     /// An identity that is only a reason.
     pub(crate) fn unknown(why: impl Into<String>) -> Self {
@@ -103,6 +115,33 @@ impl Identity {
             (Some(comm), Some(pid)) => format!("{comm}({pid})"),
             (None, Some(pid)) => format!("?({pid})"),
             _ => "-".into(),
+        }
+    }
+
+    /// The most specific name people know the owner by, for the tables:
+    /// the Kubernetes pod (`namespace/pod/container`), else the
+    /// container's name (or its runtime and short id), else the systemd
+    /// service, else the process ([`Self::short`], or only its command
+    /// when several processes share it).
+    pub fn name(&self) -> String {
+        let c = &self.container;
+        if let (Some(ns), Some(pod)) = (&c.pod_namespace, &c.pod_name) {
+            return match &c.container_name {
+                Some(name) => format!("{ns}/{pod}/{name}"),
+                None => format!("{ns}/{pod}"),
+            };
+        }
+        if let Some(name) = &c.container_name {
+            return name.clone();
+        }
+        if let Some(id) = &self.workload.container_id {
+            let runtime = self.workload.container_runtime.map_or("container", Runtime::name);
+            return format!("{runtime}:{}", &id[..id.len().min(12)]);
+        }
+        match (&self.workload.unit, &self.comm, self.pid) {
+            (Some(unit), _, _) if unit.ends_with(".service") => unit.clone(),
+            (_, Some(comm), None) => comm.clone(),
+            _ => self.short(),
         }
     }
 
@@ -594,6 +633,28 @@ mod tests {
     fn container_of(path: &str) -> (Option<Runtime>, Option<String>) {
         let w = w(path);
         (w.container_runtime, w.container_id)
+    }
+
+    #[test]
+    fn the_most_specific_name() {
+        let process = Identity { pid: Some(7), comm: Some("srv".into()), ..Identity::default() };
+        assert_eq!(process.name(), "srv(7)");
+        assert_eq!(Identity { pid: None, ..process.clone() }.name(), "srv", "the command several processes share");
+        let session = Workload { unit: Some("session-3.scope".into()), ..Workload::default() };
+        assert_eq!(Identity { workload: session, ..process.clone() }.name(), "srv(7)", "a scope is no service");
+        let unit = Workload { unit: Some("srv.service".into()), ..Workload::default() };
+        let served = Identity { workload: unit, ..process.clone() };
+        assert_eq!(served.name(), "srv.service");
+        let podman = Workload { container_runtime: Some(Runtime::Podman), container_id: Some(ID.into()), ..Workload::default() };
+        let contained = Identity { workload: podman, ..served.clone() };
+        assert_eq!(contained.name(), "podman:4c01db0b339c");
+        let named = Container { container_name: Some("web".into()), ..Container::default() };
+        assert_eq!(Identity { container: named.clone(), ..contained.clone() }.name(), "web");
+        let pod = Container { pod_name: Some("checkout-7d9c".into()), pod_namespace: Some("shop".into()), ..named };
+        assert_eq!(Identity { container: pod.clone(), ..contained.clone() }.name(), "shop/checkout-7d9c/web");
+        let sandbox = Container { container_name: None, ..pod };
+        assert_eq!(Identity { container: sandbox, ..contained }.name(), "shop/checkout-7d9c");
+        assert_eq!(Identity::default().name(), "-");
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub struct PortStats {
 }
 
 impl PortStats {
+    /// What the tables call the port's owner: the most specific name its
+    /// listeners' owners share ([`Identity::name`]), `-` when none is known.
+    pub fn owner_name(&self) -> String {
+        Identity::common(self.owners.iter().map(|o| &**o)).map_or_else(|| "-".into(), |o| o.name())
+    }
+
     /// Packets lost to clients: every kind but cookies, counted drops included.
     pub fn drops(&self) -> u64 {
         self.kinds.drops()

@@ -80,7 +80,7 @@ pub(crate) enum Action {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LiveRow {
     pub key: PortKey,
-    pub process: String,
+    pub owner: String,
     pub queue: Option<(u32, u32)>,
     pub rate: f64,
     pub kind_rates: Vec<f64>,
@@ -165,7 +165,7 @@ impl LiveView {
 
     /// The kinds with a column (those that happened on any port, see
     /// [`Counts::shown_kinds`]), and the rows to draw, filtered and sorted.
-    /// `owner` names a port's process.
+    /// `owner` names a port's owner ([`PortStats::owner_name`]).
     pub(crate) fn rows(&self, agg: &Aggregator, owner: impl Fn(&PortKey) -> Option<String>) -> (Vec<Kind>, Vec<LiveRow>) {
         let kinds = Counts::shown_kinds(agg.ports().values().map(|st| &st.kinds));
         let mut rows: Vec<LiveRow> = agg
@@ -178,7 +178,7 @@ impl LiveView {
                 let rate = |k: Kind| h.map_or(0.0, |h| h.rates[k.index()]);
                 LiveRow {
                     key: *key,
-                    process: owner(key).unwrap_or_else(|| "-".into()),
+                    owner: owner(key).unwrap_or_else(|| "-".into()),
                     queue: st.accept_queue,
                     rate: Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| rate(*k)).sum(),
                     kind_rates: kinds.iter().map(|k| rate(*k)).collect(),
@@ -214,7 +214,7 @@ impl LiveView {
         let bold = Style::default().add_modifier(Modifier::BOLD);
         // One namespace on screen: no column for it.
         let skip = usize::from(!rows.iter().any(|r| r.key.netns != rows[0].key.netns));
-        let mut titles = vec!["NETNS".to_owned(), "PORT".into(), "PROCESS".into(), "ACCEPT QUEUE".into(), "DROPS/S".into()];
+        let mut titles = vec!["NETNS".to_owned(), "PORT".into(), "OWNER".into(), "ACCEPT QUEUE".into(), "DROPS/S".into()];
         titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
         titles.extend(["DROPS".into(), "LAST MINUTE".into()]);
         let header_row = Row::new(titles.into_iter().skip(skip).map(Cell::from)).style(bold);
@@ -225,7 +225,7 @@ impl LiveView {
                 let mut cells = vec![
                     Cell::from(r.key.netns.to_string()),
                     Cell::from(r.key.port.to_string()),
-                    Cell::from(r.process.clone()),
+                    Cell::from(r.owner.clone()),
                     Cell::from(queue_cell(r.queue)).style(self.style(match r.queue {
                         Some((now, max)) if now > max => Color::Red,
                         Some((now, max)) if now > 0 && now * 4 >= max * 3 => Color::Yellow,
@@ -342,7 +342,7 @@ mod tests {
         let (_, rows) = v.rows(&agg, |k| Some(format!("srv{}", k.port)));
         assert_eq!(rows.iter().map(|r| (r.key.port, r.rate)).collect::<Vec<_>>(), vec![(9090, 20.0), (8080, 6.0)]);
         assert_eq!(rows[1].kind_rates, vec![5.0, 1.0], "accept_queue_full and ack_overflow columns");
-        assert_eq!(rows[1].process, "srv8080");
+        assert_eq!(rows[1].owner, "srv8080");
         assert_eq!(v.key(Key::Char('s')), Action::Redraw);
         v.key(Key::Char('s'));
         assert_eq!(v.rows(&agg, |_| None).1[0].key.port, 8080, "sorted by port");

@@ -27,6 +27,19 @@ fn last_event(st: &PortStats) -> String {
     }
 }
 
+/// Characters of the OWNER column; longer names keep their end (a pod's
+/// container, a unit's suffix), after an ellipsis.
+const OWNER_WIDTH: usize = 28;
+
+fn fit(name: &str, width: usize) -> String {
+    let n = name.chars().count();
+    if n <= width {
+        return name.to_owned();
+    }
+    let tail: String = name.chars().skip(n + 1 - width).collect();
+    format!("…{tail}")
+}
+
 /// Renders the table. Ports with drops come first (most first); quiet
 /// listeners are summarised in one line unless `show_quiet`.
 pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
@@ -39,7 +52,7 @@ pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
     for k in &columns {
         let _ = write!(out, " {:>10}", k.column());
     }
-    let _ = writeln!(out, " {:>7} {:>7} {:>6}  LAST EVENT", "DROPS", "DROPS/S", "CONNS");
+    let _ = writeln!(out, " {:>7} {:>7} {:>6}  {:<OWNER_WIDTH$}  LAST EVENT", "DROPS", "DROPS/S", "CONNS", "OWNER");
     for (key, st) in rows.iter().filter(|(_, st)| show_quiet || st.kinds.is_active()) {
         let q = match st.accept_queue {
             Some((now, max)) => format!("{now}/{max}"),
@@ -50,7 +63,8 @@ pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
             let _ = write!(out, " {:>10}", st.count(*k));
         }
         let conns = format!("{}{}", st.connections(), if st.connections_capped { "+" } else { "" });
-        let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {}", st.drops(), st.rate, conns, last_event(st));
+        let owner = fit(&st.owner_name(), OWNER_WIDTH);
+        let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {owner:<OWNER_WIDTH$}  {}", st.drops(), st.rate, conns, last_event(st));
     }
     if !show_quiet && quiet > 0 {
         let _ = writeln!(out, "({quiet} watched listener{} without drops)", if quiet == 1 { "" } else { "s" });
@@ -174,12 +188,18 @@ mod tests {
         agg.tick(1.0);
         let text = render(&agg, false);
         let expected = concat!(
-            "     NETNS  PORT  ACCEPT-Q   SYN:ACCQ   ACK:DROP   DROPS DROPS/S  CONNS  LAST EVENT\n",
-            "4026531840  8080    closed         40          2      42    42.0      1  01:02:03 ack_overflow from 127.0.0.1:40000\n",
+            "     NETNS  PORT  ACCEPT-Q   SYN:ACCQ   ACK:DROP   DROPS DROPS/S  CONNS  OWNER                         LAST EVENT\n",
+            "4026531840  8080    closed         40          2      42    42.0      1  -                             01:02:03 ack_overflow from 127.0.0.1:40000\n",
             "(1 watched listener without drops)\n"
         );
         assert_eq!(text, expected);
     }
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use crate::host::identity::{Identity, Workload};
+    use crate::host::runtime::Container;
 
     const NS_A: u32 = 4026531840;
     const NS_B: u32 = 4026532500;
@@ -204,6 +224,7 @@ mod tests {
             )
         };
         agg.on_listeners(&open(0));
+        agg.on_owners(owners());
         let key = |netns, port, kind| CounterKey { netns, port, kind, _pad: 0 };
         agg.on_counters([
             (key(NS_A, 8080, kind::ACCEPT_QUEUE_FULL), 40),
@@ -243,6 +264,25 @@ mod tests {
         agg.losses.undecodable = 1;
         agg.losses.suppressed = 250;
         agg
+    }
+
+    /// 8080 is a service's, 9090 a process's, 443 a pod's container (a
+    /// long name, cut to its end).
+    fn owners() -> BTreeMap<PortKey, Vec<Arc<Identity>>> {
+        let process = Identity { pid: Some(812), comm: Some("nginx".into()), ..Identity::default() };
+        let unit = Workload { unit: Some("nginx.service".into()), ..Workload::default() };
+        let pod = Container {
+            pod_name: Some("checkout-7d9c5b-x2x4z".into()),
+            pod_namespace: Some("shop".into()),
+            container_name: Some("web".into()),
+            ..Container::default()
+        };
+        let port = |netns, port| PortKey { netns, port };
+        BTreeMap::from([
+            (port(NS_A, 8080), vec![Arc::new(Identity { workload: unit, ..process.clone() })]),
+            (port(NS_A, 9090), vec![Arc::new(Identity { pid: Some(4242), comm: Some("slowsrv".into()), ..Identity::default() })]),
+            (port(NS_B, 443), vec![Arc::new(Identity { container: pod, ..process })]),
+        ])
     }
 
     #[test]
