@@ -94,8 +94,10 @@ pub(crate) struct Finished {
 }
 
 impl Tracer {
-    /// Takes a baseline of every listener, then attaches.
-    pub(crate) fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces) -> Result<Self> {
+    /// Takes a baseline of every listener, then attaches; names the
+    /// listeners' owners from the start unless `owners` is false
+    /// (`--no-owner`: then never).
+    pub(crate) fn start(choice: HookChoice, filter: &Filter, mut namespaces: Namespaces, owners: bool) -> Result<Self> {
         // Baseline of every listener's drop counter before the hooks go in.
         let listeners = namespaces.listeners();
         let probe = Probe::attach(choice, filter)?;
@@ -106,7 +108,12 @@ impl Tracer {
             max_event_rate: filter.max_event_rate,
         };
         let kernel = probe.into_maps()?;
-        Ok(Self::with_inputs(kernel, namespaces, attachment, filter, listeners))
+        let mut t = Self::with_inputs(kernel, namespaces, attachment, filter, listeners);
+        t.identify = owners;
+        if owners {
+            t.identify_listeners();
+        }
+        Ok(t)
     }
 
     /// The final accounting, while the hooks still count: two polls a
@@ -136,7 +143,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         agg.on_listeners(&listeners);
         // Only the tracepoint tier misses `tcp_listendrop()` callers.
         agg.set_derive_counted(attachment.tier == Tier::Tracepoint);
-        let mut t = Self {
+        Self {
             kernel,
             host,
             attachment,
@@ -151,9 +158,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             undecodable: 0,
             last_poll: Instant::now(),
             active: BTreeSet::new(),
-        };
-        t.identify_listeners();
-        t
+        }
     }
 
     /// Decodes and aggregates every record waiting in the ring buffer,

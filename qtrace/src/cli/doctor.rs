@@ -63,7 +63,7 @@ fn begin(args: &DoctorArgs, netns: Option<u32>, ports: &PortSet, namespaces: Nam
         let start = Start { capture_error: Some("--no-capture".into()), ..super::start_record(None, &namespaces) };
         return Ok((Sampling::Plain(namespaces), start));
     }
-    match Tracer::start(args.hooks, &Filter { netns, ports: ports.clone(), max_event_rate: Some(super::DEFAULT_MAX_EVENT_RATE) }, namespaces) {
+    match Tracer::start(args.hooks, &Filter { netns, ports: ports.clone(), max_event_rate: Some(super::DEFAULT_MAX_EVENT_RATE) }, namespaces, true) {
         Ok(tracer) => {
             let start = super::start_record(Some(&tracer.attachment), &tracer.host);
             Ok((Sampling::Traced(Box::new(tracer)), start))

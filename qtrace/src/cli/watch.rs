@@ -111,9 +111,9 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
         args.hooks,
         &crate::kernel::probe::Filter { netns, ports: ports.clone(), max_event_rate: args.max_event_rate.0 },
         namespaces,
+        !args.no_owner,
     )?;
     tracer.expire_after = args.expire.0;
-    tracer.identify = !args.no_owner;
     let metrics = metrics_listener.map(|l| MetricsServer::serve(l, &tracer.attachment.tier.to_string()));
     let mut start = Start {
         metrics_addr: metrics.as_ref().and_then(|m| m.addr).map(|a| a.to_string()),

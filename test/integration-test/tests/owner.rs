@@ -754,3 +754,35 @@ fn promtool_accepts(text: &str) {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool check metrics: {said}\n{text}");
 }
+
+/// `--no-owner`: the start record says owners are off, and no record or
+/// metric names one, although the server is as nameable as in
+/// [`a_unit_s_listener_is_named_on_records_and_metrics`].
+#[test]
+fn no_owner_names_no_one() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = port();
+    let a = addr("127.0.0.1", p);
+    let server = Server::fork(&ns, a);
+    server.listen();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json", "--interval", "0.2", "--no-owner", "--metrics-addr", "127.0.0.1:0"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let clients = ack_overflow(&ns, a);
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.block(p, true);
+    let (_, _, metrics) = http_get(&q.metrics_addr(), "/metrics", None);
+    let done = q.stop(libc::SIGTERM);
+    drop(clients);
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    assert!(done.limit("owners_off").is_some(), "the start record says owners are off");
+    assert!(done.limit("owners_partial").is_none(), "nothing is partial of what is not done");
+    let summary = done.summary(p).expect("a summary for the port");
+    let records: Vec<&Value> = ["event", "counted", "summary"].iter().flat_map(|t| done.of_type(t)).collect();
+    assert!(records.iter().any(|r| r["local_port"] == p), "records for the port");
+    for r in records {
+        assert!(r.get("owner").is_none() && r.get("owners").is_none(), "no owner: {r}");
+    }
+    assert!(summary["drops"].as_u64() > Some(0), "{summary}");
+    assert!(!metrics.contains("qtrace_listener_info{"), "no info series:\n{metrics}");
+}
