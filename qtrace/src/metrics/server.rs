@@ -138,9 +138,17 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
 /// why, so `curl http://` shows the mistake instead of an empty reply.
 /// No metrics.
 async fn refuse_plain_http(mut stream: TcpStream) {
-    // The request is read first (what has come of it): closing a socket
-    // with unread data resets it, and the client would miss the answer.
-    let _ = stream.read(&mut [0u8; 4096]).await;
+    // The request's head is read first (8 KiB at most, within the
+    // handshake's time): closing a socket with unread data resets it, and
+    // the client would miss the answer, or fail to send the rest.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
     let body = "Client sent an HTTP request to an HTTPS server.\n";
     let reply = format!(
         "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
@@ -176,5 +184,29 @@ mod tests {
         assert_eq!(respond(&req(Method::GET, "/nope", None), &reg).status(), StatusCode::NOT_FOUND);
         let r = respond(&req(Method::POST, "/metrics", None), &reg);
         assert_eq!((r.status(), r.headers()[ALLOW].to_str().unwrap()), (StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_plain_request_to_the_tls_port_gets_a_400_even_sent_in_pieces() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /metrics ").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(b"HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        });
+        let (s, _) = l.accept().await.unwrap();
+        assert!(speaks_plain_http(&s).await);
+        refuse_plain_http(s).await;
+        let out = client.await.unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 400 Bad Request\r\n") && out.ends_with("\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"),
+            "{out}"
+        );
     }
 }

@@ -91,10 +91,10 @@ pub(crate) mod tests {
     /// A CA, and a server certificate for localhost it signed: (CA PEM, cert PEM, key PEM).
     pub(crate) fn ca_and_server() -> (String, String, String) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(rcgen::CertificateParams::new(Vec::new()).unwrap(), &ca_key);
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(params, &ca_key);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
         (ca.pem(), cert.pem(), key.serialize_pem())
