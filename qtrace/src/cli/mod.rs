@@ -255,6 +255,13 @@ pub struct WatchArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// TLS and basic authentication for --metrics-addr, from a web
+    /// configuration file in the format Prometheus exporters share
+    /// (`tls_server_config`, `basic_auth_users`); read again when it or a
+    /// file it names changes. See docs/metrics.md.
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
+
     /// Forget a port (its table row, its metric series, its kernel counters)
     /// once no listener has been on it for this many seconds; `never` keeps
     /// every port that dropped until the end.

@@ -60,6 +60,17 @@ fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
     Ok(l)
 }
 
+/// `--web-config-file`, read before anything is attached: a file that
+/// cannot be used is a usage error.
+fn load_web_config(args: &WatchArgs) -> Result<Option<metrics::WebConfigFile>> {
+    let Some(path) = &args.web_config_file else { return Ok(None) };
+    if args.metrics_addr.is_none() {
+        return Err(UsageError("--web-config-file configures the metrics endpoint: it needs --metrics-addr".into()).into());
+    }
+    let file = metrics::WebConfigFile::load(path).map_err(|e| UsageError(format!("--web-config-file {}: {e}", path.display())))?;
+    Ok(Some(file))
+}
+
 /// The scrape endpoint, while `watch` runs.
 struct MetricsServer {
     task: tokio::task::JoinHandle<()>,
@@ -68,11 +79,17 @@ struct MetricsServer {
 }
 
 impl MetricsServer {
-    fn serve(listener: tokio::net::TcpListener, tier: &str) -> Self {
+    fn serve(listener: tokio::net::TcpListener, web: Option<metrics::WebConfigFile>, tier: &str) -> Self {
         let shared = metrics::Shared::new(Snapshot { tier: tier.to_owned(), ..Snapshot::default() }.into());
         let addr = listener.local_addr().ok();
-        let task = tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone()))));
-        eprintln!("qtrace: serving Prometheus metrics on http://{}/metrics", addr.map(|a| a.to_string()).unwrap_or_default());
+        let (tls, auth) = web.as_ref().map_or((false, false), |w| w.describe());
+        let task = tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone())), web));
+        eprintln!(
+            "qtrace: serving Prometheus metrics on {}://{}/metrics{}",
+            if tls { "https" } else { "http" },
+            addr.map(|a| a.to_string()).unwrap_or_default(),
+            if auth { " (basic auth)" } else { "" }
+        );
         Self { task, shared, addr }
     }
 
@@ -106,6 +123,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
 pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
     let Resolved { ports, netns, namespaces } = args.scope.resolve()?;
     let out = Out::new(args.output.clone())?;
+    let web_config = load_web_config(&args)?;
     let metrics_listener = args.metrics_addr.map(bind_metrics).transpose()?;
     let mut tracer = Tracer::start(
         args.hooks,
@@ -114,7 +132,7 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
         !args.no_owner,
     )?;
     tracer.expire_after = args.expire.0;
-    let metrics = metrics_listener.map(|l| MetricsServer::serve(l, &tracer.attachment.tier.to_string()));
+    let metrics = metrics_listener.map(|l| MetricsServer::serve(l, web_config, &tracer.attachment.tier.to_string()));
     let mut start = Start {
         metrics_addr: metrics.as_ref().and_then(|m| m.addr).map(|a| a.to_string()),
         ..super::start_record(Some(&tracer.attachment), &tracer.host)

@@ -10,7 +10,13 @@
 //! Kubernetes pod and namespace, which a port's network namespace already
 //! determines, label the per-port series too (see [`port_labels`]).
 
+pub(crate) mod access;
+mod basic_auth;
 pub(crate) mod server;
+mod tls;
+pub mod web_config;
+
+pub use access::WebConfigFile;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

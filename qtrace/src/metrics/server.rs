@@ -4,6 +4,9 @@
 //! scrape never sees a half-updated snapshot. Connections are capped and
 //! must send their request headers within a few seconds: a stuck or hostile
 //! client cannot make a long-running qtrace grow.
+//!
+//! With `--web-config-file`, each connection goes through what the file
+//! asks for (TLS, basic authentication, headers; see `access`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,20 +19,25 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use super::access::{Access, WebConfigFile};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Scrapers are few; more connections than this wait for a free slot.
 const MAX_CONNECTIONS: usize = 16;
+/// For the request headers, and for the TLS handshake before them.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the client asked for OpenMetrics (Prometheus does, first).
 fn wants_openmetrics<B>(req: &Request<B>) -> bool {
     req.headers().get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("application/openmetrics-text"))
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -56,9 +64,11 @@ pub(crate) fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full
     }
 }
 
-/// Serves `registry` on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+/// Serves `registry` on `listener` until the task is dropped, through
+/// what `web` asks for (nothing without it).
+pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>, mut web: Option<WebConfigFile>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Access::default());
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -72,20 +82,80 @@ pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>) {
                 continue;
             }
         };
+        let access = match web.as_mut() {
+            None => open.clone(),
+            Some(file) => match file.current() {
+                Some(access) => access,
+                // Unusable now (said on stderr): the connection is closed.
+                None => continue,
+            },
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let r = respond(&req, &registry);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            connection(stream, access, registry).await;
             drop(permit);
         });
     }
+}
+
+/// One connection: the TLS handshake if there is TLS, then HTTP/1.1.
+async fn connection(stream: TcpStream, access: Arc<Access>, registry: Arc<Registry>) {
+    let Some(acceptor) = access.tls.clone() else {
+        return http(stream, access, registry).await;
+    };
+    let handshake = async {
+        if speaks_plain_http(&stream).await {
+            refuse_plain_http(stream).await;
+            return None;
+        }
+        acceptor.accept(stream).await.ok()
+    };
+    if let Ok(Some(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        http(tls, access, registry).await;
+    }
+}
+
+async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, access: Arc<Access>, registry: Arc<Registry>) {
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (access, registry) = (access.clone(), registry.clone());
+        async move { Ok::<_, Infallible>(access.answer(&req, || respond(&req, &registry)).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// Whether a client of the TLS port began with a plain HTTP request (a
+/// method's first letter) rather than a TLS record (0x16, a handshake).
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// What Go's servers (the exporters') answer there: a plain 400 that says
+/// why, so `curl http://` shows the mistake instead of an empty reply.
+/// No metrics.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    // The request's head is read first (8 KiB at most, within the
+    // handshake's time): closing a socket with unread data resets it, and
+    // the client would miss the answer, or fail to send the rest.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+    let body = "Client sent an HTTP request to an HTTPS server.\n";
+    let reply = format!(
+        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
@@ -114,5 +184,29 @@ mod tests {
         assert_eq!(respond(&req(Method::GET, "/nope", None), &reg).status(), StatusCode::NOT_FOUND);
         let r = respond(&req(Method::POST, "/metrics", None), &reg);
         assert_eq!((r.status(), r.headers()[ALLOW].to_str().unwrap()), (StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_plain_request_to_the_tls_port_gets_a_400_even_sent_in_pieces() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /metrics ").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(b"HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        });
+        let (s, _) = l.accept().await.unwrap();
+        assert!(speaks_plain_http(&s).await);
+        refuse_plain_http(s).await;
+        let out = client.await.unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 400 Bad Request\r\n") && out.ends_with("\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"),
+            "{out}"
+        );
     }
 }

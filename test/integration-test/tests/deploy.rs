@@ -1,7 +1,9 @@
 //! The deployment files in deploy/: the systemd unit passes
 //! `systemd-analyze verify`, the DaemonSet passes Kubernetes' schema
 //! (`kubernetes-validate --strict`), the Grafana dashboard and the alert
-//! rules (`promtool check rules`) ask only for metrics qtrace serves, and the capability set both name is exactly
+//! rules (`promtool check rules`) ask only for metrics qtrace serves, the
+//! scrape example passes `promtool check config` and the web config example
+//! qtrace's parser, and the capability set both name is exactly
 //! enough: with it qtrace sees everything, without any one of them it says
 //! what is missing (root, host only).
 
@@ -92,6 +94,41 @@ fn the_daemonset_passes_the_kubernetes_schema() {
     assert!(daemonset_capabilities().contains("sys_admin"), "enters the pods' namespaces");
     assert!(yaml.contains("prometheus.io/port: \"9810\"") && yaml.contains("containerPort: 9810") && yaml.contains(":9810"));
     assert!(yaml.contains("hostPID: true") && yaml.contains("hostNetwork: true"));
+    // The node's port serves HTTPS with basic auth, from the Secret.
+    assert!(yaml.contains("--web-config-file=/etc/qtrace/web-config.yml") && yaml.contains("mountPath: /etc/qtrace"));
+    assert!(yaml.contains("secretName: qtrace-web-config") && yaml.contains("prometheus.io/scheme: https"));
+}
+
+/// The DaemonSet's web-config.yml: qtrace refuses it until its placeholder
+/// is a bcrypt hash, then reads TLS from the files beside it.
+#[test]
+fn the_web_config_example_is_refused_until_its_hash_is_set() {
+    use qtrace::metrics::web_config::{Pem, WebConfig};
+    let path = deploy("kubernetes/web-config.yml");
+    let e = WebConfig::load(&path).expect_err("the placeholder is not a hash").to_string();
+    assert!(e.starts_with("basic_auth_users: prometheus: not a bcrypt hash"), "{e}");
+    let hash = bcrypt::hash("password", 4).expect("bcrypt hash");
+    let text = read("kubernetes/web-config.yml").replace("REPLACE-WITH-A-BCRYPT-HASH", &hash);
+    let config = WebConfig::parse(&text, std::path::Path::new("/etc/qtrace")).unwrap_or_else(|e| panic!("{e}"));
+    let tls = config.tls.expect("TLS");
+    assert_eq!((tls.cert, tls.key), (Pem::File("/etc/qtrace/tls.crt".into()), Pem::File("/etc/qtrace/tls.key".into())));
+    assert_eq!(config.users.get("prometheus"), Some(&hash));
+}
+
+/// The scrape example passes `promtool check config`, which catches a
+/// broken one.
+#[test]
+fn the_scrape_example_passes_promtool() {
+    let check = |path: &std::path::Path| Command::new("promtool").args(["check", "config"]).arg(path).output().expect("promtool runs");
+    let out = check(&deploy("prometheus/scrape.yml"));
+    assert!(out.status.success(), "promtool check config: {}", text(&out));
+    let scrape = read("prometheus/scrape.yml");
+    assert!(scrape.contains("scheme: https") && scrape.contains("basic_auth:") && scrape.contains("ca_file:"));
+    let broken = std::env::temp_dir().join(format!("qtrace-scrape-{}.yml", std::process::id()));
+    std::fs::write(&broken, scrape.replace("password_file:", "password_fiel:")).unwrap();
+    let out = check(&broken);
+    let _ = std::fs::remove_file(&broken);
+    assert!(!out.status.success(), "a misspelt key should fail: {}", text(&out));
 }
 
 /// Metric names a PromQL expression uses (identifiers followed by `{`, `[`

@@ -1,15 +1,18 @@
 //! The metrics endpoint against a real Prometheus server (Debian's
 //! `prometheus` package, installed by `cargo xtask test`) and its linter
-//! (`promtool`), and a soak run with listener churn. Root only, host only:
+//! (`promtool`), over TLS with basic authentication (`--web-config-file`),
+//! and a soak run with listener churn. Root only, host only:
 //! the guests of the kernel matrix have no Prometheus.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{addr, connect_nonblocking, free_port, http_get, listener, port, sample, settle, url_encode, NetNs, Qtrace};
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
 use socket2::Socket;
 
@@ -25,12 +28,15 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Self {
+        Self::with_jobs(&format!("  - job_name: qtrace\n    static_configs:\n      - targets: ['{target}']\n"))
+    }
+
+    /// With these `scrape_configs` entries (YAML, indented as list items).
+    fn with_jobs(jobs: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("qtrace-prometheus-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: qtrace\n    static_configs:\n      - targets: ['{target}']\n"
-        );
+        let config = format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{jobs}");
         std::fs::write(dir.join("prometheus.yml"), config).expect("config written");
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new("prometheus")
@@ -69,6 +75,38 @@ impl Prometheus {
         let r = self.query(promql);
         r.first().and_then(|s| s["value"][1].as_str()).and_then(|v| v.parse().ok())
     }
+
+    /// The value of `series` once it is `want`, or the last one seen
+    /// after 60 s.
+    fn settled_on(&self, series: &str, want: f64) -> Option<f64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = None;
+        while Instant::now() < deadline {
+            seen = self.value(series);
+            if seen == Some(want) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        seen
+    }
+
+    /// A job's target as /api/v1/targets shows it, once it has been
+    /// scraped (60 s at most).
+    fn target(&self, job: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, _, body) = http_get(&self.addr, "/api/v1/targets?state=active", None);
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).expect("API answers JSON");
+            let targets = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+            if let Some(t) = targets.into_iter().find(|t| t["labels"]["job"] == job && t["health"] != "unknown") {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "job {job} never scraped: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 impl Drop for Prometheus {
@@ -106,15 +144,7 @@ fn prometheus_scrapes_the_kernel_delta() {
     assert!(kernel >= 40, "the burst should overflow (ListenDrops +{kernel})");
 
     let series = format!("qtrace_drops_total{{job=\"qtrace\",port=\"{p}\"}}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = None;
-    while Instant::now() < deadline {
-        seen = prom.value(&series);
-        if seen == Some(kernel as f64) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let seen = prom.settled_on(&series, kernel as f64);
     assert_eq!(seen, Some(kernel as f64), "Prometheus's {series} vs the ListenDrops delta; prometheus log: {}", prom.log());
     // The scrape itself is healthy, and the info metrics name the tier.
     assert_eq!(prom.value("up{job=\"qtrace\"}"), Some(1.0));
@@ -157,6 +187,211 @@ fn prometheus_scrapes_the_kernel_delta() {
     drop(srv);
     let done = q.stop(libc::SIGINT);
     assert!(done.status.success(), "{:?}", done.stderr);
+}
+
+/// A CA, the server certificate it signed for `qtrace.test`, its key, and
+/// a web configuration naming them relative to its own directory, with
+/// one user whose password is `password`.
+struct WebConfig {
+    dir: PathBuf,
+    file: PathBuf,
+    ca: String,
+}
+
+impl WebConfig {
+    fn new(password: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("qtrace-web-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("CA certificate").pem();
+        let issuer = rcgen::Issuer::new(params, &ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["qtrace.test".to_owned()]).expect("params").signed_by(&key, &issuer).expect("signed");
+        std::fs::write(dir.join("ca.pem"), &ca).expect("written");
+        std::fs::write(dir.join("server.pem"), cert.pem()).expect("written");
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("written");
+        let w = Self { file: dir.join("web-config.yml"), dir, ca };
+        w.set_password(password);
+        w
+    }
+
+    /// Writes the file (a new one renamed over it, as rotations do) with
+    /// `password` for user prometheus.
+    fn set_password(&self, password: &str) {
+        let hash = bcrypt::hash(password, 10).expect("bcrypt hash");
+        let text = format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+        );
+        std::fs::write(self.dir.join("new.yml"), text).expect("written");
+        std::fs::rename(self.dir.join("new.yml"), &self.file).expect("renamed");
+    }
+
+    /// A scrape job for qtrace at `target` over TLS, as `username` with
+    /// `password` (none: no credentials).
+    fn job(&self, name: &str, target: &str, login: Option<(&str, &str)>) -> String {
+        let auth = login.map(|(u, p)| format!("    basic_auth:\n      username: {u}\n      password: '{p}'\n")).unwrap_or_default();
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {}\n      server_name: qtrace.test\n{auth}    static_configs:\n      - targets: ['{target}']\n",
+            self.dir.join("ca.pem").display()
+        )
+    }
+
+    /// `GET /metrics` over TLS, trusting only the test's CA: (status, head, body).
+    fn get(&self, target: &str, login: Option<(&str, &str)>) -> (u16, String, String) {
+        use std::io::{Read as _, Write as _};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("CA added");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(config), "qtrace.test".try_into().expect("name")).expect("TLS client");
+        let tcp = std::net::TcpStream::connect(target).expect("connects");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let auth = login.map(|(u, p)| format!("Authorization: Basic {}\r\n", base64(&format!("{u}:{p}")))).unwrap_or_default();
+        write!(tls, "GET /metrics HTTP/1.1\r\nHost: qtrace.test\r\n{auth}Connection: close\r\n\r\n").expect("request sent");
+        let mut raw = Vec::new();
+        // The answer ends with the connection, with or without close_notify.
+        let _ = tls.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, head.to_owned(), body.to_owned())
+    }
+}
+
+impl Drop for WebConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Standard base64, for a Basic authorization header.
+fn base64(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    s.as_bytes()
+        .chunks(3)
+        .flat_map(|c| {
+            let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+            (0..4).map(move |i| if i <= c.len() { A[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' })
+        })
+        .collect()
+}
+
+/// The endpoint behind `--web-config-file`: Prometheus scrapes it over TLS
+/// with basic auth and gets the kernel's delta; a wrong password, no
+/// password and plain HTTP get no metrics, from Prometheus and directly;
+/// a changed password applies to the next connection.
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let web = WebConfig::new("right password");
+    let file = web.file.to_str().expect("UTF-8 path");
+    let q = Qtrace::watch(&["--netns", &ns.name, "--metrics-addr", "127.0.0.1:0", "--web-config-file", file, "--json"]);
+    let target = q.metrics_addr();
+    let jobs = [
+        web.job("qtrace", &target, Some(("prometheus", "right password"))),
+        web.job("wrong", &target, Some(("prometheus", "wrong password"))),
+        web.job("anonymous", &target, None),
+        format!("  - job_name: plain\n    static_configs:\n      - targets: ['{target}']\n"),
+    ];
+    let prom = Prometheus::with_jobs(&jobs.concat());
+    let before = ns.counters();
+    let (srv, clients) = overflow(&ns, p);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(clients);
+    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
+    let kernel = after - before.get("ListenDrops");
+    assert!(kernel >= 40, "the burst should overflow (ListenDrops +{kernel})");
+
+    let series = format!("qtrace_drops_total{{job=\"qtrace\",port=\"{p}\"}}");
+    let seen = prom.settled_on(&series, kernel as f64);
+    assert_eq!(seen, Some(kernel as f64), "Prometheus's {series} over TLS vs the ListenDrops delta; prometheus log: {}", prom.log());
+    assert_eq!(prom.value("up{job=\"qtrace\"}"), Some(1.0));
+    for (job, why) in [("wrong", "401 Unauthorized"), ("anonymous", "401 Unauthorized"), ("plain", "400 Bad Request")] {
+        let t = prom.target(job);
+        assert_eq!(t["health"], "down", "{job}: {t}");
+        assert!(t["lastError"].as_str().unwrap_or_default().contains(why), "{job}: {why} expected: {t}");
+        assert_eq!(prom.value(&format!("up{{job=\"{job}\"}}")), Some(0.0), "{job}");
+        assert!(prom.query(&format!("qtrace_drops_total{{job=\"{job}\"}}")).is_empty(), "{job} got metrics");
+    }
+
+    // Directly: the right password gets the metrics and the configured header.
+    let (status, head, body) = web.get(&target, Some(("prometheus", "right password")));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{head}");
+    assert_eq!(sample(&body, &format!("qtrace_drops_total{{netns=\"{}\",port=\"{p}\"}}", ns.inode())), Some(kernel as f64));
+    for login in [Some(("prometheus", "wrong password")), Some(("nobody", "right password")), None] {
+        let (status, head, body) = web.get(&target, login);
+        assert_eq!(status, 401, "{login:?}: {head}");
+        assert!(head.contains("www-authenticate: Basic realm=\"qtrace\""), "{head}");
+        assert!(!body.contains("qtrace_"), "{login:?}: {body}");
+    }
+    // Plain HTTP: the answer Go's exporters give, and no metrics.
+    let (status, _, body) = http_get(&target, "/metrics", None);
+    assert_eq!((status, body.as_str()), (400, "Client sent an HTTP request to an HTTPS server.\n"));
+
+    // A new password applies to the next connection, without a restart.
+    web.set_password("new password");
+    assert_eq!(web.get(&target, Some(("prometheus", "right password"))).0, 401);
+    assert_eq!(web.get(&target, Some(("prometheus", "new password"))).0, 200);
+    drop(srv);
+    let done = q.stop(libc::SIGINT);
+    assert!(done.status.success(), "{:?}", done.stderr);
+    assert!(
+        done.stderr.iter().any(|l| l.contains(&format!("serving Prometheus metrics on https://{target}/metrics (basic auth)"))),
+        "{:?}",
+        done.stderr
+    );
+}
+
+/// What cannot be used stops qtrace before it attaches anything: status
+/// 2 and one line that names the problem, never a panic.
+#[test]
+fn an_unusable_web_config_is_a_usage_error() {
+    let web = WebConfig::new("pw");
+    let file = web.file.to_str().expect("UTF-8 path").to_owned();
+    let bad = web.dir.join("bad.yml");
+    let bad = bad.to_str().expect("UTF-8 path");
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        ("no --metrics-addr".into(), vec!["--web-config-file", &file], "it needs --metrics-addr"),
+        (
+            "no file".into(),
+            vec!["--metrics-addr", "127.0.0.1:0", "--web-config-file", "/nonexistent/web.yml"],
+            "cannot read /nonexistent/web.yml",
+        ),
+        ("unknown key".into(), vec!["--metrics-addr", "127.0.0.1:0", "--web-config-file", bad], "unknown field `tls_cofnig`"),
+        (
+            "bad hash".into(),
+            vec!["--metrics-addr", "127.0.0.1:0", "--web-config-file", bad],
+            "basic_auth_users: prometheus: not a bcrypt hash",
+        ),
+        ("missing key".into(), vec!["--metrics-addr", "127.0.0.1:0", "--web-config-file", bad], "tls_server_config.key_file: cannot read"),
+    ];
+    let texts = [
+        "",
+        "",
+        "tls_cofnig:\n  cert_file: server.pem\n",
+        "basic_auth_users:\n  prometheus: hunter2\n",
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: gone.key\n",
+    ];
+    for ((what, args, want), text) in cases.iter().zip(texts) {
+        std::fs::write(bad, text).expect("written");
+        let out = Command::new(common::bin()).args(["watch", "--json"]).args(args).output().expect("qtrace runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(stderr.contains(want) && !stderr.contains("panicked"), "{what}: {want:?} expected: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}: nothing attached, no start record");
+    }
 }
 
 /// Resident set of a process, from /proc.

@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         plain: args.plain,
         output: None,
         metrics_addr: None,
+        web_config_file: None,
         expire: Expire(None),
         max_event_rate: EventRate(Some(DEFAULT_MAX_EVENT_RATE)),
     };
