@@ -125,6 +125,49 @@ fn overflow(ns: &NetNs, p: u16) -> (Socket, Vec<Socket>) {
     (srv, clients)
 }
 
+/// Every query of the Grafana dashboard (deploy/grafana/qtrace.json), its
+/// variables set to "all" as Grafana sends them, runs on the real
+/// Prometheus scraping qtrace, and the per-port drops panel shows port
+/// `p`: a query Prometheus refuses is an empty panel nobody notices.
+fn the_dashboard_s_queries_run(prom: &Prometheus, p: u16) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/qtrace.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("JSON");
+    let vars = [("$instance", ".*"), ("$namespace", ".*"), ("$port", ".*"), ("$job", ".*"), ("$__rate_interval", "1m"), ("$__range", "5m")];
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for var in dash["templating"]["list"].as_array().into_iter().flatten() {
+        // `label_values(SELECTOR, LABEL)` is Grafana's: its selector is the query.
+        if let Some(q) = var["query"]["query"].as_str().and_then(|q| q.strip_prefix("label_values(")?.rsplit_once(',')) {
+            exprs.push(q.0.to_owned());
+        }
+    }
+    for e in &exprs {
+        let q = vars.iter().fold(e.clone(), |q, (var, value)| q.replace(var, value));
+        assert!(!q.contains('$'), "an unknown dashboard variable in {e}");
+        // `query` asserts that Prometheus answered with success.
+        prom.query(&q);
+    }
+    let by_port = exprs
+        .iter()
+        .find(|e| e.starts_with("sum by (instance, namespace, pod, netns, port) (rate(qtrace_drops_total"))
+        .expect("the per-port panel");
+    let q = vars.iter().fold(by_port.clone(), |q, (var, value)| q.replace(var, value));
+    // A rate takes two samples of the series: a few more scrapes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ports: Vec<String> = prom.query(&q).iter().filter_map(|s| s["metric"]["port"].as_str().map(str::to_owned)).collect();
+        if ports.contains(&p.to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{q}: {ports:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The acceptance test: Prometheus scrapes qtrace until the
 /// counter for the port equals the namespace's `ListenDrops` delta.
 #[test]
@@ -184,6 +227,7 @@ fn prometheus_scrapes_the_kernel_delta() {
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(om.ends_with("# EOF\n"));
     assert_eq!(sample(&om, &format!("qtrace_drops_total{{netns=\"{}\",port=\"{p}\"}}", ns.inode())), Some(kernel as f64));
+    the_dashboard_s_queries_run(&prom, p);
     drop(srv);
     let done = q.stop(libc::SIGINT);
     assert!(done.status.success(), "{:?}", done.stderr);
