@@ -79,6 +79,8 @@ fn stamp(path: &Path) -> Stamp {
 pub struct WebConfigFile {
     path: PathBuf,
     tls: bool,
+    /// Whether it asks for a password: fixed at start, like `tls`.
+    auth: bool,
     /// The file and the files it named, as they were when read.
     stamps: Vec<(PathBuf, Stamp)>,
     state: Result<Arc<Access>, String>,
@@ -88,22 +90,42 @@ impl WebConfigFile {
     /// Reads it at start: an error here stops qtrace.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
         let (access, stamps) = Self::read(path)?;
-        Ok(Self { path: path.to_owned(), tls: access.tls.is_some(), stamps, state: Ok(Arc::new(access)) })
+        let (tls, auth) = (access.tls.is_some(), access.auth.is_some());
+        Ok(Self { path: path.to_owned(), tls, auth, stamps, state: Ok(Arc::new(access)) })
     }
 
     fn read(path: &Path) -> Result<(Access, Vec<(PathBuf, Stamp)>), WebConfigError> {
-        // Stamped before reading: a change while it is read is seen next time.
         let before = stamp(path);
         let config = WebConfig::load(path)?;
+        // A file rewritten in place (`>` in a shell, an editor) can be read
+        // half-written: an empty or cut-off `basic_auth_users` would read
+        // as "no password". What changed while it was read is not taken.
+        if stamp(path) != before {
+            return Err(WebConfigError::ChangedWhileRead);
+        }
         let mut stamps = vec![(path.to_owned(), before)];
         stamps.extend(config.files().into_iter().map(|f| (f.to_owned(), stamp(f))));
         Ok((Access::build(&config)?, stamps))
     }
 
+    /// What a read at run time found, refused where it would change how
+    /// the endpoint is protected: that takes a restart, so a mistaken or
+    /// half-written file can never open the metrics to everyone.
+    fn reread(&self) -> Result<(Access, Vec<(PathBuf, Stamp)>), String> {
+        let (access, stamps) = Self::read(&self.path).map_err(|e| e.to_string())?;
+        if access.tls.is_some() != self.tls {
+            return Err("tls_server_config was added or removed; restart qtrace to switch between HTTP and HTTPS".to_owned());
+        }
+        if access.auth.is_some() != self.auth {
+            return Err("basic_auth_users was added or removed; restart qtrace to turn passwords on or off".to_owned());
+        }
+        Ok((access, stamps))
+    }
+
     /// Whether it serves HTTPS, and asks for a password: for the line that
     /// says where the metrics are.
     pub fn describe(&self) -> (bool, bool) {
-        (self.tls, self.state.as_ref().is_ok_and(|a| a.auth.is_some()))
+        (self.tls, self.auth)
     }
 
     /// The checks for a new connection, the file read again if it changed;
@@ -111,16 +133,10 @@ impl WebConfigFile {
     pub(crate) fn current(&mut self) -> Option<Arc<Access>> {
         let changed = self.stamps.iter().any(|(p, s)| stamp(p) != *s);
         if changed || self.state.is_err() {
-            let state = match Self::read(&self.path) {
-                Ok((access, _)) if access.tls.is_some() != self.tls => {
-                    Err("tls_server_config was added or removed; restart qtrace to switch between HTTP and HTTPS".to_owned())
-                }
-                Ok((access, stamps)) => {
-                    self.stamps = stamps;
-                    Ok(Arc::new(access))
-                }
-                Err(e) => Err(e.to_string()),
-            };
+            let state = self.reread().map(|(access, stamps)| {
+                self.stamps = stamps;
+                Arc::new(access)
+            });
             match (&state, &self.state) {
                 (Err(new), Err(old)) if new == old => {}
                 (Err(e), _) => eprintln!("qtrace: --web-config-file {}: {e}; refusing scrapes until it is fixed", self.path.display()),
@@ -218,6 +234,25 @@ mod tests {
         replace(&path, "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n");
         assert!(file.current().is_none());
         assert!(WebConfigFile::load(&path).unwrap().describe().0, "relative to the file's directory");
+    }
+
+    /// An emptied file (`: > web.yml`, an editor halfway through) reads
+    /// as valid YAML with no users: it must refuse, not serve everyone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_file_that_drops_the_passwords_refuses_until_restart() {
+        let dir = scratch("emptied");
+        let path = dir.0.join("web.yml");
+        std::fs::write(&path, users(&[("prom", "pw")])).unwrap();
+        let mut file = WebConfigFile::load(&path).unwrap();
+        assert!(file.current().is_some());
+        std::fs::write(&path, "").unwrap();
+        assert!(file.current().is_none(), "no password is no reason to serve everyone");
+        replace(&path, "http_server_config:\n  headers:\n    X-Frame-Options: deny\n");
+        assert!(file.current().is_none(), "nor is a file that never had one");
+        replace(&path, &users(&[("prom", "pw")]));
+        let access = file.current().expect("the passwords back: served again");
+        assert_eq!(status(&access, &Request::new(())).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(file.describe(), (false, true));
     }
 
     #[test]

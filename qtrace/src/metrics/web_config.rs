@@ -24,6 +24,9 @@ pub enum WebConfigError {
     /// A key whose value qtrace cannot use, or that it does not implement.
     #[error("{key}: {why}")]
     Invalid { key: &'static str, why: String },
+    /// Rewritten while qtrace read it.
+    #[error("the file changed while it was read")]
+    ChangedWhileRead,
 }
 
 fn invalid(key: &'static str, why: impl Into<String>) -> WebConfigError {
