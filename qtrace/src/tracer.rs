@@ -227,10 +227,10 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         self.owners.update(
             &self.listeners,
             |netns, port| agg.watched(netns, port),
-            |wanted| {
+            |wanted, grouped| {
                 let caller = |ino| backlogs.get(ino).filter(|_| !replaced.contains(&ino)).map(|r| (ino, r.owner.clone()));
                 let known = wanted.iter().filter_map(|&ino| caller(ino)).collect();
-                host.identify(wanted, &known)
+                host.identify(wanted, &known, grouped)
             },
             || host.netns_names(),
         );
@@ -350,7 +350,7 @@ mod tests {
         fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
             None
         }
-        fn identify(&self, wanted: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+        fn identify(&self, wanted: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>, _: &BTreeSet<u64>) -> BTreeMap<u64, Identity> {
             self.0.borrow_mut().identified.extend(wanted);
             wanted.iter().map(|&ino| (ino, Identity { pid: Some(ino as u32 + 1000), ..Identity::default() })).collect()
         }
@@ -480,7 +480,7 @@ mod tests {
         fn socket_of(&self, _: u32, _: u32) -> Option<(u64, Owner)> {
             None
         }
-        fn identify(&self, _: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+        fn identify(&self, _: &BTreeSet<u64>, _: &BTreeMap<u64, Owner>, _: &BTreeSet<u64>) -> BTreeMap<u64, Identity> {
             BTreeMap::new()
         }
         fn started(&self, _: u32) -> Option<u64> {

@@ -555,19 +555,21 @@ impl ProcFs {
 
     /// The identity of each listener socket in `wanted`: from the process
     /// that called `listen()` (`known`, when qtrace saw the call and the
-    /// process is still there) if it waits for the socket in epoll itself,
-    /// else from the processes holding it, found by one walk of every
-    /// process's descriptors ([`Self::of_holders`]).
-    pub(crate) fn resolve(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
+    /// process is still there), else from the processes holding it, found
+    /// by one walk of every process's descriptors ([`Self::of_holders`]).
+    /// `grouped` are listeners that share their address and port with
+    /// others (an `SO_REUSEPORT` group): one of those is its caller's only
+    /// if the caller polls it, since nginx's master opens every worker's
+    /// listener; elsewhere who polls a listener says nothing (nginx's
+    /// `accept_mutex` has only its holder poll the one shared listener).
+    pub(crate) fn resolve(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>, grouped: &BTreeSet<u64>) -> BTreeMap<u64, Identity> {
         let mut out = BTreeMap::new();
         for &ino in wanted {
             // A service manager called `listen()` for a socket unit: the
-            // service it starts holds the socket too. A caller that does
-            // not poll the socket may have handed it to workers that do
-            // (nginx's master opens every worker's `reuseport` listener).
-            // One whose descriptors qtrace may not read is taken on the
-            // kernel's word: a walk would not find it either.
-            let polls = |o: &Owner| procs::polls(&self.root, o.pid, ino) != Some(false);
+            // service it starts holds the socket too. A caller whose
+            // descriptors qtrace may not read is taken on the kernel's
+            // word: a walk would not find it either.
+            let polls = |o: &Owner| !grouped.contains(&ino) || procs::polls(&self.root, o.pid, ino) != Some(false);
             let caller = known.get(&ino).filter(|o| !self.is_service_manager(o.pid) && polls(o));
             if let Some(id) = caller.and_then(|o| self.describe(o)) {
                 out.insert(ino, id);
@@ -577,7 +579,7 @@ impl ProcFs {
         if rest.is_empty() {
             return out;
         }
-        let found = procs::owners(&rest);
+        let found = procs::owners(&rest, grouped);
         for ino in rest {
             let holders = found.by_inode.get(&ino).map(Vec::as_slice).unwrap_or_default();
             let id = self.of_holders(holders, found.polled_by.get(&ino));
@@ -1033,7 +1035,8 @@ mod tests {
         std::fs::write(user_manager.join("cgroup"), "0::/user.slice/user-1000.slice/user@1000.service/init.scope\n").unwrap();
         assert_eq!(pid(&[1, 400, 300]), Some(300), "the service, not its manager");
         assert_eq!(pid(&[1, 400]), Some(1), "a manager when nothing else holds it");
-        let resolve = |caller: u32| procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::from([(u64::MAX, holder(caller))]));
+        let resolve =
+            |caller: u32| procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::from([(u64::MAX, holder(caller))]), &BTreeSet::new());
         fake.polls(300, u64::MAX);
         assert_eq!(resolve(300)[&u64::MAX].pid, Some(300), "the process that called listen() and polls it");
         assert_ne!(resolve(1)[&u64::MAX].pid, Some(1), "but not a manager that did");
@@ -1056,17 +1059,21 @@ mod tests {
         assert_eq!(pid(&[101, 102]), Some(100), "shared by the workers: the master");
         assert_eq!(pid(&[]), Some(100), "nobody polls it (blocking accept()): the eldest");
         assert_eq!(pid(&[7]), Some(100), "a poller that does not hold it does not count");
-        // The master called listen() but does not poll: it is not taken
-        // on its word (the walk of the real /proc finds no holder here)...
+        // The master called listen() for a listener of a group but does
+        // not poll it: it is not taken on its word (the walk of the real
+        // /proc finds no holder here)...
         std::fs::create_dir_all(fake.0.join("100/fd")).unwrap();
         let ino = u64::MAX - 1;
-        let by_caller = procfs.resolve(&BTreeSet::from([ino]), &BTreeMap::from([(ino, holder(100))]));
-        assert_eq!(by_caller[&ino].pid, None);
+        let (wanted, known, group) = (BTreeSet::from([ino]), BTreeMap::from([(ino, holder(100))]), BTreeSet::from([ino]));
+        assert_eq!(procfs.resolve(&wanted, &known, &group)[&ino].pid, None);
         // ...unless its descriptors cannot be read: then nothing says it
-        // handed the socket on.
+        // handed the socket on...
         std::fs::remove_dir(fake.0.join("100/fd")).unwrap();
-        let by_caller = procfs.resolve(&BTreeSet::from([ino]), &BTreeMap::from([(ino, holder(100))]));
-        assert_eq!(by_caller[&ino].pid, Some(100));
+        assert_eq!(procfs.resolve(&wanted, &known, &group)[&ino].pid, Some(100));
+        // ...or the listener is alone on its address: polling says nothing
+        // of it (nginx's accept_mutex has one worker at a time poll it).
+        std::fs::create_dir_all(fake.0.join("100/fd")).unwrap();
+        assert_eq!(procfs.resolve(&wanted, &known, &BTreeSet::new())[&ino].pid, Some(100));
     }
 
     #[test]
@@ -1079,14 +1086,14 @@ mod tests {
         let procfs = ProcFs::host();
         let gone = BTreeMap::from([(ino, Owner { pid: u32::MAX, comm: "gone".into() })]);
         for known in [BTreeMap::new(), gone] {
-            let id = procfs.resolve(&BTreeSet::from([ino]), &known).remove(&ino).unwrap();
+            let id = procfs.resolve(&BTreeSet::from([ino]), &known, &BTreeSet::new()).remove(&ino).unwrap();
             assert_eq!(id.pid, Some(me), "{known:?}");
             assert_eq!(id.exe.as_deref().map(Path::new), Some(std::env::current_exe().unwrap().as_path()));
             // SAFETY: geteuid has no preconditions.
             assert_eq!(id.uid, Some(unsafe { libc::geteuid() }));
             assert_eq!(id.cgroup, cgroup_path(&std::fs::read_to_string("/proc/self/cgroup").unwrap()));
         }
-        let nobody = procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::new());
+        let nobody = procfs.resolve(&BTreeSet::from([u64::MAX]), &BTreeMap::new(), &BTreeSet::new());
         assert!(nobody[&u64::MAX].unknown.as_deref().unwrap().starts_with("no process holding the socket was found"));
         assert_eq!(nobody[&u64::MAX].pid, None);
     }

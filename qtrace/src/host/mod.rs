@@ -39,15 +39,33 @@ pub(crate) fn survey(namespaces: &mut Namespaces) -> (Survey, usize) {
     let listeners = namespaces.listeners();
     let requests = namespaces.requests();
     let inodes: BTreeSet<u64> = listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| u64::from(l.inode))).collect();
-    let procs::Owners { by_inode: owners, polled_by, unreadable } = procs::owners(&inodes);
+    let procs::Owners { by_inode: owners, polled_by, unreadable } = procs::owners(&inodes, &reuseport_grouped(&listeners));
     let procfs = identity::ProcFs::host();
-    let of = |ino: &u64| owners.get(ino).and_then(|holders| procfs.of_holders(holders, polled_by.get(ino))).unwrap_or_else(|| identity::not_found(unreadable));
+    let of = |ino: &u64| {
+        owners
+            .get(ino)
+            .and_then(|holders| procfs.of_holders(holders, polled_by.get(ino)))
+            .unwrap_or_else(|| identity::not_found(unreadable))
+    };
     let names = netns::names();
     let netns_of: BTreeMap<u64, u32> =
         listeners.iter().flat_map(|ns| ns.listeners.iter().map(|l| (u64::from(l.inode), ns.netns))).collect();
     let named = |ino: &u64| Identity { netns_name: netns_of.get(ino).and_then(|n| names.get(n)).cloned(), ..of(ino) };
     let identities = inodes.iter().map(|ino| (*ino, named(ino))).collect();
     (Survey { listeners, requests, owners, identities }, unreadable)
+}
+
+/// The listeners of `snapshot` that share their namespace, address and
+/// port with another: an `SO_REUSEPORT` group, whose members only the
+/// process polling each tells apart.
+pub(crate) fn reuseport_grouped(snapshot: &[NsListeners]) -> BTreeSet<u64> {
+    let mut by_place: BTreeMap<(u32, IpAddr, u16), Vec<u64>> = BTreeMap::new();
+    for ns in snapshot {
+        for l in &ns.listeners {
+            by_place.entry((ns.netns, l.addr, l.port)).or_default().push(u64::from(l.inode));
+        }
+    }
+    by_place.into_values().filter(|inodes| inodes.len() > 1).flatten().collect()
 }
 
 /// What the kernel side saw since the last poll that says where listeners
@@ -75,8 +93,9 @@ pub trait HostInputs {
     fn socket_of(&self, pid: u32, fd: u32) -> Option<(u64, Owner)>;
     /// The owner of each listener socket in `wanted` (one entry each),
     /// starting from the process that called `listen()` where `known`
-    /// has it.
-    fn identify(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity>;
+    /// has it; `grouped` are those in an `SO_REUSEPORT` group
+    /// ([`reuseport_grouped`]).
+    fn identify(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>, grouped: &BTreeSet<u64>) -> BTreeMap<u64, Identity>;
     /// When process `pid` started ([`Identity::start`]); `None` once it is
     /// gone.
     fn started(&self, pid: u32) -> Option<u64>;
@@ -94,13 +113,29 @@ impl HostInputs for Namespaces {
     fn socket_of(&self, pid: u32, fd: u32) -> Option<(u64, Owner)> {
         procs::socket_of(pid, fd)
     }
-    fn identify(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>) -> BTreeMap<u64, Identity> {
-        identity::ProcFs::host().resolve(wanted, known)
+    fn identify(&self, wanted: &BTreeSet<u64>, known: &BTreeMap<u64, Owner>, grouped: &BTreeSet<u64>) -> BTreeMap<u64, Identity> {
+        identity::ProcFs::host().resolve(wanted, known, grouped)
     }
     fn started(&self, pid: u32) -> Option<u64> {
         identity::started_in(std::path::Path::new("/proc"), pid)
     }
     fn netns_names(&self) -> BTreeMap<u32, String> {
         netns::names()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::sock_diag::Listener;
+
+    #[test]
+    fn reuseport_groups_share_namespace_address_and_port() {
+        let l = |addr: &str, port, inode| Listener { addr: addr.parse().unwrap(), inode, ..Listener::example(port, (0, 4), 0) };
+        let snapshot = [
+            NsListeners { netns: 1, listeners: vec![l("127.0.0.1", 80, 1), l("127.0.0.1", 80, 2), l("0.0.0.0", 80, 3), l("::", 80, 4)] },
+            NsListeners { netns: 2, listeners: vec![l("127.0.0.1", 80, 5)] },
+        ];
+        assert_eq!(reuseport_grouped(&snapshot), BTreeSet::from([1, 2]));
     }
 }

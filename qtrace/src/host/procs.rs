@@ -86,18 +86,26 @@ const EVENTPOLL: &str = "anon_inode:[eventpoll]";
 /// Whether the epoll instance at descriptor `fd` of the process at `dir`
 /// watches a file `wanted` accepts.
 fn epoll_watches(dir: &Path, fd: &std::ffi::OsStr, mut wanted: impl FnMut(u64) -> bool) -> bool {
-    // Bounded: an instance watching many thousand files is one connection
-    // server's, and a listener is among its first registrations.
+    // Bounded: the kernel lists an instance's files in the order of its
+    // tree (by file address, not registration), so a connection server
+    // watching many thousand sockets may list its listener past the bound.
     let mut text = String::new();
     let read = std::fs::File::open(dir.join("fdinfo").join(fd)).and_then(|f| f.take(FDINFO_MAX).read_to_string(&mut text));
-    read.is_ok() && epoll_targets(&text).any(&mut wanted)
+    // A line cut by the bound could name another inode.
+    let whole = text.rsplit_once('\n').map_or("", |(lines, _)| lines);
+    read.is_ok() && epoll_targets(whole).any(&mut wanted)
 }
 
 /// Enough of an epoll instance's fdinfo for about 8,000 watched files.
 const FDINFO_MAX: u64 = 1 << 20;
 
-/// Every process holding each socket inode in `wanted`, by inode.
-pub(crate) fn owners(wanted: &BTreeSet<u64>) -> Owners {
+/// Every process holding each socket inode in `wanted`, by inode, and of
+/// those holding one in `pollers_of`, which ones wait for it in epoll.
+/// Reading an epoll instance's fdinfo makes the kernel list all its files
+/// under the instance's lock, which a busy proxy's `epoll_ctl()` waits
+/// for: only the holders of `pollers_of` (an `SO_REUSEPORT` group's
+/// listeners) have theirs read.
+pub(crate) fn owners(wanted: &BTreeSet<u64>, pollers_of: &BTreeSet<u64>) -> Owners {
     let mut out = Owners::default();
     if wanted.is_empty() {
         return out;
@@ -105,52 +113,61 @@ pub(crate) fn owners(wanted: &BTreeSet<u64>) -> Owners {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
     };
-    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let fds = match std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) {
-            Ok(fds) => fds,
-            Err(e) => {
-                out.unreadable += usize::from(denied(&e));
-                continue;
-            }
-        };
-        let mut name = None;
-        for fd in fds.flatten() {
-            let link = match std::fs::read_link(fd.path()) {
-                Ok(link) => link,
-                // Listed but not readable: every link of it will be the same.
-                Err(e) if denied(&e) => {
-                    out.unreadable += 1;
-                    break;
-                }
-                Err(_) => continue,
-            };
-            if link.as_os_str() == EVENTPOLL {
-                let dir = Path::new("/proc").join(pid.to_string());
-                epoll_watches(&dir, &fd.file_name(), |ino| {
-                    if wanted.contains(&ino) {
-                        out.polled_by.entry(ino).or_default().insert(pid);
-                    }
-                    false
-                });
-                continue;
-            }
-            let Some(ino) = link.to_str().and_then(socket_inode) else {
-                continue;
-            };
-            if wanted.contains(&ino) {
-                let comm = name.get_or_insert_with(|| comm(pid)).clone();
-                let list = out.by_inode.entry(ino).or_default();
-                if !list.iter().any(|o| o.pid == pid) {
-                    list.push(Owner { pid, comm });
-                }
-            }
+        if let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            scan_process(pid, wanted, pollers_of, &mut out);
         }
     }
     out
+}
+
+/// [`owners`] for one process.
+fn scan_process(pid: u32, wanted: &BTreeSet<u64>, pollers_of: &BTreeSet<u64>, out: &mut Owners) {
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+    let dir = Path::new("/proc").join(pid.to_string());
+    let fds = match std::fs::read_dir(dir.join("fd")) {
+        Ok(fds) => fds,
+        Err(e) => {
+            out.unreadable += usize::from(denied(&e));
+            return;
+        }
+    };
+    let (mut name, mut epolls, mut polled_held) = (None, Vec::new(), false);
+    for fd in fds.flatten() {
+        let link = match std::fs::read_link(fd.path()) {
+            Ok(link) => link,
+            // Listed but not readable: every link of it will be the same.
+            Err(e) if denied(&e) => {
+                out.unreadable += 1;
+                return;
+            }
+            Err(_) => continue,
+        };
+        if link.as_os_str() == EVENTPOLL {
+            epolls.push(fd.file_name());
+            continue;
+        }
+        let Some(ino) = link.to_str().and_then(socket_inode).filter(|i| wanted.contains(i)) else {
+            continue;
+        };
+        polled_held |= pollers_of.contains(&ino);
+        let comm = name.get_or_insert_with(|| comm(pid)).clone();
+        let list = out.by_inode.entry(ino).or_default();
+        if !list.iter().any(|o| o.pid == pid) {
+            list.push(Owner { pid, comm });
+        }
+    }
+    if !polled_held {
+        return;
+    }
+    for fd in epolls {
+        epoll_watches(&dir, &fd, |ino| {
+            if pollers_of.contains(&ino) {
+                out.polled_by.entry(ino).or_default().insert(pid);
+            }
+            false
+        });
+    }
 }
 
 #[cfg(test)]
@@ -183,7 +200,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
         let ino = socket_inode(link.to_str().unwrap()).unwrap();
-        let found = owners(&[ino].into());
+        let found = owners(&[ino].into(), &BTreeSet::new());
         assert_eq!(found.by_inode[&ino], vec![Owner { pid: std::process::id(), comm: comm(std::process::id()) }]);
     }
 }

@@ -66,7 +66,8 @@ fn unmapped(a: IpAddr) -> IpAddr {
 
 impl ListenerOwners {
     /// Asks `identify`, once for all of them, the owners of the listeners of
-    /// `snapshot` that `watched` selects and that have none yet, and forgets
+    /// `snapshot` that `watched` selects and that have none yet (with those
+    /// of the snapshot in `SO_REUSEPORT` groups), and forgets
     /// the listeners that are gone. A listener `identify` says nothing of
     /// is remembered as unknown rather than asked again.
     /// `netns_names` gives the namespaces' `ip netns` names, asked only
@@ -75,7 +76,7 @@ impl ListenerOwners {
         &mut self,
         snapshot: &[NsListeners],
         watched: impl Fn(u32, u16) -> bool,
-        identify: impl FnOnce(&BTreeSet<u64>) -> BTreeMap<u64, Identity>,
+        identify: impl FnOnce(&BTreeSet<u64>, &BTreeSet<u64>) -> BTreeMap<u64, Identity>,
         netns_names: impl FnOnce() -> BTreeMap<u32, String>,
     ) {
         let live: BTreeMap<u64, u32> = listeners(snapshot, &watched).map(|(netns, l)| (u64::from(l.inode), netns)).collect();
@@ -84,7 +85,7 @@ impl ListenerOwners {
         let mut changed = self.by_inode.len() != before;
         let wanted: BTreeSet<u64> = live.keys().filter(|i| !self.by_inode.contains_key(i)).copied().collect();
         if !wanted.is_empty() {
-            let mut found = identify(&wanted);
+            let mut found = identify(&wanted, &crate::host::reuseport_grouped(snapshot));
             let names = netns_names();
             for ino in wanted {
                 let mut id = found.remove(&ino).unwrap_or_else(|| Identity::unknown("not resolved"));
@@ -224,24 +225,24 @@ mod tests {
         let watched = |_: u32, port: u16| port != 9999;
         let first = snap(vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("0.0.0.0", 9999, 3)]);
         for _ in 0..5 {
-            owners.update(&first, watched, |w| host.identify(w), BTreeMap::new);
+            owners.update(&first, watched, |w, _| host.identify(w), BTreeMap::new);
         }
         assert_eq!((host.calls, host.asked.clone()), (1, vec![1, 2]));
         let generation = owners.generation();
         let more = snap(vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("127.0.0.1", 81, 4)]);
-        owners.update(&more, watched, |w| host.identify(w), BTreeMap::new);
-        owners.update(&more, watched, |w| host.identify(w), BTreeMap::new);
+        owners.update(&more, watched, |w, _| host.identify(w), BTreeMap::new);
+        owners.update(&more, watched, |w, _| host.identify(w), BTreeMap::new);
         assert_eq!((host.calls, host.asked.clone()), (2, vec![1, 2, 4]));
         assert!(owners.generation() > generation);
         let generation = owners.generation();
-        owners.update(&snap(vec![listener("127.0.0.1", 81, 4)]), watched, |w| host.identify(w), BTreeMap::new);
+        owners.update(&snap(vec![listener("127.0.0.1", 81, 4)]), watched, |w, _| host.identify(w), BTreeMap::new);
         assert_eq!(host.calls, 2, "a listener closing asks nothing");
         assert!(owners.generation() > generation, "but what is derived is rebuilt");
         assert!(owners.get(1).is_none() && owners.get(4).is_some());
         // A listener the host says nothing of is unknown, not asked again.
-        owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_| BTreeMap::new(), BTreeMap::new);
+        owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_, _| BTreeMap::new(), BTreeMap::new);
         assert_eq!(owners.get(5).unwrap().unknown.as_deref(), Some("not resolved"));
-        owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_| panic!("asked twice"), BTreeMap::new);
+        owners.update(&snap(vec![listener("127.0.0.1", 82, 5)]), watched, |_, _| panic!("asked twice"), BTreeMap::new);
     }
 
     /// A listener whose process is gone, or whose pid now names another
@@ -253,7 +254,7 @@ mod tests {
         let mut owners = ListenerOwners::default();
         let ls = snap(vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("0.0.0.0", 81, 3), listener("0.0.0.0", 82, 4)]);
         let first = BTreeMap::from([(1, started_at(10, 5)), (2, started_at(10, 5)), (3, started_at(30, 7)), (4, started_at(40, 9))]);
-        owners.update(&ls, |_, _| true, |_| first.clone(), BTreeMap::new);
+        owners.update(&ls, |_, _| true, |_, _| first.clone(), BTreeMap::new);
         let looked = std::cell::RefCell::new(Vec::new());
         // Process 10 is still the same; 30 exited; 40's pid was reused.
         let host = |pid| {
@@ -269,13 +270,13 @@ mod tests {
         looked.borrow_mut().sort();
         assert_eq!(*looked.borrow(), [10, 30, 40], "once per process, not per listener");
         assert!(owners.generation() > generation);
-        owners.update(&ls, |_, _| true, |w| w.iter().map(|&i| (i, started_at(i as u32 * 100, 1))).collect(), BTreeMap::new);
+        owners.update(&ls, |_, _| true, |w, _| w.iter().map(|&i| (i, started_at(i as u32 * 100, 1))).collect(), BTreeMap::new);
         assert_eq!([1, 2, 3, 4].map(|i| owners.get(i).unwrap().pid), [Some(10), Some(10), Some(300), Some(400)]);
         let generation = owners.generation();
         assert!(owners.forget_replaced(|pid| Some(if pid == 10 { 5 } else { 1 })).is_empty());
         assert_eq!(owners.generation(), generation, "nothing changed");
         // One without a process (not found) is not looked at.
-        owners.update(&snap(vec![listener("0.0.0.0", 83, 5)]), |_, _| true, |_| BTreeMap::new(), BTreeMap::new);
+        owners.update(&snap(vec![listener("0.0.0.0", 83, 5)]), |_, _| true, |_, _| BTreeMap::new(), BTreeMap::new);
         assert!(owners.forget_replaced(|_| panic!("looked at")).is_empty());
     }
 
@@ -286,7 +287,7 @@ mod tests {
         // SO_REUSEPORT pair of two.
         let ls = vec![listener("0.0.0.0", 80, 1), listener("::", 80, 2), listener("0.0.0.0", 81, 4), listener("0.0.0.0", 81, 3)];
         let pid_of = |ino: u64| if ino <= 2 { 10 } else { ino as u32 * 10 };
-        owners.update(&snap(ls.clone()), |_, _| true, |w| w.iter().map(|&i| (i, process(pid_of(i)))).collect(), BTreeMap::new);
+        owners.update(&snap(ls.clone()), |_, _| true, |w, _| w.iter().map(|&i| (i, process(pid_of(i)))).collect(), BTreeMap::new);
         let by_port = owners.by_port(&snap(ls));
         let pids = |port| by_port[&PortKey { netns: 7, port }].iter().map(|o| o.pid.unwrap()).collect::<Vec<_>>();
         assert_eq!(pids(80), [10], "one process, listed once");
@@ -307,7 +308,7 @@ mod tests {
             listener("::", 443, 5),
             listener("::", 443, 6),
         ];
-        owners.update(&snap(ls.clone()), |_, _| true, |w| Counting::default().identify(w), BTreeMap::new);
+        owners.update(&snap(ls.clone()), |_, _| true, |w, _| Counting::default().identify(w), BTreeMap::new);
         let events = owners.for_events(&snap(ls));
         let owner = |port, addr: &str| events[&PortKey { netns: 7, port }].get(addr.parse().unwrap()).cloned();
         assert_eq!(owner(53, "127.0.0.53").and_then(|o| o.pid), Some(10));
@@ -329,7 +330,7 @@ mod tests {
     fn events_go_to_the_listener_of_their_family() {
         let mut owners = ListenerOwners::default();
         let ls = vec![listener("::", 80, 1), listener("0.0.0.0", 80, 2), listener("::", 81, 3), listener("::1", 82, 4)];
-        owners.update(&snap(ls.clone()), |_, _| true, |w| Counting::default().identify(w), BTreeMap::new);
+        owners.update(&snap(ls.clone()), |_, _| true, |w, _| Counting::default().identify(w), BTreeMap::new);
         let events = owners.for_events(&snap(ls));
         let pid = |port, addr: &str| events[&PortKey { netns: 7, port }].get(addr.parse().unwrap()).and_then(|o| o.pid);
         assert_eq!(pid(80, "127.0.0.1"), Some(20));

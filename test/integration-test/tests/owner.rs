@@ -440,10 +440,29 @@ impl Nginx {
             (pids.len() == 2).then_some(pids)
         });
         nginx.workers = workers.unwrap_or_else(|| panic!("nginx {master} did not start two workers"));
-        // Let both workers reach their event loops.
-        std::thread::sleep(Duration::from_millis(500));
+        // Each worker has reached its event loop once it waits for one of
+        // the listeners (`ss` gives their inodes) in its epoll instance.
+        let ss = ns.exec(&["ss", "-Hltne", &format!("sport = :{}", a.port())]);
+        let listeners: Vec<String> = ss
+            .split_whitespace()
+            .filter_map(|f| f.strip_prefix("ino:"))
+            .map(|i| format!("ino:{:x} ", i.parse::<u64>().expect("an inode")))
+            .collect();
+        assert_eq!(listeners.len(), 2, "two reuseport listeners: {ss}");
+        for &w in &nginx.workers {
+            let waits = || listeners.iter().any(|l| epoll_fdinfo(w).contains(l.as_str())).then_some(());
+            let polls = until(Duration::from_secs(10), waits);
+            assert!(polls.is_some(), "nginx worker {w} never waited for a listener");
+        }
         nginx
     }
+}
+
+/// The fdinfo text of every epoll instance of process `pid`.
+fn epoll_fdinfo(pid: i32) -> String {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    let epolls = fds.iter().filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]"));
+    epolls.filter_map(|fd| std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok()).collect()
 }
 
 impl Drop for Nginx {
