@@ -591,18 +591,29 @@ impl ProcFs {
 
 /// Adds what a container's runtime state says to `id`, or why it could
 /// not be read to `missing`. The runtime whose state has the container
-/// names it when the cgroup path did not; the pod's UID recorded there
-/// fills in for a path without one. The cgroup path wins where both say.
+/// names it when the cgroup path did not. Whoever starts a container
+/// writes its pod annotations or labels (`ctr run --annotation`, `docker
+/// run --label`), so a pod is believed only of a container in a pod's
+/// cgroup (which only the kubelet makes), and not when the runtime
+/// records another pod's UID.
 fn with_state(id: &mut Identity, state: Result<Found, StateError>, missing: &mut Vec<String>) {
     match state {
         Ok(found) => {
             let w = &mut id.workload;
             w.container_runtime = w.container_runtime.or(found.runtime);
-            if w.pod_uid.is_none() {
-                w.pod_uid = found.pod_uid.filter(|u| is_pod_uid(u));
-            }
             id.container = found.container;
             missing.extend(found.notes);
+            let claimed = found.pod_uid.filter(|u| is_pod_uid(u));
+            let doubt = match (&w.pod_uid, &claimed) {
+                (None, _) => "its cgroup is no Kubernetes pod's",
+                (Some(cgroup), Some(runtime)) if cgroup != runtime => "the pod UID its runtime recorded is not its cgroup's",
+                _ => return,
+            };
+            let c = &mut id.container;
+            if c.pod_name.is_some() || c.pod_namespace.is_some() {
+                (c.pod_name, c.pod_namespace) = (None, None);
+                missing.push(format!("pod: its runtime names one, but {doubt}"));
+            }
         }
         Err(e) => missing.push(e.to_string()),
     }
@@ -1014,6 +1025,26 @@ mod tests {
         let names = (id.container.container_name.as_deref(), id.container.pod_name.as_deref(), id.container.pod_namespace.as_deref());
         assert_eq!(names, (Some("app"), Some("web-0"), Some("shop")));
         assert_eq!((id.container.image, id.unknown), (None, None), "no image annotation: unknown, no reason to give");
+        // The annotations are whoever started it's word: another pod's UID,
+        // or no pod's cgroup at all, and the pod is not believed.
+        let pod_of = |uid: &str, cgroup: &str| {
+            let json = format!(
+                r#"{{"annotations":{{"io.kubernetes.cri.container-name":"app","io.kubernetes.cri.sandbox-name":"web-0","io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"{uid}"}}}}"#
+            );
+            std::fs::write(bundle.join("config.json"), json).unwrap();
+            std::fs::write(dir.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+            let id = procfs.describe(&holder(10)).unwrap();
+            (id.container.pod_name, id.container.pod_namespace, id.container.container_name, id.unknown)
+        };
+        let in_pod = format!("/kubepods/burstable/pod{POD}/{ID}");
+        assert_eq!(pod_of(POD, &in_pod), (Some("web-0".into()), Some("shop".into()), Some("app".into()), None), "the same pod");
+        let other = "0f0e0d0c-0b0a-4909-8807-060504030201";
+        let (pod, ns, name, why) = pod_of(other, &in_pod);
+        assert_eq!((pod, ns, name), (None, None, Some("app".into())));
+        assert_eq!(why.as_deref(), Some("pod: its runtime names one, but the pod UID its runtime recorded is not its cgroup's"));
+        let (pod, ns, _, why) = pod_of(POD, &format!("/system.slice/cri-containerd-{ID}.scope"));
+        assert_eq!((pod, ns), (None, None));
+        assert_eq!(why.as_deref(), Some("pod: its runtime names one, but its cgroup is no Kubernetes pod's"));
     }
 
     #[test]

@@ -99,12 +99,15 @@ fn port_key(r: &PortRow) -> Labels {
 /// namespace, several pods with the host network each have their own
 /// port): they never make a port two series at once. Only when all owners
 /// agree, so a port of listeners of different pods, or of one whose owner
-/// is unknown, has neither.
+/// is unknown, has neither; and both or neither (two pods of one
+/// namespace share only the namespace, pods of one name in two namespaces
+/// only the name: neither is a pod).
 fn port_labels(r: &PortRow) -> Labels {
     let mut labels = port_key(r);
     if let Some(common) = Identity::common(r.owners.iter().map(|o| &**o)) {
-        let c = common.container;
-        labels.extend([("pod", c.pod_name), ("namespace", c.pod_namespace)].into_iter().filter_map(|(name, v)| Some((name, v?))));
+        if let (Some(pod), Some(namespace)) = (common.container.pod_name, common.container.pod_namespace) {
+            labels.extend([("pod", pod), ("namespace", namespace)]);
+        }
     }
     labels
 }
@@ -481,6 +484,33 @@ mod tests {
         // Owners that do not all name the pod (one unknown): no pod label.
         assert!(text.contains("qtrace_drops_total{netns=\"4026531840\",port=\"9090\"} 0"));
         assert!(!text.contains("qtrace_accept_queue{netns=\"4026531840\",port=\"9090\"}"), "no queue gauge without a listener");
+    }
+
+    /// A pod's labels go on a port's series only when every owner is that
+    /// one pod: two pods of a namespace (host network) share only the
+    /// namespace, and pods named alike in two namespaces only the name.
+    #[test]
+    fn pod_labels_only_for_one_pod() {
+        let row = |owners: Vec<Identity>| PortRow {
+            netns: 4026531840,
+            port: 80,
+            kinds: Counts::default(),
+            suppressed: Counts::default(),
+            drops: 1,
+            listener_drops: 1,
+            accept_queue: None,
+            owners: owners.into_iter().map(Arc::new).collect(),
+        };
+        let with = |pid, name: &str, ns: &str| {
+            let mut p = pod(pid, None);
+            (p.container.pod_name, p.container.pod_namespace) = (Some(name.into()), Some(ns.into()));
+            p
+        };
+        let names = |r: &PortRow| port_labels(r).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(names(&row(vec![with(1, "a", "shop"), with(2, "a", "shop")])), ["netns", "port", "pod", "namespace"]);
+        assert_eq!(names(&row(vec![with(1, "a", "shop"), with(2, "b", "shop")])), ["netns", "port"]);
+        assert_eq!(names(&row(vec![with(1, "a", "shop"), with(2, "a", "blog")])), ["netns", "port"]);
+        assert_eq!(names(&row(vec![with(1, "a", "shop"), nginx(3)])), ["netns", "port"]);
     }
 
     #[test]
