@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
 use tokio_rustls::TlsAcceptor;
 
@@ -59,6 +59,9 @@ impl Access {
         } else {
             let mut r = super::server::text(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
             r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"qtrace\""));
+            // A client without the password gets no kept-alive connection
+            // to try more on: the slots are few (`server::MAX_CONNECTIONS`).
+            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             r
         };
         for (n, v) in &self.headers {
@@ -205,6 +208,7 @@ mod tests {
         let r = access.answer(&Request::new(()), || super::super::server::text(StatusCode::OK, "ok")).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Basic realm=\"qtrace\"");
+        assert_eq!(r.headers()[CONNECTION], "close", "no kept-alive connection to guess on");
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert_eq!(status(&access, &basic("prom", "wrong")).await, StatusCode::UNAUTHORIZED);
         assert_eq!(status(&access, &basic("prom", "pw")).await, StatusCode::OK);

@@ -31,6 +31,8 @@ const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 const MAX_CONNECTIONS: usize = 16;
 /// For the request headers, and for the TLS handshake before them.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection is served, keep-alive included.
+const CONNECTION_MAX: Duration = Duration::from_secs(60);
 
 /// Whether the client asked for OpenMetrics (Prometheus does, first).
 fn wants_openmetrics<B>(req: &Request<B>) -> bool {
@@ -120,11 +122,14 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, acc
         let (access, registry) = (access.clone(), registry.clone());
         async move { Ok::<_, Infallible>(access.answer(&req, || respond(&req, &registry)).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), svc)
-        .await;
+        .serve_connection(TokioIo::new(stream), svc);
+    // However it is used, a connection ends after CONNECTION_MAX: one that
+    // stops reading a response cannot keep its slot. Prometheus opens a
+    // new one for its next scrape.
+    let _ = tokio::time::timeout(CONNECTION_MAX, conn).await;
 }
 
 /// Whether a client of the TLS port began with a plain HTTP request (a
