@@ -56,8 +56,11 @@ pub const MAP_LISTEN_STARTS: &str = "LISTEN_STARTS";
 /// Entries of [`MAP_LISTEN_STARTS`]: distinct namespaces with a new
 /// listener between two polls. A start that finds the map full is counted
 /// in [`stat::LISTEN_STARTS_FULL`], and userspace then walks every thread
-/// for namespaces instead. (Not an LRU map: before 6.16 an LRU map keeps
-/// free entries per CPU and evicts long before it is full, silently.)
+/// for namespaces instead. (Not an LRU map: without d4adf1c9ee77, "bpf:
+/// Adjust free target to avoid global starvation of LRU map" (6.16; in
+/// Debian's 6.12 kernels, not in its 6.1 and 5.10 ones), an LRU map keeps
+/// up to 128 free entries per CPU and evicts long before it is full,
+/// silently.)
 pub const LISTEN_STARTS_MAX: u32 = 1024;
 
 // Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
