@@ -145,6 +145,33 @@ impl Identity {
         }
     }
 
+    /// The fields that name the owner, for the lines there are many of
+    /// (`event` records): the process (`pid`, `comm`), its systemd unit,
+    /// its container's name (its id only when it has none), its pod and
+    /// namespace, and the network namespace's name. The rest (executable,
+    /// user, cgroup path, image, why something is unknown) is in the port's
+    /// `summary` and `counted` records and in `listeners`.
+    pub fn naming(&self) -> Identity {
+        let c = &self.container;
+        Identity {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            workload: Workload {
+                unit: self.workload.unit.clone(),
+                container_id: c.container_name.is_none().then(|| self.workload.container_id.clone()).flatten(),
+                ..Workload::default()
+            },
+            container: Container {
+                container_name: c.container_name.clone(),
+                pod_name: c.pod_name.clone(),
+                pod_namespace: c.pod_namespace.clone(),
+                ..Container::default()
+            },
+            netns_name: self.netns_name.clone(),
+            ..Identity::default()
+        }
+    }
+
     /// What every one of `all` agrees on: a field they all share is kept,
     /// one they differ on is left out. One identity is returned whole;
     /// several say in `unknown` that only their common part is given.

@@ -170,7 +170,8 @@ pub(crate) struct EventRecord<'a> {
     pub syn_queue: u32,
     pub hook: &'a str,
     /// Who the listener that could have taken it belongs to
-    /// (`ListenerOwners::for_events`).
+    /// (`ListenerOwners::for_events`), by the fields that name it
+    /// ([`Identity::naming`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<&'a Identity>,
 }
@@ -506,6 +507,8 @@ mod tests {
         let start = start();
         let [v4, v6] = events();
         let [unit, _] = owners();
+        // An event names its owner (`Identity::naming`); the rest is in the summary.
+        let unit = unit.naming();
         let (agg, counted, (gone, gone_stats)) = aggregation();
         let open = PortKey { netns: NETNS, port: 9090 };
         let settings =

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::host::identity::Identity;
 use crate::host::system;
 use crate::model::aggregate::{Aggregator, PortKey};
 use crate::model::event::{self, Decoded};
@@ -51,7 +52,9 @@ impl NdjsonSink {
             return;
         }
         self.owners_generation = Some(generation);
-        let render = |id| Arc::<str>::from(serde_json::to_string(&id).expect("an identity is plain data"));
+        // Events are many: they name the owner; the rest is in the
+        // port's summary (`Identity::naming`).
+        let render = |id: Identity| Arc::<str>::from(serde_json::to_string(&id.naming()).expect("an identity is plain data"));
         self.event_owners = tracer.owners.for_events(&tracer.listeners).into_iter().map(|(k, e)| (k, e.map(render))).collect();
     }
 
