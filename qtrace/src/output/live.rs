@@ -77,6 +77,9 @@ pub(crate) enum Action {
 }
 
 /// One row as drawn.
+/// Characters of the OWNER column.
+const OWNER_WIDTH: usize = 20;
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LiveRow {
     pub key: PortKey,
@@ -178,7 +181,9 @@ impl LiveView {
                 let rate = |k: Kind| h.map_or(0.0, |h| h.rates[k.index()]);
                 LiveRow {
                     key: *key,
-                    owner: owner(key).unwrap_or_else(|| "-".into()),
+                    // Cut as the plain table cuts it: a pod's container,
+                    // a unit's suffix, are at the end.
+                    owner: owner(key).map_or_else(|| "-".into(), |o| crate::output::table::fit(&o, OWNER_WIDTH)),
                     queue: st.accept_queue,
                     rate: Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| rate(*k)).sum(),
                     kind_rates: kinds.iter().map(|k| rate(*k)).collect(),
@@ -243,8 +248,13 @@ impl LiveView {
                 Row::new(cells.into_iter().skip(skip))
             })
             .collect();
-        let mut widths =
-            vec![Constraint::Length(10), Constraint::Length(5), Constraint::Length(20), Constraint::Length(16), Constraint::Length(7)];
+        let mut widths = vec![
+            Constraint::Length(10),
+            Constraint::Length(5),
+            Constraint::Length(OWNER_WIDTH as u16),
+            Constraint::Length(16),
+            Constraint::Length(7),
+        ];
         widths.extend(kinds.iter().map(|k| Constraint::Length(k.column().len() as u16 + 2)));
         widths.extend([Constraint::Length(8), Constraint::Length(SPARK_WIDTH as u16)]);
         let widths: Vec<Constraint> = widths.into_iter().skip(skip).collect();

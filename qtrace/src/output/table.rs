@@ -31,7 +31,8 @@ fn last_event(st: &PortStats) -> String {
 /// container, a unit's suffix), after an ellipsis.
 const OWNER_WIDTH: usize = 28;
 
-fn fit(name: &str, width: usize) -> String {
+/// `name` in at most `width` characters, its end kept (see [`OWNER_WIDTH`]).
+pub(crate) fn fit(name: &str, width: usize) -> String {
     let n = name.chars().count();
     if n <= width {
         return name.to_owned();
