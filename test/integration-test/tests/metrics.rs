@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{addr, connect_nonblocking, free_port, http_get, listener, port, sample, settle, url_encode, NetNs, Qtrace};
+use common::{addr, connect_nonblocking, free_port, http_get, listener, port, promtool_accepts, sample, settle, url_encode, NetNs, Qtrace};
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
 use socket2::Socket;
@@ -125,6 +125,19 @@ fn overflow(ns: &NetNs, p: u16) -> (Socket, Vec<Socket>) {
     (srv, clients)
 }
 
+/// [`overflow`], the clients' SYNs retransmitted once, then closed: returns
+/// the listener and the namespace's `ListenDrops` growth once it settled.
+fn overflow_counted(ns: &NetNs, p: u16) -> (Socket, u64) {
+    let before = ns.counters();
+    let (srv, clients) = overflow(ns, p);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(clients);
+    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
+    let kernel = after - before.get("ListenDrops");
+    assert!(kernel >= 40, "the burst should overflow (ListenDrops +{kernel})");
+    (srv, kernel)
+}
+
 /// Every query of the Grafana dashboard (deploy/grafana/qtrace.json), its
 /// variables set to "all" as Grafana sends them, runs on the real
 /// Prometheus scraping qtrace, and the per-port drops panel shows port
@@ -177,14 +190,7 @@ fn prometheus_scrapes_the_kernel_delta() {
     let q = Qtrace::watch(&["--netns", &ns.name, "--metrics-addr", "127.0.0.1:0", "--json"]);
     let target = q.metrics_addr();
     let prom = Prometheus::start(&target);
-    let before = ns.counters();
-    let (srv, clients) = overflow(&ns, p);
-    // Let the clients retransmit their SYNs once.
-    std::thread::sleep(Duration::from_millis(2500));
-    drop(clients);
-    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
-    let kernel = after - before.get("ListenDrops");
-    assert!(kernel >= 40, "the burst should overflow (ListenDrops +{kernel})");
+    let (srv, kernel) = overflow_counted(&ns, p);
 
     let series = format!("qtrace_drops_total{{job=\"qtrace\",port=\"{p}\"}}");
     let seen = prom.settled_on(&series, kernel as f64);
@@ -207,22 +213,7 @@ fn prometheus_scrapes_the_kernel_delta() {
     let (status, head, body) = http_get(&target, "/metrics", None);
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-    let mut lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    use std::io::Write as _;
-    lint.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("metrics piped");
-    let out = lint.wait_with_output().expect("promtool ends");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_accepts(&body);
     let (_, head, om) = http_get(&target, "/metrics", Some("application/openmetrics-text;version=1.0.0"));
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(om.ends_with("# EOF\n"));
@@ -348,13 +339,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
         format!("  - job_name: plain\n    static_configs:\n      - targets: ['{target}']\n"),
     ];
     let prom = Prometheus::with_jobs(&jobs.concat());
-    let before = ns.counters();
-    let (srv, clients) = overflow(&ns, p);
-    std::thread::sleep(Duration::from_millis(2500));
-    drop(clients);
-    let after = settle(SETTLE, || ns.counters().get("ListenDrops"));
-    let kernel = after - before.get("ListenDrops");
-    assert!(kernel >= 40, "the burst should overflow (ListenDrops +{kernel})");
+    let (srv, kernel) = overflow_counted(&ns, p);
 
     let series = format!("qtrace_drops_total{{job=\"qtrace\",port=\"{p}\"}}");
     let seen = prom.settled_on(&series, kernel as f64);

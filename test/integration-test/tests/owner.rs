@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{
-    addr, connect, connect_nonblocking, http_get, port, require_root, sample, settle, unsupported, wait_connected, Finished, NetNs, Qtrace,
+    addr, connect, connect_nonblocking, http_get, port, promtool_accepts, require_root, sample, settle, unsupported, wait_connected,
+    Finished, NetNs, Qtrace,
 };
 use containers::{random_id, random_uuid, Containerd, CtrTask, InContainer, PodCgroup, PodmanContainer, RootFs};
 use serde_json::Value;
@@ -773,23 +774,6 @@ fn a_containerd_pod_container_is_named_with_its_pod() {
     assert_eq!(sample(&metrics, &drops), Some(done.drops(p) as f64), "{drops} in\n{metrics}");
     assert_eq!(metrics.matches(&format!("qtrace_drops_total{{netns=\"{netns}\",port=\"{p}\"")).count(), 1, "one series for the port");
     promtool_accepts(&metrics);
-}
-
-/// Fails unless `promtool check metrics` passes `text` (classic format).
-fn promtool_accepts(text: &str) {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let mut lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (install Debian's prometheus: cargo xtask setup)");
-    lint.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("metrics piped");
-    let out = lint.wait_with_output().expect("promtool ends");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "promtool check metrics: {said}\n{text}");
 }
 
 /// `--no-owner`: the start record says owners are off, and no record or

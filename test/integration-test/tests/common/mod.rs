@@ -59,16 +59,7 @@ impl NetNs {
     /// Runs `f` on a thread inside the namespace; sockets it creates stay
     /// in the namespace wherever they are used afterwards.
     pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(format!("/run/netns/{}", self.name)).expect("namespace file");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on a namespace fd we hold; affects this thread only.
-                assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-                f()
-            })
-            .join()
-            .expect("namespace thread")
-        })
+        run_in_netns(&format!("/run/netns/{}", self.name), f)
     }
 
     /// The namespace's inode number, as qtrace labels it.
@@ -114,9 +105,44 @@ impl Drop for NetNs {
     }
 }
 
+/// Runs `f` on a thread inside the network namespace of the namespace
+/// file `path` (`/run/netns/NAME`, `/proc/PID/ns/net`).
+pub(crate) fn run_in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = File::open(path).unwrap_or_else(|e| panic!("namespace file {path}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a namespace fd we hold; affects this thread only.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+/// Fails unless `promtool check metrics` (Debian's prometheus package,
+/// which `cargo xtask test` installs) passes `text`, the classic format.
+pub(crate) fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus)");
+    lint.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("metrics piped");
+    let out = lint.wait_with_output().expect("promtool ends");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics: {said}\n{text}");
+}
+
 /// The drop counters (`d<N>`) in `ss -ltm` output.
 fn ss_drops_in(out: &str) -> u64 {
-    out.split(|c: char| c == ',' || c == ')' || c.is_whitespace()).filter_map(|f| f.strip_prefix('d')).filter_map(|n| n.parse::<u64>().ok()).sum()
+    out.split(|c: char| c == ',' || c == ')' || c.is_whitespace())
+        .filter_map(|f| f.strip_prefix('d'))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }
 
 type Job = Box<dyn FnOnce() + Send>;

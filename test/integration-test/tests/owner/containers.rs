@@ -5,12 +5,11 @@
 //! The names, annotations and ids come from the test; the runtimes only
 //! carry them.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{counters_of, Counters};
+use crate::common::{counters_of, run_in_netns, Counters};
 
 /// Runs a program and returns its stdout; fails the test, naming the
 /// program (and the package it comes from), when it cannot run or fails.
@@ -69,16 +68,7 @@ pub(crate) struct InContainer {
 impl InContainer {
     /// Runs `f` on a thread inside the process's network namespace.
     pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = std::fs::File::open(format!("/proc/{}/ns/net", self.pid)).expect("the container's namespace");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on a namespace fd we hold; affects this thread only.
-                assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-                f()
-            })
-            .join()
-            .expect("namespace thread")
-        })
+        run_in_netns(&format!("/proc/{}/ns/net", self.pid), f)
     }
 
     /// Its network namespace's inode number, as qtrace labels it.
