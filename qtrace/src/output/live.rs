@@ -208,6 +208,28 @@ impl LiveView {
         }
     }
 
+    /// One port's row, every column (the caller leaves out NETNS when one
+    /// namespace is on screen).
+    fn cells(&self, r: &LiveRow) -> Vec<Cell<'static>> {
+        let queue_color = match r.queue {
+            Some((now, max)) if now > max => Color::Red,
+            Some((now, max)) if now > 0 && now * 4 >= max * 3 => Color::Yellow,
+            _ => Color::Reset,
+        };
+        let rate_style = if r.rate > 0.0 { self.style(Color::Red).add_modifier(Modifier::BOLD) } else { Style::default() };
+        let mut cells = vec![
+            Cell::from(r.key.netns.to_string()),
+            Cell::from(r.key.port.to_string()),
+            Cell::from(r.owner.clone()),
+            Cell::from(queue_cell(r.queue)).style(self.style(queue_color)),
+            Cell::from(format!("{:.1}", r.rate)).style(rate_style),
+        ];
+        cells.extend(r.kind_rates.iter().map(|v| Cell::from(format!("{v:.1}"))));
+        cells.push(Cell::from(r.drops.to_string()));
+        cells.push(Cell::from(r.spark.clone()).style(self.style(Color::Red)));
+        cells
+    }
+
     /// Draws the whole screen: `header` lines (time, settings, clamps,
     /// the demo's explanation), the table, and the status line.
     pub(crate) fn draw(&self, frame: &mut Frame, kinds: &[Kind], rows: &[LiveRow], header: &[String], status: &str) {
@@ -223,31 +245,7 @@ impl LiveView {
         titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
         titles.extend(["DROPS".into(), "LAST MINUTE".into()]);
         let header_row = Row::new(titles.into_iter().skip(skip).map(Cell::from)).style(bold);
-        let lines: Vec<Row> = rows
-            .iter()
-            .map(|r| {
-                let hot = r.rate > 0.0;
-                let mut cells = vec![
-                    Cell::from(r.key.netns.to_string()),
-                    Cell::from(r.key.port.to_string()),
-                    Cell::from(r.owner.clone()),
-                    Cell::from(queue_cell(r.queue)).style(self.style(match r.queue {
-                        Some((now, max)) if now > max => Color::Red,
-                        Some((now, max)) if now > 0 && now * 4 >= max * 3 => Color::Yellow,
-                        _ => Color::Reset,
-                    })),
-                    Cell::from(format!("{:.1}", r.rate)).style(if hot {
-                        self.style(Color::Red).add_modifier(Modifier::BOLD)
-                    } else {
-                        Style::default()
-                    }),
-                ];
-                cells.extend(r.kind_rates.iter().map(|v| Cell::from(format!("{v:.1}"))));
-                cells.push(Cell::from(r.drops.to_string()));
-                cells.push(Cell::from(r.spark.clone()).style(self.style(Color::Red)));
-                Row::new(cells.into_iter().skip(skip))
-            })
-            .collect();
+        let lines: Vec<Row> = rows.iter().map(|r| Row::new(self.cells(r).into_iter().skip(skip))).collect();
         let mut widths = vec![
             Constraint::Length(10),
             Constraint::Length(5),
