@@ -76,21 +76,24 @@ struct MetricsServer {
     task: tokio::task::JoinHandle<()>,
     shared: metrics::Shared,
     addr: Option<std::net::SocketAddr>,
+    /// Where scrapers go, and whether they need a password.
+    url: Option<String>,
+    basic_auth: bool,
 }
 
 impl MetricsServer {
     fn serve(listener: tokio::net::TcpListener, web: Option<metrics::WebConfigFile>, tier: &str) -> Self {
         let shared = metrics::Shared::new(Snapshot { tier: tier.to_owned(), ..Snapshot::default() }.into());
         let addr = listener.local_addr().ok();
-        let (tls, auth) = web.as_ref().map_or((false, false), |w| w.describe());
+        let (tls, basic_auth) = web.as_ref().map_or((false, false), |w| w.describe());
         let task = tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(metrics::registry(shared.clone())), web));
+        let url = addr.map(|a| format!("{}://{a}/metrics", if tls { "https" } else { "http" }));
         eprintln!(
-            "qtrace: serving Prometheus metrics on {}://{}/metrics{}",
-            if tls { "https" } else { "http" },
-            addr.map(|a| a.to_string()).unwrap_or_default(),
-            if auth { " (basic auth)" } else { "" }
+            "qtrace: serving Prometheus metrics on {}{}",
+            url.as_deref().unwrap_or_default(),
+            if basic_auth { " (basic auth)" } else { "" }
         );
-        Self { task, shared, addr }
+        Self { task, shared, addr, url, basic_auth }
     }
 
     fn update(&self, tracer: &Tracer) {
@@ -135,6 +138,8 @@ pub async fn run_with(args: WatchArgs, demo: Option<Demo>) -> Result<()> {
     let metrics = metrics_listener.map(|l| MetricsServer::serve(l, web_config, &tracer.attachment.tier.to_string()));
     let mut start = Start {
         metrics_addr: metrics.as_ref().and_then(|m| m.addr).map(|a| a.to_string()),
+        metrics_url: metrics.as_ref().and_then(|m| m.url.clone()),
+        metrics_basic_auth: metrics.as_ref().is_some_and(|m| m.basic_auth),
         ..super::start_record(Some(&tracer.attachment), &tracer.host)
     };
     if args.no_owner {

@@ -119,6 +119,10 @@ pub(crate) struct Start {
     pub unreachable_namespaces: Vec<Unreachable>,
     /// Where the metrics endpoint listens, port resolved.
     pub metrics_addr: Option<String>,
+    /// Its URL: `https` when `--web-config-file` has TLS.
+    pub metrics_url: Option<String>,
+    /// Whether it asks for a password (`basic_auth_users`).
+    pub metrics_basic_auth: bool,
     /// Events each port may send per second (`--max-event-rate`); null:
     /// unlimited, or nothing attached.
     pub max_event_rate: Option<u32>,
@@ -140,6 +144,8 @@ impl Start {
             namespaces: 0,
             unreachable_namespaces: Vec::new(),
             metrics_addr: None,
+            metrics_url: None,
+            metrics_basic_auth: false,
             max_event_rate: None,
         }
     }
@@ -390,6 +396,7 @@ mod tests {
             namespaces: 3,
             unreachable_namespaces: vec![Unreachable { netns: 4026532999, reason: "setns: Operation not permitted".into() }],
             metrics_addr: Some("127.0.0.1:9464".into()),
+            metrics_url: Some("http://127.0.0.1:9464/metrics".into()),
             max_event_rate: Some(5000),
             ..Start::new("6.8.0-test".into(), true, true, T0)
         }

@@ -375,11 +375,9 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
     drop(srv);
     let done = q.stop(libc::SIGINT);
     assert!(done.status.success(), "{:?}", done.stderr);
-    assert!(
-        done.stderr.iter().any(|l| l.contains(&format!("serving Prometheus metrics on https://{target}/metrics (basic auth)"))),
-        "{:?}",
-        done.stderr
-    );
+    // The start record says how the endpoint is protected.
+    assert_eq!(done.start["metrics_url"], format!("https://{target}/metrics"), "{}", done.start);
+    assert_eq!(done.start["metrics_basic_auth"], true, "{}", done.start);
 }
 
 /// What cannot be used stops qtrace before it attaches anything: status
