@@ -95,20 +95,24 @@ const PODMAN_STORE: &str = "var/lib/containers/storage/overlay-containers/contai
 /// Docker's per-container directory (`<data-root>/containers/<id>`).
 const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
 
-/// The runtimes' state, under `root`.
+/// The runtimes' state, under `root`, as read by one resolution of
+/// listeners' owners.
 #[derive(Debug, Clone)]
 pub(crate) struct RuntimeState {
     root: PathBuf,
+    /// podman's container list, read once for every podman container
+    /// resolved with this state (it lists them all).
+    podman_store: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl RuntimeState {
     pub(crate) fn host() -> Self {
-        Self { root: "/".into() }
+        Self { root: "/".into(), podman_store: std::cell::OnceCell::new() }
     }
 
     #[cfg(test)]
     pub(crate) fn at(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+        Self { root: root.to_owned(), podman_store: std::cell::OnceCell::new() }
     }
 
     /// The container `id` (64 hex digits, from a cgroup path) in the state
@@ -165,8 +169,14 @@ impl RuntimeState {
     /// `RuntimeContainerMetadata`: `image-name`, empty for `--rootfs`).
     fn podman(&self, id: &str) -> Result<Found, StateError> {
         let path = self.root.join(PODMAN_STORE);
-        let bytes = read_bounded(&path, STORE_MAX).map_err(|e| not_found_as(e, "podman's store"))?;
-        let entry = parse_podman(&bytes, id).map_err(|e| StateError::Json(path, e))?;
+        let bytes = match self.podman_store.get() {
+            Some(bytes) => bytes,
+            None => {
+                let read = read_bounded(&path, STORE_MAX).map_err(|e| not_found_as(e, "podman's store"))?;
+                self.podman_store.get_or_init(|| read)
+            }
+        };
+        let entry = parse_podman(bytes, id).map_err(|e| StateError::Json(path, e))?;
         let found = entry.ok_or(StateError::NotFound("podman's store"))?;
         Ok(Found { runtime: Some(Runtime::Podman), ..found })
     }
@@ -460,6 +470,12 @@ mod tests {
         assert_eq!((found.container.image.as_deref(), found.notes.len()), (Some("docker.io/library/busybox:latest"), 0));
         let gone = tree.state().lookup(Some(Runtime::Podman), &"1".repeat(64)).unwrap_err();
         assert_eq!(gone.to_string(), "container state unreadable: not in podman's store");
+        // One resolution reads the list once, however many containers it names.
+        let state = tree.state();
+        assert!(state.lookup(Some(Runtime::Podman), ID).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        assert!(state.lookup(Some(Runtime::Podman), &"0".repeat(64)).is_ok(), "the other container, from the same read");
+        assert!(tree.state().lookup(Some(Runtime::Podman), ID).is_err(), "a new resolution reads it again");
     }
 
     #[test]
