@@ -62,6 +62,25 @@ pub const MAP_LISTEN_STARTS: &str = "LISTEN_STARTS";
 /// up to 128 free entries per CPU and evicts long before it is full,
 /// silently.)
 pub const LISTEN_STARTS_MAX: u32 = 1024;
+/// Hash map `u64` (the child socket's address) -> [`Queued`]: each
+/// connection on a watched port from the moment its child socket is made
+/// (and put on the accept queue) until `accept()` returns it, the listener
+/// closes with it queued, or it closes after an accept qtrace did not see.
+/// Not an LRU map, for the reason [`LISTEN_STARTS_MAX`] gives: a full map is
+/// counted in [`stat::QUEUED_FULL`], and that connection's wait is missing.
+pub const MAP_QUEUED: &str = "QUEUED";
+/// Entries of [`MAP_QUEUED`]: connections waiting in watched accept queues
+/// at once, over every listener.
+pub const QUEUED_MAX: u32 = 65_536;
+/// Per-CPU hash map [`WaitKey`] -> `u64`: per watched (netns, port), the
+/// accept-queue wait of every accepted connection as a histogram
+/// ([`wait::bucket`]), its sum and maximum, and the connections the server
+/// did work for in vain ([`wait::CLIENT_GONE`], [`wait::LISTENER_CLOSED`]).
+/// Exact, in the kernel: no ring-buffer traffic.
+pub const MAP_ACCEPT_WAIT: &str = "ACCEPT_WAIT";
+/// Entries of [`MAP_ACCEPT_WAIT`] (a port uses one per bucket it has seen,
+/// plus four); inserts beyond are counted in [`stat::ACCEPT_WAIT_MAP_FULL`].
+pub const ACCEPT_WAIT_MAX: u32 = 16_384;
 
 // Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
 // attribute macros name a program after its function and take no other name
@@ -90,8 +109,12 @@ pub const PROG_KFREE_SKB: &str = "kfree_skb";
 pub const PROG_SYS_ENTER_LISTEN: &str = "sys_enter_listen";
 pub const PROG_SYS_EXIT_LISTEN: &str = "sys_exit_listen";
 pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+/// Beside every tier (`accept_wait.rs`): `syscalls:sys_exit_accept4` and
+/// `sys_exit_accept`, where `accept()` returns a queued connection.
+pub const PROG_SYS_EXIT_ACCEPT4: &str = "sys_exit_accept4";
+pub const PROG_SYS_EXIT_ACCEPT: &str = "sys_exit_accept";
 /// Every `PROG_*` above, once.
-pub const PROGRAMS: [&str; 14] = [
+pub const PROGRAMS: [&str; 16] = [
     PROG_FENTRY_TCP_CONN_REQUEST,
     PROG_FEXIT_TCP_CONN_REQUEST,
     PROG_KPROBE_TCP_CONN_REQUEST,
@@ -106,6 +129,8 @@ pub const PROGRAMS: [&str; 14] = [
     PROG_SYS_ENTER_LISTEN,
     PROG_SYS_EXIT_LISTEN,
     PROG_INET_SOCK_SET_STATE,
+    PROG_SYS_EXIT_ACCEPT4,
+    PROG_SYS_EXIT_ACCEPT,
 ];
 
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
@@ -172,8 +197,17 @@ pub mod stat {
     pub const SUPPRESSED_MAP_FULL: u32 = 4;
     /// Listen starts not recorded: [`super::MAP_LISTEN_STARTS`] was full.
     pub const LISTEN_STARTS_FULL: u32 = 5;
+    /// Connections whose accept-queue wait is not measured: the queued
+    /// map was full when their child socket was made.
+    pub const QUEUED_FULL: u32 = 6;
+    /// Accept-queue waits not in the histograms: the histogram map was full.
+    pub const ACCEPT_WAIT_MAP_FULL: u32 = 7;
+    /// Queued connections that left the queue through an `accept()` qtrace
+    /// does not trace (io_uring's `IORING_OP_ACCEPT`, `kernel_accept()`):
+    /// seen only when they closed, already accepted.
+    pub const ACCEPT_UNSEEN: u32 = 8;
     /// Number of slots.
-    pub const LEN: u32 = 6;
+    pub const LEN: u32 = 9;
 }
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).
@@ -229,6 +263,113 @@ pub struct CounterKey {
     pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<CounterKey>() == 8);
+
+/// Key of [`MAP_ACCEPT_WAIT`]: a watched port and one of its [`wait`]
+/// slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaitKey {
+    pub netns: u32,
+    pub port: u16,
+    /// A histogram bucket (below [`wait::BUCKETS`]) or a `wait::*` slot.
+    pub slot: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<WaitKey>() == 8);
+
+/// Value of [`MAP_QUEUED`]: when and where a connection entered the
+/// accept queue.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// `bpf_ktime_get_ns()` when its child socket was made.
+    pub queued_ns: u64,
+    pub netns: u32,
+    /// The listener's (local) port.
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Queued>() == 16);
+
+/// Accept-queue wait histograms: the slots of a [`WaitKey`].
+///
+/// Buckets are log-linear in nanoseconds, four per power of two (each at
+/// most 25% wide, so a percentile read at a bucket's middle is within
+/// 12.5% of the true value): values 0 to 3 have a bucket each; a value
+/// `v >= 4` with `p = floor(log2 v)` falls in `4 * (p - 1) + ((v >> (p - 2)) & 3)`.
+/// Waits of 2^48 ns (3.3 days) and longer share the last bucket.
+pub mod wait {
+    /// Histogram buckets: slots `0..BUCKETS`.
+    pub const BUCKETS: u8 = 188;
+    /// Accepted connections whose client had left while they waited (the
+    /// child was in `CLOSE_WAIT` or `CLOSE` when `accept()` returned it):
+    /// work the server did for nobody. Also in the histogram.
+    pub const CLIENT_GONE: u8 = 252;
+    /// Queued connections reset because their listener closed
+    /// (`inet_csk_listen_stop()`): never accepted, not in the histogram.
+    pub const LISTENER_CLOSED: u8 = 253;
+    /// Sum of the waits in the histogram, in nanoseconds.
+    pub const SUM_NS: u8 = 254;
+    /// Longest wait in the histogram, in nanoseconds (per CPU: the
+    /// maximum over CPUs is the port's).
+    pub const MAX_NS: u8 = 255;
+    const _: () = assert!(BUCKETS <= CLIENT_GONE);
+
+    /// `floor(log2 v)` for `v > 0`, without a loop (the verifier of 5.10
+    /// takes no bounded loops it cannot unroll).
+    #[inline(always)]
+    pub const fn log2(mut v: u64) -> u32 {
+        let mut r = 0;
+        if v >= 1 << 32 {
+            v >>= 32;
+            r += 32;
+        }
+        if v >= 1 << 16 {
+            v >>= 16;
+            r += 16;
+        }
+        if v >= 1 << 8 {
+            v >>= 8;
+            r += 8;
+        }
+        if v >= 1 << 4 {
+            v >>= 4;
+            r += 4;
+        }
+        if v >= 1 << 2 {
+            v >>= 2;
+            r += 2;
+        }
+        if v >= 1 << 1 {
+            r += 1;
+        }
+        r
+    }
+
+    /// The bucket of a wait of `ns` nanoseconds.
+    #[inline(always)]
+    pub const fn bucket(ns: u64) -> u8 {
+        if ns < 4 {
+            return ns as u8;
+        }
+        let p = log2(ns);
+        if p >= 48 {
+            return BUCKETS - 1;
+        }
+        (4 * (p - 1) + ((ns >> (p - 2)) & 3) as u32) as u8
+    }
+
+    /// The values bucket `b` holds: `lo..hi` nanoseconds (the last bucket
+    /// holds everything from its `lo` up).
+    pub const fn bounds(b: u8) -> (u64, u64) {
+        if b < 4 {
+            return (b as u64, b as u64 + 1);
+        }
+        let p = b as u32 / 4 + 1;
+        let lo = (1u64 << p) + (b as u64 % 4) * (1u64 << (p - 2));
+        (lo, lo + (1u64 << (p - 2)))
+    }
+}
 
 /// Key of [`MAP_LISTEN_CALLS`]: the process and descriptor that listened.
 #[repr(C)]
@@ -359,6 +500,22 @@ pub struct Config {
     /// namespace's `ListenDrops` on one CPU (see [`Config::per_cpu_offset`]).
     pub net_mib_net_statistics: u32,
     pub mib_listen_drops: u32,
+    /// `syscalls:sys_exit_accept4` and `sys_exit_accept`: offset of `ret`
+    /// (the same in both, checked at load).
+    pub tp_accept_ret: u32,
+    /// The walk from the current task to the socket behind a descriptor:
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`,
+    /// `fdtable.fd`, `file.private_data` (a socket file's `struct socket`)
+    /// and `socket.sk`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// `struct sock`: `sk_socket`, NULL until `accept()` grafts the child
+    /// onto a `struct socket` (`sock_graft()`).
+    pub sk_socket: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -373,7 +530,7 @@ pub struct Config {
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 176 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 208 + 16 * range::LEN);
 
 /// Marks a parameter a traced function does not have (or a program does not
 /// read).
@@ -463,6 +620,14 @@ impl Config {
             budget_burst_ns: 0,
             net_mib_net_statistics: OFFSET_NONE,
             mib_listen_drops: OFFSET_NONE,
+            tp_accept_ret: OFFSET_NONE,
+            task_files: OFFSET_NONE,
+            files_fdt: OFFSET_NONE,
+            fdt_max_fds: OFFSET_NONE,
+            fdt_fd: OFFSET_NONE,
+            file_private_data: OFFSET_NONE,
+            socket_sk: OFFSET_NONE,
+            sk_socket: OFFSET_NONE,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,
@@ -496,6 +661,10 @@ mod user {
     unsafe impl aya::Pod for super::ClosedListener {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenStart {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WaitKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Queued {}
 }
 
 impl Event {
@@ -510,5 +679,29 @@ impl Event {
         // which every bit pattern is valid; `read_unaligned` copes with any
         // alignment of the record.
         Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<Self>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait;
+
+    /// Every value falls in the bucket whose bounds hold it, buckets follow
+    /// each other without gaps, and none is wider than a quarter of its
+    /// lower bound (from 4 ns on).
+    #[test]
+    fn wait_buckets_tile_the_line() {
+        for b in 0..wait::BUCKETS - 1 {
+            let (lo, hi) = wait::bounds(b);
+            assert_eq!(wait::bounds(b + 1).0, hi, "bucket {b} meets the next");
+            assert_eq!(wait::bucket(lo), b, "lower bound of {b}");
+            assert_eq!(wait::bucket(hi - 1), b, "last value of {b}");
+            if lo >= 4 {
+                assert!(4 * (hi - lo) <= lo, "bucket {b} is {lo}..{hi}");
+            }
+        }
+        assert_eq!(wait::bucket(u64::MAX), wait::BUCKETS - 1);
+        assert_eq!(wait::bucket(1 << 48), wait::BUCKETS - 1);
+        assert_eq!(wait::bounds(wait::BUCKETS - 1).0, (1 << 47) + 3 * (1 << 45));
     }
 }

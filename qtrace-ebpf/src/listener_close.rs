@@ -19,6 +19,9 @@
 //! and return before any state change). `LISTEN_STARTS` keeps the namespace
 //! of each such start, so userspace dumps listeners only in namespaces that
 //! have some or just got one. Runs beside whichever tier is attached.
+//!
+//! The same record marks the birth and the end of accept-queue children
+//! (`accept_wait`).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -27,10 +30,9 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext as _,
 };
-use qtrace_common::{
-    stat, ClosedListener, Config, ListenStart, CLOSED_LISTENERS_MAX, LISTEN_STARTS_MAX, OFFSET_NONE, TCP_LISTEN,
-};
+use qtrace_common::{stat, ClosedListener, Config, ListenStart, CLOSED_LISTENERS_MAX, LISTEN_STARTS_MAX, OFFSET_NONE, TCP_LISTEN};
 
+use crate::accept_wait;
 use crate::emit::{bump, watched};
 use crate::kmem::{identity, read};
 use crate::maps::config;
@@ -41,9 +43,10 @@ pub(crate) static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap
 #[map]
 pub(crate) static LISTEN_STARTS: HashMap<u32, ListenStart> = HashMap::with_max_entries(LISTEN_STARTS_MAX, 0);
 
-/// `TCP_CLOSE` in `enum tcp_state`, and `IPPROTO_TCP`; the record's state
-/// fields are ints.
+/// `TCP_CLOSE` and `TCP_SYN_RECV` in `enum tcp_state`, and `IPPROTO_TCP`;
+/// the record's state fields are ints.
 const TCP_CLOSE: i32 = 7;
+const TCP_SYN_RECV: i32 = 3;
 const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint]
@@ -55,8 +58,8 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let rec = ctx.as_ptr() as u64;
     let old = read::<i32>(rec, cfg.tp_state_oldstate);
     let new = read::<i32>(rec, cfg.tp_state_newstate);
-    let started = new == i32::from(TCP_LISTEN) && old != i32::from(TCP_LISTEN);
-    if !started && !(old == i32::from(TCP_LISTEN) && new == TCP_CLOSE) {
+    let listen = i32::from(TCP_LISTEN);
+    if new != listen && new != TCP_CLOSE && !(old == listen && new == TCP_SYN_RECV) {
         return 0;
     }
     // MPTCP and SCTP listeners pass here too (`protocol`, absent before 4.20
@@ -67,10 +70,12 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let sk: u64 = read(rec, cfg.tp_state_skaddr);
-    if started {
-        listen_started(cfg, sk);
-    } else {
-        listener_closed(cfg, sk);
+    match (old == listen, new) {
+        (false, n) if n == listen => listen_started(cfg, sk),
+        (true, TCP_CLOSE) => listener_closed(cfg, sk),
+        (true, TCP_SYN_RECV) => accept_wait::child_made(cfg, sk),
+        (false, TCP_CLOSE) => accept_wait::child_closed(cfg, sk),
+        _ => {}
     }
     0
 }
@@ -100,6 +105,7 @@ fn listener_closed(cfg: &Config, sk: u64) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
+    accept_wait::listener_closing(&id);
     let closed =
         ClosedListener { cookie: read(sk, cfg.sk_cookie), netns: id.netns, drops: read(sk, cfg.sk_drops), port: id.port, _pad: [0; 6] };
     // A full map evicts the oldest entry: that listener's last stretch of

@@ -7,7 +7,8 @@
 //! `listen_calls` (syscall tracepoints) and `listener_close`
 //! (`sock:inet_sock_set_state`) run beside whichever tier is attached: they
 //! record the backlog applications ask for and each listener's final drop
-//! counter.
+//! counter. `accept_wait` (the same state tracepoint and `accept()`'s
+//! syscall tracepoints) measures how long connections wait to be accepted.
 //!
 //! Every program decides what happened, counts it exactly in the per-CPU
 //! counters map and, if there is room, sends the detail through the ring
@@ -18,6 +19,7 @@
 // anyway): see `args`.
 #![feature(asm_experimental_arch)]
 
+mod accept_wait;
 mod ack_stage;
 mod args;
 mod emit;

@@ -200,6 +200,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         let suppressed = self.kernel.suppressed()?;
         self.active = self.agg.on_counters(self.kernel.counters()?);
         self.agg.on_suppressed(suppressed);
+        self.agg.on_accept_waits(self.kernel.accept_waits()?);
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = Losses { undecodable: self.undecodable, suppressed: self.agg.suppressed(), ..self.kernel.losses()? };
         let lost = self.agg.losses.ringbuf_full - before;

@@ -37,6 +37,9 @@ pub enum Limit {
     ClosedListenersMissing(String),
     /// The `listen(2)` recorders could not attach.
     ListenCallsMissing(String),
+    /// Accept-queue waits are not measured (the child-socket or
+    /// `accept()` recorders could not attach).
+    AcceptWaitMissing(String),
     /// qtrace lacks the capabilities that name other users' processes
     /// (which ones, in the reason).
     OwnersPartial(String),
@@ -53,6 +56,7 @@ impl Limit {
             Limit::CountedUpperBound => "counted_upper_bound",
             Limit::ClosedListenersMissing(_) => "closed_listeners_missing",
             Limit::ListenCallsMissing(_) => "listen_calls_missing",
+            Limit::AcceptWaitMissing(_) => "accept_wait_missing",
             Limit::OwnersPartial(_) => "owners_partial",
             Limit::OwnersOff => "owners_off",
         }
@@ -64,6 +68,7 @@ impl Limit {
             Limit::AckDetailMissing(why)
             | Limit::ClosedListenersMissing(why)
             | Limit::ListenCallsMissing(why)
+            | Limit::AcceptWaitMissing(why)
             | Limit::OwnersPartial(why) => Some(why),
             Limit::SynStageCounted | Limit::CountedUpperBound | Limit::OwnersOff => None,
         }
@@ -78,6 +83,7 @@ impl fmt::Display for Limit {
             Limit::CountedUpperBound => f.write_str("on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound"),
             Limit::ClosedListenersMissing(why) => write!(f, "listeners' final drop counters are not recorded as they close ({why}): drops in a listener's last second may be missing"),
             Limit::ListenCallsMissing(why) => write!(f, "requested backlogs are not recorded ({why}): a clamp by somaxconn can only be inferred"),
+            Limit::AcceptWaitMissing(why) => write!(f, "accept-queue waits are not measured ({why})"),
             Limit::OwnersPartial(why) => write!(f, "{why}: a listener held only by other users' processes has no owner (reading another user's /proc/PID/fd takes CAP_SYS_PTRACE, and listing it CAP_DAC_READ_SEARCH); its records say so in owner.unknown"),
             Limit::OwnersOff => f.write_str("listeners' owners are not named (--no-owner): records carry no owner and the metrics no qtrace_listener_info"),
         }
@@ -105,6 +111,7 @@ pub(crate) fn of_attachment(
     counted_upper_bound: bool,
     closed: Option<String>,
     listen_calls: Option<String>,
+    accept_wait: Option<String>,
 ) -> Vec<Limit> {
     let mut out = Vec::new();
     if tier == Tier::Tracepoint {
@@ -116,5 +123,6 @@ pub(crate) fn of_attachment(
     }
     out.extend(closed.map(Limit::ClosedListenersMissing));
     out.extend(listen_calls.map(Limit::ListenCallsMissing));
+    out.extend(accept_wait.map(Limit::AcceptWaitMissing));
     out
 }

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
-    stat, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS,
-    MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
+    stat, wait, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, WaitKey, MAP_ACCEPT_WAIT, MAP_CLOSED_LISTENERS,
+    MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
 };
 
 use crate::model::aggregate::{Losses, PortKey};
@@ -41,7 +41,15 @@ pub trait KernelInputs {
     fn listen_starts_overflowed(&mut self) -> bool {
         false
     }
-    /// Deletes the counters (and suppressed tallies) of `ports`.
+    /// Per watched (netns, port), the accept-queue wait slots
+    /// ([`qtrace_common::wait`]) over every CPU: summed, except the
+    /// maximum, which is the largest of the CPUs'. Empty where waits are
+    /// not measured.
+    fn accept_waits(&mut self) -> Result<BTreeMap<WaitKey, u64>> {
+        Ok(BTreeMap::new())
+    }
+    /// Deletes the counters (and suppressed tallies, and wait histograms)
+    /// of `ports`.
     fn forget_ports(&mut self, ports: &[PortKey]);
 }
 
@@ -60,13 +68,15 @@ pub struct KernelMaps {
     listen_starts: Option<HashMap<MapData, u32, ListenStart>>,
     /// `stat::LISTEN_STARTS_FULL` as of the last look.
     listen_starts_full: u64,
+    /// `None` when the accept-queue wait recorders could not attach.
+    accept_wait: Option<PerCpuHashMap<MapData, WaitKey, u64>>,
 }
 
 impl KernelMaps {
     /// Takes the maps out of the loaded object, which stays inside to keep
     /// the programs attached. `listen_calls` and `closed`: whether their
-    /// recorders attached.
-    pub(crate) fn take(mut ebpf: Ebpf, listen_calls: bool, closed: bool) -> Result<Self> {
+    /// recorders attached (and `accept_wait`).
+    pub(crate) fn take(mut ebpf: Ebpf, listen_calls: bool, closed: bool, accept_wait: bool) -> Result<Self> {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
         let events = RingBuf::try_from(take(MAP_EVENTS)?)?;
         let counters = PerCpuHashMap::try_from(take(MAP_COUNTERS)?)?;
@@ -75,7 +85,8 @@ impl KernelMaps {
         let listen_calls = if listen_calls { Some(HashMap::try_from(take(MAP_LISTEN_CALLS)?)?) } else { None };
         let listen_starts = if closed { Some(HashMap::try_from(take(MAP_LISTEN_STARTS)?)?) } else { None };
         let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
-        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed, listen_starts, listen_starts_full: 0 })
+        let accept_wait = if accept_wait { Some(PerCpuHashMap::try_from(take(MAP_ACCEPT_WAIT)?)?) } else { None };
+        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed, listen_starts, listen_starts_full: 0, accept_wait })
     }
 
     /// The ring buffer's descriptor, to wait on. It stays open and the same
@@ -116,6 +127,9 @@ impl KernelInputs for KernelMaps {
             undecodable: 0,
             suppressed: 0,
             suppressed_map_full: get(stat::SUPPRESSED_MAP_FULL)?,
+            queued_map_full: get(stat::QUEUED_FULL)?,
+            wait_map_full: get(stat::ACCEPT_WAIT_MAP_FULL)?,
+            accept_unseen: get(stat::ACCEPT_UNSEEN)?,
         })
     }
 
@@ -158,12 +172,31 @@ impl KernelInputs for KernelMaps {
         std::mem::replace(&mut self.listen_starts_full, full) != full
     }
 
+    fn accept_waits(&mut self) -> Result<BTreeMap<WaitKey, u64>> {
+        let Some(map) = &self.accept_wait else {
+            return Ok(BTreeMap::new());
+        };
+        let mut out = BTreeMap::new();
+        for item in map.iter() {
+            let (key, values) = item.context("reading the accept-wait map")?;
+            let v = if key.slot == wait::MAX_NS { values.iter().copied().max().unwrap_or(0) } else { values.iter().sum() };
+            out.insert(key, v);
+        }
+        Ok(out)
+    }
+
     fn forget_ports(&mut self, ports: &[PortKey]) {
+        let gone = |netns: u32, port: u16| ports.iter().any(|p| p.netns == netns && p.port == port);
         for map in [&mut self.counters, &mut self.suppressed] {
-            let keys: Vec<CounterKey> =
-                map.keys().filter_map(Result::ok).filter(|k| ports.iter().any(|p| p.netns == k.netns && p.port == k.port)).collect();
+            let keys: Vec<CounterKey> = map.keys().filter_map(Result::ok).filter(|k| gone(k.netns, k.port)).collect();
             for k in keys {
                 // Already gone is fine: never fail a poll on it.
+                let _ = map.remove(&k);
+            }
+        }
+        if let Some(map) = &mut self.accept_wait {
+            let keys: Vec<WaitKey> = map.keys().filter_map(Result::ok).filter(|k| gone(k.netns, k.port)).collect();
+            for k in keys {
                 let _ = map.remove(&k);
             }
         }

@@ -281,6 +281,35 @@ pub(crate) fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> 
     Ok(())
 }
 
+/// Reads the `accept()` exit records' layout and the descriptor walk
+/// (`task_struct.files` to `socket.sk`) plus `sock.sk_socket` into `cfg`:
+/// what the accept-queue wait recorder needs. `exits` are the formats of
+/// `sys_exit_accept4` and, where the architecture has it, `sys_exit_accept`.
+pub(crate) fn from_accept_formats(exits: &[TpFormat], btf: &Btf, cfg: &mut Config) -> Result<()> {
+    let mut ret = None;
+    for fmt in exits {
+        let at = match fmt.field("ret") {
+            Some(f) if f.size == 8 => f.offset,
+            Some(f) => bail!("syscall tracepoint field ret is {} bytes, expected 8", f.size),
+            None => bail!("syscall tracepoint has no field ret"),
+        };
+        // One program serves both: their records must agree.
+        if ret.is_some_and(|r| r != at) {
+            bail!("sys_exit_accept4 and sys_exit_accept keep ret at different offsets");
+        }
+        ret = Some(at);
+    }
+    cfg.tp_accept_ret = ret.context("no accept() exit tracepoint")?;
+    cfg.task_files = offset(btf, "task_struct", "files", &[8])?;
+    cfg.files_fdt = offset(btf, "files_struct", "fdt", &[8])?;
+    cfg.fdt_max_fds = offset(btf, "fdtable", "max_fds", &[4])?;
+    cfg.fdt_fd = offset(btf, "fdtable", "fd", &[8])?;
+    cfg.file_private_data = offset(btf, "file", "private_data", &[8])?;
+    cfg.socket_sk = offset(btf, "socket", "sk", &[8])?;
+    cfg.sk_socket = offset(btf, "sock", "sk_socket", &[8])?;
+    Ok(())
+}
+
 /// Start and end of each function in `range::NAMES`, as `Config::ranges` holds them.
 pub(crate) type Ranges = [u64; 2 * range::LEN];
 

@@ -230,7 +230,7 @@ impl Probe {
             Err(_) => hidden(),
         });
         let order = choice.tiers();
-        let Resolved { mut cfg, known_refusals, mut ack_detail_missing, listen_layout, state_layout } = resolve(order)?;
+        let Resolved { mut cfg, known_refusals, mut ack_detail_missing, listen_layout, state_layout, accept_layout } = resolve(order)?;
         let mut ebpf = load_object()?;
         let offsets::Kallsyms { ranges, missing, per_cpu_offset } = kallsyms.join().unwrap_or_else(|_| hidden());
         cfg.ranges = ranges;
@@ -251,8 +251,13 @@ impl Probe {
                 Ok(()) => {
                     let counted_upper_bound = cfg.tp_kfree_skb_rx_sk == qtrace_common::OFFSET_NONE;
                     let listen_calls = listen_layout.and_then(|()| attach_listen_calls(&mut ebpf)).err();
-                    let closed = state_layout.and_then(|()| attach_closed_listeners(&mut ebpf)).err();
-                    let limits = limits::of_attachment(tier, ack_detail_missing, counted_upper_bound, closed, listen_calls);
+                    let closed = state_layout.clone().and_then(|()| attach_closed_listeners(&mut ebpf)).err();
+                    // Children are born and end in the state recorder.
+                    let accept_wait = match (&closed, accept_layout) {
+                        (Some(why), _) => Some(why.clone()),
+                        (None, layout) => layout.and_then(|exits| attach_accept_exits(&mut ebpf, &exits)).err(),
+                    };
+                    let limits = limits::of_attachment(tier, ack_detail_missing, counted_upper_bound, closed, listen_calls, accept_wait);
                     return Ok(Self { ebpf, tier, refused, limits });
                 }
                 Err(reason) => refused.push(Refusal { tier, reason }),
@@ -268,7 +273,8 @@ impl Probe {
         let missing = |l: fn(&Limit) -> bool| self.limits.iter().any(l);
         let listen_calls = !missing(|l| matches!(l, Limit::ListenCallsMissing(_)));
         let closed = !missing(|l| matches!(l, Limit::ClosedListenersMissing(_)));
-        KernelMaps::take(self.ebpf, listen_calls, closed)
+        let accept_wait = !missing(|l| matches!(l, Limit::AcceptWaitMissing(_)));
+        KernelMaps::take(self.ebpf, listen_calls, closed, accept_wait)
     }
 }
 
@@ -284,6 +290,8 @@ struct Resolved {
     ack_detail_missing: Option<String>,
     listen_layout: Result<(), String>,
     state_layout: Result<(), String>,
+    /// The `accept()` exit tracepoints this kernel has, by name.
+    accept_layout: Result<Vec<&'static str>, String>,
 }
 
 fn resolve(order: &[Tier]) -> Result<Resolved> {
@@ -299,6 +307,7 @@ fn resolve(order: &[Tier]) -> Result<Resolved> {
     let ack_detail_missing = offsets::from_kfree_skb_format(&TpFormat::parse(&kfree_fmt), &mut cfg);
     let listen_layout = listen_formats(tracefs, &mut cfg);
     let state_layout = state_format(tracefs, &btf, &mut cfg);
+    let accept_layout = accept_formats(tracefs, &btf, &mut cfg);
     let unavailable = |tier: Tier| match tier {
         Tier::Fentry => slots.clone().err().or_else(|| fentry_refused(&btf).map(|e| explain(tier, FENTRY_PROGRAMS[0].0, &e))),
         Tier::Kprobe => slots.clone().err().or_else(|| offsets::kprobe_reads(&cfg).err().map(|e| e.to_string())),
@@ -310,7 +319,7 @@ fn resolve(order: &[Tier]) -> Result<Resolved> {
             log::debug!("{tier} tier refused before loading: {why}");
         }
     }
-    Ok(Resolved { cfg, known_refusals, ack_detail_missing, listen_layout, state_layout })
+    Ok(Resolved { cfg, known_refusals, ack_detail_missing, listen_layout, state_layout, accept_layout })
 }
 
 /// Creates the maps (the programs load per tier, after the configuration
@@ -460,6 +469,40 @@ fn listen_formats(tracefs: &Path, cfg: &mut Config) -> Result<(), String> {
         })
     };
     offsets::from_listen_formats(&read("sys_enter_listen")?, &read("sys_exit_listen")?, cfg).map_err(|e| format!("{e:#}"))
+}
+
+/// Reads the `accept()` exit tracepoints' layout and the descriptor walk
+/// into `cfg`; returns the tracepoints to attach. arm64 has no `accept`
+/// (only `accept4`), hence each is optional but one.
+fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'static str>, String> {
+    let mut names = Vec::new();
+    let mut formats = Vec::new();
+    for name in [PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_ACCEPT] {
+        let path = tracefs.join("events/syscalls").join(name).join("format");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                names.push(name);
+                formats.push(TpFormat::parse(&text));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+    if names.is_empty() {
+        return Err("this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS is not set)".into());
+    }
+    offsets::from_accept_formats(&formats, btf, cfg).map_err(|e| format!("{e:#}"))?;
+    Ok(names)
+}
+
+/// Attaches the `accept()` exit recorders (beside any tier).
+fn attach_accept_exits(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
+    for &name in names {
+        let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
+        let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
+        p.load().and_then(|()| p.attach("syscalls", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;
+    }
+    Ok(())
 }
 
 /// Reads `sock:inet_sock_set_state`'s layout and `sk_cookie` into `cfg`.

@@ -18,10 +18,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use qtrace_common::{ClosedListener, CounterKey};
+use qtrace_common::{ClosedListener, CounterKey, WaitKey};
 
 use crate::host::identity::Identity;
 use crate::host::netns::NsListeners;
+use crate::model::accept_wait::AcceptWait;
 use crate::model::counts::Counts;
 use crate::model::event::{Decoded, Kind};
 use crate::model::ports::PortSet;
@@ -69,6 +70,8 @@ pub struct PortStats {
     /// The distinct owners of the port's listeners; once they are gone,
     /// the last ones known.
     pub owners: Vec<Arc<Identity>>,
+    /// How long accepted connections waited in the accept queue.
+    pub accept_wait: AcceptWait,
 }
 
 impl PortStats {
@@ -127,6 +130,14 @@ pub struct Losses {
     /// Events over budget not tallied in `suppressed` (its map was full);
     /// they are in the totals.
     pub suppressed_map_full: u64,
+    /// Connections whose accept-queue wait is not measured: the map of
+    /// queued connections was full when they arrived.
+    pub queued_map_full: u64,
+    /// Accept-queue waits not in the histograms (their map was full).
+    pub wait_map_full: u64,
+    /// Queued connections accepted through a path qtrace does not trace
+    /// (io_uring, in-kernel accepts): their waits are not measured.
+    pub accept_unseen: u64,
 }
 
 #[derive(Debug, Default)]
@@ -216,6 +227,15 @@ impl Aggregator {
                 continue;
             };
             self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default().suppressed[kind] = value;
+        }
+    }
+
+    /// Replaces each port's accept-queue waits with the kernel's totals.
+    pub fn on_accept_waits<I: IntoIterator<Item = (WaitKey, u64)>>(&mut self, slots: I) {
+        for (key, value) in slots {
+            if self.watched(key.netns, key.port) {
+                self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default().accept_wait.set(key.slot, value);
+            }
         }
     }
 
@@ -355,7 +375,7 @@ impl Aggregator {
         // its port too.
         let total = &mut self.connections_total;
         self.ports.retain(|_, st| {
-            let keep = st.listening || st.kinds.is_active() || st.listener_drops > 0;
+            let keep = st.listening || st.kinds.is_active() || st.listener_drops > 0 || st.accept_wait.is_active();
             if !keep {
                 *total -= st.connections.len();
             }

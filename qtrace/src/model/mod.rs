@@ -1,8 +1,9 @@
 //! Pure logic: no I/O and no clock reads. Decoded events (`event`) and
 //! their NDJSON lines written fast (`event_line`), the
-//! per-port totals (`aggregate`), requested versus effective backlogs
+//! per-port totals (`aggregate`) and accept-queue waits (`accept_wait`), requested versus effective backlogs
 //! (`backlog`), the listener inventory (`inventory`), doctor's findings
 //! (`diagnose`), port filters (`ports`) and listeners' owners (`owners`).
+pub(crate) mod accept_wait;
 pub(crate) mod aggregate;
 pub(crate) mod backlog;
 pub mod counts;

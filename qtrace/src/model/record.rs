@@ -10,6 +10,7 @@ use crate::host::procs::Owner;
 use crate::host::sock_diag::Listener;
 use crate::kernel::limits::{LimitRecord, Refusal};
 use crate::kernel::probe::Tier;
+use crate::model::accept_wait::WaitSummary;
 use crate::model::aggregate::{CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{self, Clamp, Requested};
 use crate::model::diagnose::Finding;
@@ -330,6 +331,14 @@ pub(crate) struct PortRecord {
     /// they are gone).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<Identity>,
+    /// How long accepted connections waited in the accept queue, in ms
+    /// (absent before the first accept, or where waits are not measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_wait_ms: Option<WaitSummary>,
+    /// Connections accepted after their client had left while they waited.
+    pub accepted_client_gone: u64,
+    /// Queued connections reset because their listener closed.
+    pub reset_listener_closed: u64,
 }
 
 impl PortRecord {
@@ -347,6 +356,9 @@ impl PortRecord {
             suppressed: st.suppressed.iter().map(|(k, n)| (k.name().to_owned(), n.into())).collect(),
             owner: Identity::common(st.owners.iter().map(|o| &**o)),
             owners: st.owners.iter().map(|o| (**o).clone()).collect(),
+            accept_wait_ms: st.accept_wait.summary(),
+            accepted_client_gone: st.accept_wait.client_gone,
+            reset_listener_closed: st.accept_wait.listener_closed,
         }
     }
 }
@@ -371,7 +383,7 @@ mod tests {
     use crate::kernel::limits::Limit;
     use crate::model::aggregate::Aggregator;
     use crate::model::ports::PortSet;
-    use qtrace_common::{kind, CounterKey};
+    use qtrace_common::{kind, wait, CounterKey, WaitKey};
     use std::net::SocketAddr;
 
     /// 2026-11-21T00:00:00Z.
@@ -488,6 +500,18 @@ mod tests {
         ]);
         // Two of 8080's SYN drops were over its event budget.
         agg.on_suppressed([(key(8080, kind::ACCEPT_QUEUE_FULL), 2)]);
+        // 9090 accepted three connections after 1, 2 and 300 ms, one of
+        // them after its client had left, and reset one as it closed.
+        let slot = |slot| WaitKey { netns: NETNS, port: 9090, slot, _pad: 0 };
+        agg.on_accept_waits([
+            (slot(wait::bucket(1_000_000)), 1),
+            (slot(wait::bucket(2_000_000)), 1),
+            (slot(wait::bucket(300_000_000)), 1),
+            (slot(wait::SUM_NS), 303_000_000),
+            (slot(wait::MAX_NS), 300_000_000),
+            (slot(wait::CLIENT_GONE), 1),
+            (slot(wait::LISTENER_CLOSED), 1),
+        ]);
         let [ev, _] = events();
         for remote_port in [40000, 40001, 40001] {
             agg.on_event(&Decoded { remote: SocketAddr::new(ev.remote.ip(), remote_port), ..ev.clone() });
@@ -529,6 +553,9 @@ mod tests {
             undecodable: 4,
             suppressed: 5,
             suppressed_map_full: 6,
+            queued_map_full: 7,
+            wait_map_full: 8,
+            accept_unseen: 9,
         };
         let records = [
             Record::Start(&start),

@@ -137,7 +137,7 @@ impl WatchSink for NdjsonSink {
     }
     fn summary(&mut self, agg: &Aggregator, _expire_secs: u64) {
         for (key, st) in agg.ports() {
-            if st.events > 0 || st.kinds.iter().any(|(_, n)| n > 0) {
+            if st.events > 0 || st.kinds.iter().any(|(_, n)| n > 0) || st.accept_wait.is_active() {
                 self.write(&Record::Summary(PortRecord::new(key, st, None)));
             }
         }

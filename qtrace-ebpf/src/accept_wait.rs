@@ -1,0 +1,210 @@
+//! Accept-queue wait: how long each connection on a watched port waited
+//! between entering the accept queue and `accept()` returning it, as
+//! per-port histograms kept in the kernel (`ACCEPT_WAIT`, see
+//! [`qtrace_common::wait`]). Runs beside whichever tier is attached, from
+//! tracepoints every supported kernel has:
+//!
+//! - `sock:inet_sock_set_state` LISTEN -> SYN_RECV: `inet_csk_clone_lock()`
+//!   makes the child of a completed handshake (request, syncookie and Fast
+//!   Open routes alike) with the listener's state and sets it to
+//!   `TCP_SYN_RECV` (`inet_sk_set_state()`, traced since 563e0bb0dc74, 4.16),
+//!   microseconds before `inet_csk_reqsk_queue_add()` queues it in the same
+//!   softirq. The child has the listener's port and namespace. Its address
+//!   keys `QUEUED`.
+//! - `syscalls:sys_exit_accept4` / `sys_exit_accept`: the returned
+//!   descriptor is followed through the task's file table to its socket
+//!   (`task->files->fdt->fd[ret]->private_data->sk`, offsets from BTF); a
+//!   `QUEUED` hit is one accepted connection.
+//! - `inet_sock_set_state` X -> CLOSE of a queued child: on the thread that
+//!   is closing its listener (`__tcp_close()` sets the listener to CLOSE,
+//!   then `inet_csk_listen_stop()` resets each queued child through
+//!   `inet_child_forget()`), a connection reset for nobody; with the child
+//!   already grafted onto a socket (`sk_socket` set), accepted through a
+//!   path not traced here (io_uring, `kernel_accept()`); otherwise the
+//!   client reset it while queued and `accept()` will still return it.
+//!
+//! The wait is measured from the child's birth, not from its move to
+//! ESTABLISHED: `accept()` may return a child still in SYN_RECV (Fast Open).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuHashMap},
+    programs::TracePointContext,
+    EbpfContext as _,
+};
+use qtrace_common::{stat, wait, Config, Queued, WaitKey, ACCEPT_WAIT_MAX, OFFSET_NONE, QUEUED_MAX};
+
+use crate::emit::{bump, watched};
+use crate::kmem::{identity, read, Identity};
+use crate::maps::config;
+
+#[map]
+pub(crate) static QUEUED: HashMap<u64, Queued> = HashMap::with_max_entries(QUEUED_MAX, 0);
+
+#[map]
+pub(crate) static ACCEPT_WAIT: PerCpuHashMap<WaitKey, u64> = PerCpuHashMap::with_max_entries(ACCEPT_WAIT_MAX, 0);
+
+/// Threads closing a listener (`pid_tgid` -> [(netns << 16) | port, when]):
+/// the queued children reset on that thread within [`CLOSING_NS`] are its.
+#[map]
+static CLOSING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0);
+
+/// How long after a listener's close its queued children count as reset by
+/// it: `inet_csk_listen_stop()` resets them in one loop, right away.
+const CLOSING_NS: u64 = 1_000_000_000;
+
+/// `enum tcp_state` values the record carries as ints.
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_CLOSE: u8 = 7;
+
+/// A child socket was made for a completed handshake on listener port
+/// `id.port`: it is queued from now.
+#[inline(always)]
+pub(crate) fn child_made(cfg: &Config, child: u64) {
+    // Nothing would take the entry out again without the accept() exits.
+    if cfg.tp_accept_ret == OFFSET_NONE {
+        return;
+    }
+    let id = identity(cfg, child);
+    if !id.valid() || !watched(cfg, &id) {
+        return;
+    }
+    // SAFETY: helper without preconditions.
+    let queued_ns = unsafe { bpf_ktime_get_ns() };
+    let q = Queued { queued_ns, netns: id.netns, port: id.port, _pad: [0; 2] };
+    // BPF_ANY: a socket address reused after a child we missed the end of
+    // starts afresh.
+    if QUEUED.insert(child, q, 0).is_err() {
+        bump(stat::QUEUED_FULL);
+    }
+}
+
+/// The current thread is closing listener `id`.
+#[inline(always)]
+pub(crate) fn listener_closing(id: &Identity) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let _ = CLOSING.insert(bpf_get_current_pid_tgid(), [(u64::from(id.netns) << 16) | u64::from(id.port), now], 0);
+}
+
+/// A socket went to CLOSE from another state than LISTEN; see the module
+/// comment for what that means for a queued child.
+#[inline(always)]
+pub(crate) fn child_closed(cfg: &Config, child: u64) {
+    // SAFETY: the value is copied out at once.
+    let Some(q) = (unsafe { QUEUED.get(child) }).copied() else {
+        return;
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let port = (u64::from(q.netns) << 16) | u64::from(q.port);
+    // SAFETY: as above.
+    let by_listener =
+        unsafe { CLOSING.get(bpf_get_current_pid_tgid()) }.is_some_and(|c| c[0] == port && now.saturating_sub(c[1]) < CLOSING_NS);
+    if by_listener {
+        add(q.netns, q.port, wait::LISTENER_CLOSED, 1);
+    } else if read::<u64>(child, cfg.sk_socket) != 0 {
+        bump(stat::ACCEPT_UNSEEN);
+    } else {
+        return;
+    }
+    let _ = QUEUED.remove(child);
+}
+
+/// Adds `n` to a port's slot.
+#[inline(always)]
+fn add(netns: u32, port: u16, slot: u8, n: u64) {
+    let key = WaitKey { netns, port, slot, _pad: 0 };
+    match ACCEPT_WAIT.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        Some(v) => unsafe { *v += n },
+        None => {
+            if ACCEPT_WAIT.insert(key, n, 0).is_err() {
+                bump(stat::ACCEPT_WAIT_MAP_FULL);
+            }
+        }
+    }
+}
+
+/// Raises a port's per-CPU maximum to `ns`.
+#[inline(always)]
+fn raise_max(netns: u32, port: u16, ns: u64) {
+    let key = WaitKey { netns, port, slot: wait::MAX_NS, _pad: 0 };
+    match ACCEPT_WAIT.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        Some(v) => unsafe {
+            if *v < ns {
+                *v = ns;
+            }
+        },
+        None => {
+            let _ = ACCEPT_WAIT.insert(key, ns, 0);
+        }
+    }
+}
+
+/// The socket behind descriptor `fd` of the current task: the fd table
+/// walk of `fget()` as plain reads (the task is current, so its table
+/// cannot go away under us; a racing `close()` at worst yields a socket
+/// that matches nothing).
+#[inline(always)]
+fn socket_of_fd(cfg: &Config, fd: u64) -> u64 {
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, cfg.task_files);
+    let fdt: u64 = read(files, cfg.files_fdt);
+    let max_fds: u32 = read(fdt, cfg.fdt_max_fds);
+    if fd >= u64::from(max_fds) {
+        return 0;
+    }
+    let fds: u64 = read(fdt, cfg.fdt_fd);
+    let file: u64 = read(fds + 8 * fd, 0);
+    let sock: u64 = read(file, cfg.file_private_data);
+    read(sock, cfg.socket_sk)
+}
+
+/// `accept()` returned descriptor `ret`: if its socket was queued on a
+/// watched port, one wait more in that port's histogram.
+#[inline(always)]
+fn accepted(ctx: &TracePointContext) {
+    let Some(cfg) = config() else { return };
+    if cfg.tp_accept_ret == OFFSET_NONE {
+        return;
+    }
+    let ret: i64 = read(ctx.as_ptr() as u64, cfg.tp_accept_ret);
+    if ret < 0 {
+        return;
+    }
+    let child = socket_of_fd(cfg, ret as u64);
+    if child == 0 {
+        return;
+    }
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(q) = (unsafe { QUEUED.get(child) }).copied() else {
+        return;
+    };
+    let _ = QUEUED.remove(child);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ns = now.saturating_sub(q.queued_ns);
+    add(q.netns, q.port, wait::bucket(ns), 1);
+    add(q.netns, q.port, wait::SUM_NS, ns);
+    raise_max(q.netns, q.port, ns);
+    let state: u8 = read(child, cfg.sk_state);
+    if state == TCP_CLOSE_WAIT || state == TCP_CLOSE {
+        add(q.netns, q.port, wait::CLIENT_GONE, 1);
+    }
+}
+
+#[tracepoint]
+pub(crate) fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    accepted(&ctx);
+    0
+}
+
+#[tracepoint]
+pub(crate) fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    accepted(&ctx);
+    0
+}
