@@ -16,10 +16,10 @@ use crate::{dist, vm};
 pub(crate) const FUZZ_SECONDS: u64 = 20;
 
 /// The root integration suites the kernel matrix runs.
-const VM_SUITES: &[&str] = &["overflow", "diagnosis"];
+const VM_SUITES: &[&str] = &["overflow", "diagnosis", "accept_wait"];
 
 /// The suites foreign-architecture guests run (static musl test binaries).
-const CROSS_SUITES: &[&str] = &["overflow"];
+const CROSS_SUITES: &[&str] = &["overflow", "accept_wait"];
 
 /// Builds the root integration `suites` (for `target`, else this machine)
 /// and returns (name, executable) pairs.

@@ -1,0 +1,183 @@
+//! Root integration suite: accept-queue waits. Real clients connect to a
+//! real listener in a fresh network namespace; the test's own clock is the
+//! oracle: each client's connect completion and the server's accept return
+//! give every connection's wait, and what the clients and the server saw
+//! (EOF, ECONNRESET) says which connections were served for nobody.
+//! qtrace's per-port summary must agree, and nothing may have been dropped
+//! (the namespace's `ListenOverflows` and `ListenDrops`).
+//!
+//! Tolerance: qtrace's wait runs from the child socket's birth to the
+//! `accept()` exit; the test's from `connect()` returning to `accept()`
+//! returning. On loopback the two ends are microseconds apart, plus
+//! scheduling delay, which is why [`SLACK`] is tens of milliseconds (wider
+//! than the host needs, for guests under QEMU's TCG). Percentiles are read
+//! at histogram bucket middles (buckets at most 25% wide: within 12.5%);
+//! the maximum is exact.
+
+mod common;
+
+use std::io::Read as _;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{addr, connect, listener, port, NetNs, Qtrace};
+use serde_json::Value;
+use socket2::Socket;
+
+const SLACK_MS: f64 = 40.0;
+const GAP: Duration = Duration::from_millis(100);
+
+/// The `rank`-th smallest of `waits` for quantile `q`, as qtrace ranks:
+/// `ceil(q * n)`.
+fn quantile(waits: &[f64], q: f64) -> f64 {
+    let mut sorted = waits.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Asserts qtrace's value `got` (ms) is within `share` of `want` plus the
+/// slack.
+fn near(what: &str, got: &Value, want: f64, share: f64) {
+    let got = got.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {got}"));
+    assert!((got - want).abs() <= share * want + SLACK_MS, "{what}: qtrace {got} ms, measured {want:.3} ms");
+}
+
+/// Connects `n` clients (each connect completed before the next starts)
+/// and returns them with the instant each connect returned.
+fn clients(ns: &NetNs, a: std::net::SocketAddr, n: usize) -> Vec<(Socket, Instant)> {
+    ns.run(|| (0..n).map(|_| (connect(a), Instant::now())).collect())
+}
+
+/// A healthy server that accepts slowly: one connection every 100 ms, all
+/// queued at once. Waits rise to about n × 100 ms with nothing dropped,
+/// the warning before an overflow.
+fn slow_server(ip: &str) {
+    const N: usize = 8;
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let a = addr(ip, p);
+    let srv = ns.run(|| listener(a, 16));
+    let conns = clients(&ns, a, N);
+    let mut waits = Vec::new();
+    let mut accepted = Vec::new();
+    for (_, connected) in &conns {
+        std::thread::sleep(GAP);
+        let (s, _) = srv.accept().expect("accept");
+        waits.push(connected.elapsed().as_secs_f64() * 1e3);
+        accepted.push(s);
+    }
+    let after = ns.counters();
+    let done = q.stop(libc::SIGINT);
+    assert!(done.status.success(), "exit status {:?}, stderr {:?}", done.status, done.stderr);
+    assert_eq!(after.delta(&before, "ListenOverflows"), 0, "the queue never overflowed");
+    assert_eq!(after.delta(&before, "ListenDrops"), 0);
+    let s = done.summary(p).unwrap_or_else(|| panic!("a summary for port {p}: {:?}", done.records));
+    let w = &s["accept_wait_ms"];
+    assert_eq!(w["count"], N as u64, "one wait per accepted connection: {s}");
+    near("max", &w["max"], quantile(&waits, 1.0), 0.01);
+    near("p50", &w["p50"], quantile(&waits, 0.5), 0.125);
+    near("p99", &w["p99"], quantile(&waits, 0.99), 0.125);
+    assert_eq!(s["drops"], 0);
+    assert_eq!(s["accepted_client_gone"], 0);
+    assert_eq!(s["reset_listener_closed"], 0);
+}
+
+#[test]
+fn slow_server_v4() {
+    slow_server("127.0.0.1");
+}
+
+#[test]
+fn slow_server_v6() {
+    slow_server("::1");
+}
+
+/// What the server read first from an accepted connection: `Ok(0)` is the
+/// client's FIN, `Err(ECONNRESET)` its RST.
+fn first_read(s: Socket) -> std::io::Result<usize> {
+    let mut s = TcpStream::from(s);
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.read(&mut [0u8; 16])
+}
+
+/// Six clients queue; two close (FIN) and two reset (linger 0) before the
+/// server accepts. The server accepts all six and reads: EOF or
+/// ECONNRESET marks a connection whose client had left.
+fn clients_leave_while_queued(ip: &str) {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let a = addr(ip, p);
+    let srv = ns.run(|| listener(a, 16));
+    let mut conns = clients(&ns, a, 6);
+    for (c, _) in conns.drain(..2) {
+        drop(c);
+    }
+    for (c, _) in conns.drain(..2) {
+        c.set_linger(Some(Duration::ZERO)).expect("linger 0");
+        drop(c);
+    }
+    std::thread::sleep(GAP);
+    let mut gone = 0;
+    for _ in 0..6 {
+        let (s, _) = srv.accept().expect("accept");
+        match first_read(s) {
+            Ok(0) => gone += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => gone += 1,
+            Ok(n) => panic!("a client sent {n} bytes"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let done = q.stop(libc::SIGINT);
+    drop(conns);
+    assert!(done.status.success(), "exit status {:?}, stderr {:?}", done.status, done.stderr);
+    assert_eq!(gone, 4, "the server saw four clients gone");
+    let s = done.summary(p).expect("a summary for the port");
+    assert_eq!(s["accept_wait_ms"]["count"], 6, "{s}");
+    assert_eq!(s["accepted_client_gone"], gone, "{s}");
+    assert_eq!(s["reset_listener_closed"], 0);
+}
+
+#[test]
+fn clients_leave_while_queued_v4() {
+    clients_leave_while_queued("127.0.0.1");
+}
+
+#[test]
+fn clients_leave_while_queued_v6() {
+    clients_leave_while_queued("::1");
+}
+
+/// Five clients queue, the server accepts one and closes its listener:
+/// the kernel resets the four still queued (`inet_csk_listen_stop()`),
+/// and each of those clients reads ECONNRESET.
+#[test]
+fn listener_close_resets_queued_connections() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let a = addr("127.0.0.1", p);
+    let srv = ns.run(|| listener(a, 16));
+    let conns = clients(&ns, a, 5);
+    let (first, _) = srv.accept().expect("accept");
+    drop(srv);
+    // Accepts are in arrival order: the first client is served.
+    let reset = conns
+        .into_iter()
+        .skip(1)
+        .map(|(c, _)| first_read(c))
+        .filter(|r| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset))
+        .count();
+    let done = q.stop(libc::SIGINT);
+    drop(first);
+    assert!(done.status.success(), "exit status {:?}, stderr {:?}", done.status, done.stderr);
+    assert_eq!(reset, 4, "four clients were reset");
+    let s = done.summary(p).expect("a summary for the port");
+    assert_eq!(s["accept_wait_ms"]["count"], 1, "{s}");
+    assert_eq!(s["reset_listener_closed"], reset, "{s}");
+    assert_eq!(s["accepted_client_gone"], 0);
+}
