@@ -78,6 +78,17 @@ pub const QUEUED_MAX: u32 = 65_536;
 /// did work for in vain ([`wait::CLIENT_GONE`], [`wait::LISTENER_CLOSED`]).
 /// Exact, in the kernel: no ring-buffer traffic.
 pub const MAP_ACCEPT_WAIT: &str = "ACCEPT_WAIT";
+/// Per-CPU hash map `u64` (the listener socket's address) ->
+/// [`ListenerAccepts`]: every `accept()` that returned a connection from a
+/// watched listener, whether or not its wait was measured. With each
+/// listener's queue length (`sock_diag`), userspace derives its arrivals:
+/// accepted plus the growth of its queue. Per listener, not per port:
+/// with `SO_REUSEPORT` each listener has its own queue.
+pub const MAP_LISTENER_ACCEPTS: &str = "LISTENER_ACCEPTS";
+/// Entries of [`MAP_LISTENER_ACCEPTS`]: userspace deletes those of
+/// listeners that closed; inserts beyond are counted in
+/// [`stat::LISTENER_ACCEPTS_FULL`].
+pub const LISTENER_ACCEPTS_MAX: u32 = 4096;
 /// Entries of [`MAP_ACCEPT_WAIT`] (a port uses one per bucket it has seen,
 /// plus four); inserts beyond are counted in [`stat::ACCEPT_WAIT_MAP_FULL`].
 pub const ACCEPT_WAIT_MAX: u32 = 16_384;
@@ -113,8 +124,11 @@ pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
 /// `sys_exit_accept`, where `accept()` returns a queued connection.
 pub const PROG_SYS_EXIT_ACCEPT4: &str = "sys_exit_accept4";
 pub const PROG_SYS_EXIT_ACCEPT: &str = "sys_exit_accept";
+/// ... and `sys_enter_accept4` / `sys_enter_accept`: which listener.
+pub const PROG_SYS_ENTER_ACCEPT4: &str = "sys_enter_accept4";
+pub const PROG_SYS_ENTER_ACCEPT: &str = "sys_enter_accept";
 /// Every `PROG_*` above, once.
-pub const PROGRAMS: [&str; 16] = [
+pub const PROGRAMS: [&str; 18] = [
     PROG_FENTRY_TCP_CONN_REQUEST,
     PROG_FEXIT_TCP_CONN_REQUEST,
     PROG_KPROBE_TCP_CONN_REQUEST,
@@ -131,6 +145,8 @@ pub const PROGRAMS: [&str; 16] = [
     PROG_INET_SOCK_SET_STATE,
     PROG_SYS_EXIT_ACCEPT4,
     PROG_SYS_EXIT_ACCEPT,
+    PROG_SYS_ENTER_ACCEPT4,
+    PROG_SYS_ENTER_ACCEPT,
 ];
 
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
@@ -206,8 +222,10 @@ pub mod stat {
     /// does not trace (io_uring's `IORING_OP_ACCEPT`, `kernel_accept()`):
     /// seen only when they closed, already accepted.
     pub const ACCEPT_UNSEEN: u32 = 8;
+    /// Accepts not attributed to their listener: the listener map was full.
+    pub const LISTENER_ACCEPTS_FULL: u32 = 9;
     /// Number of slots.
-    pub const LEN: u32 = 9;
+    pub const LEN: u32 = 10;
 }
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).
@@ -290,6 +308,23 @@ pub struct Queued {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<Queued>() == 16);
+
+/// Value of [`MAP_LISTENER_ACCEPTS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerAccepts {
+    /// Connections `accept()` returned from the listener on this CPU.
+    pub accepts: u64,
+    /// The listener's socket inode (`file->f_inode->i_ino`), which
+    /// `sock_diag` reports too. Not the socket cookie: the kernel makes that
+    /// only when something asks for it, so a listener `sock_diag` has not
+    /// dumped yet has none.
+    pub inode: u64,
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<ListenerAccepts>() == 24);
 
 /// Accept-queue wait histograms: the slots of a [`WaitKey`].
 ///
@@ -500,9 +535,11 @@ pub struct Config {
     /// namespace's `ListenDrops` on one CPU (see [`Config::per_cpu_offset`]).
     pub net_mib_net_statistics: u32,
     pub mib_listen_drops: u32,
-    /// `syscalls:sys_exit_accept4` and `sys_exit_accept`: offset of `ret`
-    /// (the same in both, checked at load).
+    /// `syscalls:sys_exit_accept4` and `sys_exit_accept`: offset of `ret`,
+    /// and of `fd` in their `sys_enter_*` records (each the same in both,
+    /// checked at load).
     pub tp_accept_ret: u32,
+    pub tp_accept_fd: u32,
     /// The walk from the current task to the socket behind a descriptor:
     /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`,
     /// `fdtable.fd`, `file.private_data` (a socket file's `struct socket`)
@@ -516,6 +553,10 @@ pub struct Config {
     /// `struct sock`: `sk_socket`, NULL until `accept()` grafts the child
     /// onto a `struct socket` (`sock_graft()`).
     pub sk_socket: u32,
+    /// `file.f_inode` and `inode.i_ino`: a socket file's inode number.
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub _pad: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -530,7 +571,7 @@ pub struct Config {
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 208 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 224 + 16 * range::LEN);
 
 /// Marks a parameter a traced function does not have (or a program does not
 /// read).
@@ -621,6 +662,7 @@ impl Config {
             net_mib_net_statistics: OFFSET_NONE,
             mib_listen_drops: OFFSET_NONE,
             tp_accept_ret: OFFSET_NONE,
+            tp_accept_fd: OFFSET_NONE,
             task_files: OFFSET_NONE,
             files_fdt: OFFSET_NONE,
             fdt_max_fds: OFFSET_NONE,
@@ -628,6 +670,9 @@ impl Config {
             file_private_data: OFFSET_NONE,
             socket_sk: OFFSET_NONE,
             sk_socket: OFFSET_NONE,
+            file_f_inode: OFFSET_NONE,
+            inode_i_ino: OFFSET_NONE,
+            _pad: 0,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,
@@ -665,6 +710,8 @@ mod user {
     unsafe impl aya::Pod for super::WaitKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Queued {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenerAccepts {}
 }
 
 impl Event {

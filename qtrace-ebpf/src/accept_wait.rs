@@ -14,7 +14,11 @@
 //! - `syscalls:sys_exit_accept4` / `sys_exit_accept`: the returned
 //!   descriptor is followed through the task's file table to its socket
 //!   (`task->files->fdt->fd[ret]->private_data->sk`, offsets from BTF); a
-//!   `QUEUED` hit is one accepted connection.
+//!   `QUEUED` hit is one accepted connection. The `sys_enter_*` records
+//!   give the listener's descriptor, walked the same way: every accept from
+//!   a watched listener is counted per listener socket (`LISTENER_ACCEPTS`),
+//!   whether or not the connection's wait was measured (it may have been
+//!   queued before qtrace started).
 //! - `inet_sock_set_state` X -> CLOSE of a queued child: on the thread that
 //!   is closing its listener (`__tcp_close()` sets the listener to CLOSE,
 //!   then `inet_csk_listen_stop()` resets each queued child through
@@ -33,7 +37,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext as _,
 };
-use qtrace_common::{stat, wait, Config, Queued, WaitKey, ACCEPT_WAIT_MAX, OFFSET_NONE, QUEUED_MAX};
+use qtrace_common::{stat, wait, Config, ListenerAccepts, Queued, WaitKey, ACCEPT_WAIT_MAX, LISTENER_ACCEPTS_MAX, OFFSET_NONE, QUEUED_MAX};
 
 use crate::emit::{bump, watched};
 use crate::kmem::{identity, read, Identity};
@@ -44,6 +48,13 @@ pub(crate) static QUEUED: HashMap<u64, Queued> = HashMap::with_max_entries(QUEUE
 
 #[map]
 pub(crate) static ACCEPT_WAIT: PerCpuHashMap<WaitKey, u64> = PerCpuHashMap::with_max_entries(ACCEPT_WAIT_MAX, 0);
+
+#[map]
+pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<u64, ListenerAccepts> = PerCpuHashMap::with_max_entries(LISTENER_ACCEPTS_MAX, 0);
+
+/// `accept()` calls in flight (`pid_tgid` -> the listener's descriptor).
+#[map]
+static ACCEPTING: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
 /// Threads closing a listener (`pid_tgid` -> [(netns << 16) | port, when]):
 /// the queued children reset on that thread within [`CLOSING_NS`] are its.
@@ -144,12 +155,12 @@ fn raise_max(netns: u32, port: u16, ns: u64) {
     }
 }
 
-/// The socket behind descriptor `fd` of the current task: the fd table
+/// The file behind descriptor `fd` of the current task: the fd table
 /// walk of `fget()` as plain reads (the task is current, so its table
-/// cannot go away under us; a racing `close()` at worst yields a socket
-/// that matches nothing).
+/// cannot go away under us; a racing `close()` at worst yields a file that
+/// matches nothing).
 #[inline(always)]
-fn socket_of_fd(cfg: &Config, fd: u64) -> u64 {
+fn file_of_fd(cfg: &Config, fd: u64) -> u64 {
     // SAFETY: helper without preconditions.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, cfg.task_files);
@@ -159,24 +170,75 @@ fn socket_of_fd(cfg: &Config, fd: u64) -> u64 {
         return 0;
     }
     let fds: u64 = read(fdt, cfg.fdt_fd);
-    let file: u64 = read(fds + 8 * fd, 0);
+    read(fds + 8 * fd, 0)
+}
+
+/// The `struct sock` of a socket file (anything else yields garbage that
+/// matches no map entry and no watched port).
+#[inline(always)]
+fn sock_of_file(cfg: &Config, file: u64) -> u64 {
     let sock: u64 = read(file, cfg.file_private_data);
     read(sock, cfg.socket_sk)
 }
 
-/// `accept()` returned descriptor `ret`: if its socket was queued on a
-/// watched port, one wait more in that port's histogram.
+/// `accept()` entry: keeps the listener's descriptor for the exit.
+#[inline(always)]
+fn accepting(ctx: &TracePointContext) {
+    let Some(cfg) = config() else { return };
+    if cfg.tp_accept_fd == OFFSET_NONE {
+        return;
+    }
+    let fd: u64 = read(ctx.as_ptr() as u64, cfg.tp_accept_fd);
+    // A full map (4096 threads in accept() at once) loses the listener
+    // of this call only: its wait is still measured.
+    let _ = ACCEPTING.insert(bpf_get_current_pid_tgid(), fd, 0);
+}
+
+/// Counts one accept for the listener behind descriptor `fd`, if watched.
+#[inline(always)]
+fn count_accept(cfg: &Config, fd: u64) {
+    let file = file_of_fd(cfg, fd);
+    let listener = sock_of_file(cfg, file);
+    let id = identity(cfg, listener);
+    if !id.valid() || !watched(cfg, &id) {
+        return;
+    }
+    match LISTENER_ACCEPTS.get_ptr_mut(listener) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        Some(v) => unsafe { (*v).accepts += 1 },
+        None => {
+            let inode: u64 = read(read::<u64>(file, cfg.file_f_inode), cfg.inode_i_ino);
+            let v = ListenerAccepts { accepts: 1, inode, netns: id.netns, port: id.port, _pad: [0; 2] };
+            if LISTENER_ACCEPTS.insert(listener, v, 0).is_err() {
+                bump(stat::LISTENER_ACCEPTS_FULL);
+            }
+        }
+    }
+}
+
+/// `accept()` returned descriptor `ret`: one accept more for a watched
+/// listener, and if the connection was queued on a watched port, one wait
+/// more in that port's histogram.
 #[inline(always)]
 fn accepted(ctx: &TracePointContext) {
     let Some(cfg) = config() else { return };
     if cfg.tp_accept_ret == OFFSET_NONE {
         return;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let listener_fd = unsafe { ACCEPTING.get(pid_tgid) }.copied();
+    if listener_fd.is_some() {
+        let _ = ACCEPTING.remove(pid_tgid);
+    }
     let ret: i64 = read(ctx.as_ptr() as u64, cfg.tp_accept_ret);
     if ret < 0 {
         return;
     }
-    let child = socket_of_fd(cfg, ret as u64);
+    if let Some(fd) = listener_fd {
+        count_accept(cfg, fd);
+    }
+    let child = sock_of_file(cfg, file_of_fd(cfg, ret as u64));
     if child == 0 {
         return;
     }
@@ -195,6 +257,18 @@ fn accepted(ctx: &TracePointContext) {
     if state == TCP_CLOSE_WAIT || state == TCP_CLOSE {
         add(q.netns, q.port, wait::CLIENT_GONE, 1);
     }
+}
+
+#[tracepoint]
+pub(crate) fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    accepting(&ctx);
+    0
+}
+
+#[tracepoint]
+pub(crate) fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    accepting(&ctx);
+    0
 }
 
 #[tracepoint]

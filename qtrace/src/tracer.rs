@@ -140,6 +140,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
     /// taken before the programs attached.
     pub(crate) fn with_inputs(kernel: K, host: H, attachment: Attachment, filter: &Filter, listeners: Vec<NsListeners>) -> Self {
         let mut agg = Aggregator::new(filter.netns, filter.ports.clone());
+        agg.set_accepts_traced(!attachment.limits.iter().any(|l| matches!(l, Limit::AcceptWaitMissing(_))));
         agg.on_listeners(&listeners);
         // Only the tracepoint tier misses `tcp_listendrop()` callers.
         agg.set_derive_counted(attachment.tier == Tier::Tracepoint);
@@ -204,6 +205,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = Losses { undecodable: self.undecodable, suppressed: self.agg.suppressed(), ..self.kernel.losses()? };
         let lost = self.agg.losses.ringbuf_full - before;
+        self.agg.on_listener_accepts(&self.kernel.listener_accepts(&self.listeners)?);
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();
         self.last_poll = Instant::now();
@@ -236,6 +238,8 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             || host.netns_names(),
         );
         agg.on_owners(self.owners.by_port(&self.listeners));
+        let owners = &self.owners;
+        agg.name_listeners(|inode| owners.get(inode).cloned());
     }
 
     /// Takes out ports gone for `expire_after`, and deletes their kernel

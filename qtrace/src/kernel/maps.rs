@@ -10,10 +10,11 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
-    stat, wait, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, WaitKey, MAP_ACCEPT_WAIT, MAP_CLOSED_LISTENERS,
-    MAP_COUNTERS, MAP_EVENTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
+    stat, wait, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, ListenerAccepts, WaitKey, MAP_ACCEPT_WAIT,
+    MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENER_ACCEPTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
 };
 
+use crate::host::netns::NsListeners;
 use crate::model::aggregate::{Losses, PortKey};
 
 /// What the tracer reads from the kernel side.
@@ -48,6 +49,12 @@ pub trait KernelInputs {
     fn accept_waits(&mut self) -> Result<BTreeMap<WaitKey, u64>> {
         Ok(BTreeMap::new())
     }
+    /// Accepts per listener socket, over every CPU.
+    /// Entries of listeners missing from `live` and the snapshot before
+    /// are returned one last time and deleted.
+    fn listener_accepts(&mut self, _live: &[NsListeners]) -> Result<Vec<ListenerAccepts>> {
+        Ok(Vec::new())
+    }
     /// Deletes the counters (and suppressed tallies, and wait histograms)
     /// of `ports`.
     fn forget_ports(&mut self, ports: &[PortKey]);
@@ -70,6 +77,10 @@ pub struct KernelMaps {
     listen_starts_full: u64,
     /// `None` when the accept-queue wait recorders could not attach.
     accept_wait: Option<PerCpuHashMap<MapData, WaitKey, u64>>,
+    /// Filled by the same programs.
+    listener_accepts: Option<PerCpuHashMap<MapData, u64, ListenerAccepts>>,
+    /// Its entries whose listener the latest snapshot did not list.
+    listeners_missing: HashSet<u64>,
 }
 
 impl KernelMaps {
@@ -85,8 +96,22 @@ impl KernelMaps {
         let listen_calls = if listen_calls { Some(HashMap::try_from(take(MAP_LISTEN_CALLS)?)?) } else { None };
         let listen_starts = if closed { Some(HashMap::try_from(take(MAP_LISTEN_STARTS)?)?) } else { None };
         let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
+        let listener_accepts = if accept_wait { Some(PerCpuHashMap::try_from(take(MAP_LISTENER_ACCEPTS)?)?) } else { None };
         let accept_wait = if accept_wait { Some(PerCpuHashMap::try_from(take(MAP_ACCEPT_WAIT)?)?) } else { None };
-        Ok(Self { ebpf, events, counters, suppressed, stats, listen_calls, closed, listen_starts, listen_starts_full: 0, accept_wait })
+        Ok(Self {
+            ebpf,
+            events,
+            counters,
+            suppressed,
+            stats,
+            listen_calls,
+            closed,
+            listen_starts,
+            listen_starts_full: 0,
+            accept_wait,
+            listener_accepts,
+            listeners_missing: HashSet::new(),
+        })
     }
 
     /// The ring buffer's descriptor, to wait on. It stays open and the same
@@ -181,6 +206,35 @@ impl KernelInputs for KernelMaps {
             let (key, values) = item.context("reading the accept-wait map")?;
             let v = if key.slot == wait::MAX_NS { values.iter().copied().max().unwrap_or(0) } else { values.iter().sum() };
             out.insert(key, v);
+        }
+        Ok(out)
+    }
+
+    fn listener_accepts(&mut self, live: &[NsListeners]) -> Result<Vec<ListenerAccepts>> {
+        let Some(map) = &mut self.listener_accepts else {
+            return Ok(Vec::new());
+        };
+        let inodes: HashSet<(u32, u32)> = live.iter().flat_map(|ns| ns.listeners.iter().map(move |l| (ns.netns, l.inode))).collect();
+        let mut out = Vec::new();
+        let mut closed = Vec::new();
+        for item in map.iter() {
+            let (sk, per_cpu) = item.context("reading the listener accepts map")?;
+            // Only the CPU that inserted the entry has its identity; the
+            // others' slots start zeroed and only count.
+            let mut total = per_cpu.iter().find(|v| v.netns != 0).copied().unwrap_or_default();
+            total.accepts = per_cpu.iter().map(|v| v.accepts).sum();
+            // A listener may be newer than the snapshot: only one missing
+            // from two snapshots in a row is gone.
+            if inodes.contains(&(total.netns, total.inode as u32)) {
+                self.listeners_missing.remove(&sk);
+            } else if !self.listeners_missing.insert(sk) {
+                closed.push(sk);
+            }
+            out.push(total);
+        }
+        for sk in closed {
+            self.listeners_missing.remove(&sk);
+            let _ = map.remove(&sk);
         }
         Ok(out)
     }

@@ -281,25 +281,29 @@ pub(crate) fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> 
     Ok(())
 }
 
-/// Reads the `accept()` exit records' layout and the descriptor walk
-/// (`task_struct.files` to `socket.sk`) plus `sock.sk_socket` into `cfg`:
-/// what the accept-queue wait recorder needs. `exits` are the formats of
-/// `sys_exit_accept4` and, where the architecture has it, `sys_exit_accept`.
-pub(crate) fn from_accept_formats(exits: &[TpFormat], btf: &Btf, cfg: &mut Config) -> Result<()> {
-    let mut ret = None;
-    for fmt in exits {
-        let at = match fmt.field("ret") {
-            Some(f) if f.size == 8 => f.offset,
-            Some(f) => bail!("syscall tracepoint field ret is {} bytes, expected 8", f.size),
-            None => bail!("syscall tracepoint has no field ret"),
-        };
-        // One program serves both: their records must agree.
-        if ret.is_some_and(|r| r != at) {
-            bail!("sys_exit_accept4 and sys_exit_accept keep ret at different offsets");
+/// Reads the `accept()` entry and exit records' layout and the descriptor
+/// walk (`task_struct.files` to `socket.sk`) plus `sock.sk_socket` into
+/// `cfg`: what the accept recorders need. `calls` are the (enter, exit)
+/// formats of `accept4` and, where the architecture has it, `accept`.
+pub(crate) fn from_accept_formats(calls: &[(TpFormat, TpFormat)], btf: &Btf, cfg: &mut Config) -> Result<()> {
+    // One program serves both calls: their records must agree.
+    let same = |name: &str, formats: &mut dyn Iterator<Item = &TpFormat>| -> Result<u32> {
+        let mut at = None;
+        for fmt in formats {
+            let off = match fmt.field(name) {
+                Some(f) if f.size == 8 => f.offset,
+                Some(f) => bail!("syscall tracepoint field {name} is {} bytes, expected 8", f.size),
+                None => bail!("syscall tracepoint has no field {name}"),
+            };
+            if at.is_some_and(|a| a != off) {
+                bail!("accept4 and accept keep {name} at different offsets");
+            }
+            at = Some(off);
         }
-        ret = Some(at);
-    }
-    cfg.tp_accept_ret = ret.context("no accept() exit tracepoint")?;
+        at.context("no accept() tracepoints")
+    };
+    cfg.tp_accept_fd = same("fd", &mut calls.iter().map(|(enter, _)| enter))?;
+    cfg.tp_accept_ret = same("ret", &mut calls.iter().map(|(_, exit)| exit))?;
     cfg.task_files = offset(btf, "task_struct", "files", &[8])?;
     cfg.files_fdt = offset(btf, "files_struct", "fdt", &[8])?;
     cfg.fdt_max_fds = offset(btf, "fdtable", "max_fds", &[4])?;
@@ -307,6 +311,8 @@ pub(crate) fn from_accept_formats(exits: &[TpFormat], btf: &Btf, cfg: &mut Confi
     cfg.file_private_data = offset(btf, "file", "private_data", &[8])?;
     cfg.socket_sk = offset(btf, "socket", "sk", &[8])?;
     cfg.sk_socket = offset(btf, "sock", "sk_socket", &[8])?;
+    cfg.file_f_inode = offset(btf, "file", "f_inode", &[8])?;
+    cfg.inode_i_ino = offset(btf, "inode", "i_ino", &[8])?;
     Ok(())
 }
 

@@ -255,7 +255,7 @@ impl Probe {
                     // Children are born and end in the state recorder.
                     let accept_wait = match (&closed, accept_layout) {
                         (Some(why), _) => Some(why.clone()),
-                        (None, layout) => layout.and_then(|exits| attach_accept_exits(&mut ebpf, &exits)).err(),
+                        (None, layout) => layout.and_then(|exits| attach_accepts(&mut ebpf, &exits)).err(),
                     };
                     let limits = limits::of_attachment(tier, ack_detail_missing, counted_upper_bound, closed, listen_calls, accept_wait);
                     return Ok(Self { ebpf, tier, refused, limits });
@@ -290,7 +290,7 @@ struct Resolved {
     ack_detail_missing: Option<String>,
     listen_layout: Result<(), String>,
     state_layout: Result<(), String>,
-    /// The `accept()` exit tracepoints this kernel has, by name.
+    /// The `accept()` tracepoints this kernel has, by name.
     accept_layout: Result<Vec<&'static str>, String>,
 }
 
@@ -471,21 +471,24 @@ fn listen_formats(tracefs: &Path, cfg: &mut Config) -> Result<(), String> {
     offsets::from_listen_formats(&read("sys_enter_listen")?, &read("sys_exit_listen")?, cfg).map_err(|e| format!("{e:#}"))
 }
 
-/// Reads the `accept()` exit tracepoints' layout and the descriptor walk
-/// into `cfg`; returns the tracepoints to attach. arm64 has no `accept`
-/// (only `accept4`), hence each is optional but one.
+/// Reads the `accept()` tracepoints' layout and the descriptor walk into
+/// `cfg`; returns the programs to attach. arm64 has no `accept` (only
+/// `accept4`), hence each call is optional but one.
 fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'static str>, String> {
-    let mut names = Vec::new();
-    let mut formats = Vec::new();
-    for name in [PROG_SYS_EXIT_ACCEPT4, PROG_SYS_EXIT_ACCEPT] {
+    let read = |name: &str| {
         let path = tracefs.join("events/syscalls").join(name).join("format");
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                names.push(name);
-                formats.push(TpFormat::parse(&text));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Ok(text) => Ok(Some(TpFormat::parse(&text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    };
+    let mut names = Vec::new();
+    let mut formats = Vec::new();
+    for (enter, exit) in [(PROG_SYS_ENTER_ACCEPT4, PROG_SYS_EXIT_ACCEPT4), (PROG_SYS_ENTER_ACCEPT, PROG_SYS_EXIT_ACCEPT)] {
+        if let (Some(e), Some(x)) = (read(enter)?, read(exit)?) {
+            names.extend([enter, exit]);
+            formats.push((e, x));
         }
     }
     if names.is_empty() {
@@ -495,8 +498,8 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
     Ok(names)
 }
 
-/// Attaches the `accept()` exit recorders (beside any tier).
-fn attach_accept_exits(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
+/// Attaches the `accept()` recorders (beside any tier).
+fn attach_accepts(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
     for &name in names {
         let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
         let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;

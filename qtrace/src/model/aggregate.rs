@@ -18,13 +18,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use qtrace_common::{ClosedListener, CounterKey, WaitKey};
+use qtrace_common::{ClosedListener, CounterKey, ListenerAccepts, WaitKey};
 
 use crate::host::identity::Identity;
 use crate::host::netns::NsListeners;
 use crate::model::accept_wait::AcceptWait;
 use crate::model::counts::Counts;
 use crate::model::event::{Decoded, Kind};
+use crate::model::listener_flow::ListenerFlow;
 use crate::model::ports::PortSet;
 
 /// Distinct connections remembered per port; beyond this the count is a
@@ -33,6 +34,9 @@ pub(crate) const CONNECTIONS_CAP: usize = 65_536;
 /// Distinct connections remembered over all ports (about 20 MiB): a long
 /// run with many overflowing ports stays bounded too.
 pub(crate) const CONNECTIONS_TOTAL_CAP: usize = 262_144;
+
+/// Closed listeners listed per port, with their final flow.
+const CLOSED_LISTENERS_KEPT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortKey {
@@ -72,6 +76,15 @@ pub struct PortStats {
     pub owners: Vec<Arc<Identity>>,
     /// How long accepted connections waited in the accept queue.
     pub accept_wait: AcceptWait,
+    /// The port's listener sockets by cookie: those open now, and the
+    /// latest that closed.
+    pub listeners: BTreeMap<u64, ListenerFlow>,
+    /// Arrivals and accepts of its listeners that closed and are no longer
+    /// listed.
+    closed_flow: (u64, u64),
+    /// Whether accepts are traced: without, arrivals and accepts are
+    /// unknown, not zero.
+    pub accepts_traced: bool,
 }
 
 impl PortStats {
@@ -90,6 +103,18 @@ impl PortStats {
     }
     pub fn connections(&self) -> usize {
         self.connections.len()
+    }
+    /// Handshakes completed on the port since qtrace started.
+    pub fn arrivals(&self) -> u64 {
+        self.closed_flow.0 + self.listeners.values().map(ListenerFlow::arrivals).sum::<u64>()
+    }
+    /// Connections `accept()` returned on the port since qtrace started.
+    pub fn accepts(&self) -> u64 {
+        self.closed_flow.1 + self.listeners.values().map(|l| l.accepts).sum::<u64>()
+    }
+    /// Arrivals and accepts per second over the last interval.
+    pub fn flow_rates(&self) -> (f64, f64) {
+        self.listeners.values().filter(|l| l.open).fold((0.0, 0.0), |(a, b), l| (a + l.arrival_rate, b + l.accept_rate))
     }
     fn hooked_weight(&self) -> u64 {
         self.kinds.iter().filter(|(k, _)| *k != Kind::ListenerDropCounted).map(|(k, n)| k.listener_drop_weight() * n).sum()
@@ -159,6 +184,9 @@ pub struct Aggregator {
     finals: HashMap<(u32, u64), u32>,
     /// Distinct connections remembered over all ports.
     connections_total: usize,
+    /// The kernel's accepts per listener, by (netns, socket inode).
+    listener_accepts: HashMap<(u32, u32), u64>,
+    accepts_traced: bool,
 }
 
 /// What expiry took out of the aggregation, so totals stay accountable.
@@ -172,6 +200,11 @@ pub struct Expired {
 impl Aggregator {
     pub fn new(filter_netns: Option<u32>, filter_ports: PortSet) -> Self {
         Self { filter_netns, filter_ports, derive_counted: true, ..Self::default() }
+    }
+
+    /// Whether accepts are traced (see [`PortStats::accepts_traced`]).
+    pub fn set_accepts_traced(&mut self, on: bool) {
+        self.accepts_traced = on;
     }
 
     /// On tiers that hook every `tcp_listendrop()` caller, whatever else
@@ -239,6 +272,60 @@ impl Aggregator {
         }
     }
 
+    /// Takes the kernel's accepts per listener (all of them: those of a
+    /// listener that closed come once more after it left the snapshot).
+    pub fn on_listener_accepts(&mut self, entries: &[ListenerAccepts]) {
+        self.listener_accepts = entries.iter().map(|e| ((e.netns, e.inode as u32), e.accepts)).collect();
+    }
+
+    /// Names each listener's owner (`owner_of` by socket inode).
+    pub fn name_listeners(&mut self, owner_of: impl Fn(u32) -> Option<Arc<Identity>>) {
+        for st in self.ports.values_mut() {
+            // A closed listener keeps the owner it had.
+            for l in st.listeners.values_mut().filter(|l| l.open) {
+                if let Some(o) = owner_of(l.inode) {
+                    l.owner = Some(o);
+                }
+            }
+        }
+    }
+
+    /// Updates the flow of each listener in the snapshot, and folds those
+    /// that closed into their port's totals.
+    fn update_flows(&mut self, snapshot: &[NsListeners], first: bool) {
+        let mut live: HashSet<(u32, u64)> = HashSet::new();
+        for ns in snapshot {
+            for l in ns.listeners.iter().filter(|l| self.filter_netns.is_none_or(|n| n == ns.netns) && self.filter_ports.contains(l.port)) {
+                live.insert((ns.netns, l.cookie));
+                let st = self.ports.entry(PortKey { netns: ns.netns, port: l.port }).or_default();
+                st.accepts_traced = self.accepts_traced;
+                let f = st
+                    .listeners
+                    .entry(l.cookie)
+                    .or_insert_with(|| ListenerFlow::new(l.cookie, l.inode, l.accept_queue, l.accept_queue_max, !first));
+                (f.queue, f.queue_max) = (l.accept_queue, l.accept_queue_max);
+                f.accepts = self.listener_accepts.get(&(ns.netns, l.inode)).copied().unwrap_or(f.accepts);
+                if let Some(t) = self.tracks.get(&(ns.netns, l.cookie)) {
+                    f.drops = u64::from(t.last.wrapping_sub(t.baseline));
+                }
+            }
+        }
+        for (key, st) in &mut self.ports {
+            for (_, f) in st.listeners.iter_mut().filter(|(c, f)| f.open && !live.contains(&(key.netns, **c))) {
+                f.open = false;
+                f.accepts = self.listener_accepts.get(&(key.netns, f.inode)).copied().unwrap_or(f.accepts);
+            }
+            // The latest closed listeners stay listed; older ones (cookies
+            // grow) only in the port's totals.
+            let closed: Vec<u64> = st.listeners.iter().filter(|(_, f)| !f.open).map(|(c, _)| *c).collect();
+            for cookie in closed.iter().take(closed.len().saturating_sub(CLOSED_LISTENERS_KEPT)) {
+                let f = st.listeners.remove(cookie).expect("listed above");
+                st.closed_flow.0 += f.arrivals();
+                st.closed_flow.1 += f.accepts;
+            }
+        }
+    }
+
     /// Events suppressed over the whole run.
     pub fn suppressed(&self) -> u64 {
         self.expired.suppressed + self.ports.values().map(|st| st.suppressed.total()).sum::<u64>()
@@ -293,10 +380,14 @@ impl Aggregator {
                 let last = self.finals.remove(&id).unwrap_or(t.last);
                 let st = self.ports.entry(PortKey { netns: id.0, port: t.port }).or_default();
                 st.closed_drops += u64::from(last.wrapping_sub(t.baseline));
+                if let Some(f) = st.listeners.get_mut(&id.1) {
+                    f.drops = u64::from(last.wrapping_sub(t.baseline));
+                }
             }
         }
         // Only closed listeners have finals; anything left is stale.
         self.finals.clear();
+        self.update_flows(snapshot, first);
         let mut per_port: HashMap<PortKey, u64> = HashMap::new();
         for ((netns, _), t) in &self.tracks {
             *per_port.entry(PortKey { netns: *netns, port: t.port }).or_default() += u64::from(t.last.wrapping_sub(t.baseline));
@@ -340,6 +431,7 @@ impl Aggregator {
             let total = st.drops();
             st.rate = if seconds > 0.0 { total.saturating_sub(st.prev_total) as f64 / seconds } else { 0.0 };
             st.prev_total = total;
+            st.listeners.values_mut().for_each(|l| l.tick(seconds));
             st.gone_for = if st.listening { 0.0 } else { st.gone_for + seconds };
         }
     }
@@ -375,7 +467,7 @@ impl Aggregator {
         // its port too.
         let total = &mut self.connections_total;
         self.ports.retain(|_, st| {
-            let keep = st.listening || st.kinds.is_active() || st.listener_drops > 0 || st.accept_wait.is_active();
+            let keep = st.listening || st.kinds.is_active() || st.listener_drops > 0 || st.accept_wait.is_active() || st.closed_flow.0 > 0;
             if !keep {
                 *total -= st.connections.len();
             }

@@ -1,6 +1,7 @@
 //! Pure logic: no I/O and no clock reads. Decoded events (`event`) and
 //! their NDJSON lines written fast (`event_line`), the
-//! per-port totals (`aggregate`) and accept-queue waits (`accept_wait`), requested versus effective backlogs
+//! per-port totals (`aggregate`), accept-queue waits (`accept_wait`) and
+//! arrivals and accepts per listener (`listener_flow`), requested versus effective backlogs
 //! (`backlog`), the listener inventory (`inventory`), doctor's findings
 //! (`diagnose`), port filters (`ports`) and listeners' owners (`owners`).
 pub(crate) mod accept_wait;
@@ -11,6 +12,7 @@ pub(crate) mod diagnose;
 pub mod event;
 pub(crate) mod event_line;
 pub(crate) mod inventory;
+pub(crate) mod listener_flow;
 pub(crate) mod owners;
 pub mod ports;
 pub(crate) mod record;

@@ -16,6 +16,7 @@ use crate::model::backlog::{self, Clamp, Requested};
 use crate::model::diagnose::Finding;
 use crate::model::event::{rfc3339, Decoded, Kind};
 use crate::model::inventory::ListenerRow;
+use crate::model::listener_flow::ListenerFlow;
 
 /// One NDJSON line.
 #[derive(Debug, Serialize)]
@@ -339,10 +340,57 @@ pub(crate) struct PortRecord {
     pub accepted_client_gone: u64,
     /// Queued connections reset because their listener closed.
     pub reset_listener_closed: u64,
+    /// Handshakes completed and connections accepted since qtrace started
+    /// (absent where accepts are not traced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepts: Option<u64>,
+    /// Each listener socket of the port now (several with SO_REUSEPORT).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerFlowRecord>,
+}
+
+/// One listener socket's share of its port.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListenerFlowRecord {
+    pub cookie: u64,
+    pub arrivals: u64,
+    pub accepts: u64,
+    pub accept_queue: u32,
+    pub accept_queue_max: u32,
+    pub drops: u64,
+    /// The highest arrivals per second over one poll interval, and the
+    /// accepts per second in that interval.
+    pub peak_arrivals_per_s: f64,
+    pub peak_accepts_per_s: f64,
+    /// False for a listener that closed during the run.
+    pub open: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Identity>,
+}
+
+impl From<&ListenerFlow> for ListenerFlowRecord {
+    fn from(f: &ListenerFlow) -> Self {
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        Self {
+            cookie: f.cookie,
+            arrivals: f.arrivals(),
+            accepts: f.accepts,
+            accept_queue: f.queue,
+            accept_queue_max: f.queue_max,
+            drops: f.drops,
+            peak_arrivals_per_s: round(f.peak.0),
+            peak_accepts_per_s: round(f.peak.1),
+            open: f.open,
+            owner: f.owner.as_deref().cloned(),
+        }
+    }
 }
 
 impl PortRecord {
     pub(crate) fn new(key: &PortKey, st: &PortStats, now_ns: Option<i128>) -> Self {
+        let traced = st.accepts_traced;
         Self {
             time: now_ns.map(rfc3339),
             netns: key.netns,
@@ -359,6 +407,9 @@ impl PortRecord {
             accept_wait_ms: st.accept_wait.summary(),
             accepted_client_gone: st.accept_wait.client_gone,
             reset_listener_closed: st.accept_wait.listener_closed,
+            arrivals: traced.then(|| st.arrivals()),
+            accepts: traced.then(|| st.accepts()),
+            listeners: if traced { st.listeners.values().map(Into::into).collect() } else { Vec::new() },
         }
     }
 }
@@ -490,6 +541,7 @@ mod tests {
     /// reported and 8080's expired totals.
     fn aggregation() -> (Aggregator, CountedDelta, (PortKey, PortStats)) {
         let mut agg = Aggregator::new(None, PortSet::default());
+        agg.set_accepts_traced(true);
         agg.on_listeners(&snap(vec![listener(8080, 1, (0, 128), 0), listener(9090, 2, (0, 64), 0)]));
         let key = |port, kind| CounterKey { netns: NETNS, port, kind, _pad: 0 };
         agg.on_counters([

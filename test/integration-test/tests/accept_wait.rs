@@ -181,3 +181,71 @@ fn listener_close_resets_queued_connections() {
     assert_eq!(s["reset_listener_closed"], reset, "{s}");
     assert_eq!(s["accepted_client_gone"], 0);
 }
+
+/// One `ss -ltnme` listener (its `skmem` continuation line joined to
+/// it): (cookie, Recv-Q, drop counter).
+fn ss_listener(line: &str) -> (u64, u64, u64) {
+    let recv_q = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("Recv-Q");
+    let cookie =
+        line.split_whitespace().find_map(|w| w.strip_prefix("sk:")).and_then(|h| u64::from_str_radix(h, 16).ok()).expect("sk:COOKIE");
+    let drops = line.split(",d").nth(1).and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).expect("skmem d<N>");
+    (cookie, recv_q, drops)
+}
+
+/// Two `SO_REUSEPORT` listeners share a port; the server accepts from one
+/// and the other stalls. Each listener's accepts must be what the server
+/// accepted from it, its arrivals those plus what `ss` shows still queued,
+/// and its drops its own drop counter.
+#[test]
+fn reuseport_split_shows_the_stalled_listener() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let a = addr("127.0.0.1", p);
+    let reuse = || {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        s.set_reuse_port(true).expect("reuseport");
+        s.bind(&a.into()).expect("bind");
+        s.listen(4).expect("listen");
+        s
+    };
+    let (busy, stalled) = ns.run(|| (reuse(), reuse()));
+    busy.set_nonblocking(true).expect("nonblocking");
+    let mut served = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        clients.push(ns.run(|| common::connect_nonblocking(a)));
+        std::thread::sleep(Duration::from_millis(20));
+        while let Ok((s, _)) = busy.accept() {
+            served.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok((s, _)) = busy.accept() {
+        served.push(s);
+    }
+    // No more SYN retransmissions: the drop counters stop.
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(300));
+    let ss: Vec<(u64, u64, u64)> =
+        ns.exec(&["ss", "-ltnmeH", &format!("sport = :{p}")]).replace("\n\t", " ").lines().map(ss_listener).collect();
+    let after = ns.counters();
+    let done = q.stop(libc::SIGINT);
+    drop((busy, stalled));
+    assert!(done.status.success(), "exit status {:?}, stderr {:?}", done.status, done.stderr);
+    let s = done.summary(p).expect("a summary for the port");
+    let listeners = s["listeners"].as_array().unwrap_or_else(|| panic!("per-listener split: {s}"));
+    assert_eq!(listeners.len(), 2, "{s}");
+    assert_eq!(ss.len(), 2, "{ss:?}");
+    for (cookie, queued, drops) in ss {
+        let l = listeners.iter().find(|l| l["cookie"] == cookie).unwrap_or_else(|| panic!("listener {cookie} in {s}"));
+        let accepted = if queued == 0 { served.len() as u64 } else { 0 };
+        assert_eq!(l["accepts"], accepted, "{l}");
+        assert_eq!(l["arrivals"], accepted + queued, "{l}");
+        assert_eq!(l["drops"], drops, "{l}");
+    }
+    assert!(listeners.iter().any(|l| l["accepts"] == 0 && l["drops"].as_u64() > Some(0)), "the stalled listener overflowed: {s}");
+    assert_eq!(s["accepts"], served.len() as u64);
+    assert_eq!(s["drops"], after.delta(&before, "ListenDrops"));
+}
