@@ -63,7 +63,12 @@ fn begin(args: &DoctorArgs, netns: Option<u32>, ports: &PortSet, namespaces: Nam
         let start = Start { capture_error: Some("--no-capture".into()), ..super::start_record(None, &namespaces) };
         return Ok((Sampling::Plain(namespaces), start));
     }
-    match Tracer::start(args.hooks, &Filter { netns, ports: ports.clone(), max_event_rate: Some(super::DEFAULT_MAX_EVENT_RATE) }, namespaces, true) {
+    match Tracer::start(
+        args.hooks,
+        &Filter { netns, ports: ports.clone(), max_event_rate: Some(super::DEFAULT_MAX_EVENT_RATE) },
+        namespaces,
+        true,
+    ) {
         Ok(tracer) => {
             let start = super::start_record(Some(&tracer.attachment), &tracer.host);
             Ok((Sampling::Traced(Box::new(tracer)), start))
@@ -151,7 +156,10 @@ impl Window {
                 let key = PortKey { netns: row.netns, port: l.port };
                 let kinds = self.agg.as_ref().map(|a| a.ports().get(&key).map_or_else(Counts::default, |st| st.kinds));
                 let peak_accept_queue = self.peaks.get(&l.cookie).copied().unwrap_or(l.accept_queue);
-                ListenerSample { peak_accept_queue, drops_delta, kinds, row }
+                let port = self.agg.as_ref().and_then(|a| a.ports().get(&key)).filter(|st| st.accepts_traced);
+                let flow = port.and_then(|st| st.listeners.get(&l.cookie).cloned());
+                let wait = port.map(|st| st.accept_wait.clone());
+                ListenerSample { peak_accept_queue, drops_delta, kinds, row, flow, wait }
             })
             .collect()
     }

@@ -44,6 +44,11 @@ impl AcceptWait {
         }
     }
 
+    /// Connections accepted in bucket `b`.
+    pub fn count_in(&self, b: u8) -> u64 {
+        self.buckets.get(&b).copied().unwrap_or(0)
+    }
+
     /// Connections accepted.
     pub fn count(&self) -> u64 {
         self.buckets.values().sum()

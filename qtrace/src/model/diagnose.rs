@@ -16,10 +16,12 @@ use serde_json::{json, Map, Value};
 
 use crate::host::ns_state::{NetCounters, Settings};
 use crate::host::procs::Owner;
+use crate::model::accept_wait::AcceptWait;
 use crate::model::backlog::Clamp;
 use crate::model::counts::Counts;
 use crate::model::event::Kind;
 use crate::model::inventory::ListenerRow;
+use crate::model::listener_flow::ListenerFlow;
 
 /// One namespace's sample.
 #[derive(Debug, Clone)]
@@ -45,6 +47,11 @@ pub(crate) struct ListenerSample {
     /// Per-kind counts from the capture, indexed by [`Kind::index`]; `None`
     /// without a capture.
     pub kinds: Option<Counts>,
+    /// Its arrivals and accepts over the window; `None` where accepts are
+    /// not traced (no capture, or the recorders could not attach).
+    pub flow: Option<ListenerFlow>,
+    /// Its port's accept-queue waits over the window (same condition).
+    pub wait: Option<AcceptWait>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,18 +93,22 @@ pub(crate) enum FindingId {
     BacklogClamped,
     AcceptQueueFull,
     AbortOnOverflow,
+    AcceptWaitHigh,
+    AcceptImbalance,
     NoOverflow,
 }
 
 impl FindingId {
     #[cfg(test)]
-    pub(crate) const ALL: [FindingId; 7] = [
+    pub(crate) const ALL: [FindingId; 9] = [
         FindingId::AcceptQueueOverflow,
         FindingId::SynQueueOverflow,
         FindingId::SyncookiesSent,
         FindingId::BacklogClamped,
         FindingId::AcceptQueueFull,
         FindingId::AbortOnOverflow,
+        FindingId::AcceptWaitHigh,
+        FindingId::AcceptImbalance,
         FindingId::NoOverflow,
     ];
 
@@ -110,6 +121,8 @@ impl FindingId {
             FindingId::BacklogClamped => "backlog_clamped",
             FindingId::AcceptQueueFull => "accept_queue_full",
             FindingId::AbortOnOverflow => "abort_on_overflow",
+            FindingId::AcceptWaitHigh => "accept_wait_high",
+            FindingId::AcceptImbalance => "accept_imbalance",
             FindingId::NoOverflow => "no_overflow",
         }
     }
@@ -137,6 +150,16 @@ pub(crate) struct Finding {
 
 /// The remedy when only a namespace's counters show an overflow.
 const WATCH: &str = "run `qtrace watch` in this namespace to see which port overflows";
+
+/// The backlog that would have held the window's burst: the queue's peak
+/// plus what the listener dropped beyond it (packets, an upper bound on
+/// connections: a client's retransmitted SYN counts again), as a power of
+/// two. `None` where arrivals were not measured.
+fn measured_target(l: &ListenerSample) -> Option<u32> {
+    let flow = l.flow.as_ref()?;
+    let need = u64::from(l.peak_accept_queue.max(flow.queue)) + l.drops_delta + 1;
+    Some(u32::try_from(need).unwrap_or(u32::MAX).checked_next_power_of_two().unwrap_or(u32::MAX).clamp(128, 65_535))
+}
 
 /// A backlog worth suggesting: a power of two comfortably above `seen`.
 fn suggest(seen: u32) -> u32 {
@@ -307,6 +330,12 @@ impl<'a> Facts<'a> {
         for kind in Kind::ALL.into_iter().filter(|&kind| k(kind) > 0) {
             base.insert(kind.name().into(), k(kind).into());
         }
+        if let Some(flow) = &l.flow {
+            base.insert("arrivals".into(), flow.arrivals().into());
+            base.insert("accepts".into(), flow.accepts.into());
+            base.insert("peak_arrivals_per_s".into(), json!(flow.peak.0));
+            base.insert("peak_accepts_per_s".into(), json!(flow.peak.1));
+        }
         Facts {
             ns,
             l,
@@ -318,7 +347,7 @@ impl<'a> Facts<'a> {
                 Some(kinds) => kinds.drops(),
                 None => l.drops_delta,
             },
-            target: suggest(l.peak_accept_queue.max(r.accept_queue_max)),
+            target: measured_target(l).unwrap_or_else(|| suggest(l.peak_accept_queue.max(r.accept_queue_max))),
             base,
         }
     }
@@ -363,6 +392,9 @@ fn listener_findings(cx: &mut Ctx, f: &Facts) {
     if !f.accept && r.accept_queue_max > 0 && r.accept_queue >= r.accept_queue_max {
         accept_queue_full(cx, f);
     }
+    if !f.accept {
+        accept_wait_high(cx, f);
+    }
 }
 
 fn accept_queue_overflow(cx: &mut Ctx, f: &Facts) {
@@ -375,6 +407,19 @@ fn accept_queue_overflow(cx: &mut Ctx, f: &Facts) {
         format!("accept faster: more worker processes or threads in {}, and no slow work between accept() calls", app(l)),
         f.raise_backlog(),
     ];
+    if let Some(flow) = &l.flow {
+        remedy.push(format!(
+            "in {} {} connections arrived and {} were accepted (at the peak {:.0}/s arriving against {:.0}/s accepted); the queue peaked at {} and {} more were dropped: a backlog of {} holds a burst like this one, but a sustained excess overflows any backlog",
+            cx.secs(),
+            flow.arrivals(),
+            flow.accepts,
+            flow.peak.0,
+            flow.peak.1,
+            l.peak_accept_queue.max(r.accept_queue),
+            l.drops_delta,
+            f.target
+        ));
+    }
     if l.row.somaxconn.is_some_and(|s| s < f.target) {
         remedy.extend(set_sysctl(f.ns, "net.core.somaxconn", f.target));
     }
@@ -475,8 +520,102 @@ fn accept_queue_full(cx: &mut Ctx, f: &Facts) {
     cx.push(FindingId::AcceptQueueFull, Severity::Warning, f.at(), summary, ev, remedy);
 }
 
+/// A p99 accept-queue wait that already adds this much to requests is
+/// worth a warning before anything overflows (a server keeping up accepts
+/// within microseconds).
+const WAIT_HIGH_MS: f64 = 100.0;
+
+/// Saturation before overflow: connections wait long to be accepted, or
+/// the queue came within a quarter of its bound, with nothing dropped yet.
+/// Once per port (the waits are the port's).
+fn accept_wait_high(cx: &mut Ctx, f: &Facts) {
+    let r = &f.l.row.listener;
+    let Some(w) = f.l.wait.as_ref().and_then(AcceptWait::summary) else { return };
+    let near_full = r.accept_queue_max > 0 && u64::from(f.l.peak_accept_queue) * 4 >= u64::from(r.accept_queue_max) * 3;
+    let port_done = cx.out.iter().any(|x| x.id == FindingId::AcceptWaitHigh && x.netns == f.ns.netns && x.local_port == Some(r.port));
+    if port_done || !(w.p99 >= WAIT_HIGH_MS || near_full) {
+        return;
+    }
+    let ev = f.evidence([
+        ("accepted", w.count.into()),
+        ("accept_wait_p50_ms", json!(w.p50)),
+        ("accept_wait_p99_ms", json!(w.p99)),
+        ("accept_wait_max_ms", json!(w.max)),
+    ]);
+    let summary = format!(
+        "{}: connections wait to be accepted (p50 {} ms, p99 {} ms, longest {} ms over {} accepted in {}) and the queue peaked at {}/{}: nothing dropped yet, but every request waits that long first, and a burst overflows next",
+        f.name,
+        w.p50,
+        w.p99,
+        w.max,
+        w.count,
+        cx.secs(),
+        f.l.peak_accept_queue,
+        r.accept_queue_max
+    );
+    let remedy = vec![
+        format!("accept faster: more worker processes or threads in {}, and no slow work between accept() calls", app(f.l)),
+        f.raise_backlog(),
+    ];
+    cx.push(FindingId::AcceptWaitHigh, Severity::Warning, f.at(), summary, ev, remedy);
+}
+
+/// `SO_REUSEPORT` listeners of one port where some drop while others idle:
+/// the kernel hashes each connection to one listener and never hands it to
+/// an idle sibling, so one stalled worker refuses its share.
+fn accept_imbalance(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample]) {
+    let mut ports: Vec<u16> = listeners.iter().map(|l| l.row.listener.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports {
+        let group: Vec<&ListenerSample> = listeners.iter().copied().filter(|l| l.row.listener.port == port && l.flow.is_some()).collect();
+        let idle =
+            |l: &&ListenerSample| l.drops_delta == 0 && u64::from(l.peak_accept_queue) * 4 <= u64::from(l.row.listener.accept_queue_max);
+        let idlers: Vec<&ListenerSample> = group.iter().copied().filter(idle).collect();
+        if group.len() < 2 || idlers.is_empty() {
+            continue;
+        }
+        for l in group.iter().filter(|l| l.drops_delta > 0) {
+            imbalanced(cx, ns, l, &idlers);
+        }
+    }
+}
+
+fn imbalanced(cx: &mut Ctx, ns: &NsSample, l: &ListenerSample, idlers: &[&ListenerSample]) {
+    let flow = l.flow.as_ref().expect("grouped listeners have flows");
+    let r = &l.row.listener;
+    let siblings: Vec<Value> = idlers
+        .iter()
+        .map(|s| {
+            let f = s.flow.as_ref().expect("grouped listeners have flows");
+            json!({"listener": describe(s), "accepts": f.accepts, "arrivals": f.arrivals(), "peak_accept_queue": s.peak_accept_queue})
+        })
+        .collect();
+    let mut ev = cx.numbers(&[("listener_drops", l.drops_delta), ("arrivals", flow.arrivals()), ("accepts", flow.accepts)]);
+    ev.insert("peak_accept_queue".into(), l.peak_accept_queue.into());
+    ev.insert("accept_queue_max".into(), r.accept_queue_max.into());
+    ev.insert("idle_siblings".into(), siblings.into());
+    let summary = format!(
+        "{}: one of {} SO_REUSEPORT listeners on port {} dropped {} handshake packets ({} accepted of {} arrived) while {} sibling{} stayed nearly empty: connections are hashed to one listener and never moved, so this worker's stall refuses its share",
+        describe(l),
+        idlers.len() + 1,
+        r.port,
+        l.drops_delta,
+        flow.accepts,
+        flow.arrivals(),
+        idlers.len(),
+        plural(idlers.len())
+    );
+    let remedy = vec![
+        format!("find why {} stopped accepting (a blocked event loop, a long request) and fix or restart it", app(l)),
+        "or let idle workers take the load: one shared listener with every worker accepting from it (EPOLLEXCLUSIVE), instead of one SO_REUSEPORT listener per worker".to_owned(),
+    ];
+    cx.push(FindingId::AcceptImbalance, Severity::Warning, (ns.netns, Some(l)), summary, ev, remedy);
+}
+
 /// What the namespace's counters show beyond its listeners' findings.
 fn namespace_findings(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample], seen: &Seen) {
+    accept_imbalance(cx, ns, listeners);
     let d = &ns.delta;
     // With a port filter, listeners not sampled may account for the counters.
     if cx.input.all_ports {
@@ -630,7 +769,27 @@ pub(crate) mod sample {
             drops_delta: drops,
             peak_accept_queue: q.0,
             kinds: None,
+            flow: None,
+            wait: None,
         }
+    }
+
+    /// The same with accepts traced: its own `flow` and its port's `waits`
+    /// (ns).
+    pub(crate) fn traced(mut l: ListenerSample, accepts: u64, cookie: u64, waits: &[u64]) -> ListenerSample {
+        let mut flow = ListenerFlow::new(cookie, cookie as u32, 0, l.row.listener.accept_queue_max, true);
+        flow.accepts = accepts;
+        flow.queue = l.row.listener.accept_queue;
+        l.row.listener.cookie = cookie;
+        l.flow = Some(flow);
+        let mut w = AcceptWait::default();
+        for &ns in waits {
+            let b = qtrace_common::wait::bucket(ns);
+            w.set(b, w.count_in(b) + 1);
+            w.max_ns = w.max_ns.max(ns);
+        }
+        l.wait = Some(w);
+        l
     }
 
     pub(crate) fn input(n: NsSample, listeners: Vec<ListenerSample>) -> Input {
@@ -723,6 +882,42 @@ mod tests {
         }
         let f = diagnose(&input(ns(settings(1, 0), NetCounters::default()), vec![]));
         assert_eq!(serde_json::to_value(&f[0]).unwrap()["id"], "no_overflow");
+    }
+
+    #[test]
+    fn slow_accepts_warn_before_any_drop() {
+        // Three accepted after 150 to 450 ms; nothing dropped.
+        let l = traced(listener(8080, (2, 64), 0, Clamp::No, None), 3, 1, &[150_000_000, 300_000_000, 450_000_000]);
+        let f = diagnose(&input(ns(settings(1, 0), NetCounters::default()), vec![l]));
+        assert_eq!(ids(&f), ["accept_wait_high"]);
+        assert_eq!(f[0].evidence["accepted"], 3);
+        assert_eq!(f[0].evidence["accept_wait_max_ms"], 450.0);
+        // Fast accepts with room to spare: nothing to say.
+        let quick = traced(listener(8080, (2, 64), 0, Clamp::No, None), 3, 1, &[50_000, 60_000, 70_000]);
+        assert_eq!(ids(&diagnose(&input(ns(settings(1, 0), NetCounters::default()), vec![quick]))), ["no_overflow"]);
+    }
+
+    #[test]
+    fn a_stalled_reuseport_listener_beside_idle_siblings_is_named() {
+        let delta = NetCounters { listen_overflows: 40, listen_drops: 40, ..Default::default() };
+        let stalled = traced(listener(8080, (5, 4), 40, Clamp::No, None), 0, 1, &[1_000]);
+        let idle = traced(listener(8080, (0, 4), 0, Clamp::No, None), 25, 2, &[1_000]);
+        let f = diagnose(&input(ns(settings(1, 0), delta), vec![stalled, idle]));
+        let imbalance = f.iter().find(|f| f.id == FindingId::AcceptImbalance).expect("accept_imbalance");
+        assert_eq!(imbalance.evidence["listener_drops"], 40);
+        assert_eq!(imbalance.evidence["idle_siblings"][0]["accepts"], 25);
+        // The backlog is sized from what was measured: a peak of 5 plus 40
+        // dropped, to the next power of two above, and never below 128.
+        let overflow = f.iter().find(|f| f.id == FindingId::AcceptQueueOverflow).expect("accept_queue_overflow");
+        assert!(overflow.remedy[1].contains("backlog=128"), "{:?}", overflow.remedy);
+        assert!(overflow.remedy.iter().any(|r| r.contains("5 arrived") || r.contains("connections arrived")), "{:?}", overflow.remedy);
+    }
+
+    #[test]
+    fn measured_bursts_size_the_backlog() {
+        let big = traced(listener(8080, (300, 256), 700, Clamp::No, None), 0, 1, &[]);
+        assert_eq!(measured_target(&big), Some(1024));
+        assert_eq!(measured_target(&listener(8080, (300, 256), 700, Clamp::No, None)), None);
     }
 
     #[test]

@@ -273,3 +273,95 @@ fn watch_shows_settings_and_requested_backlogs() {
     assert_eq!(listen["local_addr"], "::1");
     assert_eq!(listen["pid"], std::process::id());
 }
+
+/// Whether this run traced accepts (the `accept_wait_missing` limit says
+/// why not); records "unsupported" if not.
+fn accepts_traced(done: &common::Finished, test: &str) -> bool {
+    match done.limit("accept_wait_missing") {
+        Some(l) => {
+            unsupported(test, "accept-queue waits", l["reason"].as_str().unwrap_or_default());
+            false
+        }
+        None => true,
+    }
+}
+
+/// A server that accepts one connection every 150 ms with eight queued:
+/// nothing drops, but doctor warns, with the waits the server measured.
+#[test]
+fn doctor_warns_of_slow_accepts_before_any_drop() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let Window { before, after, done, _kept: (waits, _sockets) } = doctor_window(&ns, p, "3", || {
+        let srv = ns.run(|| listener(addr("127.0.0.1", p), 16));
+        let clients: Vec<(Socket, std::time::Instant)> =
+            ns.run(|| (0..8).map(|_| (connect(addr("127.0.0.1", p)), std::time::Instant::now())).collect());
+        let mut waits = Vec::new();
+        let mut served = Vec::new();
+        for (_, connected) in &clients {
+            std::thread::sleep(Duration::from_millis(150));
+            served.push(srv.accept().expect("accept").0);
+            waits.push(connected.elapsed().as_secs_f64() * 1e3);
+        }
+        (waits, (srv, clients, served))
+    });
+    if !accepts_traced(&done, "doctor_warns_of_slow_accepts_before_any_drop") {
+        return;
+    }
+    assert_eq!(after.delta(&before, "ListenOverflows"), 0, "nothing overflowed");
+    let f = finding(&done, "accept_wait_high", Some(p));
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["evidence"]["accepted"], waits.len() as u64);
+    let longest = waits.iter().copied().fold(0.0, f64::max);
+    let reported = f["evidence"]["accept_wait_max_ms"].as_f64().unwrap();
+    // The same tolerance as the accept_wait suite: both clocks read within
+    // tens of milliseconds of the same events.
+    assert!((reported - longest).abs() <= 0.01 * longest + 40.0, "qtrace {reported} ms, server {longest:.1} ms");
+    assert!(done.of_type("finding").all(|f| f["id"] != "accept_queue_overflow"));
+}
+
+/// Two SO_REUSEPORT listeners, one never accepting: doctor names the
+/// stalled one, with its own drop counter and its sibling's accepts.
+#[test]
+fn doctor_names_a_stalled_reuseport_listener() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let a = addr("127.0.0.1", p);
+    let reuse = || {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        s.set_reuse_port(true).expect("reuseport");
+        s.bind(&a.into()).expect("bind");
+        s.listen(4).expect("listen");
+        s
+    };
+    let Window { done, _kept: (served, stalled_ino, _sockets), .. } = doctor_window(&ns, p, "3", || {
+        let (busy, stalled) = ns.run(|| (reuse(), reuse()));
+        busy.set_nonblocking(true).expect("nonblocking");
+        let mut served = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..30 {
+            clients.push(ns.run(|| connect_nonblocking(a)));
+            std::thread::sleep(Duration::from_millis(20));
+            while let Ok((s, _)) = busy.accept() {
+                served.push(s);
+            }
+        }
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&stalled))).map(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.ino()
+        });
+        (served.len() as u64, ino.expect("socket inode"), (busy, stalled, clients, served))
+    });
+    if !accepts_traced(&done, "doctor_names_a_stalled_reuseport_listener") {
+        return;
+    }
+    let f = finding(&done, "accept_imbalance", Some(p));
+    assert_eq!(f["severity"], "warning");
+    let ss = ns.exec(&["ss", "-ltnmeH", &format!("sport = :{p}")]).replace("\n\t", " ");
+    let line = ss.lines().find(|l| l.contains(&format!("ino:{stalled_ino} "))).unwrap_or_else(|| panic!("stalled listener in {ss}"));
+    let drops: u64 = line.split(",d").nth(1).and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).expect("d<N>");
+    assert!(drops > 0, "the stalled listener dropped: {line}");
+    assert_eq!(f["evidence"]["listener_drops"], drops);
+    assert_eq!(f["evidence"]["accepts"], 0);
+    assert_eq!(f["evidence"]["idle_siblings"][0]["accepts"], served);
+}
