@@ -76,10 +76,10 @@ pub(crate) enum Action {
     Quit,
 }
 
-/// One row as drawn.
 /// Characters of the OWNER column.
 const OWNER_WIDTH: usize = 20;
 
+/// One row as drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LiveRow {
     pub key: PortKey,
@@ -226,7 +226,8 @@ impl LiveView {
         ];
         cells.extend(r.kind_rates.iter().map(|v| Cell::from(format!("{v:.1}"))));
         cells.push(Cell::from(r.drops.to_string()));
-        cells.push(Cell::from(r.spark.clone()).style(self.style(Color::Red)));
+        // Right-aligned: cut short, it keeps its newest samples.
+        cells.push(Cell::from(Line::from(r.spark.clone()).right_aligned()).style(self.style(Color::Red)));
         cells
     }
 
@@ -254,7 +255,9 @@ impl LiveView {
             Constraint::Length(7),
         ];
         widths.extend(kinds.iter().map(|k| Constraint::Length(k.column().len() as u16 + 2)));
-        widths.extend([Constraint::Length(8), Constraint::Length(SPARK_WIDTH as u16)]);
+        // At most its width, so the sparkline gives way before any number
+        // does on a narrow terminal (Max yields to Length).
+        widths.extend([Constraint::Length(8), Constraint::Max(SPARK_WIDTH as u16)]);
         let widths: Vec<Constraint> = widths.into_iter().skip(skip).collect();
         frame.render_widget(Table::new(lines, widths).header(header_row).column_spacing(1), table);
         if rows.is_empty() {
@@ -446,6 +449,14 @@ mod tests {
     fn screen_with_rows_and_history() {
         let (v, agg, header) = busy();
         insta::assert_snapshot!("screen_with_rows", screen(&v, &agg, &header, SIZE));
+    }
+
+    /// An 80-column terminal: the sparkline goes first, then every other
+    /// column is narrowed; none of them is dropped.
+    #[test]
+    fn screen_narrow() {
+        let (v, agg, header) = busy();
+        insta::assert_snapshot!("screen_narrow", screen(&v, &agg, &header, (80, 8)));
     }
 
     #[test]
