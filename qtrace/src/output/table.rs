@@ -14,7 +14,7 @@ use crate::tracer::{PollReport, Sink, Tracer};
 
 use crate::model::aggregate::{Aggregator, PortKey, PortStats};
 use crate::model::counts::Counts;
-use crate::model::event::rfc3339;
+use crate::model::event::{rfc3339, Kind};
 
 fn last_event(st: &PortStats) -> String {
     match &st.last {
@@ -66,31 +66,76 @@ fn figures(v: f64, unit: &str) -> String {
     }
 }
 
+/// The table's optional columns, from the rows it shows: kinds that
+/// happened, accept-queue waits once a port has accepted, and connections
+/// served for nobody once there are some (a column of dashes or zeros
+/// would only push the owner off the screen).
+struct Columns {
+    kinds: Vec<Kind>,
+    waits: bool,
+    nobody: bool,
+}
+
+impl Columns {
+    fn of(rows: &[(&PortKey, &PortStats)]) -> Self {
+        Self {
+            kinds: Counts::shown_kinds(rows.iter().map(|(_, st)| &st.kinds)),
+            waits: rows.iter().any(|(_, st)| st.accept_wait.count() > 0),
+            nobody: rows.iter().any(|(_, st)| st.accept_wait.client_gone + st.accept_wait.listener_closed > 0),
+        }
+    }
+
+    fn header(&self) -> String {
+        let mut out = format!("{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
+        if self.waits {
+            let _ = write!(out, " {:>8} {:>8} {:>8}", "WAIT-P50", "WAIT-P99", "WAIT-MAX");
+        }
+        if self.nobody {
+            let _ = write!(out, " {:>11} {:>9}", "CLIENT-GONE", "CLOSE-RST");
+        }
+        for k in &self.kinds {
+            let _ = write!(out, " {:>10}", k.column());
+        }
+        let _ = writeln!(out, " {:>7} {:>7} {:>6}  {:<OWNER_WIDTH$}  LAST EVENT", "DROPS", "DROPS/S", "CONNS", "OWNER");
+        out
+    }
+
+    fn row(&self, key: &PortKey, st: &PortStats) -> String {
+        let q = match st.accept_queue {
+            Some((now, max)) => format!("{now}/{max}"),
+            None => "closed".into(),
+        };
+        let mut out = format!("{:>10} {:>5} {:>9}", key.netns, key.port, q);
+        let w = &st.accept_wait;
+        if self.waits {
+            let [p50, p99] = [0.5, 0.99].map(|q| w.quantile_ns(q).map_or_else(|| "-".to_owned(), duration));
+            let max = if w.count() > 0 { duration(w.max_ns) } else { "-".to_owned() };
+            let _ = write!(out, " {p50:>8} {p99:>8} {max:>8}");
+        }
+        if self.nobody {
+            let _ = write!(out, " {:>11} {:>9}", w.client_gone, w.listener_closed);
+        }
+        for k in &self.kinds {
+            let _ = write!(out, " {:>10}", st.count(*k));
+        }
+        let conns = format!("{}{}", st.connections(), if st.connections_capped { "+" } else { "" });
+        let owner = fit(&st.owner_name(), OWNER_WIDTH);
+        let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {owner:<OWNER_WIDTH$}  {}", st.drops(), st.rate, conns, last_event(st));
+        out
+    }
+}
+
 /// Renders the table. Ports with drops come first (most first); quiet
 /// listeners are summarised in one line unless `show_quiet`.
 pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
     let mut rows: Vec<(&PortKey, &PortStats)> = agg.ports().iter().collect();
     rows.sort_by(|a, b| b.1.drops().cmp(&a.1.drops()).then(a.0.cmp(b.0)));
     let quiet = rows.iter().filter(|(_, st)| !st.kinds.is_active()).count();
-    let columns = Counts::shown_kinds(rows.iter().map(|(_, st)| &st.kinds));
-    let mut out = String::new();
-    let _ = write!(out, "{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
-    for k in &columns {
-        let _ = write!(out, " {:>10}", k.column());
-    }
-    let _ = writeln!(out, " {:>7} {:>7} {:>6}  {:<OWNER_WIDTH$}  LAST EVENT", "DROPS", "DROPS/S", "CONNS", "OWNER");
-    for (key, st) in rows.iter().filter(|(_, st)| show_quiet || st.kinds.is_active()) {
-        let q = match st.accept_queue {
-            Some((now, max)) => format!("{now}/{max}"),
-            None => "closed".into(),
-        };
-        let _ = write!(out, "{:>10} {:>5} {:>9}", key.netns, key.port, q);
-        for k in &columns {
-            let _ = write!(out, " {:>10}", st.count(*k));
-        }
-        let conns = format!("{}{}", st.connections(), if st.connections_capped { "+" } else { "" });
-        let owner = fit(&st.owner_name(), OWNER_WIDTH);
-        let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {owner:<OWNER_WIDTH$}  {}", st.drops(), st.rate, conns, last_event(st));
+    rows.retain(|(_, st)| show_quiet || st.kinds.is_active());
+    let columns = Columns::of(&rows);
+    let mut out = columns.header();
+    for (key, st) in &rows {
+        out.push_str(&columns.row(key, st));
     }
     if !show_quiet && quiet > 0 {
         let _ = writeln!(out, "({quiet} watched listener{} without drops)", if quiet == 1 { "" } else { "s" });
@@ -200,7 +245,7 @@ mod tests {
     use crate::model::event::Decoded;
     use crate::model::event::Kind;
     use crate::model::ports::PortSet;
-    use qtrace_common::{kind, CounterKey};
+    use qtrace_common::{kind, wait, CounterKey, WaitKey};
 
     #[test]
     fn durations_in_three_figures() {
@@ -260,9 +305,26 @@ mod tests {
         vec![NsListeners { netns: NS_A, listeners: a }, NsListeners { netns: NS_B, listeners: b }]
     }
 
+    /// The kernel's wait slots of a port: accepts that waited `ns`, `n`
+    /// times each, and the connections served for nobody.
+    fn waits(agg: &mut Aggregator, (netns, port): (u32, u16), waits: &[(u64, u64)], client_gone: u64, listener_closed: u64) {
+        let key = |slot| WaitKey { netns, port, slot, _pad: 0 };
+        let mut slots: Vec<(WaitKey, u64)> = waits.iter().map(|&(ns, n)| (key(wait::bucket(ns)), n)).collect();
+        slots.extend([
+            (key(wait::SUM_NS), waits.iter().map(|(ns, n)| ns * n).sum()),
+            (key(wait::MAX_NS), waits.iter().map(|(ns, _)| *ns).max().unwrap_or(0)),
+            (key(wait::CLIENT_GONE), client_gone),
+            (key(wait::LISTENER_CLOSED), listener_closed),
+        ]);
+        agg.on_accept_waits(slots);
+    }
+
     /// Two namespaces: 8080 overflows every way (and 2 drops only its
     /// counter saw), 9090 filled its SYN queue and closed, 443 only sent
-    /// syncookies, 22 and 5432 are quiet; some events were lost.
+    /// syncookies, 22 and 5432 are quiet; some events were lost. 8080's
+    /// accepts waited 2 ms, two of them over a second, and three clients
+    /// had left before theirs; 9090 reset two queued connections as it
+    /// closed; 443 and 22 accept at once; 5432 accepted nothing.
     fn busy() -> Aggregator {
         let mut agg = Aggregator::new(None, PortSet::default());
         let open = |drops_8080| {
@@ -307,6 +369,10 @@ mod tests {
         };
         agg.on_listeners(&later());
         agg.on_listeners(&later());
+        waits(&mut agg, (NS_A, 8080), &[(2_000_000, 60), (1_200_000_000, 1), (1_300_000_000, 1)], 3, 0);
+        waits(&mut agg, (NS_A, 9090), &[], 0, 2);
+        waits(&mut agg, (NS_B, 443), &[(50_000, 12)], 0, 0);
+        waits(&mut agg, (NS_A, 22), &[(30_000, 4)], 0, 0);
         agg.tick(2.0);
         agg.losses.ringbuf_full = 17;
         agg.losses.undecodable = 1;
