@@ -3,7 +3,7 @@
 //! per-port totals (`aggregate`) and accept-queue waits (`accept_wait`), requested versus effective backlogs
 //! (`backlog`), the listener inventory (`inventory`), doctor's findings
 //! (`diagnose`), port filters (`ports`) and listeners' owners (`owners`).
-pub(crate) mod accept_wait;
+pub mod accept_wait;
 pub(crate) mod aggregate;
 pub(crate) mod backlog;
 pub mod counts;
