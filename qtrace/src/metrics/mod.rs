@@ -18,17 +18,19 @@ pub mod web_config;
 
 pub use access::WebConfigFile;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::host::identity::Identity;
+use crate::model::accept_wait::AcceptWait;
 use crate::model::aggregate::{Aggregator, Expired, Losses};
 use crate::model::counts::Counts;
 
@@ -58,6 +60,10 @@ pub struct Snapshot {
     pub namespaces: usize,
     /// Whether a poll has happened yet (before it, only the info metrics).
     pub polled: bool,
+    /// The accept-queue waits of the ports in `ports` that have measured
+    /// any, by `(netns, port)`. Beside `ports` rather than in each
+    /// [`PortRow`], which the deploy suite builds field by field.
+    pub accept_waits: BTreeMap<(u32, u16), AcceptWait>,
 }
 
 impl Snapshot {
@@ -76,7 +82,13 @@ impl Snapshot {
                 owners: st.owners.clone(),
             })
             .collect();
-        Self { tier: tier.to_owned(), ports, losses: agg.losses, expired: agg.expired, namespaces, polled: true }
+        let accept_waits = agg
+            .ports()
+            .iter()
+            .filter(|(_, st)| st.accept_wait.is_active())
+            .map(|(k, st)| ((k.netns, k.port), st.accept_wait.clone()))
+            .collect();
+        Self { tier: tier.to_owned(), ports, losses: agg.losses, expired: agg.expired, namespaces, polled: true, accept_waits }
     }
 }
 
@@ -154,6 +166,45 @@ fn gauge(v: i64) -> ConstGauge<i64> {
     ConstGauge::new(v)
 }
 
+/// The accept-wait histogram's finite `le` bounds: 2^k ns for these k,
+/// 16 µs to 69 s. Every one is a bound of the kernel's buckets (four per
+/// power of two), so the count below it is exact, not interpolated.
+const WAIT_LE_POW2: std::ops::RangeInclusive<u32> = 14..=36;
+
+/// A port's accept-queue waits as a Prometheus histogram, in seconds.
+#[derive(Debug)]
+struct WaitHistogram {
+    sum: f64,
+    count: u64,
+    /// Per bucket (not cumulative: the encoder adds them up), `+Inf` last.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl WaitHistogram {
+    fn of(w: &AcceptWait) -> Self {
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = WAIT_LE_POW2
+            .map(|k| {
+                let n = w.count_below(1 << k);
+                let bucket = ((1u64 << k) as f64 / 1e9, n - below);
+                below = n;
+                bucket
+            })
+            .collect();
+        buckets.push((f64::INFINITY, w.count() - below));
+        Self { sum: w.sum_ns as f64 / 1e9, count: w.count(), buckets }
+    }
+}
+
+impl EncodeMetric for WaitHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Polls and scrapes share one thread: the lock is never contended.
@@ -177,6 +228,7 @@ impl Collector for SnapshotCollector {
             return Ok(());
         }
         encode_ports(&mut enc, &s.ports)?;
+        encode_accept_waits(&mut enc, &s.ports, &s.accept_waits)?;
         encode_owners(&mut enc, &s.ports)?;
         encode_totals(&mut enc, &s)
     }
@@ -216,6 +268,35 @@ fn encode_ports(enc: &mut DescriptorEncoder, p: &[PortRow]) -> Result<(), std::f
         open().map(|(r, q)| (port_labels(r), gauge(q.1.into()))),
     )?;
     Ok(())
+}
+
+/// Per port: how long accepted connections waited in the accept queue
+/// (only ports that accepted some), and the connections served for
+/// nobody (every port, from 0, so that `increase()` sees the first).
+fn encode_accept_waits(
+    enc: &mut DescriptorEncoder,
+    p: &[PortRow],
+    waits: &BTreeMap<(u32, u16), AcceptWait>,
+) -> Result<(), std::fmt::Error> {
+    let waits_of = |r: &PortRow| waits.get(&(r.netns, r.port));
+    family(
+        enc,
+        "qtrace_accept_wait_seconds",
+        "How long accepted connections waited in the port's accept queues, from the handshake's completion to accept(); each bucket counts the waits shorter than its le, exactly.",
+        p.iter().filter_map(|r| waits_of(r).filter(|w| w.count() > 0).map(|w| (port_labels(r), WaitHistogram::of(w)))),
+    )?;
+    family(
+        enc,
+        "qtrace_accepted_client_gone",
+        "Connections accepted after their client had closed or reset them while they waited in the accept queue: work for nobody.",
+        p.iter().map(|r| (port_labels(r), counter(waits_of(r).map_or(0, |w| w.client_gone)))),
+    )?;
+    family(
+        enc,
+        "qtrace_reset_listener_closed",
+        "Connections reset while in the accept queue because their listener closed: never accepted.",
+        p.iter().map(|r| (port_labels(r), counter(waits_of(r).map_or(0, |w| w.listener_closed)))),
+    )
 }
 
 /// `qtrace_listener_info`: one series per distinct owner of a port's
@@ -271,13 +352,16 @@ fn encode_totals(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
     family(
         enc,
         "qtrace_losses",
-        "What could not be counted or attributed, by reason (counter_map_full: drops not in the totals).",
+        "What could not be counted or attributed, by reason (counter_map_full: drops not in the totals; queued_map_full, wait_map_full, accept_unseen: accept-queue waits not measured).",
         [
             ("counter_map_full", l.counter_map_full),
             ("read_failed", l.read_failed),
             ("entry_missing", l.entry_missing),
             ("undecodable", l.undecodable),
             ("suppressed_map_full", l.suppressed_map_full),
+            ("queued_map_full", l.queued_map_full),
+            ("wait_map_full", l.wait_map_full),
+            ("accept_unseen", l.accept_unseen),
         ]
         .into_iter()
         .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),
@@ -360,6 +444,7 @@ mod tests {
     use crate::host::identity::{Runtime, Workload};
     use crate::host::runtime::Container;
     use crate::model::event::Kind;
+    use qtrace_common::wait;
 
     const CONTAINER: &str = "4c01db0b339c3b5f2e4b2d6c1a9b6f1f8b6c7d8e9fa0b1c2d3e4f5a6b7c8d9e0";
 
@@ -426,11 +511,32 @@ mod tests {
         Arc::new(Mutex::new(Snapshot {
             tier: "tracepoint".into(),
             ports: rows,
-            losses: Losses { ringbuf_full: 7, ..Default::default() },
+            losses: Losses { ringbuf_full: 7, queued_map_full: 1, wait_map_full: 2, accept_unseen: 3, ..Default::default() },
             expired: Expired { ports: 1, drops: 9, suppressed: 0 },
             namespaces: 1,
             polled: true,
+            accept_waits: BTreeMap::from([
+                ((4026531840, 8080), waited(&[(50_000, 3), (3_000_000, 6), (1_500_000_000, 1)], 2, 0)),
+                // Closed with connections queued, before it accepted any.
+                ((4026531840, 9090), waited(&[], 0, 4)),
+                ((4026532999, 80), waited(&[(1_000_000, 1)], 0, 0)),
+            ]),
         }))
+    }
+
+    /// A port's waits as the kernel's slots give them: `n` accepts after
+    /// `ns` for each `(ns, n)` (each in a bucket of its own), and the
+    /// connections served for nobody.
+    fn waited(waits: &[(u64, u64)], client_gone: u64, listener_closed: u64) -> AcceptWait {
+        let mut w = AcceptWait::default();
+        for &(ns, n) in waits {
+            w.set(wait::bucket(ns), n);
+        }
+        w.set(wait::SUM_NS, waits.iter().map(|(ns, n)| ns * n).sum());
+        w.set(wait::MAX_NS, waits.iter().map(|(ns, _)| *ns).max().unwrap_or(0));
+        w.set(wait::CLIENT_GONE, client_gone);
+        w.set(wait::LISTENER_CLOSED, listener_closed);
+        w
     }
 
     #[test]
@@ -480,7 +586,11 @@ mod tests {
         ] {
             assert_eq!(text.matches(series).count(), 1, "{series} in\n{text}");
         }
-        assert_eq!(text.matches("port=\"80\"").count(), 2 + 2 + 2 + 2, "two owners, drops and listener drops, two kinds, two queue gauges");
+        assert_eq!(
+            text.matches("port=\"80\"").count(),
+            2 + 2 + 2 + 2 + 26 + 2,
+            "two owners, drops and listener drops, two kinds, two queue gauges, the wait histogram's 24 buckets, sum and count, two served-for-nobody counters"
+        );
         // Owners that do not all name the pod (one unknown): no pod label.
         assert!(text.contains("qtrace_drops_total{netns=\"4026531840\",port=\"9090\"} 0"));
         assert!(!text.contains("qtrace_accept_queue{netns=\"4026531840\",port=\"9090\"}"), "no queue gauge without a listener");
@@ -520,17 +630,68 @@ mod tests {
         assert!(classic.contains("# HELP qtrace_drops_total Connection"));
         assert!(classic.contains("# TYPE qtrace_build_info gauge\n"));
         assert!(classic.contains("# TYPE qtrace_accept_queue gauge\n"));
+        assert!(classic.contains("# TYPE qtrace_accept_wait_seconds histogram\n"));
         assert!(!classic.contains("# EOF"));
-        // Every sample's name is announced by a TYPE line before it.
-        let mut typed = std::collections::HashSet::new();
+        // Every sample's name is announced by a TYPE line before it: its
+        // own, or a histogram's whose _bucket, _sum or _count it is.
+        let mut typed = std::collections::HashMap::new();
         for line in classic.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
-                typed.insert(rest.split(' ').next().unwrap().to_owned());
+                let (name, ty) = rest.split_once(' ').unwrap();
+                typed.insert(name.to_owned(), ty.to_owned());
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                assert!(typed.contains(name), "{name} has no TYPE line");
+                let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s));
+                let histogram = family.is_some_and(|f| typed.get(f).is_some_and(|ty| ty == "histogram"));
+                assert!(typed.contains_key(name) || histogram, "{name} has no TYPE line");
             }
         }
+    }
+
+    /// The histogram's buckets are cumulative at 2^k ns, in seconds, the
+    /// last finite one 2^36 ns, then +Inf; a port that accepted nothing
+    /// has none but still has its counters.
+    #[test]
+    fn accept_waits_are_a_histogram_in_seconds() {
+        let text = openmetrics(&registry(shared()));
+        let series = |name: &str, le: &str| format!("{name}{{{le}netns=\"4026531840\",port=\"8080\"}}");
+        let bucket = |k: u32| sample(&text, &series("qtrace_accept_wait_seconds_bucket", &format!("le=\"{}\",", (1u64 << k) as f64 / 1e9)));
+        // 3 waits of 50 µs, 6 of 3 ms, 1 of 1.5 s.
+        assert_eq!(bucket(14), Some(0.0), "2^14 ns = 16 µs\n{text}");
+        assert_eq!(bucket(15), Some(0.0));
+        assert_eq!(bucket(16), Some(3.0), "2^16 ns = 66 µs");
+        assert_eq!(bucket(21), Some(3.0), "2^21 ns = 2.1 ms");
+        assert_eq!(bucket(22), Some(9.0), "2^22 ns = 4.2 ms");
+        assert_eq!(bucket(30), Some(9.0), "2^30 ns = 1.07 s");
+        assert_eq!(bucket(31), Some(10.0), "2^31 ns = 2.1 s");
+        assert_eq!(bucket(36), Some(10.0), "2^36 ns = 69 s");
+        assert_eq!(sample(&text, &series("qtrace_accept_wait_seconds_bucket", "le=\"+Inf\",")), Some(10.0));
+        assert_eq!(sample(&text, &series("qtrace_accept_wait_seconds_count", "")), Some(10.0));
+        assert_eq!(sample(&text, &series("qtrace_accept_wait_seconds_sum", "")), Some(1.518150));
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("qtrace_accept_wait_seconds_bucket{") && l.contains("port=\"8080\"")).count(),
+            23 + 1
+        );
+        // Bounds in plain decimals.
+        assert!(text.contains("le=\"0.000016384\"") && text.contains("le=\"68.719476736\""), "{text}");
+        assert_eq!(sample(&text, &series("qtrace_accepted_client_gone_total", "")), Some(2.0));
+        // 9090 reset four queued connections as it closed, accepted none.
+        let closed = |name: &str| format!("{name}{{netns=\"4026531840\",port=\"9090\"}}");
+        assert!(!text.lines().any(|l| l.starts_with("qtrace_accept_wait_seconds") && l.contains("port=\"9090\"")), "{text}");
+        assert_eq!(sample(&text, &closed("qtrace_reset_listener_closed_total")), Some(4.0));
+        assert_eq!(sample(&text, &closed("qtrace_accepted_client_gone_total")), Some(0.0));
+        // The pod's port: its labels on the histogram too.
+        let pod = "{netns=\"4026532999\",port=\"80\",pod=\"web-0\",namespace=\"shop\"}";
+        assert_eq!(sample(&text, &format!("qtrace_accept_wait_seconds_count{pod}")), Some(1.0));
+        // The accept-wait losses are reasons like the others.
+        for (reason, n) in [("queued_map_full", 1.0), ("wait_map_full", 2.0), ("accept_unseen", 3.0)] {
+            assert_eq!(sample(&text, &format!("qtrace_losses_total{{reason=\"{reason}\"}}")), Some(n), "{reason}");
+        }
+    }
+
+    /// The value of the sample `series` (its name and labels, exactly).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     #[test]

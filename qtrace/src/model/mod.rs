@@ -4,7 +4,7 @@
 //! arrivals and accepts per listener (`listener_flow`), requested versus effective backlogs
 //! (`backlog`), the listener inventory (`inventory`), doctor's findings
 //! (`diagnose`), port filters (`ports`) and listeners' owners (`owners`).
-pub(crate) mod accept_wait;
+pub mod accept_wait;
 pub(crate) mod aggregate;
 pub(crate) mod backlog;
 pub mod counts;

@@ -15,6 +15,7 @@ use ratatui::Frame;
 use crate::model::aggregate::{Aggregator, PortKey};
 use crate::model::counts::Counts;
 use crate::model::event::Kind;
+use crate::output::table::duration;
 
 /// Samples kept for the sparkline: a minute at the default 1 s interval.
 const HISTORY: usize = 60;
@@ -76,15 +77,24 @@ pub(crate) enum Action {
     Quit,
 }
 
-/// One row as drawn.
 /// Characters of the OWNER column.
 const OWNER_WIDTH: usize = 20;
+/// The wait column's title, as wide as its widest usual cell
+/// (`999us/999ms`). The column comes after DROPS: every title word before
+/// DROPS lines up with a word of the rows' cells (the bar and `n/m` under
+/// ACCEPT QUEUE), which a reader of the screen by words relies on, and
+/// this title's two words sit over one.
+const WAIT_TITLE: &str = "WAIT p50/p99";
 
+/// One row as drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LiveRow {
     pub key: PortKey,
     pub owner: String,
     pub queue: Option<(u32, u32)>,
+    /// Accept-queue wait p50 and p99 in nanoseconds; none before the
+    /// first accept.
+    pub wait: Option<(u64, u64)>,
     pub rate: f64,
     pub kind_rates: Vec<f64>,
     pub drops: u64,
@@ -185,6 +195,7 @@ impl LiveView {
                     // a unit's suffix, are at the end.
                     owner: owner(key).map_or_else(|| "-".into(), |o| crate::output::table::fit(&o, OWNER_WIDTH)),
                     queue: st.accept_queue,
+                    wait: st.accept_wait.quantile_ns(0.5).zip(st.accept_wait.quantile_ns(0.99)),
                     rate: Kind::ALL.iter().filter(|k| k.is_drop()).map(|k| rate(*k)).sum(),
                     kind_rates: kinds.iter().map(|k| rate(*k)).collect(),
                     drops: st.drops(),
@@ -226,7 +237,9 @@ impl LiveView {
         ];
         cells.extend(r.kind_rates.iter().map(|v| Cell::from(format!("{v:.1}"))));
         cells.push(Cell::from(r.drops.to_string()));
-        cells.push(Cell::from(r.spark.clone()).style(self.style(Color::Red)));
+        cells.push(Cell::from(wait_cell(r.wait)));
+        // Right-aligned: cut short, it keeps its newest samples.
+        cells.push(Cell::from(Line::from(r.spark.clone()).right_aligned()).style(self.style(Color::Red)));
         cells
     }
 
@@ -243,7 +256,7 @@ impl LiveView {
         let skip = usize::from(!rows.iter().any(|r| r.key.netns != rows[0].key.netns));
         let mut titles = vec!["NETNS".to_owned(), "PORT".into(), "OWNER".into(), "ACCEPT QUEUE".into(), "DROPS/S".into()];
         titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
-        titles.extend(["DROPS".into(), "LAST MINUTE".into()]);
+        titles.extend(["DROPS".into(), WAIT_TITLE.into(), "LAST MINUTE".into()]);
         let header_row = Row::new(titles.into_iter().skip(skip).map(Cell::from)).style(bold);
         let lines: Vec<Row> = rows.iter().map(|r| Row::new(self.cells(r).into_iter().skip(skip))).collect();
         let mut widths = vec![
@@ -254,7 +267,9 @@ impl LiveView {
             Constraint::Length(7),
         ];
         widths.extend(kinds.iter().map(|k| Constraint::Length(k.column().len() as u16 + 2)));
-        widths.extend([Constraint::Length(8), Constraint::Length(SPARK_WIDTH as u16)]);
+        // At most its width, so the sparkline gives way before any number
+        // does on a narrow terminal (Max yields to Length).
+        widths.extend([Constraint::Length(8), Constraint::Length(WAIT_TITLE.len() as u16), Constraint::Max(SPARK_WIDTH as u16)]);
         let widths: Vec<Constraint> = widths.into_iter().skip(skip).collect();
         frame.render_widget(Table::new(lines, widths).header(header_row).column_spacing(1), table);
         if rows.is_empty() {
@@ -307,6 +322,11 @@ fn queue_cell(q: Option<(u32, u32)>) -> String {
     q.map_or_else(|| "closed".to_owned(), queue_bar)
 }
 
+/// `12ms/340ms`: accept-queue wait p50/p99, `-` before the first accept.
+fn wait_cell(wait: Option<(u64, u64)>) -> String {
+    wait.map_or_else(|| "-".to_owned(), |(p50, p99)| format!("{}/{}", duration(p50), duration(p99)))
+}
+
 /// The last minute, two samples per character (their sum), newest right.
 fn sparkline(samples: &VecDeque<u64>) -> String {
     let v: Vec<u64> = samples.iter().copied().collect();
@@ -328,13 +348,23 @@ mod tests {
     use crate::host::netns::NsListeners;
     use crate::host::sock_diag::Listener;
     use crate::model::ports::PortSet;
-    use qtrace_common::{kind, CounterKey};
+    use qtrace_common::{kind, wait, CounterKey, WaitKey};
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
     fn counters(agg: &mut Aggregator, port: u16, acc: u64, ack: u64) {
         let key = |kind| CounterKey { netns: 7, port, kind, _pad: 0 };
         agg.on_counters([(key(kind::ACCEPT_QUEUE_FULL), acc), (key(kind::ACK_OVERFLOW), ack)]);
+    }
+
+    /// The kernel's slots for `port` in netns 7 after accepts that waited
+    /// `ns`, `n` times each, for each `(ns, n)`.
+    fn waits(agg: &mut Aggregator, port: u16, waits: &[(u64, u64)]) {
+        let key = |slot| WaitKey { netns: 7, port, slot, _pad: 0 };
+        let mut slots: Vec<(WaitKey, u64)> = waits.iter().map(|&(ns, n)| (key(wait::bucket(ns)), n)).collect();
+        slots.push((key(wait::SUM_NS), waits.iter().map(|(ns, n)| ns * n).sum()));
+        slots.push((key(wait::MAX_NS), waits.iter().map(|(ns, _)| *ns).max().unwrap_or(0)));
+        agg.on_accept_waits(slots);
     }
 
     #[test]
@@ -376,6 +406,8 @@ mod tests {
         assert_eq!(queue_bar((5, 8)), "█████░░░ 5/8");
         assert_eq!(queue_bar((9, 8)), "████████ 9/8");
         assert_eq!(queue_cell(None), "closed");
+        assert_eq!(wait_cell(None), "-");
+        assert_eq!(wait_cell(Some((12_000_000, 340_000_000))), "12ms/340ms");
         assert_eq!(sparkline(&VecDeque::from(vec![0, 0, 1, 0, 6, 1])), " ▂█");
         assert_eq!(sparkline(&VecDeque::from(vec![3, 0, 0])), "█ ");
     }
@@ -421,7 +453,9 @@ mod tests {
 
     /// Eight updates in netns 7: 8080's accept queue overflows harder
     /// each second (SYN and ACK stage), 9090 sends 5 syncookies a second,
-    /// 22 listens quietly; 8080's queue is full now.
+    /// 22 listens quietly and has accepted nothing; 8080's queue is full
+    /// now. 8080's accepts waited 12 ms, one in ten 340 ms; 9090's 85 µs,
+    /// one in fifty 1.5 ms.
     fn busy() -> (LiveView, Aggregator, Vec<String>) {
         let mut agg = Aggregator::new(None, PortSet::default());
         let listener = |port, cookie, q| Listener { cookie, ..Listener::example(port, q, 0) };
@@ -437,6 +471,8 @@ mod tests {
             agg.on_counters([(CounterKey { netns: 7, port: 9090, kind: kind::SYNCOOKIE_SENT, _pad: 0 }, cookies)]);
             v.update(&agg, 1.0);
         }
+        waits(&mut agg, 8080, &[(12_000_000, 90), (340_000_000, 10)]);
+        waits(&mut agg, 9090, &[(85_000, 980), (1_500_000, 20)]);
         agg.losses.suppressed = 12;
         let header = vec!["2026-11-21 00:00:08  tier kprobe".to_owned(), "netns 7: somaxconn 128, tcp_syncookies 1".to_owned()];
         (v, agg, header)
@@ -446,6 +482,14 @@ mod tests {
     fn screen_with_rows_and_history() {
         let (v, agg, header) = busy();
         insta::assert_snapshot!("screen_with_rows", screen(&v, &agg, &header, SIZE));
+    }
+
+    /// An 80-column terminal: the sparkline goes first, then every other
+    /// column is narrowed; none of them is dropped.
+    #[test]
+    fn screen_narrow() {
+        let (v, agg, header) = busy();
+        insta::assert_snapshot!("screen_narrow", screen(&v, &agg, &header, (80, 8)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::tracer::{PollReport, Sink, Tracer};
 
 use crate::model::aggregate::{Aggregator, PortKey, PortStats};
 use crate::model::counts::Counts;
-use crate::model::event::rfc3339;
+use crate::model::event::{rfc3339, Kind};
 
 fn last_event(st: &PortStats) -> String {
     match &st.last {
@@ -41,31 +41,101 @@ pub(crate) fn fit(name: &str, width: usize) -> String {
     format!("…{tail}")
 }
 
+/// A wait in at most three figures and a unit: `700ns`, `85us`, `1.5ms`,
+/// `340ms`, `2.0s`. The percentiles it shows are read at a bucket's middle,
+/// within 12.5% of the truth, so more figures would be noise.
+pub(crate) fn duration(ns: u64) -> String {
+    let mut v = ns as f64;
+    for unit in ["ns", "us", "ms"] {
+        // 999.5 would print as 1000: that is the next unit's 1.0.
+        if v < 999.5 {
+            return figures(v, unit);
+        }
+        v /= 1000.0;
+    }
+    figures(v, "s")
+}
+
+/// `v` with one decimal below 10 (`1.5ms`), none above (`12ms`), and
+/// none for nanoseconds, which are whole.
+fn figures(v: f64, unit: &str) -> String {
+    if v < 9.95 && unit != "ns" {
+        format!("{v:.1}{unit}")
+    } else {
+        format!("{v:.0}{unit}")
+    }
+}
+
+/// The table's optional columns, from the rows it shows: kinds that
+/// happened, accept-queue waits once a port has accepted, and connections
+/// served for nobody once there are some (a column of dashes or zeros
+/// would only push the owner off the screen).
+struct Columns {
+    kinds: Vec<Kind>,
+    waits: bool,
+    nobody: bool,
+}
+
+impl Columns {
+    fn of(rows: &[(&PortKey, &PortStats)]) -> Self {
+        Self {
+            kinds: Counts::shown_kinds(rows.iter().map(|(_, st)| &st.kinds)),
+            waits: rows.iter().any(|(_, st)| st.accept_wait.count() > 0),
+            nobody: rows.iter().any(|(_, st)| st.accept_wait.client_gone + st.accept_wait.listener_closed > 0),
+        }
+    }
+
+    fn header(&self) -> String {
+        let mut out = format!("{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
+        if self.waits {
+            let _ = write!(out, " {:>8} {:>8} {:>8}", "WAIT-P50", "WAIT-P99", "WAIT-MAX");
+        }
+        if self.nobody {
+            let _ = write!(out, " {:>11} {:>9}", "CLIENT-GONE", "CLOSE-RST");
+        }
+        for k in &self.kinds {
+            let _ = write!(out, " {:>10}", k.column());
+        }
+        let _ = writeln!(out, " {:>7} {:>7} {:>6}  {:<OWNER_WIDTH$}  LAST EVENT", "DROPS", "DROPS/S", "CONNS", "OWNER");
+        out
+    }
+
+    fn row(&self, key: &PortKey, st: &PortStats) -> String {
+        let q = match st.accept_queue {
+            Some((now, max)) => format!("{now}/{max}"),
+            None => "closed".into(),
+        };
+        let mut out = format!("{:>10} {:>5} {:>9}", key.netns, key.port, q);
+        let w = &st.accept_wait;
+        if self.waits {
+            let [p50, p99] = [0.5, 0.99].map(|q| w.quantile_ns(q).map_or_else(|| "-".to_owned(), duration));
+            let max = if w.count() > 0 { duration(w.max_ns) } else { "-".to_owned() };
+            let _ = write!(out, " {p50:>8} {p99:>8} {max:>8}");
+        }
+        if self.nobody {
+            let _ = write!(out, " {:>11} {:>9}", w.client_gone, w.listener_closed);
+        }
+        for k in &self.kinds {
+            let _ = write!(out, " {:>10}", st.count(*k));
+        }
+        let conns = format!("{}{}", st.connections(), if st.connections_capped { "+" } else { "" });
+        let owner = fit(&st.owner_name(), OWNER_WIDTH);
+        let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {owner:<OWNER_WIDTH$}  {}", st.drops(), st.rate, conns, last_event(st));
+        out
+    }
+}
+
 /// Renders the table. Ports with drops come first (most first); quiet
 /// listeners are summarised in one line unless `show_quiet`.
 pub(crate) fn render(agg: &Aggregator, show_quiet: bool) -> String {
     let mut rows: Vec<(&PortKey, &PortStats)> = agg.ports().iter().collect();
     rows.sort_by(|a, b| b.1.drops().cmp(&a.1.drops()).then(a.0.cmp(b.0)));
     let quiet = rows.iter().filter(|(_, st)| !st.kinds.is_active()).count();
-    let columns = Counts::shown_kinds(rows.iter().map(|(_, st)| &st.kinds));
-    let mut out = String::new();
-    let _ = write!(out, "{:>10} {:>5} {:>9}", "NETNS", "PORT", "ACCEPT-Q");
-    for k in &columns {
-        let _ = write!(out, " {:>10}", k.column());
-    }
-    let _ = writeln!(out, " {:>7} {:>7} {:>6}  {:<OWNER_WIDTH$}  LAST EVENT", "DROPS", "DROPS/S", "CONNS", "OWNER");
-    for (key, st) in rows.iter().filter(|(_, st)| show_quiet || st.kinds.is_active()) {
-        let q = match st.accept_queue {
-            Some((now, max)) => format!("{now}/{max}"),
-            None => "closed".into(),
-        };
-        let _ = write!(out, "{:>10} {:>5} {:>9}", key.netns, key.port, q);
-        for k in &columns {
-            let _ = write!(out, " {:>10}", st.count(*k));
-        }
-        let conns = format!("{}{}", st.connections(), if st.connections_capped { "+" } else { "" });
-        let owner = fit(&st.owner_name(), OWNER_WIDTH);
-        let _ = writeln!(out, " {:>7} {:>7.1} {:>6}  {owner:<OWNER_WIDTH$}  {}", st.drops(), st.rate, conns, last_event(st));
+    rows.retain(|(_, st)| show_quiet || st.kinds.is_active());
+    let columns = Columns::of(&rows);
+    let mut out = columns.header();
+    for (key, st) in &rows {
+        out.push_str(&columns.row(key, st));
     }
     if !show_quiet && quiet > 0 {
         let _ = writeln!(out, "({quiet} watched listener{} without drops)", if quiet == 1 { "" } else { "s" });
@@ -175,7 +245,29 @@ mod tests {
     use crate::model::event::Decoded;
     use crate::model::event::Kind;
     use crate::model::ports::PortSet;
-    use qtrace_common::{kind, CounterKey};
+    use qtrace_common::{kind, wait, CounterKey, WaitKey};
+
+    #[test]
+    fn durations_in_three_figures() {
+        let cases = [
+            (0, "0ns"),
+            (700, "700ns"),
+            (999, "999ns"),
+            // Rounds up into the next unit rather than to 1000ns.
+            (999_600, "1.0ms"),
+            (85_000, "85us"),
+            (1_540_000, "1.5ms"),
+            (9_960_000, "10ms"),
+            (12_300_000, "12ms"),
+            (340_000_000, "340ms"),
+            (2_000_000_000, "2.0s"),
+            (68_000_000_000, "68s"),
+            (4_000_000_000_000, "4000s"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(duration(ns), want, "{ns} ns");
+        }
+    }
 
     #[test]
     fn renders_active_ports_first_and_summarises_quiet_ones() {
@@ -213,9 +305,26 @@ mod tests {
         vec![NsListeners { netns: NS_A, listeners: a }, NsListeners { netns: NS_B, listeners: b }]
     }
 
+    /// The kernel's wait slots of a port: accepts that waited `ns`, `n`
+    /// times each, and the connections served for nobody.
+    fn waits(agg: &mut Aggregator, (netns, port): (u32, u16), waits: &[(u64, u64)], client_gone: u64, listener_closed: u64) {
+        let key = |slot| WaitKey { netns, port, slot, _pad: 0 };
+        let mut slots: Vec<(WaitKey, u64)> = waits.iter().map(|&(ns, n)| (key(wait::bucket(ns)), n)).collect();
+        slots.extend([
+            (key(wait::SUM_NS), waits.iter().map(|(ns, n)| ns * n).sum()),
+            (key(wait::MAX_NS), waits.iter().map(|(ns, _)| *ns).max().unwrap_or(0)),
+            (key(wait::CLIENT_GONE), client_gone),
+            (key(wait::LISTENER_CLOSED), listener_closed),
+        ]);
+        agg.on_accept_waits(slots);
+    }
+
     /// Two namespaces: 8080 overflows every way (and 2 drops only its
     /// counter saw), 9090 filled its SYN queue and closed, 443 only sent
-    /// syncookies, 22 and 5432 are quiet; some events were lost.
+    /// syncookies, 22 and 5432 are quiet; some events were lost. 8080's
+    /// accepts waited 2 ms, two of them over a second, and three clients
+    /// had left before theirs; 9090 reset two queued connections as it
+    /// closed; 443 and 22 accept at once; 5432 accepted nothing.
     fn busy() -> Aggregator {
         let mut agg = Aggregator::new(None, PortSet::default());
         let open = |drops_8080| {
@@ -260,6 +369,10 @@ mod tests {
         };
         agg.on_listeners(&later());
         agg.on_listeners(&later());
+        waits(&mut agg, (NS_A, 8080), &[(2_000_000, 60), (1_200_000_000, 1), (1_300_000_000, 1)], 3, 0);
+        waits(&mut agg, (NS_A, 9090), &[], 0, 2);
+        waits(&mut agg, (NS_B, 443), &[(50_000, 12)], 0, 0);
+        waits(&mut agg, (NS_A, 22), &[(30_000, 4)], 0, 0);
         agg.tick(2.0);
         agg.losses.ringbuf_full = 17;
         agg.losses.undecodable = 1;

@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{addr, connect_nonblocking, free_port, http_get, listener, port, promtool_accepts, sample, settle, url_encode, NetNs, Qtrace};
+use common::{
+    addr, connect, connect_nonblocking, free_port, http_get, listener, port, promtool_accepts, sample, settle, unsupported, url_encode,
+    NetNs, Qtrace,
+};
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
 use socket2::Socket;
@@ -181,6 +184,35 @@ fn the_dashboard_s_queries_run(prom: &Prometheus, p: u16) {
     }
 }
 
+/// Every alerting rule of deploy/prometheus/alerts.yml, by alert name and
+/// expression (each written on one line).
+fn alert_rules() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/alerts.yml");
+    let text = std::fs::read_to_string(path).expect("the alert rules");
+    let mut rules = Vec::new();
+    let mut alert = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            alert = Some(name.to_owned());
+        } else if let Some(expr) = line.strip_prefix("expr: ") {
+            rules.push((alert.clone().expect("an alert before its expr"), expr.to_owned()));
+        }
+    }
+    assert!(rules.len() >= 5, "{rules:?}");
+    rules
+}
+
+/// Every alert's expression runs on the real Prometheus scraping qtrace:
+/// `promtool check rules` parses them, but only a server finds a
+/// misspelt function argument or a vector matching that cannot work.
+fn the_alert_rules_run(prom: &Prometheus) {
+    for (alert, expr) in alert_rules() {
+        // `query` asserts that Prometheus answered with success.
+        let _ = prom.query(&expr);
+        eprintln!("alert {alert}: its expression runs");
+    }
+}
+
 /// The acceptance test: Prometheus scrapes qtrace until the
 /// counter for the port equals the namespace's `ListenDrops` delta.
 #[test]
@@ -219,9 +251,96 @@ fn prometheus_scrapes_the_kernel_delta() {
     assert!(om.ends_with("# EOF\n"));
     assert_eq!(sample(&om, &format!("qtrace_drops_total{{netns=\"{}\",port=\"{p}\"}}", ns.inode())), Some(kernel as f64));
     the_dashboard_s_queries_run(&prom, p);
+    the_alert_rules_run(&prom);
     drop(srv);
     let done = q.stop(libc::SIGINT);
     assert!(done.status.success(), "{:?}", done.stderr);
+}
+
+/// The samples of `promql` that name port `p`, once there are some (a
+/// rate takes two scrapes of a series; 30 s at most).
+fn for_port(prom: &Prometheus, promql: &str, p: u16) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found: Vec<Value> = prom.query(promql).into_iter().filter(|s| s["metric"]["port"].as_str() == Some(&*p.to_string())).collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `n` clients that connect (the handshake completes: they are queued),
+/// the first `leave` of them closing again at once, and after `wait` the
+/// server accepts all `n` connections. Returns the clients that stayed.
+fn accept_late(ns: &NetNs, srv: &Socket, p: u16, (n, leave): (usize, usize), wait: Duration) -> Vec<Socket> {
+    let mut clients: Vec<Socket> = ns.run(|| (0..n).map(|_| connect(addr("127.0.0.1", p))).collect());
+    drop(clients.drain(..leave));
+    std::thread::sleep(wait);
+    for _ in 0..n {
+        srv.accept().expect("accept");
+    }
+    clients
+}
+
+/// A server that accepts each connection 1.5 s after it arrived: the
+/// histogram counts every accept, the dashboard's p99 panel and the wait
+/// alert's expression find the port (waits over a second, no drops), and
+/// the connections served for nobody are counted: one whose client left
+/// before its accept, and those still queued when the listener closed.
+#[test]
+fn prometheus_sees_accept_waits() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let q = Qtrace::watch(&["--netns", &ns.name, "--metrics-addr", "127.0.0.1:0", "--json"]);
+    if let Some(limit) = q.limit("accept_wait_missing") {
+        unsupported("prometheus_sees_accept_waits", "accept-queue waits", &limit.to_string());
+        return;
+    }
+    let prom = Prometheus::start(&q.metrics_addr());
+    let srv = ns.run(|| listener(addr("127.0.0.1", p), 64));
+    // The first round makes the series; its first client leaves (FIN)
+    // while queued and is accepted anyway. A rate needs growth after the
+    // first scrape: a second round.
+    let wait = Duration::from_millis(1500);
+    let first = accept_late(&ns, &srv, p, (5, 1), wait);
+    drop(first);
+    let count = format!("qtrace_accept_wait_seconds_count{{job=\"qtrace\",port=\"{p}\"}}");
+    assert_eq!(prom.settled_on(&count, 5.0), Some(5.0), "{}", prom.log());
+    std::thread::sleep(Duration::from_secs(2));
+    let _second = accept_late(&ns, &srv, p, (5, 0), wait);
+    assert_eq!(prom.settled_on(&count, 10.0), Some(10.0), "{}", prom.log());
+    the_wait_panel_and_alert_show(&prom, p);
+
+    // Three connections still queued when the listener closes are reset.
+    let _queued: Vec<Socket> = ns.run(|| (0..3).map(|_| connect(addr("127.0.0.1", p))).collect());
+    std::thread::sleep(Duration::from_millis(300));
+    drop(srv);
+    let reset = format!("qtrace_reset_listener_closed_total{{port=\"{p}\"}}");
+    assert_eq!(prom.settled_on(&reset, 3.0), Some(3.0), "{}", prom.log());
+    let done = q.stop(libc::SIGINT);
+    assert!(done.status.success(), "{:?}", done.stderr);
+}
+
+/// The dashboard's p99 panel shows port `p` waiting 1 to 2.2 s (its waits
+/// of about 1.5 s fall in the bucket up to 2^31 ns), and the wait alert's
+/// expression fires for it.
+fn the_wait_panel_and_alert_show(prom: &Prometheus, p: u16) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/qtrace.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("JSON");
+    let panel =
+        dash["panels"].as_array().expect("panels").iter().find(|p| p["title"] == "p99 accept-queue wait by port").expect("the panel");
+    let expr = panel["targets"][0]["expr"].as_str().expect("expr");
+    let q = [("$instance", ".*"), ("$namespace", ".*"), ("$port", ".*"), ("$__rate_interval", "1m")]
+        .iter()
+        .fold(expr.to_owned(), |q, (var, v)| q.replace(var, v));
+    let p99 = for_port(prom, &q, p);
+    let seconds: f64 = p99.first().and_then(|s| s["value"][1].as_str()?.parse().ok()).unwrap_or_else(|| panic!("{q}: {p99:?}"));
+    assert!((1.0..=2.2).contains(&seconds), "p99 {seconds} s: {p99:?}");
+    let (_, alert) = alert_rules().into_iter().find(|(name, _)| name == "AcceptQueueWaitHigh").expect("the wait alert");
+    assert_eq!(for_port(prom, &alert, p).len(), 1, "{alert}");
+    // With the client that left, one connection was served for nobody.
+    assert_eq!(prom.value(&format!("qtrace_accepted_client_gone_total{{port=\"{p}\"}}")), Some(1.0));
 }
 
 /// A CA, the server certificate it signed for `qtrace.test`, its key, and
