@@ -31,7 +31,7 @@ use prometheus_client::registry::Registry;
 
 use crate::host::identity::Identity;
 use crate::model::accept_wait::AcceptWait;
-use crate::model::aggregate::{Aggregator, Expired, Losses};
+use crate::model::aggregate::{Aggregator, Expired, Losses, PortStats};
 use crate::model::counts::Counts;
 
 /// One tracked port, as the metrics show it.
@@ -64,6 +64,46 @@ pub struct Snapshot {
     /// any, by `(netns, port)`. Beside `ports` rather than in each
     /// [`PortRow`], which the deploy suite builds field by field.
     pub accept_waits: BTreeMap<(u32, u16), AcceptWait>,
+    /// Arrivals and accepts of the ports in `ports`, where accepts are
+    /// traced, by `(netns, port)`.
+    pub flows: BTreeMap<(u32, u16), PortFlow>,
+}
+
+/// A port's arrivals and accepts, and its open listeners' shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortFlow {
+    pub arrivals: u64,
+    pub accepts: u64,
+    pub listeners: Vec<ListenerShare>,
+}
+
+/// One open listener's share of its port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerShare {
+    /// Socket inode (`ss -e` ino:).
+    pub inode: u32,
+    pub pid: Option<u32>,
+    pub arrivals: u64,
+    pub accepts: u64,
+    pub accept_queue: u32,
+}
+
+impl PortFlow {
+    fn of(st: &PortStats) -> Self {
+        let listeners = st
+            .listeners
+            .values()
+            .filter(|l| l.open)
+            .map(|l| ListenerShare {
+                inode: l.inode,
+                pid: l.owner.as_ref().and_then(|o| o.pid),
+                arrivals: l.arrivals(),
+                accepts: l.accepts,
+                accept_queue: l.queue,
+            })
+            .collect();
+        Self { arrivals: st.arrivals(), accepts: st.accepts(), listeners }
+    }
 }
 
 impl Snapshot {
@@ -88,7 +128,8 @@ impl Snapshot {
             .filter(|(_, st)| st.accept_wait.is_active())
             .map(|(k, st)| ((k.netns, k.port), st.accept_wait.clone()))
             .collect();
-        Self { tier: tier.to_owned(), ports, losses: agg.losses, expired: agg.expired, namespaces, polled: true, accept_waits }
+        let flows = agg.ports().iter().filter(|(_, st)| st.accepts_traced).map(|(k, st)| ((k.netns, k.port), PortFlow::of(st))).collect();
+        Self { tier: tier.to_owned(), ports, losses: agg.losses, expired: agg.expired, namespaces, polled: true, accept_waits, flows }
     }
 }
 
@@ -229,6 +270,7 @@ impl Collector for SnapshotCollector {
         }
         encode_ports(&mut enc, &s.ports)?;
         encode_accept_waits(&mut enc, &s.ports, &s.accept_waits)?;
+        encode_flows(&mut enc, &s.ports, &s.flows)?;
         encode_owners(&mut enc, &s.ports)?;
         encode_totals(&mut enc, &s)
     }
@@ -296,6 +338,53 @@ fn encode_accept_waits(
         "qtrace_reset_listener_closed",
         "Connections reset while in the accept queue because their listener closed: never accepted.",
         p.iter().map(|r| (port_labels(r), counter(waits_of(r).map_or(0, |w| w.listener_closed)))),
+    )
+}
+
+/// Per port, handshakes completed and connections accepted; per open
+/// listener socket, the same and its queue (with `SO_REUSEPORT` each has
+/// its own queue, and one stalled worker shows here).
+fn encode_flows(enc: &mut DescriptorEncoder, p: &[PortRow], flows: &BTreeMap<(u32, u16), PortFlow>) -> Result<(), std::fmt::Error> {
+    let traced = || p.iter().filter_map(|r| flows.get(&(r.netns, r.port)).map(|f| (r, f)));
+    family(
+        enc,
+        "qtrace_arrivals",
+        "Handshakes completed on the port since qtrace started (accepted, still queued, or reset in the queue by a listener's close).",
+        traced().map(|(r, f)| (port_labels(r), counter(f.arrivals))),
+    )?;
+    family(
+        enc,
+        "qtrace_accepts",
+        "Connections accept() returned on the port since qtrace started.",
+        traced().map(|(r, f)| (port_labels(r), counter(f.accepts))),
+    )?;
+    let shares = || {
+        traced().flat_map(|(r, f)| {
+            f.listeners.iter().map(move |l| {
+                let mut labels = port_labels(r);
+                labels.push(("listener", l.inode.to_string()));
+                labels.extend(l.pid.map(|pid| ("pid", pid.to_string())));
+                (labels, l)
+            })
+        })
+    };
+    family(
+        enc,
+        "qtrace_listener_arrivals",
+        "Handshakes completed on one listener socket (label listener: its inode, as ss -e shows it) since qtrace first saw it.",
+        shares().map(|(labels, l)| (labels, counter(l.arrivals))),
+    )?;
+    family(
+        enc,
+        "qtrace_listener_accepts",
+        "Connections accept() returned from one listener socket since qtrace first saw it.",
+        shares().map(|(labels, l)| (labels, counter(l.accepts))),
+    )?;
+    family(
+        enc,
+        "qtrace_listener_accept_queue",
+        "Connections waiting in one listener socket's accept queue now.",
+        shares().map(|(labels, l)| (labels, gauge(l.accept_queue.into()))),
     )
 }
 
@@ -521,6 +610,18 @@ mod tests {
                 ((4026531840, 9090), waited(&[], 0, 4)),
                 ((4026532999, 80), waited(&[(1_000_000, 1)], 0, 0)),
             ]),
+            // 8080: an SO_REUSEPORT pair, one of them stalled.
+            flows: BTreeMap::from([(
+                (4026531840, 8080),
+                PortFlow {
+                    arrivals: 20,
+                    accepts: 15,
+                    listeners: vec![
+                        ListenerShare { inode: 501, pid: Some(7), arrivals: 15, accepts: 15, accept_queue: 0 },
+                        ListenerShare { inode: 502, pid: None, arrivals: 5, accepts: 0, accept_queue: 5 },
+                    ],
+                },
+            )]),
         }))
     }
 
@@ -547,6 +648,11 @@ mod tests {
             "qtrace_hook_tier_info{tier=\"tracepoint\"} 1",
             "qtrace_drops_total{netns=\"4026531840\",port=\"8080\"} 3",
             "qtrace_drops_total{netns=\"4026531840\",port=\"9090\"} 0",
+            "qtrace_arrivals_total{netns=\"4026531840\",port=\"8080\"} 20",
+            "qtrace_accepts_total{netns=\"4026531840\",port=\"8080\"} 15",
+            "qtrace_listener_accepts_total{netns=\"4026531840\",port=\"8080\",listener=\"501\",pid=\"7\"} 15",
+            "qtrace_listener_arrivals_total{netns=\"4026531840\",port=\"8080\",listener=\"502\"} 5",
+            "qtrace_listener_accept_queue{netns=\"4026531840\",port=\"8080\",listener=\"502\"} 5",
             "qtrace_overflows_total{netns=\"4026531840\",port=\"8080\",kind=\"ack_overflow\"} 3",
             "qtrace_overflows_total{netns=\"4026531840\",port=\"8080\",kind=\"syncookie_sent\"} 2",
             "qtrace_listener_drops_total{netns=\"4026531840\",port=\"8080\"} 6",

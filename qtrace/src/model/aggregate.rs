@@ -104,9 +104,11 @@ impl PortStats {
     pub fn connections(&self) -> usize {
         self.connections.len()
     }
-    /// Handshakes completed on the port since qtrace started.
+    /// Handshakes completed on the port since qtrace started: accepted,
+    /// still queued, or reset in the queue by their listener's close.
     pub fn arrivals(&self) -> u64 {
-        self.closed_flow.0 + self.listeners.values().map(ListenerFlow::arrivals).sum::<u64>()
+        let flows: u64 = self.listeners.values().map(|l| if l.open { l.arrivals() } else { l.arrivals_accepted() }).sum();
+        self.closed_flow.0 + flows + self.accept_wait.listener_closed
     }
     /// Connections `accept()` returned on the port since qtrace started.
     pub fn accepts(&self) -> u64 {
@@ -320,7 +322,7 @@ impl Aggregator {
             let closed: Vec<u64> = st.listeners.iter().filter(|(_, f)| !f.open).map(|(c, _)| *c).collect();
             for cookie in closed.iter().take(closed.len().saturating_sub(CLOSED_LISTENERS_KEPT)) {
                 let f = st.listeners.remove(cookie).expect("listed above");
-                st.closed_flow.0 += f.arrivals();
+                st.closed_flow.0 += f.arrivals_accepted();
                 st.closed_flow.1 += f.accepts;
             }
         }

@@ -52,6 +52,14 @@ impl ListenerFlow {
         (self.accepts + u64::from(self.queue)).saturating_sub(u64::from(self.queue_first))
     }
 
+    /// Handshakes completed since qtrace first saw it that were accepted
+    /// or arrived before its last poll, once closed: what was queued at its
+    /// close is counted by the kernel instead (connections reset by the
+    /// close, per port), exactly.
+    pub fn arrivals_accepted(&self) -> u64 {
+        self.accepts.saturating_sub(u64::from(self.queue_first))
+    }
+
     /// Rates after `seconds`.
     pub fn tick(&mut self, seconds: f64) {
         let now = (self.arrivals(), self.accepts);

@@ -99,6 +99,18 @@ pub(crate) struct LiveRow {
     pub kind_rates: Vec<f64>,
     pub drops: u64,
     pub spark: String,
+    /// Its listener sockets, when the view shows them (`l`).
+    pub listeners: Vec<ListenerLine>,
+}
+
+/// One listener socket under its port's row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ListenerLine {
+    pub owner: String,
+    pub queue: (u32, u32),
+    pub drops: u64,
+    /// Arrivals and accepts per second over the last interval.
+    pub rates: (f64, f64),
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +125,8 @@ pub(crate) struct LiveView {
     pub show_quiet: bool,
     /// Colour (off with `NO_COLOR`).
     pub color: bool,
+    /// Each port's listener sockets under it (several with SO_REUSEPORT).
+    pub expand: bool,
     history: HashMap<PortKey, History>,
 }
 
@@ -171,6 +185,7 @@ impl LiveView {
             // The screen freezes; counting goes on.
             Key::Char('p') | Key::Char(' ') => self.paused = !self.paused,
             Key::Char('a') => self.show_quiet = !self.show_quiet,
+            Key::Char('l') => self.expand = !self.expand,
             _ => return Action::None,
         }
         Action::Redraw
@@ -200,6 +215,7 @@ impl LiveView {
                     kind_rates: kinds.iter().map(|k| rate(*k)).collect(),
                     drops: st.drops(),
                     spark: h.map(|h| sparkline(&h.drops)).unwrap_or_default(),
+                    listeners: if self.expand { listener_lines(st) } else { Vec::new() },
                 }
             })
             .collect();
@@ -258,7 +274,13 @@ impl LiveView {
         titles.extend(kinds.iter().map(|k| format!("{}/s", k.column())));
         titles.extend(["DROPS".into(), WAIT_TITLE.into(), "LAST MINUTE".into()]);
         let header_row = Row::new(titles.into_iter().skip(skip).map(Cell::from)).style(bold);
-        let lines: Vec<Row> = rows.iter().map(|r| Row::new(self.cells(r).into_iter().skip(skip))).collect();
+        let lines: Vec<Row> = rows
+            .iter()
+            .flat_map(|r| {
+                let port = std::iter::once(Row::new(self.cells(r).into_iter().skip(skip)));
+                port.chain(r.listeners.iter().map(move |l| Row::new(listener_cells(l, kinds.len()).into_iter().skip(skip))))
+            })
+            .collect();
         let mut widths = vec![
             Constraint::Length(10),
             Constraint::Length(5),
@@ -303,10 +325,42 @@ impl LiveView {
         }
         match &self.editing {
             Some(typed) => s.push_str(&format!(" | port to show: {typed}_ (Enter, Esc)")),
-            None => s.push_str(" | q quit  s sort  / port  c clear  p pause  a quiet"),
+            None if self.expand => s.push_str(" | listeners: drops, arrived→accepted/s | l hide  q quit  s sort  / port"),
+            None => s.push_str(" | q quit  s sort  / port  c clear  p pause  a quiet  l listeners"),
         }
         s
     }
+}
+
+/// A port's open listener sockets, as lines under its row.
+fn listener_lines(st: &crate::model::aggregate::PortStats) -> Vec<ListenerLine> {
+    st.listeners
+        .values()
+        .filter(|l| l.open)
+        .map(|l| ListenerLine {
+            owner: l.owner.as_ref().map_or_else(|| format!("ino {}", l.inode), |o| o.name()),
+            queue: (l.queue, l.queue_max),
+            drops: l.drops,
+            rates: (l.arrival_rate, l.accept_rate),
+        })
+        .collect()
+}
+
+/// A listener's line: its owner under OWNER, its own queue, its drops, and
+/// its arrivals against its accepts per second under the wait column (the
+/// status line says so).
+fn listener_cells(l: &ListenerLine, kinds: usize) -> Vec<Cell<'static>> {
+    let mut cells = vec![
+        Cell::from(""),
+        Cell::from(""),
+        Cell::from(format!("└ {}", crate::output::table::fit(&l.owner, OWNER_WIDTH - 2))),
+        Cell::from(queue_bar(l.queue)),
+        Cell::from(""),
+    ];
+    cells.extend((0..kinds).map(|_| Cell::from("")));
+    cells.push(Cell::from(l.drops.to_string()));
+    cells.push(Cell::from(format!("{:.0}→{:.0}/s", l.rates.0, l.rates.1)));
+    cells
 }
 
 /// `████░░░░ 5/8`: the accept queue against its bound.
@@ -476,6 +530,23 @@ mod tests {
         agg.losses.suppressed = 12;
         let header = vec!["2026-11-21 00:00:08  tier kprobe".to_owned(), "netns 7: somaxconn 128, tcp_syncookies 1".to_owned()];
         (v, agg, header)
+    }
+
+    /// `l`: each port's listener sockets under it, with their own queue,
+    /// drops and arrivals against accepts.
+    #[test]
+    fn screen_with_listeners() {
+        let (mut v, mut agg, header) = busy();
+        // 8080 becomes an SO_REUSEPORT pair: one full and stalled, one idle.
+        let pair = vec![
+            Listener { cookie: 1, inode: 11, ..Listener::example(8080, (128, 128), 40) },
+            Listener { cookie: 4, inode: 14, ..Listener::example(8080, (0, 128), 0) },
+        ];
+        agg.on_listener_accepts(&[qtrace_common::ListenerAccepts { accepts: 300, inode: 14, netns: 7, port: 8080, _pad: [0; 2] }]);
+        agg.on_listeners(&[NsListeners { netns: 7, listeners: pair }]);
+        agg.tick(1.0);
+        v.key(Key::Char('l'));
+        insta::assert_snapshot!("screen_with_listeners", screen(&v, &agg, &header, SIZE));
     }
 
     #[test]

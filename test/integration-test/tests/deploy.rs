@@ -210,7 +210,15 @@ fn qtrace_metric_names() -> BTreeSet<String> {
         accept_queue: Some((1, 2)),
         owners: vec![std::sync::Arc::new(qtrace::host::identity::Identity { pid: Some(1), ..Default::default() })],
     };
-    let snap = Snapshot { tier: "tracepoint".into(), ports: vec![row], polled: true, ..Default::default() };
+    // One accept, so the accept-wait histogram is served too...
+    let mut wait = qtrace::model::accept_wait::AcceptWait::default();
+    wait.set(0, 1);
+    let accept_waits = std::collections::BTreeMap::from([((1, 80), wait)]);
+    // And one listener socket, so the per-listener series are too.
+    let share = qtrace::metrics::ListenerShare { inode: 1, pid: Some(1), arrivals: 1, accepts: 1, accept_queue: 0 };
+    let flows =
+        std::collections::BTreeMap::from([((1, 80), qtrace::metrics::PortFlow { arrivals: 1, accepts: 1, listeners: vec![share] })]);
+    let snap = Snapshot { tier: "tracepoint".into(), ports: vec![row], polled: true, accept_waits, flows, ..Default::default() };
     let text = openmetrics(&registry(std::sync::Arc::new(std::sync::Mutex::new(snap))));
     text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).map(str::to_owned).collect()
 }

@@ -311,6 +311,12 @@ fn prometheus_sees_accept_waits() {
     let _second = accept_late(&ns, &srv, p, (5, 0), wait);
     assert_eq!(prom.settled_on(&count, 10.0), Some(10.0), "{}", prom.log());
     the_wait_panel_and_alert_show(&prom, p);
+    // Every arrival was accepted, all from the one listener, this process.
+    for series in ["qtrace_arrivals_total", "qtrace_accepts_total"] {
+        assert_eq!(prom.settled_on(&format!("{series}{{port=\"{p}\"}}"), 10.0), Some(10.0), "{series}");
+    }
+    let mine = format!("qtrace_listener_accepts_total{{port=\"{p}\",pid=\"{}\"}}", std::process::id());
+    assert_eq!(prom.settled_on(&mine, 10.0), Some(10.0), "{}", prom.log());
 
     // Three connections still queued when the listener closes are reset.
     let _queued: Vec<Socket> = ns.run(|| (0..3).map(|_| connect(addr("127.0.0.1", p))).collect());
@@ -318,6 +324,8 @@ fn prometheus_sees_accept_waits() {
     drop(srv);
     let reset = format!("qtrace_reset_listener_closed_total{{port=\"{p}\"}}");
     assert_eq!(prom.settled_on(&reset, 3.0), Some(3.0), "{}", prom.log());
+    // The three reset in the queue arrived all the same.
+    assert_eq!(prom.settled_on(&format!("qtrace_arrivals_total{{port=\"{p}\"}}"), 13.0), Some(13.0), "{}", prom.log());
     let done = q.stop(libc::SIGINT);
     assert!(done.status.success(), "{:?}", done.stderr);
 }
