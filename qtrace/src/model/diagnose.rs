@@ -277,7 +277,8 @@ pub(crate) fn diagnose(input: &Input) -> Vec<Finding> {
         let listeners: Vec<&ListenerSample> = input.listeners.iter().filter(|l| l.row.netns == ns.netns).collect();
         let mut seen = Seen::default();
         for l in &listeners {
-            let facts = Facts::new(&cx, ns, l, listeners.len());
+            let shared = listeners.iter().filter(|o| o.row.listener.port == l.row.listener.port).count() > 1;
+            let facts = Facts::new(&cx, ns, l, (listeners.len(), shared));
             seen.accept_overflow |= facts.accept;
             seen.syn_overflow |= facts.syn;
             listener_findings(&mut cx, &facts);
@@ -313,39 +314,47 @@ struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    /// `in_ns`: how many listeners were sampled in `ns`.
-    fn new(cx: &Ctx, ns: &'a NsSample, l: &'a ListenerSample, in_ns: usize) -> Self {
+    /// `in_ns`: how many listeners were sampled in `ns`; `shared`: whether
+    /// another one has the same port (then the capture's per-port counts
+    /// are the group's, and only the listener's own drop counter is its).
+    fn new(cx: &Ctx, ns: &'a NsSample, l: &'a ListenerSample, (in_ns, shared): (usize, bool)) -> Self {
         let k = |kind: Kind| count(l, kind);
         let d = &ns.delta;
         let r = &l.row.listener;
         let accept_hooked = k(Kind::AcceptQueueFull) + k(Kind::AckOverflow) + k(Kind::AckOverflowReset) + k(Kind::CookieAckOverflow);
         // Drops this listener had that no hook classified.
         let unclassified = if l.kinds.is_some() { k(Kind::ListenerDropCounted) } else { l.drops_delta };
+        // Every listen drop moves the listener's own counter
+        // (`tcp_listendrop()`, 9caad864151e, 4.7): one whose counter stood
+        // still did not overflow, whatever its port's group did.
+        let own_drops = l.row.listener.drops.is_none() || l.drops_delta > 0;
         let mut base = cx.numbers(&[
             ("listener_drops", l.drops_delta),
             ("accept_queue", r.accept_queue.into()),
             ("accept_queue_max", r.accept_queue_max.into()),
             ("peak_accept_queue", l.peak_accept_queue.into()),
         ]);
-        for kind in Kind::ALL.into_iter().filter(|&kind| k(kind) > 0) {
+        // The capture counts per port: with siblings on the port, they are
+        // the group's, not this listener's.
+        for kind in Kind::ALL.into_iter().filter(|&kind| k(kind) > 0 && !shared) {
             base.insert(kind.name().into(), k(kind).into());
         }
         if let Some(flow) = &l.flow {
             base.insert("arrivals".into(), flow.arrivals().into());
             base.insert("accepts".into(), flow.accepts.into());
-            base.insert("peak_arrivals_per_s".into(), json!(flow.peak.0));
-            base.insert("peak_accepts_per_s".into(), json!(flow.peak.1));
+            base.insert("peak_arrivals_per_s".into(), json!((flow.peak.0 * 10.0).round() / 10.0));
+            base.insert("peak_accepts_per_s".into(), json!((flow.peak.1 * 10.0).round() / 10.0));
         }
         Facts {
             ns,
             l,
             name: describe(l),
-            accept: accept_hooked > 0 || (unclassified > 0 && d.listen_overflows > 0),
-            syn: k(Kind::SynQueueFull) > 0 || (unclassified > 0 && d.req_qfull_drop > 0),
+            accept: own_drops && (accept_hooked > 0 || (unclassified > 0 && d.listen_overflows > 0)),
+            syn: own_drops && (k(Kind::SynQueueFull) > 0 || (unclassified > 0 && d.req_qfull_drop > 0)),
             cookies: k(Kind::SyncookieSent) + if l.kinds.is_none() && in_ns == 1 { d.req_qfull_do_cookies } else { 0 },
             dropped: match l.kinds {
-                Some(kinds) => kinds.drops(),
-                None => l.drops_delta,
+                Some(kinds) if !shared => kinds.drops(),
+                _ => l.drops_delta,
             },
             target: measured_target(l).unwrap_or_else(|| suggest(l.peak_accept_queue.max(r.accept_queue_max))),
             base,
@@ -407,7 +416,17 @@ fn accept_queue_overflow(cx: &mut Ctx, f: &Facts) {
         format!("accept faster: more worker processes or threads in {}, and no slow work between accept() calls", app(l)),
         f.raise_backlog(),
     ];
-    if let Some(flow) = &l.flow {
+    if let Some(flow) = l.flow.as_ref().filter(|f| f.accepts == 0) {
+        remedy.insert(
+            0,
+            format!(
+                "it accepted nothing in {} while {} connections arrived: {} is stuck or not calling accept() on this socket, and no backlog helps",
+                cx.secs(),
+                flow.arrivals(),
+                app(l)
+            ),
+        );
+    } else if let Some(flow) = &l.flow {
         remedy.push(format!(
             "in {} {} connections arrived and {} were accepted (at the peak {:.0}/s arriving against {:.0}/s accepted); the queue peaked at {} and {} more were dropped: a backlog of {} holds a burst like this one, but a sustained excess overflows any backlog",
             cx.secs(),
@@ -520,6 +539,15 @@ fn accept_queue_full(cx: &mut Ctx, f: &Facts) {
     cx.push(FindingId::AcceptQueueFull, Severity::Warning, f.at(), summary, ev, remedy);
 }
 
+/// Milliseconds for a sentence: whole from 10 ms, else to a tenth.
+fn ms(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// A p99 accept-queue wait that already adds this much to requests is
 /// worth a warning before anything overflows (a server keeping up accepts
 /// within microseconds).
@@ -545,9 +573,9 @@ fn accept_wait_high(cx: &mut Ctx, f: &Facts) {
     let summary = format!(
         "{}: connections wait to be accepted (p50 {} ms, p99 {} ms, longest {} ms over {} accepted in {}) and the queue peaked at {}/{}: nothing dropped yet, but every request waits that long first, and a burst overflows next",
         f.name,
-        w.p50,
-        w.p99,
-        w.max,
+        ms(w.p50),
+        ms(w.p99),
+        ms(w.max),
         w.count,
         cx.secs(),
         f.l.peak_accept_queue,
@@ -560,7 +588,8 @@ fn accept_wait_high(cx: &mut Ctx, f: &Facts) {
     cx.push(FindingId::AcceptWaitHigh, Severity::Warning, f.at(), summary, ev, remedy);
 }
 
-/// `SO_REUSEPORT` listeners of one port where some drop while others idle:
+/// `SO_REUSEPORT` listeners of one port where some drop while others have
+/// room:
 /// the kernel hashes each connection to one listener and never hands it to
 /// an idle sibling, so one stalled worker refuses its share.
 fn accept_imbalance(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample]) {
@@ -569,9 +598,9 @@ fn accept_imbalance(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample]) 
     ports.dedup();
     for port in ports {
         let group: Vec<&ListenerSample> = listeners.iter().copied().filter(|l| l.row.listener.port == port && l.flow.is_some()).collect();
-        let idle =
-            |l: &&ListenerSample| l.drops_delta == 0 && u64::from(l.peak_accept_queue) * 4 <= u64::from(l.row.listener.accept_queue_max);
-        let idlers: Vec<&ListenerSample> = group.iter().copied().filter(idle).collect();
+        // Siblings that dropped nothing and had room left.
+        let room = |l: &&ListenerSample| l.drops_delta == 0 && l.peak_accept_queue < l.row.listener.accept_queue_max;
+        let idlers: Vec<&ListenerSample> = group.iter().copied().filter(room).collect();
         if group.len() < 2 || idlers.is_empty() {
             continue;
         }
@@ -594,9 +623,9 @@ fn imbalanced(cx: &mut Ctx, ns: &NsSample, l: &ListenerSample, idlers: &[&Listen
     let mut ev = cx.numbers(&[("listener_drops", l.drops_delta), ("arrivals", flow.arrivals()), ("accepts", flow.accepts)]);
     ev.insert("peak_accept_queue".into(), l.peak_accept_queue.into());
     ev.insert("accept_queue_max".into(), r.accept_queue_max.into());
-    ev.insert("idle_siblings".into(), siblings.into());
+    ev.insert("siblings".into(), siblings.into());
     let summary = format!(
-        "{}: one of {} SO_REUSEPORT listeners on port {} dropped {} handshake packets ({} accepted of {} arrived) while {} sibling{} stayed nearly empty: connections are hashed to one listener and never moved, so this worker's stall refuses its share",
+        "{}: one of {} SO_REUSEPORT listeners on port {} dropped {} handshake packets ({} accepted of {} arrived) while {} sibling{} dropped nothing and had room: connections are hashed to one listener and never moved, so this worker's stall refuses its share",
         describe(l),
         idlers.len() + 1,
         r.port,
@@ -898,19 +927,31 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_reuseport_listener_beside_idle_siblings_is_named() {
+    fn a_stalled_reuseport_listener_beside_siblings_with_room_is_named() {
         let delta = NetCounters { listen_overflows: 40, listen_drops: 40, ..Default::default() };
         let stalled = traced(listener(8080, (5, 4), 40, Clamp::No, None), 0, 1, &[1_000]);
         let idle = traced(listener(8080, (0, 4), 0, Clamp::No, None), 25, 2, &[1_000]);
         let f = diagnose(&input(ns(settings(1, 0), delta), vec![stalled, idle]));
         let imbalance = f.iter().find(|f| f.id == FindingId::AcceptImbalance).expect("accept_imbalance");
         assert_eq!(imbalance.evidence["listener_drops"], 40);
-        assert_eq!(imbalance.evidence["idle_siblings"][0]["accepts"], 25);
-        // The backlog is sized from what was measured: a peak of 5 plus 40
-        // dropped, to the next power of two above, and never below 128.
+        assert_eq!(imbalance.evidence["siblings"][0]["accepts"], 25);
+        // Only the stalled one overflowed (its sibling's counter stood
+        // still), and no backlog helps a listener that accepts nothing.
+        let overflows: Vec<&Finding> = f.iter().filter(|f| f.id == FindingId::AcceptQueueOverflow).collect();
+        assert_eq!(overflows.len(), 1, "{f:#?}");
+        assert!(overflows[0].remedy[0].contains("accepted nothing") && overflows[0].remedy[0].contains("5 connections arrived"));
+    }
+
+    #[test]
+    fn a_slow_listener_s_backlog_is_sized_from_its_burst() {
+        let delta = NetCounters { listen_overflows: 40, listen_drops: 40, ..Default::default() };
+        let slow = traced(listener(8080, (5, 4), 40, Clamp::No, None), 30, 1, &[1_000]);
+        let f = diagnose(&input(ns(settings(1, 0), delta), vec![slow]));
+        // A peak of 5 plus 40 dropped, to the next power of two above, and
+        // never below 128.
         let overflow = f.iter().find(|f| f.id == FindingId::AcceptQueueOverflow).expect("accept_queue_overflow");
         assert!(overflow.remedy[1].contains("backlog=128"), "{:?}", overflow.remedy);
-        assert!(overflow.remedy.iter().any(|r| r.contains("5 arrived") || r.contains("connections arrived")), "{:?}", overflow.remedy);
+        assert!(overflow.remedy.iter().any(|r| r.contains("35 connections arrived and 30 were accepted")), "{:?}", overflow.remedy);
     }
 
     #[test]

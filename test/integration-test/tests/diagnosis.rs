@@ -363,5 +363,5 @@ fn doctor_names_a_stalled_reuseport_listener() {
     assert!(drops > 0, "the stalled listener dropped: {line}");
     assert_eq!(f["evidence"]["listener_drops"], drops);
     assert_eq!(f["evidence"]["accepts"], 0);
-    assert_eq!(f["evidence"]["idle_siblings"][0]["accepts"], served);
+    assert_eq!(f["evidence"]["siblings"][0]["accepts"], served);
 }
