@@ -64,8 +64,8 @@ pub const MAP_LISTEN_STARTS: &str = "LISTEN_STARTS";
 pub const LISTEN_STARTS_MAX: u32 = 1024;
 /// Hash map `u64` (the child socket's address) -> [`Queued`]: each
 /// connection on a watched port from the moment its child socket is made
-/// (and put on the accept queue) until `accept()` returns it, the listener
-/// closes with it queued, or it closes after an accept qtrace did not see.
+/// (and put on the accept queue) until `accept()` returns it or the socket
+/// is destroyed (`tcp:tcp_destroy_sock`), whatever became of it.
 /// Not an LRU map, for the reason [`LISTEN_STARTS_MAX`] gives: a full map is
 /// counted in [`stat::QUEUED_FULL`], and that connection's wait is missing.
 pub const MAP_QUEUED: &str = "QUEUED";
@@ -78,8 +78,10 @@ pub const QUEUED_MAX: u32 = 65_536;
 /// did work for in vain ([`wait::CLIENT_GONE`], [`wait::LISTENER_CLOSED`]).
 /// Exact, in the kernel: no ring-buffer traffic.
 pub const MAP_ACCEPT_WAIT: &str = "ACCEPT_WAIT";
-/// Per-CPU hash map `u64` (the listener socket's address) ->
-/// [`ListenerAccepts`]: every `accept()` that returned a connection from a
+/// Array of one `u32`: non-zero once every accept recorder is attached
+/// (before, queued children are not recorded: nothing would remove them).
+pub const MAP_ARMED: &str = "ARMED";
+/// Per-CPU hash map [`ListenerSocket`] -> [`ListenerAccepts`]: every `accept()` that returned a connection from a
 /// watched listener, whether or not its wait was measured. With each
 /// listener's queue length (`sock_diag`), userspace derives its arrivals:
 /// accepted plus the growth of its queue. Per listener, not per port:
@@ -127,8 +129,10 @@ pub const PROG_SYS_EXIT_ACCEPT: &str = "sys_exit_accept";
 /// ... and `sys_enter_accept4` / `sys_enter_accept`: which listener.
 pub const PROG_SYS_ENTER_ACCEPT4: &str = "sys_enter_accept4";
 pub const PROG_SYS_ENTER_ACCEPT: &str = "sys_enter_accept";
+/// ... and `tcp:tcp_destroy_sock`, where every queued child ends.
+pub const PROG_TCP_DESTROY_SOCK: &str = "tcp_destroy_sock";
 /// Every `PROG_*` above, once.
-pub const PROGRAMS: [&str; 18] = [
+pub const PROGRAMS: [&str; 19] = [
     PROG_FENTRY_TCP_CONN_REQUEST,
     PROG_FEXIT_TCP_CONN_REQUEST,
     PROG_KPROBE_TCP_CONN_REQUEST,
@@ -147,6 +151,7 @@ pub const PROGRAMS: [&str; 18] = [
     PROG_SYS_EXIT_ACCEPT,
     PROG_SYS_ENTER_ACCEPT4,
     PROG_SYS_ENTER_ACCEPT,
+    PROG_TCP_DESTROY_SOCK,
 ];
 
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
@@ -308,6 +313,15 @@ pub struct Queued {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<Queued>() == 16);
+
+/// Key of [`MAP_LISTENER_ACCEPTS`]: the listener's address and inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerSocket {
+    pub sk: u64,
+    pub inode: u64,
+}
+const _: () = assert!(core::mem::size_of::<ListenerSocket>() == 16);
 
 /// Value of [`MAP_LISTENER_ACCEPTS`] (per CPU).
 #[repr(C)]
@@ -556,7 +570,8 @@ pub struct Config {
     /// `file.f_inode` and `inode.i_ino`: a socket file's inode number.
     pub file_f_inode: u32,
     pub inode_i_ino: u32,
-    pub _pad: u32,
+    /// `tcp:tcp_destroy_sock`: offset of `skaddr`.
+    pub tp_destroy_skaddr: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -672,7 +687,7 @@ impl Config {
             sk_socket: OFFSET_NONE,
             file_f_inode: OFFSET_NONE,
             inode_i_ino: OFFSET_NONE,
-            _pad: 0,
+            tp_destroy_skaddr: OFFSET_NONE,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,
@@ -712,6 +727,8 @@ mod user {
     unsafe impl aya::Pod for super::Queued {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenerAccepts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenerSocket {}
 }
 
 impl Event {

@@ -19,17 +19,24 @@
 //!   a watched listener is counted per listener socket (`LISTENER_ACCEPTS`),
 //!   whether or not the connection's wait was measured (it may have been
 //!   queued before qtrace started).
-//! - `inet_sock_set_state` X -> CLOSE of a queued child: on the thread that
-//!   is closing its listener (`__tcp_close()` sets the listener to CLOSE,
-//!   then `inet_csk_listen_stop()` resets each queued child through
-//!   `inet_child_forget()`), a connection reset for nobody; with the child
-//!   already grafted onto a socket (`sk_socket` set), accepted through a
-//!   path not traced here (io_uring, `kernel_accept()`); otherwise the
-//!   client reset it while queued and `accept()` will still return it.
+//! - `tcp:tcp_destroy_sock` (4.15+, from `inet_csk_destroy_sock()`): every
+//!   child ends there, whatever became of it, so its entry goes with it.
+//!   On the thread that is closing its listener (`__tcp_close()` sets the
+//!   listener to CLOSE, then `inet_csk_listen_stop()` resets each queued
+//!   child and destroys it through `inet_child_forget()`), a connection
+//!   reset for nobody. A client's reset of a queued child does not destroy
+//!   it (it is not orphaned; `accept()` still returns it).
+//! - `inet_sock_set_state` of a queued child to FIN_WAIT1, LAST_ACK or
+//!   CLOSE with the child already grafted onto a socket (`sk_socket` set,
+//!   before `close()` orphans it): accepted through a path not traced here
+//!   (io_uring, `kernel_accept()`, 32-bit compat calls, MPTCP's subflows).
 //!
-//! The wait is measured from the child's birth, not from its move to
-//! ESTABLISHED: `accept()` may return a child still in SYN_RECV (Fast Open).
+//! The wait is measured from the child's birth, which is the handshake's
+//! completion except for Fast Open, whose child is born at the SYN (and
+//! may be accepted still in SYN_RECV).
 
+use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::maps::Array;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{map, tracepoint},
@@ -37,7 +44,9 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext as _,
 };
-use qtrace_common::{stat, wait, Config, ListenerAccepts, Queued, WaitKey, ACCEPT_WAIT_MAX, LISTENER_ACCEPTS_MAX, OFFSET_NONE, QUEUED_MAX};
+use qtrace_common::{
+    stat, wait, Config, ListenerAccepts, ListenerSocket, Queued, WaitKey, ACCEPT_WAIT_MAX, LISTENER_ACCEPTS_MAX, OFFSET_NONE, QUEUED_MAX,
+};
 
 use crate::emit::{bump, watched};
 use crate::kmem::{identity, read, Identity};
@@ -49,8 +58,16 @@ pub(crate) static QUEUED: HashMap<u64, Queued> = HashMap::with_max_entries(QUEUE
 #[map]
 pub(crate) static ACCEPT_WAIT: PerCpuHashMap<WaitKey, u64> = PerCpuHashMap::with_max_entries(ACCEPT_WAIT_MAX, 0);
 
+/// Keyed by the listener's address and inode: a listener made at a freed
+/// one's address (the slab reuses it at once) is another entry.
 #[map]
-pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<u64, ListenerAccepts> = PerCpuHashMap::with_max_entries(LISTENER_ACCEPTS_MAX, 0);
+pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<ListenerSocket, ListenerAccepts> =
+    PerCpuHashMap::with_max_entries(LISTENER_ACCEPTS_MAX, 0);
+
+/// Non-zero once userspace attached every accept recorder: before that (or
+/// if one could not attach), nothing would take the entries out again.
+#[map]
+pub(crate) static ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// `accept()` calls in flight (`pid_tgid` -> the listener's descriptor).
 #[map]
@@ -65,7 +82,7 @@ static CLOSING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0
 /// it: `inet_csk_listen_stop()` resets them in one loop, right away.
 const CLOSING_NS: u64 = 1_000_000_000;
 
-/// `enum tcp_state` values the record carries as ints.
+/// `enum tcp_state` values.
 const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_CLOSE: u8 = 7;
 
@@ -73,12 +90,14 @@ const TCP_CLOSE: u8 = 7;
 /// `id.port`: it is queued from now.
 #[inline(always)]
 pub(crate) fn child_made(cfg: &Config, child: u64) {
-    // Nothing would take the entry out again without the accept() exits.
-    if cfg.tp_accept_ret == OFFSET_NONE {
+    if !matches!(ARMED.get(0), Some(a) if *a != 0) {
         return;
     }
     let id = identity(cfg, child);
     if !id.valid() || !watched(cfg, &id) {
+        // An entry left at this address by a socket whose end was missed
+        // must not pass for this one.
+        let _ = QUEUED.remove(child);
         return;
     }
     // SAFETY: helper without preconditions.
@@ -99,58 +118,75 @@ pub(crate) fn listener_closing(id: &Identity) {
     let _ = CLOSING.insert(bpf_get_current_pid_tgid(), [(u64::from(id.netns) << 16) | u64::from(id.port), now], 0);
 }
 
-/// A socket went to CLOSE from another state than LISTEN; see the module
-/// comment for what that means for a queued child.
+/// A socket left for FIN_WAIT1, LAST_ACK or CLOSE (not from LISTEN): a
+/// queued child already grafted onto a socket was accepted by a path not
+/// traced here.
 #[inline(always)]
-pub(crate) fn child_closed(cfg: &Config, child: u64) {
-    // SAFETY: the value is copied out at once.
-    let Some(q) = (unsafe { QUEUED.get(child) }).copied() else {
+pub(crate) fn child_left(cfg: &Config, child: u64) {
+    // SAFETY: only whether there is an entry.
+    if unsafe { QUEUED.get(child) }.is_none() || read::<u64>(child, cfg.sk_socket) == 0 {
         return;
+    }
+    bump(stat::ACCEPT_UNSEEN);
+    let _ = QUEUED.remove(child);
+}
+
+/// `tcp:tcp_destroy_sock`: a socket is freed; a queued child's entry goes,
+/// and on its listener's closing thread it counts as reset for nobody.
+#[tracepoint]
+pub(crate) fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let sk: u64 = read(ctx.as_ptr() as u64, cfg.tp_destroy_skaddr);
+    // SAFETY: the value is copied out at once.
+    let Some(q) = (unsafe { QUEUED.get(sk) }).copied() else {
+        return 0;
     };
+    let _ = QUEUED.remove(sk);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let port = (u64::from(q.netns) << 16) | u64::from(q.port);
     // SAFETY: as above.
-    let by_listener =
-        unsafe { CLOSING.get(bpf_get_current_pid_tgid()) }.is_some_and(|c| c[0] == port && now.saturating_sub(c[1]) < CLOSING_NS);
-    if by_listener {
+    let closing = unsafe { CLOSING.get(bpf_get_current_pid_tgid()) }.copied();
+    if closing.is_some_and(|c| c[0] == port && now.saturating_sub(c[1]) < CLOSING_NS) {
         add(q.netns, q.port, wait::LISTENER_CLOSED, 1);
-    } else if read::<u64>(child, cfg.sk_socket) != 0 {
-        bump(stat::ACCEPT_UNSEEN);
-    } else {
-        return;
     }
-    let _ = QUEUED.remove(child);
+    0
 }
 
 /// Adds `n` to a port's slot.
 #[inline(always)]
 fn add(netns: u32, port: u16, slot: u8, n: u64) {
-    let key = WaitKey { netns, port, slot, _pad: 0 };
-    match ACCEPT_WAIT.get_ptr_mut(key) {
+    if let Some(v) = wait_slot(WaitKey { netns, port, slot, _pad: 0 }) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
-        Some(v) => unsafe { *v += n },
-        None => {
-            if ACCEPT_WAIT.insert(key, n, 0).is_err() {
-                bump(stat::ACCEPT_WAIT_MAP_FULL);
-            }
-        }
+        unsafe { *v += n };
     }
+}
+
+/// This CPU's value of `key`, made (zero) if missing. `BPF_NOEXIST`: two
+/// CPUs making the same key at once would otherwise each replace the
+/// other's element, losing its counts; the loser finds the winner's.
+#[inline(always)]
+fn wait_slot(key: WaitKey) -> Option<*mut u64> {
+    if let Some(v) = ACCEPT_WAIT.get_ptr_mut(key) {
+        return Some(v);
+    }
+    let _ = ACCEPT_WAIT.insert(key, 0, u64::from(BPF_NOEXIST));
+    let v = ACCEPT_WAIT.get_ptr_mut(key);
+    if v.is_none() {
+        bump(stat::ACCEPT_WAIT_MAP_FULL);
+    }
+    v
 }
 
 /// Raises a port's per-CPU maximum to `ns`.
 #[inline(always)]
 fn raise_max(netns: u32, port: u16, ns: u64) {
-    let key = WaitKey { netns, port, slot: wait::MAX_NS, _pad: 0 };
-    match ACCEPT_WAIT.get_ptr_mut(key) {
+    if let Some(v) = wait_slot(WaitKey { netns, port, slot: wait::MAX_NS, _pad: 0 }) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
-        Some(v) => unsafe {
+        unsafe {
             if *v < ns {
                 *v = ns;
             }
-        },
-        None => {
-            let _ = ACCEPT_WAIT.insert(key, ns, 0);
         }
     }
 }
@@ -203,16 +239,21 @@ fn count_accept(cfg: &Config, fd: u64) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    match LISTENER_ACCEPTS.get_ptr_mut(listener) {
-        // SAFETY: per-CPU value, no concurrent writer on this CPU.
-        Some(v) => unsafe { (*v).accepts += 1 },
-        None => {
-            let inode: u64 = read(read::<u64>(file, cfg.file_f_inode), cfg.inode_i_ino);
-            let v = ListenerAccepts { accepts: 1, inode, netns: id.netns, port: id.port, _pad: [0; 2] };
-            if LISTENER_ACCEPTS.insert(listener, v, 0).is_err() {
-                bump(stat::LISTENER_ACCEPTS_FULL);
-            }
-        }
+    let inode: u64 = read(read::<u64>(file, cfg.file_f_inode), cfg.inode_i_ino);
+    let key = ListenerSocket { sk: listener, inode };
+    if LISTENER_ACCEPTS.get_ptr_mut(key).is_none() {
+        // As in `wait_slot`: a racing CPU's element is kept.
+        let v = ListenerAccepts { accepts: 0, inode, netns: id.netns, port: id.port, _pad: [0; 2] };
+        let _ = LISTENER_ACCEPTS.insert(key, v, u64::from(BPF_NOEXIST));
+    }
+    match LISTENER_ACCEPTS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU. Every
+        // CPU's slot carries the identity (the others start zeroed).
+        Some(v) => unsafe {
+            (*v).accepts += 1;
+            ((*v).inode, (*v).netns, (*v).port) = (inode, id.netns, id.port);
+        },
+        None => bump(stat::LISTENER_ACCEPTS_FULL),
     }
 }
 
@@ -247,6 +288,13 @@ fn accepted(ctx: &TracePointContext) {
         return;
     };
     let _ = QUEUED.remove(child);
+    // An entry whose socket's end was missed, at an address reused since.
+    // (A child its client reset has released its port: `inet_put_port()`
+    // zeroes `inet_num` when `tcp_set_state()` closes it.)
+    let id = identity(cfg, child);
+    if id.netns != q.netns || (id.port != 0 && id.port != q.port) {
+        return;
+    }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(q.queued_ns);

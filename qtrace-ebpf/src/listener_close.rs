@@ -47,6 +47,8 @@ pub(crate) static LISTEN_STARTS: HashMap<u32, ListenStart> = HashMap::with_max_e
 /// the record's state fields are ints.
 const TCP_CLOSE: i32 = 7;
 const TCP_SYN_RECV: i32 = 3;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_LAST_ACK: i32 = 9;
 const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint]
@@ -59,7 +61,8 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let old = read::<i32>(rec, cfg.tp_state_oldstate);
     let new = read::<i32>(rec, cfg.tp_state_newstate);
     let listen = i32::from(TCP_LISTEN);
-    if new != listen && new != TCP_CLOSE && !(old == listen && new == TCP_SYN_RECV) {
+    let leaving = matches!(new, TCP_CLOSE | TCP_FIN_WAIT1 | TCP_LAST_ACK);
+    if new != listen && !leaving && !(old == listen && new == TCP_SYN_RECV) {
         return 0;
     }
     // MPTCP and SCTP listeners pass here too (`protocol`, absent before 4.20
@@ -74,7 +77,7 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         (false, n) if n == listen => listen_started(cfg, sk),
         (true, TCP_CLOSE) => listener_closed(cfg, sk),
         (true, TCP_SYN_RECV) => accept_wait::child_made(cfg, sk),
-        (false, TCP_CLOSE) => accept_wait::child_closed(cfg, sk),
+        (false, TCP_CLOSE | TCP_FIN_WAIT1 | TCP_LAST_ACK) => accept_wait::child_left(cfg, sk),
         _ => {}
     }
     0

@@ -188,6 +188,10 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             starts_overflowed: self.kernel.listen_starts_overflowed(),
             active: std::mem::take(&mut self.active),
         };
+        // Accepts before the queues: a connection accepted between the two
+        // reads then counts in neither until the next poll, rather than in
+        // both (arrivals are accepts plus queue growth).
+        let accepts = self.kernel.listener_accepts(&self.listeners)?;
         self.host.refresh(&news);
         self.listeners = self.host.listeners();
         // After the snapshot: every listener it misses has its final
@@ -205,7 +209,7 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         let before = self.agg.losses.ringbuf_full;
         self.agg.losses = Losses { undecodable: self.undecodable, suppressed: self.agg.suppressed(), ..self.kernel.losses()? };
         let lost = self.agg.losses.ringbuf_full - before;
-        self.agg.on_listener_accepts(&self.kernel.listener_accepts(&self.listeners)?);
+        self.agg.on_listener_accepts(&accepts);
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();
         self.last_poll = Instant::now();

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
-    stat, wait, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, ListenerAccepts, WaitKey, MAP_ACCEPT_WAIT,
+    stat, wait, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, ListenerAccepts, ListenerSocket, WaitKey, MAP_ACCEPT_WAIT,
     MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENER_ACCEPTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
 };
 
@@ -50,8 +50,8 @@ pub trait KernelInputs {
         Ok(BTreeMap::new())
     }
     /// Accepts per listener socket, over every CPU.
-    /// Entries of listeners missing from `live` and the snapshot before
-    /// are returned one last time and deleted.
+    /// Entries of listeners missing from `live` (the latest snapshot) and
+    /// the one before are returned one last time and deleted.
     fn listener_accepts(&mut self, _live: &[NsListeners]) -> Result<Vec<ListenerAccepts>> {
         Ok(Vec::new())
     }
@@ -78,9 +78,9 @@ pub struct KernelMaps {
     /// `None` when the accept-queue wait recorders could not attach.
     accept_wait: Option<PerCpuHashMap<MapData, WaitKey, u64>>,
     /// Filled by the same programs.
-    listener_accepts: Option<PerCpuHashMap<MapData, u64, ListenerAccepts>>,
+    listener_accepts: Option<PerCpuHashMap<MapData, ListenerSocket, ListenerAccepts>>,
     /// Its entries whose listener the latest snapshot did not list.
-    listeners_missing: HashSet<u64>,
+    listeners_missing: HashSet<ListenerSocket>,
 }
 
 impl KernelMaps {

@@ -281,39 +281,48 @@ pub(crate) fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> 
     Ok(())
 }
 
-/// Reads the `accept()` entry and exit records' layout and the descriptor
-/// walk (`task_struct.files` to `socket.sk`) plus `sock.sk_socket` into
-/// `cfg`: what the accept recorders need. `calls` are the (enter, exit)
-/// formats of `accept4` and, where the architecture has it, `accept`.
-pub(crate) fn from_accept_formats(calls: &[(TpFormat, TpFormat)], btf: &Btf, cfg: &mut Config) -> Result<()> {
-    // One program serves both calls: their records must agree.
-    let same = |name: &str, formats: &mut dyn Iterator<Item = &TpFormat>| -> Result<u32> {
-        let mut at = None;
-        for fmt in formats {
-            let off = match fmt.field(name) {
-                Some(f) if f.size == 8 => f.offset,
-                Some(f) => bail!("syscall tracepoint field {name} is {} bytes, expected 8", f.size),
-                None => bail!("syscall tracepoint has no field {name}"),
-            };
-            if at.is_some_and(|a| a != off) {
-                bail!("accept4 and accept keep {name} at different offsets");
-            }
-            at = Some(off);
-        }
-        at.context("no accept() tracepoints")
+/// Reads the `accept()` entry and exit records' layout, `tcp_destroy_sock`'s
+/// `skaddr`, and the descriptor walk (`task_struct.files` to `socket.sk`)
+/// plus `sock.sk_socket` into `cfg`: what the accept recorders need.
+/// `calls` are the (enter, exit) formats of `accept4` and, where the
+/// architecture has it, `accept`. Nothing is written unless all resolve.
+pub(crate) fn from_accept_formats(calls: &[(TpFormat, TpFormat)], destroy: &TpFormat, btf: &Btf, cfg: &mut Config) -> Result<()> {
+    let mut c = *cfg;
+    c.tp_accept_fd = same_offset("fd", &mut calls.iter().map(|(enter, _)| enter))?;
+    c.tp_accept_ret = same_offset("ret", &mut calls.iter().map(|(_, exit)| exit))?;
+    c.tp_destroy_skaddr = match destroy.field("skaddr") {
+        Some(f) if f.size == 8 => f.offset,
+        _ => bail!("tcp:tcp_destroy_sock has no 8-byte field skaddr"),
     };
-    cfg.tp_accept_fd = same("fd", &mut calls.iter().map(|(enter, _)| enter))?;
-    cfg.tp_accept_ret = same("ret", &mut calls.iter().map(|(_, exit)| exit))?;
-    cfg.task_files = offset(btf, "task_struct", "files", &[8])?;
-    cfg.files_fdt = offset(btf, "files_struct", "fdt", &[8])?;
-    cfg.fdt_max_fds = offset(btf, "fdtable", "max_fds", &[4])?;
-    cfg.fdt_fd = offset(btf, "fdtable", "fd", &[8])?;
-    cfg.file_private_data = offset(btf, "file", "private_data", &[8])?;
-    cfg.socket_sk = offset(btf, "socket", "sk", &[8])?;
-    cfg.sk_socket = offset(btf, "sock", "sk_socket", &[8])?;
-    cfg.file_f_inode = offset(btf, "file", "f_inode", &[8])?;
-    cfg.inode_i_ino = offset(btf, "inode", "i_ino", &[8])?;
+    c.task_files = offset(btf, "task_struct", "files", &[8])?;
+    c.files_fdt = offset(btf, "files_struct", "fdt", &[8])?;
+    c.fdt_max_fds = offset(btf, "fdtable", "max_fds", &[4])?;
+    c.fdt_fd = offset(btf, "fdtable", "fd", &[8])?;
+    c.file_private_data = offset(btf, "file", "private_data", &[8])?;
+    c.socket_sk = offset(btf, "socket", "sk", &[8])?;
+    c.sk_socket = offset(btf, "sock", "sk_socket", &[8])?;
+    c.file_f_inode = offset(btf, "file", "f_inode", &[8])?;
+    c.inode_i_ino = offset(btf, "inode", "i_ino", &[8])?;
+    *cfg = c;
     Ok(())
+}
+
+/// The offset of 8-byte field `name` in every one of `formats` (one
+/// program serves them all: they must agree).
+fn same_offset(name: &str, formats: &mut dyn Iterator<Item = &TpFormat>) -> Result<u32> {
+    let mut at = None;
+    for fmt in formats {
+        let off = match fmt.field(name) {
+            Some(f) if f.size == 8 => f.offset,
+            Some(f) => bail!("syscall tracepoint field {name} is {} bytes, expected 8", f.size),
+            None => bail!("syscall tracepoint has no field {name}"),
+        };
+        if at.is_some_and(|a| a != off) {
+            bail!("accept4 and accept keep {name} at different offsets");
+        }
+        at = Some(off);
+    }
+    at.context("no accept() tracepoints")
 }
 
 /// Start and end of each function in `range::NAMES`, as `Config::ranges` holds them.

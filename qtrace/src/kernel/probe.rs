@@ -476,7 +476,7 @@ fn listen_formats(tracefs: &Path, cfg: &mut Config) -> Result<(), String> {
 /// `accept4`), hence each call is optional but one.
 fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'static str>, String> {
     let read = |name: &str| {
-        let path = tracefs.join("events/syscalls").join(name).join("format");
+        let path = tracefs.join("events").join(name).join("format");
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(TpFormat::parse(&text))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -486,7 +486,7 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
     let mut names = Vec::new();
     let mut formats = Vec::new();
     for (enter, exit) in [(PROG_SYS_ENTER_ACCEPT4, PROG_SYS_EXIT_ACCEPT4), (PROG_SYS_ENTER_ACCEPT, PROG_SYS_EXIT_ACCEPT)] {
-        if let (Some(e), Some(x)) = (read(enter)?, read(exit)?) {
+        if let (Some(e), Some(x)) = (read(&format!("syscalls/{enter}"))?, read(&format!("syscalls/{exit}"))?) {
             names.extend([enter, exit]);
             formats.push((e, x));
         }
@@ -494,18 +494,25 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
     if names.is_empty() {
         return Err("this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS is not set)".into());
     }
-    offsets::from_accept_formats(&formats, btf, cfg).map_err(|e| format!("{e:#}"))?;
+    let destroy = read("tcp/tcp_destroy_sock")?.ok_or("this kernel has no tcp:tcp_destroy_sock tracepoint (added in 4.15)")?;
+    offsets::from_accept_formats(&formats, &destroy, btf, cfg).map_err(|e| format!("{e:#}"))?;
+    names.push(PROG_TCP_DESTROY_SOCK);
     Ok(names)
 }
 
-/// Attaches the `accept()` recorders (beside any tier).
+/// Attaches the accept recorders (beside any tier), then arms the
+/// recording of queued children (`MAP_ARMED`): with one missing, nothing
+/// would take their entries out again.
 fn attach_accepts(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
     for &name in names {
+        let category = if name == PROG_TCP_DESTROY_SOCK { "tcp" } else { "syscalls" };
         let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
         let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
-        p.load().and_then(|()| p.attach("syscalls", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;
+        p.load().and_then(|()| p.attach(category, name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;
     }
-    Ok(())
+    let map = ebpf.map_mut(MAP_ARMED).ok_or("map ARMED missing")?;
+    let mut armed: Array<_, u32> = Array::try_from(map).map_err(|e| e.to_string())?;
+    armed.set(0, 1, 0).map_err(|e| format!("arming the accept recorders: {e}"))
 }
 
 /// Reads `sock:inet_sock_set_state`'s layout and `sk_cookie` into `cfg`.

@@ -85,6 +85,8 @@ pub struct PortStats {
     /// Whether accepts are traced: without, arrivals and accepts are
     /// unknown, not zero.
     pub accepts_traced: bool,
+    /// The most arrivals reported so far (a counter never goes back).
+    arrivals_seen: u64,
 }
 
 impl PortStats {
@@ -108,7 +110,7 @@ impl PortStats {
     /// still queued, or reset in the queue by their listener's close.
     pub fn arrivals(&self) -> u64 {
         let flows: u64 = self.listeners.values().map(|l| if l.open { l.arrivals() } else { l.arrivals_accepted() }).sum();
-        self.closed_flow.0 + flows + self.accept_wait.listener_closed
+        (self.closed_flow.0 + flows + self.accept_wait.listener_closed).max(self.arrivals_seen)
     }
     /// Connections `accept()` returned on the port since qtrace started.
     pub fn accepts(&self) -> u64 {
@@ -269,7 +271,9 @@ impl Aggregator {
     pub fn on_accept_waits<I: IntoIterator<Item = (WaitKey, u64)>>(&mut self, slots: I) {
         for (key, value) in slots {
             if self.watched(key.netns, key.port) {
-                self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default().accept_wait.set(key.slot, value);
+                let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
+                st.accepts_traced = self.accepts_traced;
+                st.accept_wait.set(key.slot, value);
             }
         }
     }
@@ -306,16 +310,20 @@ impl Aggregator {
                     .entry(l.cookie)
                     .or_insert_with(|| ListenerFlow::new(l.cookie, l.inode, l.accept_queue, l.accept_queue_max, !first));
                 (f.queue, f.queue_max) = (l.accept_queue, l.accept_queue_max);
-                f.accepts = self.listener_accepts.get(&(ns.netns, l.inode)).copied().unwrap_or(f.accepts);
                 if let Some(t) = self.tracks.get(&(ns.netns, l.cookie)) {
                     f.drops = u64::from(t.last.wrapping_sub(t.baseline));
                 }
             }
         }
         for (key, st) in &mut self.ports {
-            for (_, f) in st.listeners.iter_mut().filter(|(c, f)| f.open && !live.contains(&(key.netns, **c))) {
-                f.open = false;
-                f.accepts = self.listener_accepts.get(&(key.netns, f.inode)).copied().unwrap_or(f.accepts);
+            for (cookie, f) in &mut st.listeners {
+                f.open &= live.contains(&(key.netns, *cookie));
+                // A closed listener's last accepts come in while its entry
+                // lasts; the map's values only grow.
+                if let Some(a) = self.listener_accepts.get(&(key.netns, f.inode)) {
+                    f.accepts = f.accepts.max(*a);
+                }
+                f.settle();
             }
             // The latest closed listeners stay listed; older ones (cookies
             // grow) only in the port's totals.
@@ -325,6 +333,7 @@ impl Aggregator {
                 st.closed_flow.0 += f.arrivals_accepted();
                 st.closed_flow.1 += f.accepts;
             }
+            st.arrivals_seen = st.arrivals();
         }
     }
 

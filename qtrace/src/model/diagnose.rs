@@ -152,12 +152,15 @@ pub(crate) struct Finding {
 const WATCH: &str = "run `qtrace watch` in this namespace to see which port overflows";
 
 /// The backlog that would have held the window's burst: the queue's peak
-/// plus what the listener dropped beyond it (packets, an upper bound on
+/// (at least its bound) plus what the listener dropped beyond it (packets, an upper bound on
 /// connections: a client's retransmitted SYN counts again), as a power of
 /// two. `None` where arrivals were not measured.
 fn measured_target(l: &ListenerSample) -> Option<u32> {
     let flow = l.flow.as_ref()?;
-    let need = u64::from(l.peak_accept_queue.max(flow.queue)) + l.drops_delta + 1;
+    // The queue is sampled once a poll and may have peaked unseen: never
+    // less than its bound.
+    let peak = l.peak_accept_queue.max(flow.queue).max(l.row.listener.accept_queue_max);
+    let need = u64::from(peak) + l.drops_delta + 1;
     Some(u32::try_from(need).unwrap_or(u32::MAX).checked_next_power_of_two().unwrap_or(u32::MAX).clamp(128, 65_535))
 }
 
@@ -277,7 +280,7 @@ pub(crate) fn diagnose(input: &Input) -> Vec<Finding> {
         let listeners: Vec<&ListenerSample> = input.listeners.iter().filter(|l| l.row.netns == ns.netns).collect();
         let mut seen = Seen::default();
         for l in &listeners {
-            let shared = listeners.iter().filter(|o| o.row.listener.port == l.row.listener.port).count() > 1;
+            let shared = listeners.iter().filter(|o| same_socket_address(o, l)).count() > 1;
             let facts = Facts::new(&cx, ns, l, (listeners.len(), shared));
             seen.accept_overflow |= facts.accept;
             seen.syn_overflow |= facts.syn;
@@ -328,6 +331,7 @@ impl<'a> Facts<'a> {
         // (`tcp_listendrop()`, 9caad864151e, 4.7): one whose counter stood
         // still did not overflow, whatever its port's group did.
         let own_drops = l.row.listener.drops.is_none() || l.drops_delta > 0;
+        let accept = own_drops && (accept_hooked > 0 || (unclassified > 0 && d.listen_overflows > 0));
         let mut base = cx.numbers(&[
             ("listener_drops", l.drops_delta),
             ("accept_queue", r.accept_queue.into()),
@@ -339,6 +343,12 @@ impl<'a> Facts<'a> {
         for kind in Kind::ALL.into_iter().filter(|&kind| k(kind) > 0 && !shared) {
             base.insert(kind.name().into(), k(kind).into());
         }
+        if let Some(w) = l.wait.as_ref().and_then(AcceptWait::summary) {
+            // The port's waits, whatever else is said of the listener.
+            base.insert("accept_wait_p50_ms".into(), json!(w.p50));
+            base.insert("accept_wait_p99_ms".into(), json!(w.p99));
+            base.insert("accept_wait_max_ms".into(), json!(w.max));
+        }
         if let Some(flow) = &l.flow {
             base.insert("arrivals".into(), flow.arrivals().into());
             base.insert("accepts".into(), flow.accepts.into());
@@ -349,14 +359,14 @@ impl<'a> Facts<'a> {
             ns,
             l,
             name: describe(l),
-            accept: own_drops && (accept_hooked > 0 || (unclassified > 0 && d.listen_overflows > 0)),
+            accept,
             syn: own_drops && (k(Kind::SynQueueFull) > 0 || (unclassified > 0 && d.req_qfull_drop > 0)),
             cookies: k(Kind::SyncookieSent) + if l.kinds.is_none() && in_ns == 1 { d.req_qfull_do_cookies } else { 0 },
             dropped: match l.kinds {
                 Some(kinds) if !shared => kinds.drops(),
                 _ => l.drops_delta,
             },
-            target: measured_target(l).unwrap_or_else(|| suggest(l.peak_accept_queue.max(r.accept_queue_max))),
+            target: measured_target(l).filter(|_| accept).unwrap_or_else(|| suggest(l.peak_accept_queue.max(r.accept_queue_max))),
             base,
         }
     }
@@ -539,6 +549,12 @@ fn accept_queue_full(cx: &mut Ctx, f: &Facts) {
     cx.push(FindingId::AcceptQueueFull, Severity::Warning, f.at(), summary, ev, remedy);
 }
 
+/// Whether two listeners share address and port: an `SO_REUSEPORT` group
+/// (`0.0.0.0:80` and `[::]:80` are two groups, each with its own traffic).
+fn same_socket_address(a: &ListenerSample, b: &ListenerSample) -> bool {
+    (a.row.listener.addr, a.row.listener.port) == (b.row.listener.addr, b.row.listener.port)
+}
+
 /// Milliseconds for a sentence: whole from 10 ms, else to a tenth.
 fn ms(v: f64) -> String {
     if v >= 10.0 {
@@ -561,15 +577,13 @@ fn accept_wait_high(cx: &mut Ctx, f: &Facts) {
     let Some(w) = f.l.wait.as_ref().and_then(AcceptWait::summary) else { return };
     let near_full = r.accept_queue_max > 0 && u64::from(f.l.peak_accept_queue) * 4 >= u64::from(r.accept_queue_max) * 3;
     let port_done = cx.out.iter().any(|x| x.id == FindingId::AcceptWaitHigh && x.netns == f.ns.netns && x.local_port == Some(r.port));
-    if port_done || !(w.p99 >= WAIT_HIGH_MS || near_full) {
+    // The waits are the port's: not "nothing dropped" while a listener of
+    // the port drops.
+    let port_drops = cx.input.listeners.iter().any(|o| o.row.netns == f.ns.netns && o.row.listener.port == r.port && o.drops_delta > 0);
+    if port_done || port_drops || !(w.p99 >= WAIT_HIGH_MS || near_full) {
         return;
     }
-    let ev = f.evidence([
-        ("accepted", w.count.into()),
-        ("accept_wait_p50_ms", json!(w.p50)),
-        ("accept_wait_p99_ms", json!(w.p99)),
-        ("accept_wait_max_ms", json!(w.max)),
-    ]);
+    let ev = f.evidence([("accepted", w.count.into())]);
     let summary = format!(
         "{}: connections wait to be accepted (p50 {} ms, p99 {} ms, longest {} ms over {} accepted in {}) and the queue peaked at {}/{}: nothing dropped yet, but every request waits that long first, and a burst overflows next",
         f.name,
@@ -593,11 +607,12 @@ fn accept_wait_high(cx: &mut Ctx, f: &Facts) {
 /// the kernel hashes each connection to one listener and never hands it to
 /// an idle sibling, so one stalled worker refuses its share.
 fn accept_imbalance(cx: &mut Ctx, ns: &NsSample, listeners: &[&ListenerSample]) {
-    let mut ports: Vec<u16> = listeners.iter().map(|l| l.row.listener.port).collect();
-    ports.sort_unstable();
-    ports.dedup();
-    for port in ports {
-        let group: Vec<&ListenerSample> = listeners.iter().copied().filter(|l| l.row.listener.port == port && l.flow.is_some()).collect();
+    let mut groups: Vec<(std::net::IpAddr, u16)> = listeners.iter().map(|l| (l.row.listener.addr, l.row.listener.port)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for (addr, port) in groups {
+        let group: Vec<&ListenerSample> =
+            listeners.iter().copied().filter(|l| l.row.listener.addr == addr && l.row.listener.port == port && l.flow.is_some()).collect();
         // Siblings that dropped nothing and had room left.
         let room = |l: &&ListenerSample| l.drops_delta == 0 && l.peak_accept_queue < l.row.listener.accept_queue_max;
         let idlers: Vec<&ListenerSample> = group.iter().copied().filter(room).collect();
@@ -959,6 +974,28 @@ mod tests {
         let big = traced(listener(8080, (300, 256), 700, Clamp::No, None), 0, 1, &[]);
         assert_eq!(measured_target(&big), Some(1024));
         assert_eq!(measured_target(&listener(8080, (300, 256), 700, Clamp::No, None)), None);
+        // A queue sampled far below its bound still gets more than it has.
+        let unseen = traced(listener(8080, (10, 4096), 30, Clamp::No, None), 5, 1, &[]);
+        assert!(measured_target(&unseen) > Some(4096));
+    }
+
+    #[test]
+    fn dual_stack_listeners_are_not_a_reuseport_group() {
+        let delta = NetCounters { listen_overflows: 40, listen_drops: 40, ..Default::default() };
+        let mut v6 = traced(listener(8080, (0, 4), 0, Clamp::No, None), 25, 2, &[1_000]);
+        v6.row.listener.addr = "::".parse().unwrap();
+        let v4 = traced(listener(8080, (5, 4), 40, Clamp::No, None), 0, 1, &[1_000]);
+        let f = diagnose(&input(ns(settings(1, 0), delta), vec![v4, v6]));
+        assert!(f.iter().all(|f| f.id != FindingId::AcceptImbalance), "{f:#?}");
+    }
+
+    #[test]
+    fn slow_accepts_beside_a_dropping_sibling_are_not_called_drop_free() {
+        let delta = NetCounters { listen_overflows: 40, listen_drops: 40, ..Default::default() };
+        let stalled = traced(listener(8080, (5, 4), 40, Clamp::No, None), 0, 1, &[300_000_000]);
+        let slow = traced(listener(8080, (2, 64), 0, Clamp::No, None), 25, 2, &[300_000_000]);
+        let f = diagnose(&input(ns(settings(1, 0), delta), vec![stalled, slow]));
+        assert!(f.iter().all(|f| f.id != FindingId::AcceptWaitHigh), "{f:#?}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct ListenerFlow {
     pub owner: Option<Arc<Identity>>,
     /// False once it closed (its last counts stay).
     pub open: bool,
+    /// The most arrivals reported so far: a counter never goes back (the
+    /// queue and the accepts are read moments apart).
+    arrivals_seen: u64,
 }
 
 impl ListenerFlow {
@@ -47,9 +50,15 @@ impl ListenerFlow {
         Self { cookie, inode, queue_first: if born { 0 } else { queue }, queue, queue_max, open: true, ..Self::default() }
     }
 
-    /// Handshakes completed since qtrace first saw it.
+    /// Handshakes completed since qtrace first saw it (never fewer than
+    /// reported before).
     pub fn arrivals(&self) -> u64 {
-        (self.accepts + u64::from(self.queue)).saturating_sub(u64::from(self.queue_first))
+        (self.accepts + u64::from(self.queue)).saturating_sub(u64::from(self.queue_first)).max(self.arrivals_seen)
+    }
+
+    /// Keeps what [`Self::arrivals`] says now as its floor.
+    pub fn settle(&mut self) {
+        self.arrivals_seen = self.arrivals();
     }
 
     /// Handshakes completed since qtrace first saw it that were accepted
@@ -89,6 +98,21 @@ mod tests {
         let mut g = ListenerFlow::new(2, 2, 3, 128, true);
         g.accepts = 1;
         assert_eq!(g.arrivals(), 4);
+    }
+
+    #[test]
+    fn arrivals_never_go_back() {
+        // 100 queued at one poll, all accepted by the next, but the accepts
+        // were read before they happened: 100 arrivals, then still 100.
+        let mut f = ListenerFlow::new(1, 1, 0, 128, true);
+        f.queue = 100;
+        f.settle();
+        f.queue = 0;
+        assert_eq!(f.arrivals(), 100);
+        f.accepts = 100;
+        assert_eq!(f.arrivals(), 100);
+        f.accepts = 101;
+        assert_eq!(f.arrivals(), 101);
     }
 
     #[test]

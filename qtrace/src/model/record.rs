@@ -336,10 +336,13 @@ pub(crate) struct PortRecord {
     /// (absent before the first accept, or where waits are not measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_wait_ms: Option<WaitSummary>,
-    /// Connections accepted after their client had left while they waited.
-    pub accepted_client_gone: u64,
-    /// Queued connections reset because their listener closed.
-    pub reset_listener_closed: u64,
+    /// Connections accepted after their client had left while they waited
+    /// (absent, not zero, where waits are not measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_client_gone: Option<u64>,
+    /// Queued connections reset because their listener closed (same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_listener_closed: Option<u64>,
     /// Handshakes completed and connections accepted since qtrace started
     /// (absent where accepts are not traced).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -405,8 +408,8 @@ impl PortRecord {
             owner: Identity::common(st.owners.iter().map(|o| &**o)),
             owners: st.owners.iter().map(|o| (**o).clone()).collect(),
             accept_wait_ms: st.accept_wait.summary(),
-            accepted_client_gone: st.accept_wait.client_gone,
-            reset_listener_closed: st.accept_wait.listener_closed,
+            accepted_client_gone: traced.then_some(st.accept_wait.client_gone),
+            reset_listener_closed: traced.then_some(st.accept_wait.listener_closed),
             arrivals: traced.then(|| st.arrivals()),
             accepts: traced.then(|| st.accepts()),
             listeners: if traced { st.listeners.values().map(Into::into).collect() } else { Vec::new() },

@@ -99,7 +99,8 @@ fn slow_server_v6() {
 /// client's FIN, `Err(ECONNRESET)` its RST.
 fn first_read(s: Socket) -> std::io::Result<usize> {
     let mut s = TcpStream::from(s);
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    // A client that stays sends nothing: a second is enough to tell.
+    s.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
     s.read(&mut [0u8; 16])
 }
 
@@ -152,9 +153,19 @@ fn clients_leave_while_queued_v6() {
     clients_leave_while_queued("::1");
 }
 
-/// Five clients queue, the server accepts one and closes its listener:
-/// the kernel resets the four still queued (`inet_csk_listen_stop()`),
-/// and each of those clients reads ECONNRESET.
+/// Entries in qtrace's map of queued connections now (`bpftool`).
+fn queued_entries() -> usize {
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "name", "QUEUED"]).output().expect("bpftool runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    v.as_array().map_or(0, Vec::len)
+}
+
+/// Five clients queue; the server accepts one; one client resets its
+/// queued connection; the server closes its listener. The kernel resets
+/// and frees the four connections still queued (`inet_csk_listen_stop()`,
+/// the reset one too, which `accept()` would still have returned), as `ss`
+/// counted them; the three clients still there read ECONNRESET; and no
+/// entry of qtrace's stays behind.
 #[test]
 fn listener_close_resets_queued_connections() {
     let ns = NetNs::new(&[]);
@@ -162,8 +173,17 @@ fn listener_close_resets_queued_connections() {
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let a = addr("127.0.0.1", p);
     let srv = ns.run(|| listener(a, 16));
-    let conns = clients(&ns, a, 5);
+    // qtrace reads listeners once a second: arrivals and accepts are
+    // those of listeners it has seen.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut conns = clients(&ns, a, 5);
     let (first, _) = srv.accept().expect("accept");
+    let (gone, _) = conns.pop().expect("five clients");
+    gone.set_linger(Some(Duration::ZERO)).expect("linger 0");
+    drop(gone);
+    std::thread::sleep(GAP);
+    let queued: u64 =
+        ns.exec(&["ss", "-ltnH", &format!("sport = :{p}")]).split_whitespace().nth(1).and_then(|q| q.parse().ok()).expect("Recv-Q");
     drop(srv);
     // Accepts are in arrival order: the first client is served.
     let reset = conns
@@ -172,14 +192,18 @@ fn listener_close_resets_queued_connections() {
         .map(|(c, _)| first_read(c))
         .filter(|r| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset))
         .count();
+    std::thread::sleep(GAP);
+    let left = queued_entries();
     let done = q.stop(libc::SIGINT);
     drop(first);
     assert!(done.status.success(), "exit status {:?}, stderr {:?}", done.status, done.stderr);
-    assert_eq!(reset, 4, "four clients were reset");
+    assert_eq!((queued, reset), (4, 3), "four queued at the close, three clients there to be reset");
+    assert_eq!(left, 0, "queued connections left in qtrace's map");
     let s = done.summary(p).expect("a summary for the port");
     assert_eq!(s["accept_wait_ms"]["count"], 1, "{s}");
-    assert_eq!(s["reset_listener_closed"], reset, "{s}");
+    assert_eq!(s["reset_listener_closed"], queued, "{s}");
     assert_eq!(s["accepted_client_gone"], 0);
+    assert_eq!(s["arrivals"], 5, "{s}");
 }
 
 /// One `ss -ltnme` listener (its `skmem` continuation line joined to
