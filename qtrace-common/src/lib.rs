@@ -572,6 +572,11 @@ pub struct Config {
     pub inode_i_ino: u32,
     /// `tcp:tcp_destroy_sock`: offset of `skaddr`.
     pub tp_destroy_skaddr: u32,
+    /// `struct inet_sock`: `inet_sport`, the local port in network order,
+    /// which stays when closing releases the port and zeroes `skc_num`
+    /// (`inet_put_port()`).
+    pub inet_sport: u32,
+    pub _pad: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -586,7 +591,7 @@ pub struct Config {
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 224 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 232 + 16 * range::LEN);
 
 /// Marks a parameter a traced function does not have (or a program does not
 /// read).
@@ -688,6 +693,8 @@ impl Config {
             file_f_inode: OFFSET_NONE,
             inode_i_ino: OFFSET_NONE,
             tp_destroy_skaddr: OFFSET_NONE,
+            inet_sport: OFFSET_NONE,
+            _pad: 0,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,

@@ -64,6 +64,21 @@ pub(crate) static ACCEPT_WAIT: PerCpuHashMap<WaitKey, u64> = PerCpuHashMap::with
 pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<ListenerSocket, ListenerAccepts> =
     PerCpuHashMap::with_max_entries(LISTENER_ACCEPTS_MAX, 0);
 
+/// Non-zero at the local ports of queued children ever recorded: the
+/// closing and destroyed sockets of other ports (every client socket of
+/// the machine, say) cost an array read, not a hash lookup.
+#[map]
+static QUEUED_PORTS: Array<u8> = Array::with_max_entries(65_536, 0);
+
+/// Whether `sk`'s local port ever had a queued child recorded. From
+/// `inet_sport`: by the time a closing socket's state changes to CLOSE,
+/// `inet_put_port()` has zeroed `skc_num`.
+#[inline(always)]
+fn maybe_queued(cfg: &Config, sk: u64) -> bool {
+    let port = u16::from_be(read::<u16>(sk, cfg.inet_sport));
+    matches!(QUEUED_PORTS.get(u32::from(port)), Some(p) if *p != 0)
+}
+
 /// Non-zero once userspace attached every accept recorder: before that (or
 /// if one could not attach), nothing would take the entries out again.
 #[map]
@@ -108,6 +123,10 @@ pub(crate) fn child_made(cfg: &Config, child: u64) {
     if QUEUED.insert(child, q, 0).is_err() {
         bump(stat::QUEUED_FULL);
     }
+    if let Some(p) = QUEUED_PORTS.get_ptr_mut(u32::from(id.port)) {
+        // SAFETY: an array slot; racing writers all write 1.
+        unsafe { *p = 1 };
+    }
 }
 
 /// The current thread is closing listener `id`.
@@ -123,8 +142,11 @@ pub(crate) fn listener_closing(id: &Identity) {
 /// traced here.
 #[inline(always)]
 pub(crate) fn child_left(cfg: &Config, child: u64) {
+    if !maybe_queued(cfg, child) || read::<u64>(child, cfg.sk_socket) == 0 {
+        return;
+    }
     // SAFETY: only whether there is an entry.
-    if unsafe { QUEUED.get(child) }.is_none() || read::<u64>(child, cfg.sk_socket) == 0 {
+    if unsafe { QUEUED.get(child) }.is_none() {
         return;
     }
     bump(stat::ACCEPT_UNSEEN);
@@ -137,6 +159,9 @@ pub(crate) fn child_left(cfg: &Config, child: u64) {
 pub(crate) fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let sk: u64 = read(ctx.as_ptr() as u64, cfg.tp_destroy_skaddr);
+    if !maybe_queued(cfg, sk) {
+        return 0;
+    }
     // SAFETY: the value is copied out at once.
     let Some(q) = (unsafe { QUEUED.get(sk) }).copied() else {
         return 0;
@@ -191,21 +216,25 @@ fn raise_max(netns: u32, port: u16, ns: u64) {
     }
 }
 
-/// The file behind descriptor `fd` of the current task: the fd table
-/// walk of `fget()` as plain reads (the task is current, so its table
-/// cannot go away under us; a racing `close()` at worst yields a file that
-/// matches nothing).
+/// The current task's descriptor table: its array of files and their
+/// number (`fget()`'s walk as plain reads: the task is current, so its
+/// table cannot go away under us; a racing `close()` at worst yields a
+/// file that matches nothing).
 #[inline(always)]
-fn file_of_fd(cfg: &Config, fd: u64) -> u64 {
+fn fd_table(cfg: &Config) -> (u64, u32) {
     // SAFETY: helper without preconditions.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, cfg.task_files);
     let fdt: u64 = read(files, cfg.files_fdt);
-    let max_fds: u32 = read(fdt, cfg.fdt_max_fds);
+    (read(fdt, cfg.fdt_fd), read(fdt, cfg.fdt_max_fds))
+}
+
+/// The file at descriptor `fd` of `table`.
+#[inline(always)]
+fn file_at((fds, max_fds): (u64, u32), fd: u64) -> u64 {
     if fd >= u64::from(max_fds) {
         return 0;
     }
-    let fds: u64 = read(fdt, cfg.fdt_fd);
     read(fds + 8 * fd, 0)
 }
 
@@ -232,23 +261,31 @@ fn accepting(ctx: &TracePointContext) {
 
 /// Counts one accept for the listener behind descriptor `fd`, if watched.
 #[inline(always)]
-fn count_accept(cfg: &Config, fd: u64) {
-    let file = file_of_fd(cfg, fd);
+fn count_accept(cfg: &Config, table: (u64, u32), fd: u64) {
+    let file = file_at(table, fd);
     let listener = sock_of_file(cfg, file);
+    let inode: u64 = read(read::<u64>(file, cfg.file_f_inode), cfg.inode_i_ino);
+    let key = ListenerSocket { sk: listener, inode };
+    // Only watched listeners have entries: a hit needs no more reads. The
+    // CPU that made the entry holds the listener's identity; the other
+    // CPUs' slots (zeroed) only count.
+    if let Some(v) = LISTENER_ACCEPTS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        unsafe { (*v).accepts += 1 };
+        return;
+    }
     let id = identity(cfg, listener);
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    let inode: u64 = read(read::<u64>(file, cfg.file_f_inode), cfg.inode_i_ino);
-    let key = ListenerSocket { sk: listener, inode };
-    if LISTENER_ACCEPTS.get_ptr_mut(key).is_none() {
-        // As in `wait_slot`: a racing CPU's element is kept.
-        let v = ListenerAccepts { accepts: 0, inode, netns: id.netns, port: id.port, _pad: [0; 2] };
-        let _ = LISTENER_ACCEPTS.insert(key, v, u64::from(BPF_NOEXIST));
+    // As in `wait_slot`: a racing CPU's element is kept, and this one
+    // counts in its own slot of it.
+    let v = ListenerAccepts { accepts: 1, inode, netns: id.netns, port: id.port, _pad: [0; 2] };
+    if LISTENER_ACCEPTS.insert(key, v, u64::from(BPF_NOEXIST)).is_ok() {
+        return;
     }
     match LISTENER_ACCEPTS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value, no concurrent writer on this CPU. Every
-        // CPU's slot carries the identity (the others start zeroed).
+        // SAFETY: as above.
         Some(v) => unsafe {
             (*v).accepts += 1;
             ((*v).inode, (*v).netns, (*v).port) = (inode, id.netns, id.port);
@@ -276,10 +313,11 @@ fn accepted(ctx: &TracePointContext) {
     if ret < 0 {
         return;
     }
+    let table = fd_table(cfg);
     if let Some(fd) = listener_fd {
-        count_accept(cfg, fd);
+        count_accept(cfg, table, fd);
     }
-    let child = sock_of_file(cfg, file_of_fd(cfg, ret as u64));
+    let child = sock_of_file(cfg, file_at(table, ret as u64));
     if child == 0 {
         return;
     }
@@ -288,11 +326,12 @@ fn accepted(ctx: &TracePointContext) {
         return;
     };
     let _ = QUEUED.remove(child);
-    // An entry whose socket's end was missed, at an address reused since.
+    // An entry whose socket's end was missed, at an address reused since
+    // by a socket of another port.
     // (A child its client reset has released its port: `inet_put_port()`
     // zeroes `inet_num` when `tcp_set_state()` closes it.)
-    let id = identity(cfg, child);
-    if id.netns != q.netns || (id.port != 0 && id.port != q.port) {
+    let port: u16 = read(child, cfg.sk_num);
+    if port != 0 && port != q.port {
         return;
     }
     // SAFETY: helper without preconditions.

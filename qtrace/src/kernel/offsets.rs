@@ -303,6 +303,7 @@ pub(crate) fn from_accept_formats(calls: &[(TpFormat, TpFormat)], destroy: &TpFo
     c.sk_socket = offset(btf, "sock", "sk_socket", &[8])?;
     c.file_f_inode = offset(btf, "file", "f_inode", &[8])?;
     c.inode_i_ino = offset(btf, "inode", "i_ino", &[8])?;
+    c.inet_sport = offset(btf, "inet_sock", "inet_sport", &[2])?;
     *cfg = c;
     Ok(())
 }
