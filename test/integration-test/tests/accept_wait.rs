@@ -20,7 +20,7 @@ use std::io::Read as _;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{addr, connect, listener, port, NetNs, Qtrace};
+use common::{addr, burst_accepting, connect, listener, port, reuseport_listener, NetNs, Qtrace};
 use serde_json::Value;
 use socket2::Socket;
 
@@ -206,16 +206,6 @@ fn listener_close_resets_queued_connections() {
     assert_eq!(s["arrivals"], 5, "{s}");
 }
 
-/// One `ss -ltnme` listener (its `skmem` continuation line joined to
-/// it): (cookie, Recv-Q, drop counter).
-fn ss_listener(line: &str) -> (u64, u64, u64) {
-    let recv_q = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("Recv-Q");
-    let cookie =
-        line.split_whitespace().find_map(|w| w.strip_prefix("sk:")).and_then(|h| u64::from_str_radix(h, 16).ok()).expect("sk:COOKIE");
-    let drops = line.split(",d").nth(1).and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).expect("skmem d<N>");
-    (cookie, recv_q, drops)
-}
-
 /// Two `SO_REUSEPORT` listeners share a port; the server accepts from one
 /// and the other stalls. Each listener's accepts must be what the server
 /// accepted from it, its arrivals those plus what `ss` shows still queued,
@@ -227,24 +217,8 @@ fn reuseport_split_shows_the_stalled_listener() {
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     let before = ns.counters();
     let a = addr("127.0.0.1", p);
-    let reuse = || {
-        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        s.set_reuse_port(true).expect("reuseport");
-        s.bind(&a.into()).expect("bind");
-        s.listen(4).expect("listen");
-        s
-    };
-    let (busy, stalled) = ns.run(|| (reuse(), reuse()));
-    busy.set_nonblocking(true).expect("nonblocking");
-    let mut served = Vec::new();
-    let mut clients = Vec::new();
-    for _ in 0..30 {
-        clients.push(ns.run(|| common::connect_nonblocking(a)));
-        std::thread::sleep(Duration::from_millis(20));
-        while let Ok((s, _)) = busy.accept() {
-            served.push(s);
-        }
-    }
+    let (busy, stalled) = ns.run(|| (reuseport_listener(a, 4), reuseport_listener(a, 4)));
+    let (mut served, clients) = burst_accepting(&ns, a, &busy, 30);
     std::thread::sleep(Duration::from_millis(300));
     while let Ok((s, _)) = busy.accept() {
         served.push(s);
@@ -252,8 +226,7 @@ fn reuseport_split_shows_the_stalled_listener() {
     // No more SYN retransmissions: the drop counters stop.
     drop(clients);
     std::thread::sleep(Duration::from_millis(300));
-    let ss: Vec<(u64, u64, u64)> =
-        ns.exec(&["ss", "-ltnmeH", &format!("sport = :{p}")]).replace("\n\t", " ").lines().map(ss_listener).collect();
+    let ss = ns.ss_listeners(p);
     let after = ns.counters();
     let done = q.stop(libc::SIGINT);
     drop((busy, stalled));
@@ -262,12 +235,12 @@ fn reuseport_split_shows_the_stalled_listener() {
     let listeners = s["listeners"].as_array().unwrap_or_else(|| panic!("per-listener split: {s}"));
     assert_eq!(listeners.len(), 2, "{s}");
     assert_eq!(ss.len(), 2, "{ss:?}");
-    for (cookie, queued, drops) in ss {
-        let l = listeners.iter().find(|l| l["cookie"] == cookie).unwrap_or_else(|| panic!("listener {cookie} in {s}"));
-        let accepted = if queued == 0 { served.len() as u64 } else { 0 };
+    for ss in ss {
+        let l = listeners.iter().find(|l| l["cookie"] == ss.cookie).unwrap_or_else(|| panic!("listener {} in {s}", ss.cookie));
+        let accepted = if ss.recv_q == 0 { served.len() as u64 } else { 0 };
         assert_eq!(l["accepts"], accepted, "{l}");
-        assert_eq!(l["arrivals"], accepted + queued, "{l}");
-        assert_eq!(l["drops"], drops, "{l}");
+        assert_eq!(l["arrivals"], accepted + ss.recv_q, "{l}");
+        assert_eq!(l["drops"], ss.drops, "{l}");
     }
     assert!(listeners.iter().any(|l| l["accepts"] == 0 && l["drops"].as_u64() > Some(0)), "the stalled listener overflowed: {s}");
     assert_eq!(s["accepts"], served.len() as u64);

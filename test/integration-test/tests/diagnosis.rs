@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ack_scenario, addr, bin, connect, connect_nonblocking, listener, port, settle, unsupported, Counters, NetNs, Qtrace};
+use common::{
+    ack_scenario, addr, bin, burst_accepting, connect, connect_nonblocking, listener, port, reuseport_listener, settle, unsupported,
+    Counters, NetNs, Qtrace,
+};
 use serde_json::Value;
 use socket2::Socket;
 
@@ -327,25 +330,9 @@ fn doctor_names_a_stalled_reuseport_listener() {
     let ns = NetNs::new(&[]);
     let p = port();
     let a = addr("127.0.0.1", p);
-    let reuse = || {
-        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        s.set_reuse_port(true).expect("reuseport");
-        s.bind(&a.into()).expect("bind");
-        s.listen(4).expect("listen");
-        s
-    };
     let Window { done, _kept: (served, stalled_ino, _sockets), .. } = doctor_window(&ns, p, "3", || {
-        let (busy, stalled) = ns.run(|| (reuse(), reuse()));
-        busy.set_nonblocking(true).expect("nonblocking");
-        let mut served = Vec::new();
-        let mut clients = Vec::new();
-        for _ in 0..30 {
-            clients.push(ns.run(|| connect_nonblocking(a)));
-            std::thread::sleep(Duration::from_millis(20));
-            while let Ok((s, _)) = busy.accept() {
-                served.push(s);
-            }
-        }
+        let (busy, stalled) = ns.run(|| (reuseport_listener(a, 4), reuseport_listener(a, 4)));
+        let (served, clients) = burst_accepting(&ns, a, &busy, 30);
         let ino = std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&stalled))).map(|m| {
             use std::os::unix::fs::MetadataExt as _;
             m.ino()
@@ -357,11 +344,10 @@ fn doctor_names_a_stalled_reuseport_listener() {
     }
     let f = finding(&done, "accept_imbalance", Some(p));
     assert_eq!(f["severity"], "warning");
-    let ss = ns.exec(&["ss", "-ltnmeH", &format!("sport = :{p}")]).replace("\n\t", " ");
-    let line = ss.lines().find(|l| l.contains(&format!("ino:{stalled_ino} "))).unwrap_or_else(|| panic!("stalled listener in {ss}"));
-    let drops: u64 = line.split(",d").nth(1).and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).expect("d<N>");
-    assert!(drops > 0, "the stalled listener dropped: {line}");
-    assert_eq!(f["evidence"]["listener_drops"], drops);
+    let ss = ns.ss_listeners(p);
+    let stalled = ss.iter().find(|l| l.inode == stalled_ino).unwrap_or_else(|| panic!("stalled listener in {ss:?}"));
+    assert!(stalled.drops > 0, "the stalled listener dropped: {stalled:?}");
+    assert_eq!(f["evidence"]["listener_drops"], stalled.drops);
     assert_eq!(f["evidence"]["accepts"], 0);
     assert_eq!(f["evidence"]["siblings"][0]["accepts"], served);
 }

@@ -682,3 +682,62 @@ pub(crate) fn daemonset_capabilities(yaml: &str) -> Vec<String> {
         .map(|c| c.trim().to_owned())
         .collect()
 }
+
+/// A listener with `SO_REUSEPORT`, one of a group sharing `addr`.
+pub(crate) fn reuseport_listener(addr: SocketAddr, backlog: i32) -> Socket {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    s.set_reuse_port(true).expect("reuseport");
+    s.bind(&addr.into()).expect("bind");
+    s.listen(backlog).expect("listen");
+    s
+}
+
+/// `n` clients connecting to `addr` 20 ms apart, from inside `ns`, with
+/// `busy` (nonblocking) accepting whatever reached it in between: the
+/// connections it accepted, and the clients.
+pub(crate) fn burst_accepting(ns: &NetNs, addr: SocketAddr, busy: &Socket, n: usize) -> (Vec<Socket>, Vec<Socket>) {
+    busy.set_nonblocking(true).expect("nonblocking");
+    let (mut served, mut clients) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        clients.push(ns.run(|| connect_nonblocking(addr)));
+        std::thread::sleep(Duration::from_millis(20));
+        while let Ok((s, _)) = busy.accept() {
+            served.push(s);
+        }
+    }
+    (served, clients)
+}
+
+/// One listener as `ss -ltnme` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SsListener {
+    pub inode: u64,
+    /// `sk:`, in decimal.
+    pub cookie: u64,
+    pub recv_q: u64,
+    /// `skmem`'s `d`: the listener's drop counter.
+    pub drops: u64,
+}
+
+impl NetNs {
+    /// The listeners on `port`, as `ss -ltnme` shows them.
+    pub(crate) fn ss_listeners(&self, port: u16) -> Vec<SsListener> {
+        // Each socket's skmem comes on a continuation line of its own.
+        let text = self.exec(&["ss", "-ltnmeH", &format!("sport = :{port}")]).replace("\n\t", " ");
+        text.lines().map(ss_listener).collect()
+    }
+}
+
+fn ss_listener(line: &str) -> SsListener {
+    let word = |prefix: &str| line.split_whitespace().find_map(|w| w.strip_prefix(prefix).map(str::to_owned));
+    SsListener {
+        inode: word("ino:").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("ino: in {line}")),
+        cookie: word("sk:").and_then(|h| u64::from_str_radix(&h, 16).ok()).unwrap_or_else(|| panic!("sk: in {line}")),
+        recv_q: line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("Recv-Q in {line}")),
+        drops: line
+            .split(",d")
+            .nth(1)
+            .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or_else(|| panic!("skmem d<N> in {line}")),
+    }
+}
