@@ -224,10 +224,12 @@ pub mod stat {
     /// Accept-queue waits not in the histograms: the histogram map was full.
     pub const ACCEPT_WAIT_MAP_FULL: u32 = 7;
     /// Queued connections that left the queue through an `accept()` qtrace
-    /// does not trace (io_uring's `IORING_OP_ACCEPT`, `kernel_accept()`):
-    /// seen only when they closed, already accepted.
+    /// does not trace (io_uring's `IORING_OP_ACCEPT`, `kernel_accept()`,
+    /// 32-bit compat calls, MPTCP subflows): seen as they closed, already
+    /// grafted onto a socket.
     pub const ACCEPT_UNSEEN: u32 = 8;
-    /// Accepts not attributed to their listener: the listener map was full.
+    /// Accepts not attributed to their listener: the listener map was
+    /// full, or more threads than `ACCEPTING` holds were in `accept()`.
     pub const LISTENER_ACCEPTS_FULL: u32 = 9;
     /// Number of slots.
     pub const LEN: u32 = 10;

@@ -255,8 +255,10 @@ fn accepting(ctx: &TracePointContext) {
     }
     let fd: u64 = read(ctx.as_ptr() as u64, cfg.tp_accept_fd);
     // A full map (4096 threads in accept() at once) loses the listener
-    // of this call only: its wait is still measured.
-    let _ = ACCEPTING.insert(bpf_get_current_pid_tgid(), fd, 0);
+    // of this call only, counted: its wait is still measured.
+    if ACCEPTING.insert(bpf_get_current_pid_tgid(), fd, 0).is_err() {
+        bump(stat::LISTENER_ACCEPTS_FULL);
+    }
 }
 
 /// Counts one accept for the listener behind descriptor `fd`, if watched.

@@ -155,6 +155,7 @@ impl KernelInputs for KernelMaps {
             queued_map_full: get(stat::QUEUED_FULL)?,
             wait_map_full: get(stat::ACCEPT_WAIT_MAP_FULL)?,
             accept_unseen: get(stat::ACCEPT_UNSEEN)?,
+            listener_accepts_lost: get(stat::LISTENER_ACCEPTS_FULL)?,
         })
     }
 

@@ -451,6 +451,7 @@ fn encode_totals(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
             ("queued_map_full", l.queued_map_full),
             ("wait_map_full", l.wait_map_full),
             ("accept_unseen", l.accept_unseen),
+            ("listener_accepts_lost", l.listener_accepts_lost),
         ]
         .into_iter()
         .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),

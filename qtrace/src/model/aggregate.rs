@@ -167,6 +167,10 @@ pub struct Losses {
     /// Queued connections accepted through a path qtrace does not trace
     /// (io_uring, in-kernel accepts): their waits are not measured.
     pub accept_unseen: u64,
+    /// Accepts not attributed to their listener (its map was full, or too
+    /// many threads were in `accept()` at once): in the port's waits, not
+    /// in its listeners' accepts.
+    pub listener_accepts_lost: u64,
 }
 
 #[derive(Debug, Default)]

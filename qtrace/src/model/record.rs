@@ -611,6 +611,7 @@ mod tests {
             queued_map_full: 7,
             wait_map_full: 8,
             accept_unseen: 9,
+            listener_accepts_lost: 10,
         };
         let records = [
             Record::Start(&start),
