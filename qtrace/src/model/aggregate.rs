@@ -388,20 +388,7 @@ impl Aggregator {
                 q.1 += l.accept_queue_max;
             }
         }
-        // Listeners that closed keep their final delta.
-        let closed: Vec<(u32, u64)> = self.tracks.keys().filter(|id| !live.contains(id)).copied().collect();
-        for id in closed {
-            if let Some(t) = self.tracks.remove(&id) {
-                let last = self.finals.remove(&id).unwrap_or(t.last);
-                let st = self.ports.entry(PortKey { netns: id.0, port: t.port }).or_default();
-                st.closed_drops += u64::from(last.wrapping_sub(t.baseline));
-                if let Some(f) = st.listeners.get_mut(&id.1) {
-                    f.drops = u64::from(last.wrapping_sub(t.baseline));
-                }
-            }
-        }
-        // Only closed listeners have finals; anything left is stale.
-        self.finals.clear();
+        self.close_tracks(&live);
         self.update_flows(snapshot, first);
         let mut per_port: HashMap<PortKey, u64> = HashMap::new();
         for ((netns, _), t) in &self.tracks {
@@ -427,6 +414,25 @@ impl Aggregator {
             }
         }
         out
+    }
+
+    /// Folds the drop counters of tracked listeners missing from `live`
+    /// (closed) into their port, with their final value where the kernel
+    /// recorded one.
+    fn close_tracks(&mut self, live: &HashSet<(u32, u64)>) {
+        let closed: Vec<(u32, u64)> = self.tracks.keys().filter(|id| !live.contains(id)).copied().collect();
+        for id in closed {
+            if let Some(t) = self.tracks.remove(&id) {
+                let last = self.finals.remove(&id).unwrap_or(t.last);
+                let st = self.ports.entry(PortKey { netns: id.0, port: t.port }).or_default();
+                st.closed_drops += u64::from(last.wrapping_sub(t.baseline));
+                if let Some(f) = st.listeners.get_mut(&id.1) {
+                    f.drops = u64::from(last.wrapping_sub(t.baseline));
+                }
+            }
+        }
+        // Only closed listeners have finals; anything left is stale.
+        self.finals.clear();
     }
 
     /// Takes the owners of each port's listeners now; ports without
