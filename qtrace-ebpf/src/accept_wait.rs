@@ -42,7 +42,6 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuHashMap},
     programs::TracePointContext,
-    EbpfContext as _,
 };
 use qtrace_common::{
     stat, wait, Config, ListenerAccepts, ListenerSocket, Queued, WaitKey, ACCEPT_WAIT_MAX, LISTENER_ACCEPTS_MAX, OFFSET_NONE, QUEUED_MAX,
@@ -51,6 +50,7 @@ use qtrace_common::{
 use crate::emit::{bump, watched};
 use crate::kmem::{identity, read, Identity};
 use crate::maps::config;
+use crate::record;
 
 #[map]
 pub(crate) static QUEUED: HashMap<u64, Queued> = HashMap::with_max_entries(QUEUED_MAX, 0);
@@ -158,7 +158,7 @@ pub(crate) fn child_left(cfg: &Config, child: u64) {
 #[tracepoint]
 pub(crate) fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
-    let sk: u64 = read(ctx.as_ptr() as u64, cfg.tp_destroy_skaddr);
+    let sk = record::u64_at(&ctx, cfg.tp_destroy_skaddr);
     if !maybe_queued(cfg, sk) {
         return 0;
     }
@@ -253,7 +253,7 @@ fn accepting(ctx: &TracePointContext) {
     if cfg.tp_accept_fd == OFFSET_NONE {
         return;
     }
-    let fd: u64 = read(ctx.as_ptr() as u64, cfg.tp_accept_fd);
+    let fd = record::u64_at(ctx, cfg.tp_accept_fd);
     // A full map (4096 threads in accept() at once) loses the listener
     // of this call only, counted: its wait is still measured.
     if ACCEPTING.insert(bpf_get_current_pid_tgid(), fd, 0).is_err() {
@@ -311,7 +311,7 @@ fn accepted(ctx: &TracePointContext) {
     if listener_fd.is_some() {
         let _ = ACCEPTING.remove(pid_tgid);
     }
-    let ret: i64 = read(ctx.as_ptr() as u64, cfg.tp_accept_ret);
+    let ret = record::u64_at(ctx, cfg.tp_accept_ret) as i64;
     if ret < 0 {
         return;
     }

@@ -15,12 +15,11 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap},
     programs::TracePointContext,
-    EbpfContext as _,
 };
 use qtrace_common::{ListenCall, ListenKey, LISTEN_CALLS_MAX, OFFSET_NONE};
 
-use crate::kmem::read;
 use crate::maps::config;
+use crate::record;
 
 #[map]
 pub(crate) static LISTEN_CALLS: LruHashMap<ListenKey, ListenCall> = LruHashMap::with_max_entries(LISTEN_CALLS_MAX, 0);
@@ -36,10 +35,9 @@ pub(crate) fn sys_enter_listen(ctx: TracePointContext) -> u32 {
     if cfg.tp_listen_fd == OFFSET_NONE || cfg.tp_listen_backlog == OFFSET_NONE {
         return 0;
     }
-    let rec = ctx.as_ptr() as u64;
     // Syscall arguments are `unsigned long` slots; both are C ints.
-    let fd: u64 = read(rec, cfg.tp_listen_fd);
-    let backlog: u64 = read(rec, cfg.tp_listen_backlog);
+    let fd = record::u64_at(&ctx, cfg.tp_listen_fd);
+    let backlog = record::u64_at(&ctx, cfg.tp_listen_backlog);
     let id = bpf_get_current_pid_tgid();
     // SAFETY: helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
@@ -59,7 +57,7 @@ pub(crate) fn sys_exit_listen(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = LISTEN_PENDING.remove(id);
-    let ret: i64 = read(ctx.as_ptr() as u64, cfg.tp_listen_ret);
+    let ret = record::u64_at(&ctx, cfg.tp_listen_ret) as i64;
     if ret == 0 {
         let key = ListenKey { tgid: (id >> 32) as u32, fd: call.fd };
         let _ = LISTEN_CALLS.insert(key, call, 0);

@@ -28,7 +28,6 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap},
     programs::TracePointContext,
-    EbpfContext as _,
 };
 use qtrace_common::{stat, ClosedListener, Config, ListenStart, CLOSED_LISTENERS_MAX, LISTEN_STARTS_MAX, OFFSET_NONE, TCP_LISTEN};
 
@@ -36,6 +35,7 @@ use crate::accept_wait;
 use crate::emit::{bump, watched};
 use crate::kmem::{identity, read};
 use crate::maps::config;
+use crate::record;
 
 #[map]
 pub(crate) static CLOSED_LISTENERS: LruHashMap<u64, ClosedListener> = LruHashMap::with_max_entries(CLOSED_LISTENERS_MAX, 0);
@@ -57,9 +57,8 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if cfg.tp_state_skaddr == OFFSET_NONE || cfg.tp_state_oldstate == OFFSET_NONE || cfg.tp_state_newstate == OFFSET_NONE {
         return 0;
     }
-    let rec = ctx.as_ptr() as u64;
-    let old = read::<i32>(rec, cfg.tp_state_oldstate);
-    let new = read::<i32>(rec, cfg.tp_state_newstate);
+    let old = record::u32_at(&ctx, cfg.tp_state_oldstate) as i32;
+    let new = record::u32_at(&ctx, cfg.tp_state_newstate) as i32;
     let listen = i32::from(TCP_LISTEN);
     let leaving = matches!(new, TCP_CLOSE | TCP_FIN_WAIT1 | TCP_LAST_ACK);
     if new != listen && !leaving && !(old == listen && new == TCP_SYN_RECV) {
@@ -69,10 +68,10 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // on some builds: then only TCP sockets were traced). An MPTCP
     // listener's subflow is a TCP socket and passes here as one, which is
     // what sock_diag's TCP dump lists.
-    if cfg.tp_state_protocol != OFFSET_NONE && read::<u16>(rec, cfg.tp_state_protocol) != IPPROTO_TCP {
+    if cfg.tp_state_protocol != OFFSET_NONE && record::u16_at(&ctx, cfg.tp_state_protocol) != IPPROTO_TCP {
         return 0;
     }
-    let sk: u64 = read(rec, cfg.tp_state_skaddr);
+    let sk = record::u64_at(&ctx, cfg.tp_state_skaddr);
     match (old == listen, new) {
         (false, n) if n == listen => listen_started(cfg, sk),
         (true, TCP_CLOSE) => listener_closed(cfg, sk),

@@ -27,6 +27,7 @@ mod kmem;
 mod listen_calls;
 mod listener_close;
 mod maps;
+mod record;
 mod syn_stage;
 mod tracepoints;
 

@@ -22,12 +22,13 @@
 //! kallsyms. SYN-stage drops never pass here (`consume_skb`): userspace
 //! derives them from the listener's drop counter.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext as _};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use qtrace_common::{hook, kind, range, stat, Config, OFFSET_NONE, TCP_LISTEN};
 
 use crate::emit::{bump, count, emit, watched};
 use crate::kmem::{identity, queues, read, sysctl};
 use crate::maps::config;
+use crate::record;
 
 /// Whether `addr` lies in the kernel function `range::*` names.
 #[inline(always)]
@@ -43,12 +44,11 @@ fn on_kfree_skb(ctx: &TracePointContext) {
         return;
     }
     // Record fields at offsets from this kernel's format file.
-    let rec = ctx.as_ptr() as u64;
-    let sk: u64 = read(rec, cfg.tp_kfree_skb_rx_sk);
+    let sk = record::u64_at(ctx, cfg.tp_kfree_skb_rx_sk);
     if sk == 0 {
         return;
     }
-    let reason: u32 = read(rec, cfg.tp_kfree_skb_reason);
+    let reason = record::u32_at(ctx, cfg.tp_kfree_skb_reason);
     if reason == cfg.reason_listen_overflow {
         // tcp_check_req: a request's final ACK, accept queue full.
         let id = identity(cfg, sk);
@@ -61,7 +61,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
         }
         let q = queues(cfg, sk);
         let k = if sysctl(cfg, id.net, cfg.net_abort_on_overflow) != 0 { kind::ACK_OVERFLOW_RESET } else { kind::ACK_OVERFLOW };
-        emit(cfg, k, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
+        emit(cfg, k, hook::TP_KFREE_SKB, &id, sk, record::u64_at(ctx, cfg.tp_kfree_skb_skbaddr), &q);
         return;
     }
     // Everything else only matters when the socket is a listener.
@@ -72,7 +72,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
-    let location: u64 = read(rec, cfg.tp_kfree_skb_location);
+    let location = record::u64_at(ctx, cfg.tp_kfree_skb_location);
     if reason == cfg.reason_no_socket
         && (in_range(cfg, range::COOKIE_V4_CHECK, location) || in_range(cfg, range::COOKIE_V6_CHECK, location))
     {
@@ -80,7 +80,7 @@ fn on_kfree_skb(ctx: &TracePointContext) {
         // child; with the accept queue full that is a syncookie ACK overflow.
         let q = queues(cfg, sk);
         if q.accept_queue_full() {
-            emit(cfg, kind::COOKIE_ACK_OVERFLOW, hook::TP_KFREE_SKB, &id, sk, read(rec, cfg.tp_kfree_skb_skbaddr), &q);
+            emit(cfg, kind::COOKIE_ACK_OVERFLOW, hook::TP_KFREE_SKB, &id, sk, record::u64_at(ctx, cfg.tp_kfree_skb_skbaddr), &q);
         }
     } else if in_range(cfg, range::TCP_V4_RCV, location) || in_range(cfg, range::TCP_V6_RCV, location) {
         // tcp_v4_rcv / tcp_v6_rcv discarding for a listener goes through
