@@ -316,11 +316,13 @@ pub struct Queued {
 }
 const _: () = assert!(core::mem::size_of::<Queued>() == 16);
 
-/// Key of [`MAP_LISTENER_ACCEPTS`]: the listener's address and inode.
+/// Key of [`MAP_LISTENER_ACCEPTS`]: the address of the listener's
+/// `struct socket`, and its inode number (a listener made where a freed
+/// one was, as the slab has it at once, is another key).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ListenerSocket {
-    pub sk: u64,
+    pub socket: u64,
     pub inode: u64,
 }
 const _: () = assert!(core::mem::size_of::<ListenerSocket>() == 16);
@@ -331,7 +333,7 @@ const _: () = assert!(core::mem::size_of::<ListenerSocket>() == 16);
 pub struct ListenerAccepts {
     /// Connections `accept()` returned from the listener on this CPU.
     pub accepts: u64,
-    /// The listener's socket inode (`file->f_inode->i_ino`), which
+    /// The listener's socket inode (`SOCK_INODE(socket)->i_ino`), which
     /// `sock_diag` reports too. Not the socket cookie: the kernel makes that
     /// only when something asks for it, so a listener `sock_diag` has not
     /// dumped yet has none.
@@ -531,7 +533,7 @@ pub struct Config {
     /// `syscalls:sys_exit_listen`: offset of `ret`.
     pub tp_listen_ret: u32,
     /// `sock:inet_sock_set_state`: offsets of `skaddr`, `oldstate`,
-    /// `newstate` and `protocol`.
+    /// `newstate` and `protocol` (and `sport`, further down).
     pub tp_state_skaddr: u32,
     pub tp_state_oldstate: u32,
     pub tp_state_newstate: u32,
@@ -569,16 +571,19 @@ pub struct Config {
     /// `struct sock`: `sk_socket`, NULL until `accept()` grafts the child
     /// onto a `struct socket` (`sock_graft()`).
     pub sk_socket: u32,
-    /// `file.f_inode` and `inode.i_ino`: a socket file's inode number.
-    pub file_f_inode: u32,
-    pub inode_i_ino: u32,
+    /// A socket's inode number from its `struct socket`: the two are
+    /// allocated together as `struct socket_alloc` (`sock_alloc_inode()`),
+    /// so `socket_alloc.vfs_inode` + `inode.i_ino` (`SOCK_INODE()`).
+    pub socket_i_ino: u32,
+    pub _pad: u32,
     /// `tcp:tcp_destroy_sock`: offset of `skaddr`.
     pub tp_destroy_skaddr: u32,
-    /// `struct inet_sock`: `inet_sport`, the local port in network order,
+    /// Offset of `sport` in `tcp:tcp_destroy_sock` and in
+    /// `sock:inet_sock_set_state`: the socket's `inet_sport` (host order),
     /// which stays when closing releases the port and zeroes `skc_num`
     /// (`inet_put_port()`).
-    pub inet_sport: u32,
-    pub _pad: u32,
+    pub tp_destroy_sport: u32,
+    pub tp_state_sport: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -692,11 +697,11 @@ impl Config {
             file_private_data: OFFSET_NONE,
             socket_sk: OFFSET_NONE,
             sk_socket: OFFSET_NONE,
-            file_f_inode: OFFSET_NONE,
-            inode_i_ino: OFFSET_NONE,
-            tp_destroy_skaddr: OFFSET_NONE,
-            inet_sport: OFFSET_NONE,
+            socket_i_ino: OFFSET_NONE,
             _pad: 0,
+            tp_destroy_skaddr: OFFSET_NONE,
+            tp_destroy_sport: OFFSET_NONE,
+            tp_state_sport: OFFSET_NONE,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,

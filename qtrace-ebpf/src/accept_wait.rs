@@ -58,7 +58,7 @@ pub(crate) static QUEUED: HashMap<u64, Queued> = HashMap::with_max_entries(QUEUE
 #[map]
 pub(crate) static ACCEPT_WAIT: PerCpuHashMap<WaitKey, u64> = PerCpuHashMap::with_max_entries(ACCEPT_WAIT_MAX, 0);
 
-/// Keyed by the listener's address and inode: a listener made at a freed
+/// Keyed by the listener's `struct socket` and inode: a listener made at a freed
 /// one's address (the slab reuses it at once) is another entry.
 #[map]
 pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<ListenerSocket, ListenerAccepts> =
@@ -70,13 +70,12 @@ pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<ListenerSocket, ListenerAccept
 #[map]
 static QUEUED_PORTS: Array<u8> = Array::with_max_entries(65_536, 0);
 
-/// Whether `sk`'s local port ever had a queued child recorded. From
-/// `inet_sport`: by the time a closing socket's state changes to CLOSE,
-/// `inet_put_port()` has zeroed `skc_num`.
+/// Whether local port `sport` (a record's `sport`, from `inet_sport`: by
+/// the time a closing socket's state changes to CLOSE, `inet_put_port()`
+/// has zeroed `skc_num`) ever had a queued child recorded.
 #[inline(always)]
-fn maybe_queued(cfg: &Config, sk: u64) -> bool {
-    let port = u16::from_be(read::<u16>(sk, cfg.inet_sport));
-    matches!(QUEUED_PORTS.get(u32::from(port)), Some(p) if *p != 0)
+fn maybe_queued(sport: u16) -> bool {
+    matches!(QUEUED_PORTS.get(u32::from(sport)), Some(p) if *p != 0)
 }
 
 /// Non-zero once userspace attached every accept recorder: before that (or
@@ -84,9 +83,14 @@ fn maybe_queued(cfg: &Config, sk: u64) -> bool {
 #[map]
 pub(crate) static ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// `accept()` calls in flight (`pid_tgid` -> the listener's descriptor).
+/// Each thread's latest `accept()` (`pid_tgid` -> the listener's
+/// descriptor). An entry stays after the call and the thread's next call
+/// overwrites it in place: a lookup, where an insert and a delete per call
+/// cost some 250 ns. The LRU evicts threads that stopped accepting; an
+/// entry in use goes only if 4096 other threads enter `accept()` while its
+/// call waits, and that accept is then counted lost.
 #[map]
-static ACCEPTING: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+static ACCEPTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Threads closing a listener (`pid_tgid` -> [(netns << 16) | port, when]):
 /// the queued children reset on that thread within [`CLOSING_NS`] are its.
@@ -141,8 +145,8 @@ pub(crate) fn listener_closing(id: &Identity) {
 /// queued child already grafted onto a socket was accepted by a path not
 /// traced here.
 #[inline(always)]
-pub(crate) fn child_left(cfg: &Config, child: u64) {
-    if !maybe_queued(cfg, child) || read::<u64>(child, cfg.sk_socket) == 0 {
+pub(crate) fn child_left(cfg: &Config, child: u64, sport: u16) {
+    if !maybe_queued(sport) || read::<u64>(child, cfg.sk_socket) == 0 {
         return;
     }
     // SAFETY: only whether there is an entry.
@@ -158,8 +162,11 @@ pub(crate) fn child_left(cfg: &Config, child: u64) {
 #[tracepoint]
 pub(crate) fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
+    if !maybe_queued(record::u16_at(&ctx, cfg.tp_destroy_sport)) {
+        return 0;
+    }
     let sk = record::u64_at(&ctx, cfg.tp_destroy_skaddr);
-    if !maybe_queued(cfg, sk) {
+    if sk == 0 {
         return 0;
     }
     // SAFETY: the value is copied out at once.
@@ -226,7 +233,9 @@ fn fd_table(cfg: &Config) -> (u64, u32) {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, cfg.task_files);
     let fdt: u64 = read(files, cfg.files_fdt);
-    (read(fdt, cfg.fdt_fd), read(fdt, cfg.fdt_max_fds))
+    // `max_fds` and, 8 bytes on, `fd` (checked at load): one read.
+    let [max_fds, fds]: [u64; 2] = read(fdt, cfg.fdt_max_fds);
+    (fds, max_fds as u32)
 }
 
 /// The file at descriptor `fd` of `table`.
@@ -238,12 +247,17 @@ fn file_at((fds, max_fds): (u64, u32), fd: u64) -> u64 {
     read(fds + 8 * fd, 0)
 }
 
-/// The `struct sock` of a socket file (anything else yields garbage that
+/// The `struct socket` of a socket file (anything else yields garbage that
 /// matches no map entry and no watched port).
 #[inline(always)]
+fn socket_of_file(cfg: &Config, file: u64) -> u64 {
+    read(file, cfg.file_private_data)
+}
+
+/// The `struct sock` of a socket file.
+#[inline(always)]
 fn sock_of_file(cfg: &Config, file: u64) -> u64 {
-    let sock: u64 = read(file, cfg.file_private_data);
-    read(sock, cfg.socket_sk)
+    read(socket_of_file(cfg, file), cfg.socket_sk)
 }
 
 /// `accept()` entry: keeps the listener's descriptor for the exit.
@@ -254,20 +268,22 @@ fn accepting(ctx: &TracePointContext) {
         return;
     }
     let fd = record::u64_at(ctx, cfg.tp_accept_fd);
-    // A full map (4096 threads in accept() at once) loses the listener
-    // of this call only, counted: its wait is still measured.
-    if ACCEPTING.insert(bpf_get_current_pid_tgid(), fd, 0).is_err() {
-        bump(stat::LISTENER_ACCEPTS_FULL);
+    let tid = bpf_get_current_pid_tgid();
+    match ACCEPTING.get_ptr_mut(tid) {
+        // SAFETY: this thread's own entry; only it writes there.
+        Some(p) => unsafe { *p = fd },
+        None => {
+            let _ = ACCEPTING.insert(tid, fd, 0);
+        }
     }
 }
 
 /// Counts one accept for the listener behind descriptor `fd`, if watched.
 #[inline(always)]
 fn count_accept(cfg: &Config, table: (u64, u32), fd: u64) {
-    let file = file_at(table, fd);
-    let listener = sock_of_file(cfg, file);
-    let inode: u64 = read(read::<u64>(file, cfg.file_f_inode), cfg.inode_i_ino);
-    let key = ListenerSocket { sk: listener, inode };
+    let socket = socket_of_file(cfg, file_at(table, fd));
+    let inode: u64 = read(socket, cfg.socket_i_ino);
+    let key = ListenerSocket { socket, inode };
     // Only watched listeners have entries: a hit needs no more reads. The
     // CPU that made the entry holds the listener's identity; the other
     // CPUs' slots (zeroed) only count.
@@ -276,7 +292,7 @@ fn count_accept(cfg: &Config, table: (u64, u32), fd: u64) {
         unsafe { (*v).accepts += 1 };
         return;
     }
-    let id = identity(cfg, listener);
+    let id = identity(cfg, read(socket, cfg.socket_sk));
     if !id.valid() || !watched(cfg, &id) {
         return;
     }
@@ -305,17 +321,15 @@ fn accepted(ctx: &TracePointContext) {
     if cfg.tp_accept_ret == OFFSET_NONE {
         return;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let listener_fd = unsafe { ACCEPTING.get(pid_tgid) }.copied();
-    if listener_fd.is_some() {
-        let _ = ACCEPTING.remove(pid_tgid);
-    }
+    // SAFETY: copied out at once. Without an entry, the call began
+    // before qtrace attached (or its entry was evicted, see ACCEPTING).
+    let listener_fd = unsafe { ACCEPTING.get(bpf_get_current_pid_tgid()) }.copied();
     let ret = record::u64_at(ctx, cfg.tp_accept_ret) as i64;
     if ret < 0 {
         return;
     }
     let table = fd_table(cfg);
+    let unnamed = listener_fd.is_none();
     if let Some(fd) = listener_fd {
         count_accept(cfg, table, fd);
     }
@@ -328,6 +342,11 @@ fn accepted(ctx: &TracePointContext) {
         return;
     };
     let _ = QUEUED.remove(child);
+    if unnamed {
+        // A connection that arrived while qtrace ran, accepted by a call
+        // whose listener is unknown: missing from the per-listener counts.
+        bump(stat::LISTENER_ACCEPTS_FULL);
+    }
     // An entry whose socket's end was missed, at an address reused since
     // by a socket of another port.
     // (A child its client reset has released its port: `inet_put_port()`

@@ -277,6 +277,7 @@ pub(crate) fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> 
     cfg.tp_state_oldstate = field("oldstate", 4)?;
     cfg.tp_state_newstate = field("newstate", 4)?;
     cfg.tp_state_protocol = field("protocol", 2).unwrap_or(OFFSET_NONE);
+    cfg.tp_state_sport = field("sport", 2)?;
     cfg.sk_cookie = offset(btf, "sock", "__sk_common.skc_cookie", &[8])?;
     Ok(())
 }
@@ -294,16 +295,23 @@ pub(crate) fn from_accept_formats(calls: &[(TpFormat, TpFormat)], destroy: &TpFo
         Some(f) if f.size == 8 => f.offset,
         _ => bail!("tcp:tcp_destroy_sock has no 8-byte field skaddr"),
     };
+    c.tp_destroy_sport = match destroy.field("sport") {
+        Some(f) if f.size == 2 => f.offset,
+        _ => bail!("tcp:tcp_destroy_sock has no 2-byte field sport"),
+    };
     c.task_files = offset(btf, "task_struct", "files", &[8])?;
     c.files_fdt = offset(btf, "files_struct", "fdt", &[8])?;
     c.fdt_max_fds = offset(btf, "fdtable", "max_fds", &[4])?;
     c.fdt_fd = offset(btf, "fdtable", "fd", &[8])?;
+    // Read as one 16-byte pair, as they have been laid out since 2.6.14.
+    if c.fdt_fd != c.fdt_max_fds + 8 {
+        bail!("fdtable.max_fds at {} and fd at {}: qtrace expects fd 8 bytes after max_fds", c.fdt_max_fds, c.fdt_fd);
+    }
     c.file_private_data = offset(btf, "file", "private_data", &[8])?;
     c.socket_sk = offset(btf, "socket", "sk", &[8])?;
     c.sk_socket = offset(btf, "sock", "sk_socket", &[8])?;
-    c.file_f_inode = offset(btf, "file", "f_inode", &[8])?;
-    c.inode_i_ino = offset(btf, "inode", "i_ino", &[8])?;
-    c.inet_sport = offset(btf, "inet_sock", "inet_sport", &[2])?;
+    let vfs_inode = btf.field("socket_alloc", "vfs_inode").context("reading socket_alloc.vfs_inode from the kernel's BTF")?;
+    c.socket_i_ino = vfs_inode.offset + offset(btf, "inode", "i_ino", &[8])?;
     *cfg = c;
     Ok(())
 }
