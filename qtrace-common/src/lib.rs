@@ -229,7 +229,9 @@ pub mod stat {
     /// grafted onto a socket.
     pub const ACCEPT_UNSEEN: u32 = 8;
     /// Accepts not attributed to their listener: the listener map was
-    /// full, or more threads than `ACCEPTING` holds were in `accept()`.
+    /// full, or a connection queued while qtrace ran was accepted by a call
+    /// whose listener is unknown (the call began before qtrace attached, or
+    /// more threads than `ACCEPTING` holds entered `accept()` meanwhile).
     pub const LISTENER_ACCEPTS_FULL: u32 = 9;
     /// Number of slots.
     pub const LEN: u32 = 10;
