@@ -35,7 +35,7 @@
 //! completion except for Fast Open, whose child is born at the SYN (and
 //! may be accepted still in SYN_RECV).
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{BPF_EXIST, BPF_NOEXIST};
 use aya_ebpf::maps::Array;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
@@ -64,15 +64,42 @@ pub(crate) static ACCEPT_WAIT: PerCpuHashMap<WaitKey, u64> = PerCpuHashMap::with
 pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<ListenerSocket, ListenerAccepts> =
     PerCpuHashMap::with_max_entries(LISTENER_ACCEPTS_MAX, 0);
 
-/// Non-zero at the local ports of queued children ever recorded: the
-/// closing and destroyed sockets of other ports (every client socket of
-/// the machine, say) cost an array read, not a hash lookup.
+/// How many `QUEUED` entries each local port has (all namespaces
+/// together): a socket closing or destroyed on a port with none (every
+/// client socket of the machine, and every connection already accepted on
+/// a served port) costs an array read, not a lookup in a large hash map
+/// (some 100 ns, mostly cache misses). Kept with atomic adds, and only
+/// for inserts and deletes that succeeded, so it never falls below the
+/// number of entries.
 #[map]
-static QUEUED_PORTS: Array<u8> = Array::with_max_entries(65_536, 0);
+static QUEUED_PORTS: Array<u64> = Array::with_max_entries(65_536, 0);
+
+/// Adds `n` (wrapping: `u64::MAX` takes one away) to `port`'s count.
+#[inline(always)]
+fn queued_count_add(port: u16, n: u64) {
+    if let Some(p) = QUEUED_PORTS.get_ptr_mut(u32::from(port)) {
+        // SAFETY: an array slot that lives as long as the map. The add is
+        // atomic against the other CPUs' (BPF_XADD, on every kernel; the
+        // BPF target has no atomic read-modify-write in `core`).
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({p} + 0) += {n}", p = in(reg) p, n = in(reg) n, options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// Removes `sk`'s entry, which held `q`; false if another CPU did first.
+#[inline(always)]
+fn unqueue(sk: u64, q: &Queued) -> bool {
+    let removed = QUEUED.remove(sk).is_ok();
+    if removed {
+        queued_count_add(q.port, u64::MAX);
+    }
+    removed
+}
 
 /// Whether local port `sport` (a record's `sport`, from `inet_sport`: by
 /// the time a closing socket's state changes to CLOSE, `inet_put_port()`
-/// has zeroed `skc_num`) ever had a queued child recorded.
+/// has zeroed `skc_num`) has queued children recorded.
 #[inline(always)]
 fn maybe_queued(sport: u16) -> bool {
     matches!(QUEUED_PORTS.get(u32::from(sport)), Some(p) if *p != 0)
@@ -101,35 +128,45 @@ static CLOSING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0
 /// it: `inet_csk_listen_stop()` resets them in one loop, right away.
 const CLOSING_NS: u64 = 1_000_000_000;
 
+/// `-EEXIST`, as a map insert with `BPF_NOEXIST` fails on a key present.
+const EEXIST: i32 = -17;
+
 /// `enum tcp_state` values.
 const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_CLOSE: u8 = 7;
 
-/// A child socket was made for a completed handshake on listener port
-/// `id.port`: it is queued from now.
+/// A child socket was made for a completed handshake on the listener's
+/// port `sport` (the record's: the clone has the listener's): it is
+/// queued from now.
 #[inline(always)]
-pub(crate) fn child_made(cfg: &Config, child: u64) {
+pub(crate) fn child_made(cfg: &Config, child: u64, sport: u16) {
     if !matches!(ARMED.get(0), Some(a) if *a != 0) {
         return;
     }
-    let id = identity(cfg, child);
+    let net: u64 = read(child, cfg.sk_net);
+    let id = Identity { net, netns: read(net, cfg.net_inum), port: sport };
     if !id.valid() || !watched(cfg, &id) {
         // An entry left at this address by a socket whose end was missed
         // must not pass for this one.
-        let _ = QUEUED.remove(child);
+        // SAFETY: copied out at once.
+        if let Some(stale) = unsafe { QUEUED.get(child) }.copied() {
+            unqueue(child, &stale);
+        }
         return;
     }
     // SAFETY: helper without preconditions.
     let queued_ns = unsafe { bpf_ktime_get_ns() };
     let q = Queued { queued_ns, netns: id.netns, port: id.port, _pad: [0; 2] };
-    // BPF_ANY: a socket address reused after a child we missed the end of
-    // starts afresh.
-    if QUEUED.insert(child, q, 0).is_err() {
-        bump(stat::QUEUED_FULL);
-    }
-    if let Some(p) = QUEUED_PORTS.get_ptr_mut(u32::from(id.port)) {
-        // SAFETY: an array slot; racing writers all write 1.
-        unsafe { *p = 1 };
+    match QUEUED.insert(child, q, u64::from(BPF_NOEXIST)) {
+        Ok(()) => queued_count_add(id.port, 1),
+        // An entry left at this address by a child whose end was missed:
+        // replaced, and counted under its own port still (a count too
+        // high costs lookups, never entries).
+        Err(EEXIST) => {
+            let _ = QUEUED.insert(child, q, u64::from(BPF_EXIST));
+            queued_count_add(id.port, 1);
+        }
+        Err(_) => bump(stat::QUEUED_FULL),
     }
 }
 
@@ -149,12 +186,13 @@ pub(crate) fn child_left(cfg: &Config, child: u64, sport: u16) {
     if !maybe_queued(sport) || read::<u64>(child, cfg.sk_socket) == 0 {
         return;
     }
-    // SAFETY: only whether there is an entry.
-    if unsafe { QUEUED.get(child) }.is_none() {
+    // SAFETY: copied out at once.
+    let Some(q) = unsafe { QUEUED.get(child) }.copied() else {
         return;
+    };
+    if unqueue(child, &q) {
+        bump(stat::ACCEPT_UNSEEN);
     }
-    bump(stat::ACCEPT_UNSEEN);
-    let _ = QUEUED.remove(child);
 }
 
 /// `tcp:tcp_destroy_sock`: a socket is freed; a queued child's entry goes,
@@ -173,7 +211,9 @@ pub(crate) fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     let Some(q) = (unsafe { QUEUED.get(sk) }).copied() else {
         return 0;
     };
-    let _ = QUEUED.remove(sk);
+    if !unqueue(sk, &q) {
+        return 0;
+    }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let port = (u64::from(q.netns) << 16) | u64::from(q.port);
@@ -341,7 +381,9 @@ fn accepted(ctx: &TracePointContext) {
     let Some(q) = (unsafe { QUEUED.get(child) }).copied() else {
         return;
     };
-    let _ = QUEUED.remove(child);
+    if !unqueue(child, &q) {
+        return;
+    }
     if unnamed {
         // A connection that arrived while qtrace ran, accepted by a call
         // whose listener is unknown: missing from the per-listener counts.

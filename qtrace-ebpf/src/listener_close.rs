@@ -75,7 +75,7 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     match (old == listen, new) {
         (false, n) if n == listen => listen_started(cfg, sk),
         (true, TCP_CLOSE) => listener_closed(cfg, sk),
-        (true, TCP_SYN_RECV) => accept_wait::child_made(cfg, sk),
+        (true, TCP_SYN_RECV) => accept_wait::child_made(cfg, sk, record::u16_at(&ctx, cfg.tp_state_sport)),
         (false, TCP_CLOSE | TCP_FIN_WAIT1 | TCP_LAST_ACK) => accept_wait::child_left(cfg, sk, record::u16_at(&ctx, cfg.tp_state_sport)),
         _ => {}
     }
