@@ -508,11 +508,6 @@ impl Qtrace {
         self.wait()
     }
 
-    /// Whether it is still running (has not exited yet).
-    pub(crate) fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// Waits for it to end by itself and collects its NDJSON output.
     pub(crate) fn wait(mut self) -> Finished {
         let status = self.child.wait().expect("qtrace exits");
