@@ -94,6 +94,10 @@ pub const LISTENER_ACCEPTS_MAX: u32 = 4096;
 /// Entries of [`MAP_ACCEPT_WAIT`] (a port uses one per bucket it has seen,
 /// plus four); inserts beyond are counted in [`stat::ACCEPT_WAIT_MAP_FULL`].
 pub const ACCEPT_WAIT_MAX: u32 = 16_384;
+/// Threads whose latest `accept()` the eBPF side keeps (alive threads that
+/// ever accepted); a thread beyond has its accepts counted in
+/// [`stat::LISTENER_ACCEPTS_FULL`].
+pub const ACCEPTING_MAX: u32 = 16_384;
 
 // Programs of the eBPF object, by the name userspace loads them by. aya-ebpf's
 // attribute macros name a program after its function and take no other name
@@ -131,8 +135,11 @@ pub const PROG_SYS_ENTER_ACCEPT4: &str = "sys_enter_accept4";
 pub const PROG_SYS_ENTER_ACCEPT: &str = "sys_enter_accept";
 /// ... and `tcp:tcp_destroy_sock`, where every queued child ends.
 pub const PROG_TCP_DESTROY_SOCK: &str = "tcp_destroy_sock";
+/// ... and `sched:sched_process_exit`, where a thread's record of its
+/// latest `accept()` goes.
+pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
 /// Every `PROG_*` above, once.
-pub const PROGRAMS: [&str; 19] = [
+pub const PROGRAMS: [&str; 20] = [
     PROG_FENTRY_TCP_CONN_REQUEST,
     PROG_FEXIT_TCP_CONN_REQUEST,
     PROG_KPROBE_TCP_CONN_REQUEST,
@@ -152,6 +159,7 @@ pub const PROGRAMS: [&str; 19] = [
     PROG_SYS_ENTER_ACCEPT4,
     PROG_SYS_ENTER_ACCEPT,
     PROG_TCP_DESTROY_SOCK,
+    PROG_SCHED_PROCESS_EXIT,
 ];
 
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
@@ -231,7 +239,7 @@ pub mod stat {
     /// Accepts not attributed to their listener: the listener map was
     /// full, or a connection queued while qtrace ran was accepted by a call
     /// whose listener is unknown (the call began before qtrace attached, or
-    /// more threads than `ACCEPTING` holds entered `accept()` meanwhile).
+    /// its thread found `ACCEPTING` full).
     pub const LISTENER_ACCEPTS_FULL: u32 = 9;
     /// Number of slots.
     pub const LEN: u32 = 10;

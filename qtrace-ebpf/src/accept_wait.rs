@@ -44,7 +44,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use qtrace_common::{
-    stat, wait, Config, ListenerAccepts, ListenerSocket, Queued, WaitKey, ACCEPT_WAIT_MAX, LISTENER_ACCEPTS_MAX, OFFSET_NONE, QUEUED_MAX,
+    stat, wait, Config, ListenerAccepts, ListenerSocket, Queued, WaitKey, ACCEPTING_MAX, ACCEPT_WAIT_MAX, LISTENER_ACCEPTS_MAX,
+    OFFSET_NONE, QUEUED_MAX,
 };
 
 use crate::emit::{bump, watched};
@@ -110,14 +111,23 @@ fn maybe_queued(sport: u16) -> bool {
 #[map]
 pub(crate) static ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Each thread's latest `accept()` (`pid_tgid` -> the listener's
-/// descriptor). An entry stays after the call and the thread's next call
-/// overwrites it in place: a lookup, where an insert and a delete per call
-/// cost some 250 ns. The LRU evicts threads that stopped accepting; an
-/// entry in use goes only if 4096 other threads enter `accept()` while its
-/// call waits, and that accept is then counted lost.
+/// The listener descriptor of each thread's `accept()` (`pid_tgid` ->
+/// descriptor, [`CALL_DONE`] once the call returned). An entry stays
+/// between a thread's calls, overwritten in place by the next (a lookup,
+/// where an insert and a delete per call cost some 250 ns), and goes when
+/// the thread exits (`sched:sched_process_exit`). A plain hash, not an LRU:
+/// an LRU evicts in batches from its oldest entries, which are the threads
+/// that have waited longest in `accept()`. Full (more threads than this
+/// that ever accepted, alive at once), a new thread's accepts are counted
+/// lost.
 #[map]
-static ACCEPTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+static ACCEPTING: HashMap<u64, u64> = HashMap::with_max_entries(ACCEPTING_MAX, 0);
+
+/// What an entry of [`ACCEPTING`] holds once its call returned: an exit
+/// without an entry of its own (a call that began before qtrace attached,
+/// or one seccomp emulated, whose enter never fires) must not take the
+/// previous call's listener.
+const CALL_DONE: u64 = u64::MAX;
 
 /// Threads closing a listener (`pid_tgid` -> [(netns << 16) | port, when]):
 /// the queued children reset on that thread within [`CLOSING_NS`] are its.
@@ -310,7 +320,8 @@ fn accepting(ctx: &TracePointContext) {
     let fd = record::u64_at(ctx, cfg.tp_accept_fd);
     let tid = bpf_get_current_pid_tgid();
     match ACCEPTING.get_ptr_mut(tid) {
-        // SAFETY: this thread's own entry; only it writes there.
+        // SAFETY: this thread's own entry: only it writes there, and only
+        // its exit deletes it.
         Some(p) => unsafe { *p = fd },
         None => {
             let _ = ACCEPTING.insert(tid, fd, 0);
@@ -361,9 +372,12 @@ fn accepted(ctx: &TracePointContext) {
     if cfg.tp_accept_ret == OFFSET_NONE {
         return;
     }
-    // SAFETY: copied out at once. Without an entry, the call began
-    // before qtrace attached (or its entry was evicted, see ACCEPTING).
-    let listener_fd = unsafe { ACCEPTING.get(bpf_get_current_pid_tgid()) }.copied();
+    let listener_fd = match ACCEPTING.get_ptr_mut(bpf_get_current_pid_tgid()) {
+        // SAFETY: this thread's own entry, as in `accepting`.
+        Some(p) => unsafe { core::mem::replace(&mut *p, CALL_DONE) },
+        None => CALL_DONE,
+    };
+    let listener_fd = (listener_fd != CALL_DONE).then_some(listener_fd);
     let ret = record::u64_at(ctx, cfg.tp_accept_ret) as i64;
     if ret < 0 {
         return;
@@ -384,11 +398,6 @@ fn accepted(ctx: &TracePointContext) {
     if !unqueue(child, &q) {
         return;
     }
-    if unnamed {
-        // A connection that arrived while qtrace ran, accepted by a call
-        // whose listener is unknown: missing from the per-listener counts.
-        bump(stat::LISTENER_ACCEPTS_FULL);
-    }
     // An entry whose socket's end was missed, at an address reused since
     // by a socket of another port.
     // (A child its client reset has released its port: `inet_put_port()`
@@ -396,6 +405,11 @@ fn accepted(ctx: &TracePointContext) {
     let port: u16 = read(child, cfg.sk_num);
     if port != 0 && port != q.port {
         return;
+    }
+    if unnamed {
+        // A connection that arrived while qtrace ran, accepted by a call
+        // whose listener is unknown: missing from the per-listener counts.
+        bump(stat::LISTENER_ACCEPTS_FULL);
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -407,6 +421,17 @@ fn accepted(ctx: &TracePointContext) {
     if state == TCP_CLOSE_WAIT || state == TCP_CLOSE {
         add(q.netns, q.port, wait::CLIENT_GONE, 1);
     }
+}
+
+/// `sched:sched_process_exit`: the exiting thread's `ACCEPTING` entry goes.
+#[tracepoint]
+pub(crate) fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid();
+    // SAFETY: only whether there is an entry; most threads never accepted.
+    if unsafe { ACCEPTING.get(tid) }.is_some() {
+        let _ = ACCEPTING.remove(tid);
+    }
+    0
 }
 
 #[tracepoint]

@@ -496,7 +496,7 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
     }
     let destroy = read("tcp/tcp_destroy_sock")?.ok_or("this kernel has no tcp:tcp_destroy_sock tracepoint (added in 4.15)")?;
     offsets::from_accept_formats(&formats, &destroy, btf, cfg).map_err(|e| format!("{e:#}"))?;
-    names.push(PROG_TCP_DESTROY_SOCK);
+    names.extend([PROG_TCP_DESTROY_SOCK, PROG_SCHED_PROCESS_EXIT]);
     Ok(names)
 }
 
@@ -505,7 +505,11 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
 /// would take their entries out again.
 fn attach_accepts(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
     for &name in names {
-        let category = if name == PROG_TCP_DESTROY_SOCK { "tcp" } else { "syscalls" };
+        let category = match name {
+            PROG_TCP_DESTROY_SOCK => "tcp",
+            PROG_SCHED_PROCESS_EXIT => "sched",
+            _ => "syscalls",
+        };
         let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
         let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
         p.load().and_then(|()| p.attach(category, name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;

@@ -246,3 +246,53 @@ fn reuseport_split_shows_the_stalled_listener() {
     assert_eq!(s["accepts"], served.len() as u64);
     assert_eq!(s["drops"], after.delta(&before, "ListenDrops"));
 }
+
+/// `pid_tgid` of each thread qtrace keeps the latest `accept()` of
+/// (`bpftool`; keys are little-endian `u64`s).
+fn accepting_threads() -> Vec<u64> {
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "name", "ACCEPTING"]).output().expect("bpftool runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let byte = |b: &Value| u8::from_str_radix(b.as_str().and_then(|s| s.strip_prefix("0x")).expect("a hex byte"), 16).expect("a hex byte");
+    let key = |e: &Value| e["key"].as_array().expect("a key").iter().rev().fold(0u64, |k, b| k << 8 | u64::from(byte(b)));
+    v.as_array().map_or_else(Vec::new, |entries| entries.iter().map(key).collect())
+}
+
+/// A worker thread is already blocked in `accept()` when qtrace starts;
+/// three clients connect and it accepts all three. Its first accept began
+/// before qtrace attached, so its listener is not on record: that accept
+/// is missing from the listener's accepts and counted lost, and the next
+/// two are the listener's. Every connection's wait is measured. Once the
+/// worker has exited, qtrace keeps nothing of it.
+#[test]
+fn a_worker_blocked_before_the_start() {
+    let ns = NetNs::new(&[]);
+    let p = port();
+    let a = addr("127.0.0.1", p);
+    let srv = ns.run(|| listener(a, 16));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        // SAFETY: gettid(2) has no preconditions.
+        tx.send(unsafe { libc::gettid() }).expect("the test waits");
+        (0..3).map(|_| srv.accept().expect("accept").0).collect::<Vec<_>>()
+    });
+    let tid = u64::try_from(rx.recv().expect("the worker's id")).expect("a thread id");
+    let worker_key = u64::from(std::process::id()) << 32 | tid;
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    // Accepts are counted for listeners qtrace has seen (it reads them
+    // once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let conns = clients(&ns, a, 3);
+    let accepted = worker.join().expect("the worker accepted");
+    std::thread::sleep(GAP);
+    let kept = accepting_threads();
+    let done = q.stop(libc::SIGINT);
+    drop((conns, accepted));
+    assert!(done.status.success(), "exit status {:?}, stderr {:?}", done.status, done.stderr);
+    assert!(!kept.contains(&worker_key), "the exited worker's entry stays: {kept:x?}");
+    let losses = done.of_type("losses").last().expect("a losses record");
+    assert_eq!(losses["listener_accepts_lost"], 1, "{losses}");
+    let s = done.summary(p).expect("a summary for the port");
+    assert_eq!(s["accept_wait_ms"]["count"], 3, "{s}");
+    assert_eq!(s["accepts"], 2, "{s}");
+    assert_eq!(s["listeners"][0]["accepts"], 2, "{s}");
+}
