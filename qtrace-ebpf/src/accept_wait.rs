@@ -68,10 +68,13 @@ pub(crate) static LISTENER_ACCEPTS: PerCpuHashMap<ListenerSocket, ListenerAccept
 /// How many `QUEUED` entries each local port has (all namespaces
 /// together): a socket closing or destroyed on a port with none (every
 /// client socket of the machine, and every connection already accepted on
-/// a served port) costs an array read, not a lookup in a large hash map
-/// (some 100 ns, mostly cache misses). Kept with atomic adds, and only
-/// for inserts and deletes that succeeded, so it never falls below the
-/// number of entries.
+/// a served port) costs an array read, not a lookup in a large hash map.
+/// Kept with atomic adds, and only for inserts and deletes that
+/// succeeded, so it does not fall below the number of entries. (One race
+/// could: another thread closing the descriptor `accept()` returned while
+/// its exit runs, and the freed address coming back as a child of another
+/// port before the exit deletes it; that port's count then stays one
+/// high, the first's one low.)
 #[map]
 static QUEUED_PORTS: Array<u64> = Array::with_max_entries(65_536, 0);
 

@@ -483,7 +483,9 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
             Err(e) => Err(format!("reading {}: {e}", path.display())),
         }
     };
-    let mut names = Vec::new();
+    // The thread-exit cleaner first: a thread that accepts and exits
+    // while the others attach leaves nothing behind.
+    let mut names = vec![PROG_SCHED_PROCESS_EXIT];
     let mut formats = Vec::new();
     for (enter, exit) in [(PROG_SYS_ENTER_ACCEPT4, PROG_SYS_EXIT_ACCEPT4), (PROG_SYS_ENTER_ACCEPT, PROG_SYS_EXIT_ACCEPT)] {
         if let (Some(e), Some(x)) = (read(&format!("syscalls/{enter}"))?, read(&format!("syscalls/{exit}"))?) {
@@ -491,12 +493,12 @@ fn accept_formats(tracefs: &Path, btf: &Btf, cfg: &mut Config) -> Result<Vec<&'s
             formats.push((e, x));
         }
     }
-    if names.is_empty() {
+    if formats.is_empty() {
         return Err("this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS is not set)".into());
     }
     let destroy = read("tcp/tcp_destroy_sock")?.ok_or("this kernel has no tcp:tcp_destroy_sock tracepoint (added in 4.15)")?;
     offsets::from_accept_formats(&formats, &destroy, btf, cfg).map_err(|e| format!("{e:#}"))?;
-    names.extend([PROG_TCP_DESTROY_SOCK, PROG_SCHED_PROCESS_EXIT]);
+    names.push(PROG_TCP_DESTROY_SOCK);
     Ok(names)
 }
 

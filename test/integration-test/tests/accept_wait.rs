@@ -284,6 +284,16 @@ fn a_worker_blocked_before_the_start() {
     });
     let tid = u64::try_from(rx.recv().expect("the worker's id")).expect("a thread id");
     let worker_key = u64::from(std::process::id()) << 32 | tid;
+    // Blocked in accept() (its only blocking call) before qtrace attaches.
+    let sleeping = || {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("the worker's stat");
+        stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) == Some("S")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sleeping() {
+        assert!(Instant::now() < deadline, "the worker never blocked in accept()");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
     // Accepts are counted for listeners qtrace has seen (it reads them
     // once a second).
