@@ -17,6 +17,7 @@
 //! kernel x tier x test matrix: pass, FAIL, or the parts a kernel cannot
 //! support and why. A tier a kernel's configuration does not promise
 //! (fentry on arm64 before 6.4) is tried, and qtrace's refusal is its row.
+//! Guests boot two at a time (`QTRACE_VM_JOBS`): see [`parallel_guests`].
 
 use std::fmt::Write as _;
 use std::fs;
@@ -347,7 +348,8 @@ fn initramfs(dir: &Path, guest: &Guest, k: &Kernel, modules: &[&str], script: &s
     let init = root.join("init");
     fs::write(&init, script)?;
     run(Command::new("chmod").arg("755").arg(&init))?;
-    let image = dir.join("initramfs.cpio.gz");
+    // One image per guest: guests boot side by side (`QTRACE_VM_JOBS`).
+    let image = dir.join(format!("initramfs-{}-{}.cpio.gz", guest.arch.deb, k.version));
     let st = Command::new("sh")
         .arg("-c")
         .arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", root.display(), image.display()))
@@ -535,8 +537,16 @@ fn apt_for(dir: &Path, arch: &Arch) -> Result<Vec<String>> {
     Ok(opts)
 }
 
-/// One architecture's kernels, booted in turn: their matrix lines.
-fn arch_matrix(dir: &Path, set: &GuestSet, only: Option<&str>, matrix: &mut String) -> Result<(usize, usize)> {
+/// One guest of the matrix, ready to boot.
+struct Job<'a> {
+    arch: &'a Arch,
+    kernel: Kernel,
+    initrd: PathBuf,
+}
+
+/// One architecture's kernels, each with its initramfs; a pinned kernel
+/// that could not be had is a line of the matrix.
+fn arch_jobs<'a>(dir: &Path, set: &'a GuestSet, only: Option<&str>, matrix: &mut String) -> Result<Vec<Job<'a>>> {
     let arch = set.arch;
     let opts = apt_for(dir, arch)?;
     let (kernels, missing) = kernels(dir, arch, &opts, only)?;
@@ -548,25 +558,66 @@ fn arch_matrix(dir: &Path, set: &GuestSet, only: Option<&str>, matrix: &mut Stri
     bins.extend(set.tests.iter().map(|(suite, bin)| (bin.clone(), format!("{suite}-tests"))));
     let guest = Guest { arch, tools: arch.tool_root(dir, &opts)?, bins };
     let suites: Vec<&str> = set.tests.iter().map(|(s, _)| s.as_str()).collect();
-    let (mut passes, mut failures) = (0, 0);
-    for k in &kernels {
+    let mut jobs = Vec::new();
+    for kernel in kernels {
         let body = TEST_BODY
-            .replace("UNPROMISED", &unpromised(arch, k).join(" "))
+            .replace("UNPROMISED", &unpromised(arch, &kernel).join(" "))
             .replace("TIERS", &arch.tiers.join(" "))
             .replace("SUITES", &suites.join(" "))
-            .replace("EXPECT_TIER", k.expect_tier)
+            .replace("EXPECT_TIER", kernel.expect_tier)
             .replace("AUTO_TEST", AUTO_TEST);
-        let initrd = initramfs(dir, &guest, k, MODULES, &format!("{PRELUDE}{body}"))?;
-        let boot_start = Instant::now();
-        let (console, note) = boot_kernel(arch, k, &initrd);
-        let took = boot_start.elapsed().as_secs_f64();
-        let _ =
-            writeln!(matrix, "== {} {} ({}; auto should pick {}): {took:.0} s{note}", arch.deb, k.version, k.why.join("; "), k.expect_tier);
-        let (p, f) = kernel_matrix(arch, k, &console, matrix);
-        passes += p;
-        failures += f;
+        let initrd = initramfs(dir, &guest, &kernel, MODULES, &format!("{PRELUDE}{body}"))?;
+        jobs.push(Job { arch, kernel, initrd });
     }
-    Ok((passes, failures))
+    Ok(jobs)
+}
+
+/// What one guest printed, with the note of a second boot and how long
+/// it ran.
+struct Booted {
+    console: String,
+    note: &'static str,
+    took: f64,
+}
+
+/// How many guests boot at once: `QTRACE_VM_JOBS`, 2 by default. A guest
+/// under software emulation spends most of its run in the tests' own
+/// waits (retransmission timers, settling, timeouts: measured at about
+/// 0.5 of a host core on average for a two-vCPU guest), so two side by
+/// side on two cores take about half the time of one after the other.
+fn parallel_guests() -> Result<usize> {
+    match std::env::var("QTRACE_VM_JOBS") {
+        Err(_) => Ok(2),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("QTRACE_VM_JOBS: {v:?} is not a number of guests (1 or more)"),
+        },
+    }
+}
+
+/// Boots every job, `parallel` at a time, taking them in order; returns
+/// their consoles in the jobs' order.
+fn boot_all(jobs: &[Job], parallel: usize) -> Vec<Booted> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<Option<Booted>>> = std::sync::Mutex::new(jobs.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                eprintln!("vm-test: booting {} {}", job.arch.deb, job.kernel.version);
+                let start = Instant::now();
+                let (console, note) = boot_kernel(job.arch, &job.kernel, &job.initrd);
+                let booted = Booted { console, note, took: start.elapsed().as_secs_f64() };
+                eprintln!("vm-test: {} {} done after {:.0} s", job.arch.deb, job.kernel.version, booted.took);
+                done.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(booted);
+            });
+        }
+    });
+    let done = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    done.into_iter()
+        .map(|b| b.unwrap_or(Booted { console: "QTRACE-BOOT-FAILED the guest's thread ended early".into(), note: "", took: 0.0 }))
+        .collect()
 }
 
 /// `QTRACE_VM_ARCHES` (`amd64,arm64`, Debian's names) selects
@@ -584,19 +635,34 @@ pub(crate) fn arch_selected(arch: &Arch) -> Result<bool> {
 pub(crate) fn vm_test(sets: &[GuestSet]) -> Result<()> {
     let dir = cache_dir();
     fs::create_dir_all(&dir)?;
+    let parallel = parallel_guests()?;
     let started = Instant::now();
     let (mut passes, mut failures) = (0, 0);
     let mut matrix = String::new();
     // QTRACE_VM_KERNELS=6.12,5.10 boots only those (for iterating locally).
     let only = std::env::var("QTRACE_VM_KERNELS").ok();
+    let mut jobs = Vec::new();
     for set in sets {
-        let (p, f) = arch_matrix(&dir, set, only.as_deref(), &mut matrix)?;
+        jobs.extend(arch_jobs(&dir, set, only.as_deref(), &mut matrix)?);
+    }
+    for (job, booted) in jobs.iter().zip(boot_all(&jobs, parallel)) {
+        let (arch, k, took) = (job.arch, &job.kernel, booted.took);
+        let _ = writeln!(
+            matrix,
+            "== {} {} ({}; auto should pick {}): {took:.0} s{}",
+            arch.deb,
+            k.version,
+            k.why.join("; "),
+            k.expect_tier,
+            booted.note
+        );
+        let (p, f) = kernel_matrix(arch, k, &booted.console, &mut matrix);
         passes += p;
         failures += f;
     }
     print!("{matrix}");
     fs::write(dir.join("matrix.txt"), &matrix)?;
-    println!("vm-test: {:.0} s in all", started.elapsed().as_secs_f64());
+    println!("vm-test: {:.0} s in all, {parallel} guests at a time", started.elapsed().as_secs_f64());
     println!("vm-test: {passes} passed, {failures} failed");
     if failures > 0 {
         bail!("{failures} kernel/tier/test combinations failed");
