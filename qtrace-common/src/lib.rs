@@ -94,6 +94,28 @@ pub const LISTENER_ACCEPTS_MAX: u32 = 4096;
 /// Entries of [`MAP_ACCEPT_WAIT`] (a port uses one per bucket it has seen,
 /// plus four); inserts beyond are counted in [`stat::ACCEPT_WAIT_MAP_FULL`].
 pub const ACCEPT_WAIT_MAX: u32 = 16_384;
+/// LRU hash map [`ConnKey`] -> [`DropTrack`]: each connection (namespace
+/// and 4-tuple) that had a handshake packet dropped on a watched port, until
+/// its outcome is decided: the kernel takes it out when the connection is
+/// established (recovered) or reset on overflow, userspace when its client
+/// gave up (no retry in time) or at exit (pending). An LRU map, unlike the
+/// others: under a flood of distinct clients the oldest connections give
+/// way, and userspace counts those it never saw decided.
+pub const MAP_DROPPED: &str = "DROPPED";
+/// Entries of [`MAP_DROPPED`]: connections undecided at once. At least
+/// 4 x 128 x CPUs, for the early eviction of LRU maps without d4adf1c9ee77
+/// (see [`LISTEN_STARTS_MAX`]).
+pub const DROPPED_MAX: u32 = 16_384;
+/// Array of 65536 `u64`: per local port, the `bpf_ktime_get_ns()` of its
+/// latest dropped handshake packet. A connection established on a port with
+/// no drop within [`OUTCOME_HORIZON_NS`] is not looked up in
+/// [`MAP_DROPPED`]: healthy ports cost an array read per connection.
+pub const MAP_RECENT_DROP: &str = "RECENT_DROP";
+/// How long after a port's latest drop a connection on it may still be one
+/// that was dropped: past the 131 s a Linux client retries a SYN
+/// (`tcp_syn_retries` 6, with 6.5's linear timeouts too) and the 63 s a
+/// server keeps a request (`tcp_synack_retries` 5).
+pub const OUTCOME_HORIZON_NS: u64 = 140_000_000_000;
 /// Threads whose latest `accept()` the eBPF side keeps (alive threads that
 /// ever accepted); a thread beyond has its accepts counted in
 /// [`stat::LISTENER_ACCEPTS_FULL`].
@@ -196,6 +218,24 @@ pub mod kind {
     pub const LISTENER_DISCARD: u8 = 8;
     /// Highest id in use.
     pub const MAX: u8 = 8;
+    /// Not a kind of drop: marks an [`super::OutcomeRecord`] in the ring
+    /// buffer (the byte at offset 28 of every record is its kind).
+    pub const OUTCOME: u8 = 0xff;
+}
+
+/// What became of a connection that had a handshake packet dropped.
+/// Values are stable ids.
+pub mod outcome {
+    /// A later copy of its SYN or final ACK got through: it was
+    /// established (the child's SYN_RECV -> ESTABLISHED).
+    pub const RECOVERED: u8 = 1;
+    /// Its final ACK overflowed with `tcp_abort_on_overflow=1`: the kernel
+    /// answered with a RST.
+    pub const RESET: u8 = 2;
+    /// Its client stopped retrying (decided by userspace).
+    pub const ABANDONED: u8 = 3;
+    /// Still undecided when qtrace stopped (decided by userspace).
+    pub const PENDING: u8 = 4;
 }
 
 /// Which program saw an event. Values are stable ids.
@@ -241,8 +281,11 @@ pub mod stat {
     /// whose listener is unknown (the call began before qtrace attached, or
     /// its thread found `ACCEPTING` full).
     pub const LISTENER_ACCEPTS_FULL: u32 = 9;
+    /// Outcomes decided in the kernel (recovered, reset) not delivered:
+    /// the ring buffer was full.
+    pub const OUTCOME_LOST: u32 = 10;
     /// Number of slots.
-    pub const LEN: u32 = 10;
+    pub const LEN: u32 = 11;
 }
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).
@@ -287,6 +330,71 @@ pub struct Event {
     pub raddr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
+
+/// A ring-buffer record for a connection whose outcome the kernel decided
+/// ([`outcome::RECOVERED`], [`outcome::RESET`]). 64 bytes like [`Event`],
+/// with `kind` at the same offset ([`kind::OUTCOME`]), so the reader tells
+/// the two apart by that byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// `bpf_ktime_get_ns()` when the outcome was decided.
+    pub ts_ns: u64,
+    pub netns: u32,
+    /// The connection's history ([`DropTrack`]'s counts and kinds).
+    pub syn_drops: u16,
+    pub ack_drops: u16,
+    /// `bpf_ktime_get_ns()` of its first drop.
+    pub first_ns: u64,
+    pub lport: u16,
+    pub rport: u16,
+    /// [`kind::OUTCOME`].
+    pub kind: u8,
+    /// An `outcome::*` id.
+    pub outcome: u8,
+    /// Address family of the connection's packets.
+    pub family: u8,
+    /// Bit `1 << k` for each `kind::*` id `k` of its drops.
+    pub kinds: u8,
+    /// Local and remote address, IPv4 as `::ffff:a.b.c.d`, network order.
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<OutcomeRecord>() == 64);
+const _: () = assert!(core::mem::offset_of!(OutcomeRecord, kind) == core::mem::offset_of!(Event, kind));
+
+/// Key of [`MAP_DROPPED`]: one connection. Addresses in network order,
+/// IPv4 as `::ffff:a.b.c.d`, so a v4 peer of a v6 listener has one key
+/// whichever record names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub netns: u32,
+    pub lport: u16,
+    pub rport: u16,
+}
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
+
+/// Value of [`MAP_DROPPED`]: a connection's drops so far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropTrack {
+    /// `bpf_ktime_get_ns()` of its first, latest and previous drop (0
+    /// before a second).
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub prev_ns: u64,
+    /// Dropped SYNs and dropped final ACKs (or data segments carrying it).
+    pub syn_drops: u16,
+    pub ack_drops: u16,
+    /// Bit `1 << k` for each `kind::*` id `k` seen.
+    pub kinds: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<DropTrack>() == 32);
 
 /// Key of [`MAP_COUNTERS`].
 #[repr(C)]
@@ -594,6 +702,13 @@ pub struct Config {
     /// (`inet_put_port()`).
     pub tp_destroy_sport: u32,
     pub tp_state_sport: u32,
+    /// `sock:inet_sock_set_state`: offsets of `dport`, `saddr_v6` and
+    /// `daddr_v6` (IPv4 sockets' addresses v4-mapped there, by
+    /// `TP_STORE_ADDRS`): a connection's 4-tuple as it is established.
+    pub tp_state_dport: u32,
+    pub tp_state_saddr_v6: u32,
+    pub tp_state_daddr_v6: u32,
+    pub _pad2: u32,
     /// Where `tcp_conn_request`'s and `tcp_v4/v6_syn_recv_sock`'s values sit
     /// in the fentry/fexit context and the kprobe registers, by parameter
     /// name from the kernel's BTF.
@@ -608,7 +723,7 @@ pub struct Config {
     /// `ranges[2 * i] <= address < ranges[2 * i + 1]`; zero where unknown.
     pub ranges: [u64; 2 * range::LEN],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 232 + 16 * range::LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 248 + 16 * range::LEN);
 
 /// Marks a parameter a traced function does not have (or a program does not
 /// read).
@@ -712,6 +827,10 @@ impl Config {
             tp_destroy_skaddr: OFFSET_NONE,
             tp_destroy_sport: OFFSET_NONE,
             tp_state_sport: OFFSET_NONE,
+            tp_state_dport: OFFSET_NONE,
+            tp_state_saddr_v6: OFFSET_NONE,
+            tp_state_daddr_v6: OFFSET_NONE,
+            _pad2: 0,
             conn_request: ArgSlots::NONE,
             syn_recv_v4: ArgSlots::NONE,
             syn_recv_v6: ArgSlots::NONE,
@@ -753,6 +872,10 @@ mod user {
     unsafe impl aya::Pod for super::ListenerAccepts {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenerSocket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropTrack {}
 }
 
 impl Event {
@@ -766,6 +889,17 @@ impl Event {
         // SAFETY: length checked above; `Event` is `repr(C)` plain data for
         // which every bit pattern is valid; `read_unaligned` copes with any
         // alignment of the record.
+        Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<Self>()) })
+    }
+}
+
+impl OutcomeRecord {
+    /// Decodes an outcome from a ring-buffer record, as [`Event::from_bytes`].
+    pub fn from_bytes(buf: &[u8]) -> Option<Self> {
+        if buf.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: as in `Event::from_bytes`.
         Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<Self>()) })
     }
 }

@@ -4,8 +4,9 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::maps::PerCpuHashMap;
 use qtrace_common::{stat, Config, CounterKey, Event};
 
-use crate::kmem::{self, Identity, QueueState};
+use crate::kmem::{self, Identity, Packet, QueueState};
 use crate::maps::{BUDGETS, COUNTERS, EVENTS, PORTS, STATS, SUPPRESSED};
+use crate::outcome;
 
 /// Applies `--netns` and `--port` in the kernel: a listener nobody watches
 /// costs one map lookup and produces no ring-buffer traffic.
@@ -78,14 +79,21 @@ fn within_budget(cfg: &Config, id: &Identity, now: u64) -> bool {
     true
 }
 
-/// Counts one `kind` for the listener, then sends the event if the port's
-/// budget allows (tallied as suppressed if not) and the ring buffer has
-/// room (counted as lost if not).
+/// Counts one `kind` for the listener, adds a lost packet to its
+/// connection's outcome (whatever the budget), then sends the event if the
+/// port's budget allows (tallied as suppressed if not) and the ring buffer
+/// has room (counted as lost if not).
 #[inline(always)]
 pub(crate) fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb: u64, q: &QueueState) {
     count(kind, id);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let tracked = outcome::tracked(kind);
+    let mut p = Packet::NONE;
+    if tracked {
+        p = kmem::packet(cfg, skb);
+        outcome::dropped(id, kind, &p, now);
+    }
     if !within_budget(cfg, id, now) {
         tally(&SUPPRESSED, stat::SUPPRESSED_MAP_FULL, kind, id);
         return;
@@ -105,7 +113,9 @@ pub(crate) fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb
         hook,
         ..Event::default()
     };
-    let p = kmem::packet(cfg, skb);
+    if !tracked {
+        p = kmem::packet(cfg, skb);
+    }
     if p.family != 0 {
         ev.family = p.family;
         ev.laddr = p.laddr;

@@ -115,10 +115,15 @@ pub(crate) struct Packet {
     pub rport: u16,
 }
 
+impl Packet {
+    /// No packet read (yet).
+    pub(crate) const NONE: Packet = Packet { family: 0, laddr: [0; 16], raddr: [0; 16], rport: 0 };
+}
+
 /// Parses the IP and TCP headers of `skb` (set by the time TCP sees it).
 #[inline(always)]
 pub(crate) fn packet(cfg: &Config, skb: u64) -> Packet {
-    let mut p = Packet { family: 0, laddr: [0; 16], raddr: [0; 16], rport: 0 };
+    let mut p = Packet::NONE;
     let head: u64 = read(skb, cfg.skb_head);
     if head == 0 {
         return p;

@@ -35,6 +35,7 @@ use crate::accept_wait;
 use crate::emit::{bump, watched};
 use crate::kmem::{identity, read};
 use crate::maps::config;
+use crate::outcome;
 use crate::record;
 
 #[map]
@@ -46,6 +47,7 @@ pub(crate) static LISTEN_STARTS: HashMap<u32, ListenStart> = HashMap::with_max_e
 /// `TCP_CLOSE` and `TCP_SYN_RECV` in `enum tcp_state`, and `IPPROTO_TCP`;
 /// the record's state fields are ints.
 const TCP_CLOSE: i32 = 7;
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_FIN_WAIT1: i32 = 4;
 const TCP_LAST_ACK: i32 = 9;
@@ -61,7 +63,9 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let new = record::u32_at(&ctx, cfg.tp_state_newstate) as i32;
     let listen = i32::from(TCP_LISTEN);
     let leaving = matches!(new, TCP_CLOSE | TCP_FIN_WAIT1 | TCP_LAST_ACK);
-    if new != listen && !leaving && !(old == listen && new == TCP_SYN_RECV) {
+    let born = old == listen && new == TCP_SYN_RECV;
+    let established = old == TCP_SYN_RECV && new == TCP_ESTABLISHED;
+    if new != listen && !leaving && !born && !established {
         return 0;
     }
     // MPTCP and SCTP listeners pass here too (`protocol`, absent before 4.20
@@ -76,6 +80,7 @@ pub(crate) fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         (false, n) if n == listen => listen_started(cfg, sk),
         (true, TCP_CLOSE) => listener_closed(cfg, sk),
         (true, TCP_SYN_RECV) => accept_wait::child_made(cfg, sk, record::u16_at(&ctx, cfg.tp_state_sport)),
+        (false, TCP_ESTABLISHED) => outcome::established(cfg, &ctx, sk, record::u16_at(&ctx, cfg.tp_state_sport)),
         (false, TCP_CLOSE | TCP_FIN_WAIT1 | TCP_LAST_ACK) => accept_wait::child_left(cfg, sk, record::u16_at(&ctx, cfg.tp_state_sport)),
         _ => {}
     }

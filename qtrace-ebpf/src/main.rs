@@ -9,6 +9,7 @@
 //! record the backlog applications ask for and each listener's final drop
 //! counter. `accept_wait` (the same state tracepoint and `accept()`'s
 //! syscall tracepoints) measures how long connections wait to be accepted.
+//! `outcome` follows each connection that had a packet dropped to its end.
 //!
 //! Every program decides what happened, counts it exactly in the per-CPU
 //! counters map and, if there is room, sends the detail through the ring
@@ -27,6 +28,7 @@ mod kmem;
 mod listen_calls;
 mod listener_close;
 mod maps;
+mod outcome;
 mod record;
 mod syn_stage;
 mod tracepoints;

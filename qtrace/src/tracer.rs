@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use qtrace_common::OutcomeRecord;
 
 use crate::host::netns::{Namespaces, NsListeners};
 use crate::host::sock_diag::Listener;
@@ -18,6 +19,7 @@ use crate::kernel::probe::{Filter, HookChoice, Probe, Tier};
 use crate::model::aggregate::{Aggregator, CountedDelta, Losses, PortKey, PortStats};
 use crate::model::backlog::{Requested, RequestedBacklogs};
 use crate::model::event::Decoded;
+use crate::model::outcome::{gave_up, Fate, Outcome};
 use crate::model::owners::ListenerOwners;
 use crate::model::ports::PortSet;
 
@@ -28,6 +30,10 @@ pub(crate) struct ListenSeen {
     pub listener: Listener,
     pub requested: Requested,
 }
+
+/// Where a ring-buffer record keeps its kind: an [`OutcomeRecord`] there
+/// has [`qtrace_common::kind::OUTCOME`].
+const OUTCOME_AT: usize = std::mem::offset_of!(qtrace_common::Event, kind);
 
 /// What one poll found new.
 #[derive(Debug, Default)]
@@ -40,6 +46,9 @@ pub(crate) struct PollReport {
     pub listens: Vec<ListenSeen>,
     /// Ports forgotten because their listeners are gone, with final totals.
     pub expired: Vec<(PortKey, PortStats)>,
+    /// Connections with drops whose outcome was decided since the last poll
+    /// (at the final poll, every one still open, as pending).
+    pub outcomes: Vec<Outcome>,
 }
 
 /// Where a trace's findings go: one per output mode (`output::*`), and
@@ -80,6 +89,10 @@ pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
     ports: PortSet,
     boot_offset: i128,
     undecodable: u64,
+    /// Outcomes the kernel sent since the last poll.
+    decided: Vec<Outcome>,
+    /// Set for the final poll: connections still open are pending.
+    finishing: bool,
     last_poll: Instant,
     /// Namespaces whose drop counters moved at the latest poll: the next
     /// refresh looks for those it does not know.
@@ -119,8 +132,9 @@ impl Tracer {
     /// The final accounting, while the hooks still count: two polls a
     /// moment apart let the listener-derived totals settle. Then detaches.
     pub(crate) async fn finish(mut self, sink: &mut impl Sink) -> Result<Finished> {
-        for pause in [Duration::ZERO, Duration::from_millis(100)] {
+        for (i, pause) in [Duration::ZERO, Duration::from_millis(100)].into_iter().enumerate() {
             tokio::time::sleep(pause).await;
+            self.finishing = i == 1;
             self.drain(|ev| sink.event(ev));
             let report = self.poll()?;
             sink.polled(&self, &report)?;
@@ -157,6 +171,8 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             ports: filter.ports.clone(),
             boot_offset: system::boot_offset_ns(),
             undecodable: 0,
+            decided: Vec::new(),
+            finishing: false,
             last_poll: Instant::now(),
             active: BTreeSet::new(),
         }
@@ -165,14 +181,38 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
     /// Decodes and aggregates every record waiting in the ring buffer,
     /// handing each to `each` as well.
     pub(crate) fn drain(&mut self, mut each: impl FnMut(&Decoded)) {
-        let (agg, undecodable, offset) = (&mut self.agg, &mut self.undecodable, self.boot_offset);
-        self.kernel.drain_events(&mut |record| match Decoded::decode(record, offset) {
-            Ok(ev) => {
-                agg.on_event(&ev);
-                each(&ev);
+        let (agg, undecodable, offset, decided) = (&mut self.agg, &mut self.undecodable, self.boot_offset, &mut self.decided);
+        self.kernel.drain_events(&mut |record| {
+            if record.get(OUTCOME_AT) == Some(&qtrace_common::kind::OUTCOME) {
+                match OutcomeRecord::from_bytes(record).and_then(|r| Outcome::from_record(&r, offset)) {
+                    Some(o) => decided.push(o),
+                    None => *undecodable += 1,
+                }
+                return;
             }
-            Err(_) => *undecodable += 1,
+            match Decoded::decode(record, offset) {
+                Ok(ev) => {
+                    agg.on_event(&ev);
+                    each(&ev);
+                }
+                Err(_) => *undecodable += 1,
+            }
         });
+    }
+
+    /// Outcomes decided since the last call: the kernel's, then the
+    /// connections whose clients gave up (all still open when finishing,
+    /// as pending).
+    fn take_outcomes(&mut self) -> Vec<Outcome> {
+        let now = system::monotonic_ns();
+        let finishing = self.finishing;
+        let taken = self.kernel.take_dropped(&|t| finishing || gave_up(t, now));
+        let mut out = std::mem::take(&mut self.decided);
+        for (key, t) in taken {
+            let fate = if gave_up(&t, now) { Fate::Abandoned } else { Fate::Pending };
+            out.push(Outcome::from_track(&key, &t, fate, now, self.boot_offset));
+        }
+        out
     }
 
     /// Reads the kernel's counters, the listeners and the `listen(2)` calls;
@@ -220,7 +260,9 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         if self.identify {
             self.identify_listeners();
         }
-        Ok(PollReport { lost, counted, listens, expired })
+        let outcomes = self.take_outcomes();
+        self.agg.on_outcomes(&outcomes);
+        Ok(PollReport { lost, counted, listens, expired, outcomes })
     }
 
     /// Resolves the owners of listeners that appeared (after the `listen()`

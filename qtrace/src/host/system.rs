@@ -61,6 +61,12 @@ pub(crate) fn realtime_ns() -> i128 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of
+/// `bpf_ktime_get_ns()`.
+pub(crate) fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 /// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, in nanoseconds.
 pub(crate) fn boot_offset_ns() -> i128 {
     clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)

@@ -78,10 +78,10 @@ impl Limit {
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Limit::SynStageCounted => f.write_str("SYN-stage drops and syncookie-ACK overflows have no hook on the tracepoint tier: they are counted from each listener's drop counter (kind listener_drop_counted), without per-connection detail; syncookies sent are not drops and move no counter per listener, so they are not seen at all"),
-            Limit::AckDetailMissing(why) => write!(f, "{why}: ACK-stage overflows are counted from the listeners too"),
+            Limit::SynStageCounted => f.write_str("SYN-stage drops and syncookie-ACK overflows have no hook on the tracepoint tier: they are counted from each listener's drop counter (kind listener_drop_counted), without per-connection detail or outcome; syncookies sent are not drops and move no counter per listener, so they are not seen at all"),
+            Limit::AckDetailMissing(why) => write!(f, "{why}: ACK-stage overflows are counted from the listeners too, without outcomes"),
             Limit::CountedUpperBound => f.write_str("on this kernel a listener's drop counter also moves for request packets that are not listen drops (each overflowing final ACK a second time, TCP_DEFER_ACCEPT's bare ACKs): counted drops are an upper bound"),
-            Limit::ClosedListenersMissing(why) => write!(f, "listeners' final drop counters are not recorded as they close ({why}): drops in a listener's last second may be missing"),
+            Limit::ClosedListenersMissing(why) => write!(f, "listeners' final drop counters are not recorded as they close ({why}): drops in a listener's last second may be missing, and connections with drops have no outcome"),
             Limit::ListenCallsMissing(why) => write!(f, "requested backlogs are not recorded ({why}): a clamp by somaxconn can only be inferred"),
             Limit::AcceptWaitMissing(why) => write!(f, "accept-queue waits are not measured ({why})"),
             Limit::OwnersPartial(why) => write!(f, "{why}: a listener held only by other users' processes has no owner (reading another user's /proc/PID/fd takes CAP_SYS_PTRACE, and listing it CAP_DAC_READ_SEARCH); its records say so in owner.unknown"),

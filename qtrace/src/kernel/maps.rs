@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
-    stat, wait, ClosedListener, CounterKey, ListenCall, ListenKey, ListenStart, ListenerAccepts, ListenerSocket, WaitKey, MAP_ACCEPT_WAIT,
-    MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENER_ACCEPTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
+    stat, wait, ClosedListener, ConnKey, CounterKey, DropTrack, ListenCall, ListenKey, ListenStart, ListenerAccepts, ListenerSocket, WaitKey, MAP_ACCEPT_WAIT,
+    MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_DROPPED, MAP_EVENTS, MAP_LISTENER_ACCEPTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
 };
 
 use crate::host::netns::NsListeners;
@@ -31,6 +31,12 @@ pub trait KernelInputs {
     /// Takes the recorded final counters of closed listeners, except those
     /// `live` still lists by (netns, cookie): they wait for a later call.
     fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener>;
+    /// Takes the connections with drops that `decided` says are decided,
+    /// with their history, out of the kernel's map. Empty where outcomes
+    /// are not followed.
+    fn take_dropped(&mut self, _decided: &dyn Fn(&DropTrack) -> bool) -> Vec<(ConnKey, DropTrack)> {
+        Vec::new()
+    }
     /// Takes the `listen(2)` calls recorded since the last call.
     fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)>;
     /// Takes the namespaces (by inode) where a socket started listening
@@ -81,6 +87,9 @@ pub struct KernelMaps {
     listener_accepts: Option<PerCpuHashMap<MapData, ListenerSocket, ListenerAccepts>>,
     /// Its entries whose listener the latest snapshot did not list.
     listeners_missing: HashSet<ListenerSocket>,
+    /// Connections with drops and no outcome yet; `None` when the state
+    /// tracepoint that sees them recover could not attach.
+    dropped: Option<HashMap<MapData, ConnKey, DropTrack>>,
 }
 
 impl KernelMaps {
@@ -98,6 +107,7 @@ impl KernelMaps {
         let closed = if closed { Some(HashMap::try_from(take(MAP_CLOSED_LISTENERS)?)?) } else { None };
         let listener_accepts = if accept_wait { Some(PerCpuHashMap::try_from(take(MAP_LISTENER_ACCEPTS)?)?) } else { None };
         let accept_wait = if accept_wait { Some(PerCpuHashMap::try_from(take(MAP_ACCEPT_WAIT)?)?) } else { None };
+        let dropped = if closed.is_some() { Some(HashMap::try_from(take(MAP_DROPPED)?)?) } else { None };
         Ok(Self {
             ebpf,
             events,
@@ -111,6 +121,7 @@ impl KernelMaps {
             accept_wait,
             listener_accepts,
             listeners_missing: HashSet::new(),
+            dropped,
         })
     }
 
@@ -156,7 +167,18 @@ impl KernelInputs for KernelMaps {
             wait_map_full: get(stat::ACCEPT_WAIT_MAP_FULL)?,
             accept_unseen: get(stat::ACCEPT_UNSEEN)?,
             listener_accepts_lost: get(stat::LISTENER_ACCEPTS_FULL)?,
+            outcomes_lost: get(stat::OUTCOME_LOST)?,
         })
+    }
+
+    fn take_dropped(&mut self, decided: &dyn Fn(&DropTrack) -> bool) -> Vec<(ConnKey, DropTrack)> {
+        let Some(map) = &mut self.dropped else {
+            return Vec::new();
+        };
+        let done: Vec<(ConnKey, DropTrack)> = map.iter().filter_map(Result::ok).filter(|(_, t)| decided(t)).collect();
+        // Only those this call takes out: one the kernel decided meanwhile
+        // is its record's.
+        done.into_iter().filter(|(k, _)| map.remove(k).is_ok()).collect()
     }
 
     fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener> {

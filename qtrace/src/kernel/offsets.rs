@@ -278,6 +278,10 @@ pub(crate) fn from_state_format(fmt: &TpFormat, btf: &Btf, cfg: &mut Config) -> 
     cfg.tp_state_newstate = field("newstate", 4)?;
     cfg.tp_state_protocol = field("protocol", 2).unwrap_or(OFFSET_NONE);
     cfg.tp_state_sport = field("sport", 2)?;
+    // Outcomes only: without them, no connection is seen recover.
+    cfg.tp_state_dport = field("dport", 2).unwrap_or(OFFSET_NONE);
+    cfg.tp_state_saddr_v6 = field("saddr_v6", 16).unwrap_or(OFFSET_NONE);
+    cfg.tp_state_daddr_v6 = field("daddr_v6", 16).unwrap_or(OFFSET_NONE);
     cfg.sk_cookie = offset(btf, "sock", "__sk_common.skc_cookie", &[8])?;
     Ok(())
 }

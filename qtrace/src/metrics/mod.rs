@@ -29,6 +29,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::model::outcome::{Fate, Outcomes};
 use crate::host::identity::Identity;
 use crate::model::accept_wait::AcceptWait;
 use crate::model::aggregate::{Aggregator, Expired, Losses, PortStats};
@@ -48,6 +49,8 @@ pub struct PortRow {
     pub accept_queue: Option<(u32, u32)>,
     /// The distinct owners of its listeners (the last known once gone).
     pub owners: Vec<Arc<Identity>>,
+    /// What became of its connections that had drops.
+    pub outcomes: Outcomes,
 }
 
 /// What a scrape reports, as of the latest poll.
@@ -120,6 +123,7 @@ impl Snapshot {
                 listener_drops: st.listener_drops,
                 accept_queue: st.accept_queue,
                 owners: st.owners.clone(),
+                outcomes: st.outcomes.clone(),
             })
             .collect();
         let accept_waits = agg
@@ -270,6 +274,7 @@ impl Collector for SnapshotCollector {
         }
         encode_ports(&mut enc, &s.ports)?;
         encode_accept_waits(&mut enc, &s.ports, &s.accept_waits)?;
+        encode_outcomes(&mut enc, &s.ports)?;
         encode_flows(&mut enc, &s.ports, &s.flows)?;
         encode_owners(&mut enc, &s.ports)?;
         encode_totals(&mut enc, &s)
@@ -338,6 +343,30 @@ fn encode_accept_waits(
         "qtrace_reset_listener_closed",
         "Connections reset while in the accept queue because their listener closed: never accepted.",
         p.iter().map(|r| (port_labels(r), counter(waits_of(r).map_or(0, |w| w.listener_closed)))),
+    )
+}
+
+/// Per port and outcome, the connections that had drops (only outcomes
+/// that happened), and the delay the overflow added to those that
+/// recovered.
+fn encode_outcomes(enc: &mut DescriptorEncoder, p: &[PortRow]) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "qtrace_connection_outcomes",
+        "Connections that had a handshake packet dropped, by what became of them: recovered (a later copy got through), reset (tcp_abort_on_overflow), abandoned (the client stopped retrying), pending (undecided at exit). See docs/events.md.",
+        p.iter().flat_map(|r| {
+            Fate::ALL.into_iter().filter(|f| r.outcomes.count(*f) > 0).map(move |f| {
+                let mut l = port_labels(r);
+                l.push(("outcome", f.name().to_owned()));
+                (l, counter(r.outcomes.count(f)))
+            })
+        }),
+    )?;
+    family(
+        enc,
+        "qtrace_overflow_delay_seconds",
+        "Time the overflow added to the handshake of connections that recovered: from their first dropped packet to the handshake's end.",
+        p.iter().filter(|r| r.outcomes.delay.count() > 0).map(|r| (port_labels(r), WaitHistogram::of(&r.outcomes.delay))),
     )
 }
 
@@ -452,6 +481,7 @@ fn encode_totals(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
             ("wait_map_full", l.wait_map_full),
             ("accept_unseen", l.accept_unseen),
             ("listener_accepts_lost", l.listener_accepts_lost),
+            ("outcomes_lost", l.outcomes_lost),
         ]
         .into_iter()
         .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),
@@ -559,6 +589,34 @@ mod tests {
         Identity { pid: Some(pid), comm: Some("srv".into()), exe: exe.map(Into::into), workload, container, ..Identity::default() }
     }
 
+    fn outcomes(of: &[(Fate, f64)]) -> Outcomes {
+        let mut out = Outcomes::default();
+        for &(fate, delay_ms) in of {
+            let mut o = crate::model::outcome::tests::example();
+            (o.outcome, o.delay_ms) = (fate, delay_ms);
+            out.add(&o);
+        }
+        out
+    }
+
+    /// Connections with drops by outcome, only those that happened, and
+    /// the recovered ones' delays as a histogram in seconds.
+    #[test]
+    fn outcomes_by_port_and_their_delays() {
+        let text = openmetrics(&registry(shared()));
+        let series = |name: &str, extra: &str| format!("{name}{{netns=\"4026531840\",port=\"8080\"{extra}}}");
+        assert_eq!(sample(&text, &series("qtrace_connection_outcomes_total", ",outcome=\"recovered\"")), Some(2.0));
+        assert_eq!(sample(&text, &series("qtrace_connection_outcomes_total", ",outcome=\"abandoned\"")), Some(1.0));
+        assert!(!text.contains("outcome=\"reset\""), "outcomes that never happened have no series\n{text}");
+        assert_eq!(sample(&text, &series("qtrace_overflow_delay_seconds_count", "")), Some(2.0));
+        assert_eq!(sample(&text, &series("qtrace_overflow_delay_seconds_sum", "")), Some(4.1));
+        // 1 s and 3.1 s: one below 2^31 ns (2.15 s), both below 2^32 ns.
+        let bucket = |le: &str| sample(&text, &format!("qtrace_overflow_delay_seconds_bucket{{le=\"{le}\",netns=\"4026531840\",port=\"8080\"}}"));
+        assert_eq!(bucket("2.147483648"), Some(1.0), "{text}");
+        assert_eq!(bucket("4.294967296"), Some(2.0));
+        assert!(!text.contains("qtrace_overflow_delay_seconds_count{netns=\"4026532999\""), "no histogram without recoveries");
+    }
+
     fn shared() -> Shared {
         let mut kinds = Counts::default();
         kinds[Kind::AckOverflow] = 3;
@@ -575,6 +633,7 @@ mod tests {
                 listener_drops: 6,
                 accept_queue: Some((5, 4)),
                 owners: vec![Arc::new(nginx(41)), Arc::new(nginx(42))],
+                outcomes: outcomes(&[(Fate::Recovered, 1000.0), (Fate::Recovered, 3100.0), (Fate::Abandoned, 3000.0)]),
             },
             // Gone, not yet expired: counters but no queue gauges; its last
             // owner, in a container, without its exe (an unknown field
@@ -717,6 +776,7 @@ mod tests {
             listener_drops: 1,
             accept_queue: None,
             owners: owners.into_iter().map(Arc::new).collect(),
+            outcomes: Outcomes::default(),
         };
         let with = |pid, name: &str, ns: &str| {
             let mut p = pod(pid, None);

@@ -44,6 +44,14 @@ impl AcceptWait {
         }
     }
 
+    /// Adds one value of `ns` (a histogram kept in userspace, in the
+    /// kernel's buckets).
+    pub fn record(&mut self, ns: u64) {
+        *self.buckets.entry(wait::bucket(ns)).or_default() += 1;
+        self.sum_ns += ns;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
     /// Connections accepted in bucket `b`.
     pub fn count_in(&self, b: u8) -> u64 {
         self.buckets.get(&b).copied().unwrap_or(0)

@@ -14,6 +14,7 @@
 //! ever grows by the smaller of the last two derived values: a momentary
 //! excess is never reported, and a quiet listener converges exactly.
 
+use crate::model::outcome::{Outcome, Outcomes};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub struct PortStats {
     pub accepts_traced: bool,
     /// The most arrivals reported so far (a counter never goes back).
     arrivals_seen: u64,
+    /// What became of its connections that had drops.
+    pub outcomes: Outcomes,
 }
 
 impl PortStats {
@@ -171,6 +174,9 @@ pub struct Losses {
     /// many threads were in `accept()` at once): in the port's waits, not
     /// in its listeners' accepts.
     pub listener_accepts_lost: u64,
+    /// Outcomes the kernel decided (recovered, reset) that the ring buffer
+    /// had no room for.
+    pub outcomes_lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -278,6 +284,15 @@ impl Aggregator {
                 let st = self.ports.entry(PortKey { netns: key.netns, port: key.port }).or_default();
                 st.accepts_traced = self.accepts_traced;
                 st.accept_wait.set(key.slot, value);
+            }
+        }
+    }
+
+    /// Counts decided outcomes in their ports.
+    pub fn on_outcomes(&mut self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            if self.watched(o.netns, o.local_port) {
+                self.ports.entry(PortKey { netns: o.netns, port: o.local_port }).or_default().outcomes.add(o);
             }
         }
     }

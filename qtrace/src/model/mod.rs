@@ -2,7 +2,7 @@
 //! their NDJSON lines written fast (`event_line`), the
 //! per-port totals (`aggregate`), accept-queue waits (`accept_wait`) and
 //! arrivals and accepts per listener (`listener_flow`), requested versus effective backlogs
-//! (`backlog`), the listener inventory (`inventory`), doctor's findings
+//! (`backlog`), connection outcomes (`outcome`), the listener inventory (`inventory`), doctor's findings
 //! (`diagnose`), port filters (`ports`) and listeners' owners (`owners`).
 pub mod accept_wait;
 pub(crate) mod aggregate;
@@ -13,6 +13,7 @@ pub mod event;
 pub(crate) mod event_line;
 pub(crate) mod inventory;
 pub(crate) mod listener_flow;
+pub mod outcome;
 pub(crate) mod owners;
 pub mod ports;
 pub(crate) mod record;

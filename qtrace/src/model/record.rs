@@ -17,6 +17,7 @@ use crate::model::diagnose::Finding;
 use crate::model::event::{rfc3339, Decoded, Kind};
 use crate::model::inventory::ListenerRow;
 use crate::model::listener_flow::ListenerFlow;
+use crate::model::outcome::Outcome;
 
 /// One NDJSON line.
 #[derive(Debug, Serialize)]
@@ -42,6 +43,8 @@ pub(crate) enum Record<'a> {
     Finding(&'a Finding),
     /// `listeners`: one listener with its context.
     Listener(ListenerRecord<'a>),
+    /// What became of a connection that had a handshake packet dropped.
+    Outcome(&'a Outcome),
 }
 
 /// One listener (`"type": "listener"`, `qtrace listeners --json`).
@@ -352,6 +355,13 @@ pub(crate) struct PortRecord {
     /// Each listener socket of the port now (several with SO_REUSEPORT).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerFlowRecord>,
+    /// Connections with drops by outcome (`outcome` records), and the
+    /// delay the overflow added to those that recovered (absent before
+    /// the first outcome).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<std::collections::BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow_delay_ms: Option<WaitSummary>,
 }
 
 /// One listener socket's share of its port.
@@ -413,6 +423,8 @@ impl PortRecord {
             arrivals: traced.then(|| st.arrivals()),
             accepts: traced.then(|| st.accepts()),
             listeners: if traced { st.listeners.values().map(Into::into).collect() } else { Vec::new() },
+            outcomes: st.outcomes.any().then(|| st.outcomes.by_name()),
+            overflow_delay_ms: st.outcomes.delay.summary(),
         }
     }
 }
@@ -612,6 +624,21 @@ mod tests {
             wait_map_full: 8,
             accept_unseen: 9,
             listener_accepts_lost: 10,
+            outcomes_lost: 12,
+        };
+        let outcome = crate::model::outcome::Outcome {
+            time: rfc3339(T0 + 8_000_000_000),
+            netns: NETNS,
+            family: "ipv4",
+            local_addr: "10.0.0.1".into(),
+            local_port: 8080,
+            remote_addr: "10.0.0.2".into(),
+            remote_port: 40000,
+            outcome: crate::model::outcome::Fate::Recovered,
+            syn_drops: 2,
+            ack_drops: 0,
+            kinds: vec![Kind::AcceptQueueFull],
+            delay_ms: 3001.25,
         };
         let records = [
             Record::Start(&start),
@@ -624,6 +651,7 @@ mod tests {
             Record::Expired(PortRecord::new(&gone, &gone_stats, Some(T0 + 7_000_000_000))),
             Record::Summary(PortRecord::new(&open, &agg.ports()[&open], None)),
             Record::Losses(losses),
+            Record::Outcome(&outcome),
         ];
         let lines: String = records.iter().map(Record::line).collect();
         insta::assert_snapshot!("every_record_type", lines);

@@ -110,6 +110,9 @@ impl Sink for NdjsonSink {
         for seen in &report.listens {
             self.write(&Record::Listen(ListenRecord::new(seen.netns, &seen.listener, &seen.requested, now)));
         }
+        for o in &report.outcomes {
+            self.write(&Record::Outcome(o));
+        }
         self.out.flush();
         Ok(())
     }

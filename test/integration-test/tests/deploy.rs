@@ -200,6 +200,9 @@ fn qtrace_metric_names() -> BTreeSet<String> {
         c[*k] = 1;
         c
     });
+    // Every outcome, and a recovered connection's delay.
+    let mut outcomes = qtrace::model::outcome::Outcomes { counts: [1; 4], ..Default::default() };
+    outcomes.delay.record(1_000_000_000);
     let row = PortRow {
         netns: 1,
         port: 80,
@@ -209,6 +212,7 @@ fn qtrace_metric_names() -> BTreeSet<String> {
         listener_drops: 1,
         accept_queue: Some((1, 2)),
         owners: vec![std::sync::Arc::new(qtrace::host::identity::Identity { pid: Some(1), ..Default::default() })],
+        outcomes,
     };
     // One accept, so the accept-wait histogram is served too...
     let mut wait = qtrace::model::accept_wait::AcceptWait::default();

@@ -642,3 +642,37 @@ fn soak_with_listener_churn() {
     // kilobyte per churned port would show as 1.2 MiB here.
     assert!(last <= first + 2048, "RSS grew from {first} KiB to {last} KiB (max {max} KiB)");
 }
+
+/// Final ACKs that overflow with `tcp_abort_on_overflow=1`: Prometheus
+/// sees one `reset` outcome per client that got ECONNRESET, and the
+/// families with outcomes pass promtool's linter.
+#[test]
+fn prometheus_sees_connection_outcomes() {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=1"]);
+    let p = port();
+    let q = Qtrace::watch(&["--netns", &ns.name, "--metrics-addr", "127.0.0.1:0", "--json"]);
+    if let Some(limit) = q.limit("ack_detail_missing") {
+        unsupported("prometheus_sees_connection_outcomes", "outcomes of ACK-stage overflows", &limit.to_string());
+        return;
+    }
+    let prom = Prometheus::start(&q.metrics_addr());
+    let s = common::ack_scenario(&ns, addr("127.0.0.1", p));
+    std::thread::sleep(Duration::from_millis(500));
+    let reset = s
+        .clients
+        .iter()
+        .filter(|c| {
+            let mut c: &Socket = c;
+            matches!(std::io::Read::read(&mut c, &mut [0u8; 1]), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
+        })
+        .count();
+    assert_eq!(reset, 3, "three clients were reset");
+    let series = format!("qtrace_connection_outcomes_total{{port=\"{p}\",outcome=\"reset\"}}");
+    assert_eq!(prom.settled_on(&series, reset as f64), Some(reset as f64), "{}", prom.log());
+    let (status, _, body) = http_get(&q.metrics_addr(), "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("qtrace_connection_outcomes_total{"), "{body}");
+    promtool_accepts(&body);
+    let done = q.stop(libc::SIGINT);
+    assert!(done.status.success(), "{:?}", done.stderr);
+}

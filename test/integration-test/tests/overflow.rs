@@ -11,7 +11,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{ack_scenario, addr, connect, connect_nonblocking, listener, port, settle, unsupported, NetNs, Qtrace, ThreadNs};
+use common::{ack_scenario, addr, connect, connect_nonblocking, listener, local_port, port, settle, unsupported, NetNs, Qtrace, ThreadNs};
 use socket2::Socket;
 use std::os::fd::AsRawFd;
 
@@ -181,7 +181,7 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset(ip: &str) {
     let after = settle(SETTLE, || ns.counters());
     let done = q.stop(libc::SIGINT);
 
-    let resets = s
+    let reset: Vec<u16> = s
         .clients
         .iter()
         .filter(|c| {
@@ -189,8 +189,9 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset(ip: &str) {
             let mut c: &Socket = c;
             matches!(c.read(&mut buf), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
         })
-        .count();
-    assert_eq!(resets, 3, "three clients were reset");
+        .map(local_port)
+        .collect();
+    assert_eq!(reset.len(), 3, "three clients were reset");
     let overflows = after.delta(&before, "ListenOverflows");
     assert_eq!(overflows, 3);
     if !drops_match(&done, p, after.delta(&before, "ListenDrops"), "ack_overflow_reset", ip) {
@@ -204,6 +205,138 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset(ip: &str) {
     assert_eq!(events.len() as u64, overflows);
     assert!(events.iter().all(|e| e["action"] == "reset"));
     assert!(done.events(p, "ack_overflow").is_empty(), "no silent drops reported");
+    // One outcome per client that saw ECONNRESET, and none for the others.
+    let outcomes = done.outcomes(p);
+    assert_eq!(
+        outcomes.keys().copied().collect::<Vec<_>>(),
+        {
+            let mut r = reset.clone();
+            r.sort();
+            r
+        },
+        "outcomes name the reset clients"
+    );
+    for o in outcomes.values() {
+        assert_eq!((&o["outcome"], &o["ack_drops"], &o["syn_drops"]), (&"reset".into(), &1.into(), &0.into()), "{o}");
+        assert_eq!(o["kinds"], serde_json::json!(["ack_overflow_reset"]), "{o}");
+    }
+}
+
+/// ACK-stage overflows (`tcp_abort_on_overflow=0`) that recover once the
+/// server catches up: each overflowed client's later copy of its final ACK
+/// (a retransmitted data segment, or the answer to a retransmitted SYN-ACK)
+/// gets through. qtrace's outcomes are held to the server's accepts: one
+/// per overflowed connection, each accepted, each delayed from its first
+/// drop (the data sent) to its handshake's end (accepted at once), and
+/// their drops add up to `ListenOverflows`.
+fn ack_overflows_recover_when_the_server_catches_up(ip: &str) {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = port();
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let before = ns.counters();
+    let s = ack_scenario(&ns, addr(ip, p));
+    let sent = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The server catches up: it accepts whatever comes, and when.
+    s.srv.set_nonblocking(true).expect("nonblocking");
+    let mut accepted = std::collections::BTreeMap::new();
+    while sent.elapsed() < Duration::from_secs(8) {
+        while let Ok((_, peer)) = s.srv.accept() {
+            accepted.insert(peer.as_socket().unwrap().port(), sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = settle(SETTLE, || ns.counters());
+    let done = q.stop(libc::SIGTERM);
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    let overflows = after.delta(&before, "ListenOverflows");
+    assert!(overflows >= 3, "three clients overflow at least once (ListenOverflows +{overflows})");
+    for c in &s.clients {
+        assert!(accepted.contains_key(&local_port(c)), "every client was served in the end: {accepted:?}");
+    }
+    if let Some(why) = done.ack_detail_missing() {
+        unsupported(&format!("ack_outcomes ({ip})"), "outcomes of ACK-stage overflows", &why);
+        return;
+    }
+    let outcomes = done.outcomes(p);
+    assert_eq!(outcomes.len(), 3, "one outcome per overflowed connection: {outcomes:?}");
+    let drops: u64 = outcomes.values().map(|o| o["ack_drops"].as_u64().unwrap()).sum();
+    assert_eq!(drops, overflows, "their drops are the namespace's ListenOverflows");
+    for (port, o) in &outcomes {
+        assert_eq!((&o["outcome"], &o["syn_drops"]), (&"recovered".into(), &0.into()), "{o}");
+        // Accepted as soon as it was established (polled every 10 ms);
+        // its first drop was its data, sent at `sent`.
+        let served = accepted[port];
+        let delay = o["delay_ms"].as_f64().unwrap();
+        assert!((delay - served).abs() < 250.0, "delay {delay} ms, accepted {served:.0} ms after its data: {o}");
+    }
+}
+
+/// SYN-stage drops and what they cost the clients: with the accept queue
+/// full, one client keeps retrying until the server accepts a connection
+/// (its SYNs are dropped until then) and another closes before its first
+/// retry. qtrace's outcome for each is held to what the client saw: the
+/// first recovered after as many dropped SYNs as it retransmitted
+/// (`TCP_INFO`), delayed by its connect time; the second abandoned after
+/// one. The namespace's `TCPSynRetrans` is the first client's own count,
+/// and `ListenOverflows` the drops of both.
+fn syn_drops_recover_or_are_abandoned(ip: &str) {
+    let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=0"]);
+    let p = port();
+    let a = addr(ip, p);
+    let q = Qtrace::watch(&["--port", &p.to_string(), "--json"]);
+    let srv = ns.run(|| listener(a, 1));
+    // A backlog of 1 admits two.
+    let _queued: Vec<Socket> = ns.run(|| (0..2).map(|_| connect(a)).collect());
+    // Both children queued (a connect returns before the server has its
+    // final ACK), so the next SYNs meet a full queue.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ns.ss_listeners(p).first().map(|l| l.recv_q) != Some(2) {
+        assert!(Instant::now() < deadline, "the accept queue never held two");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = ns.counters();
+    let t0 = Instant::now();
+    let late = ns.run(|| connect_nonblocking(a));
+    let quitter = ns.run(|| connect_nonblocking(a));
+    let (late_port, quitter_port) = (local_port(&late), local_port(&quitter));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(quitter);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _served = srv.accept().expect("accept");
+    common::wait_connected(&late);
+    let connect_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let retrans = common::total_retrans(&late);
+    // The quitter's retry was due at 1 s: abandoned from 3 s after its drop.
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(t0.elapsed()));
+    let after = settle(SETTLE, || ns.counters());
+    let done = q.stop(libc::SIGTERM);
+    assert!(done.status.success(), "{:?}", done.stderr);
+
+    assert!(retrans >= 1, "the client retried at least once ({retrans})");
+    assert_eq!(after.delta(&before, "TCPSynRetrans"), u64::from(retrans), "the namespace's SYN retransmissions are the client's");
+    let overflows = after.delta(&before, "ListenOverflows");
+    assert_eq!(overflows, u64::from(retrans) + 1, "each SYN but the last of one client, and the other's one");
+    if !done.sees_syn_stage() {
+        let why = done.limit("syn_stage_counted").map(|l| l["text"].to_string()).unwrap_or_default();
+        unsupported(&format!("syn_outcomes ({ip})"), "outcomes of SYN-stage drops", &why);
+        assert!(done.outcomes(p).is_empty(), "no outcome without per-connection drops");
+        return;
+    }
+    let outcomes = done.outcomes(p);
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    let o = outcomes[&late_port];
+    assert_eq!((&o["outcome"], &o["syn_drops"], &o["ack_drops"]), (&"recovered".into(), &retrans.into(), &0.into()), "{o}");
+    assert_eq!(o["kinds"], serde_json::json!(["accept_queue_full"]), "{o}");
+    // From the first dropped SYN to the handshake's end at the server, and
+    // from connect() to the client seeing it completed (polled every
+    // 20 ms): the same span within scheduling delays, which software
+    // emulation stretches to some 100 ms.
+    let delay = o["delay_ms"].as_f64().unwrap();
+    assert!((delay - connect_ms).abs() < 250.0, "delay {delay} ms, the client's connect {connect_ms:.0} ms");
+    let o = outcomes[&quitter_port];
+    assert_eq!((&o["outcome"], &o["syn_drops"], &o["ack_drops"]), (&"abandoned".into(), &1.into(), &0.into()), "{o}");
 }
 
 /// Syncookie ACKs overflow through `tcp_get_cookie_sock()`: every tier
@@ -540,6 +673,8 @@ both_families!(
     ack_overflow_is_reported_per_event,
     event_budget_suppresses_but_counts_every_overflow,
     ack_overflow_with_abort_on_overflow_is_a_reset,
+    syn_drops_recover_or_are_abandoned,
+    ack_overflows_recover_when_the_server_catches_up,
     syncookie_ack_overflows_are_reported_per_event,
     deferred_accept_listener_reports_no_drops,
     unwatched_ports_produce_nothing,

@@ -284,6 +284,24 @@ pub(crate) fn listener(addr: SocketAddr, backlog: i32) -> Socket {
     s
 }
 
+/// The local port of a client socket.
+pub(crate) fn local_port(s: &Socket) -> u16 {
+    s.local_addr().unwrap().as_socket().unwrap().port()
+}
+
+/// The socket's retransmissions so far, as the kernel counts them for it
+/// (`TCP_INFO`'s `tcpi_total_retrans`: SYNs included, `tcp_retransmit_skb()`).
+pub(crate) fn total_retrans(s: &Socket) -> u32 {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: all-zero is a valid tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len) };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
+}
+
 /// Starts a connect without waiting for it.
 pub(crate) fn connect_nonblocking(addr: SocketAddr) -> Socket {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
@@ -589,6 +607,10 @@ impl Finished {
     }
     pub(crate) fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.records.iter().filter(move |r| r["type"] == ty)
+    }
+    /// The `outcome` records of `port`, by remote port.
+    pub(crate) fn outcomes(&self, port: u16) -> std::collections::BTreeMap<u16, &Value> {
+        self.of_type("outcome").filter(|o| o["local_port"] == port).map(|o| (o["remote_port"].as_u64().unwrap() as u16, o)).collect()
     }
     pub(crate) fn events(&self, port: u16, kind: &str) -> Vec<&Value> {
         self.of_type("event").filter(|e| e["local_port"] == port && e["kind"] == kind).collect()
