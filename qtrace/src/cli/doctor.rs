@@ -159,7 +159,8 @@ impl Window {
                 let port = self.agg.as_ref().and_then(|a| a.ports().get(&key)).filter(|st| st.accepts_traced);
                 let flow = port.and_then(|st| st.listeners.get(&l.cookie).cloned());
                 let wait = port.map(|st| st.accept_wait.clone());
-                ListenerSample { peak_accept_queue, drops_delta, kinds, row, flow, wait }
+                let outcomes = self.agg.as_ref().map(|a| a.ports().get(&key).map(|st| st.outcomes.clone()).unwrap_or_default());
+                ListenerSample { peak_accept_queue, drops_delta, kinds, row, flow, wait, outcomes }
             })
             .collect()
     }

@@ -22,6 +22,7 @@ use crate::model::counts::Counts;
 use crate::model::event::Kind;
 use crate::model::inventory::ListenerRow;
 use crate::model::listener_flow::ListenerFlow;
+use crate::model::outcome::{Fate, Outcomes};
 
 /// One namespace's sample.
 #[derive(Debug, Clone)]
@@ -52,6 +53,9 @@ pub(crate) struct ListenerSample {
     pub flow: Option<ListenerFlow>,
     /// Its port's accept-queue waits over the window (same condition).
     pub wait: Option<AcceptWait>,
+    /// Its port's connection outcomes over the window; `None` without a
+    /// capture.
+    pub outcomes: Option<Outcomes>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,12 +99,14 @@ pub(crate) enum FindingId {
     AbortOnOverflow,
     AcceptWaitHigh,
     AcceptImbalance,
+    ClientsDelayed,
+    ClientsFailed,
     NoOverflow,
 }
 
 impl FindingId {
     #[cfg(test)]
-    pub(crate) const ALL: [FindingId; 9] = [
+    pub(crate) const ALL: [FindingId; 11] = [
         FindingId::AcceptQueueOverflow,
         FindingId::SynQueueOverflow,
         FindingId::SyncookiesSent,
@@ -109,6 +115,8 @@ impl FindingId {
         FindingId::AbortOnOverflow,
         FindingId::AcceptWaitHigh,
         FindingId::AcceptImbalance,
+        FindingId::ClientsDelayed,
+        FindingId::ClientsFailed,
         FindingId::NoOverflow,
     ];
 
@@ -123,6 +131,8 @@ impl FindingId {
             FindingId::AbortOnOverflow => "abort_on_overflow",
             FindingId::AcceptWaitHigh => "accept_wait_high",
             FindingId::AcceptImbalance => "accept_imbalance",
+            FindingId::ClientsDelayed => "clients_delayed",
+            FindingId::ClientsFailed => "clients_failed",
             FindingId::NoOverflow => "no_overflow",
         }
     }
@@ -414,6 +424,62 @@ fn listener_findings(cx: &mut Ctx, f: &Facts) {
     if !f.accept {
         accept_wait_high(cx, f);
     }
+    if let Some(o) = &f.l.outcomes {
+        clients_failed(cx, f, o);
+        clients_delayed(cx, f, o);
+    }
+}
+
+/// Whether a finding `id` about `f`'s port was made already (outcomes
+/// and waits are the port's, not one listener's).
+fn port_found(cx: &Ctx, id: FindingId, f: &Facts) -> bool {
+    cx.out.iter().any(|x| x.id == id && x.netns == f.ns.netns && x.local_port == Some(f.l.row.listener.port))
+}
+
+/// Clients the overflow failed: reset by the kernel, or gone after their
+/// packets were dropped (the `outcome` records).
+fn clients_failed(cx: &mut Ctx, f: &Facts, o: &Outcomes) {
+    let (reset, abandoned) = (o.count(Fate::Reset), o.count(Fate::Abandoned));
+    if reset + abandoned == 0 || port_found(cx, FindingId::ClientsFailed, f) {
+        return;
+    }
+    let ev = f.evidence([("clients_reset", reset.into()), ("clients_abandoned", abandoned.into())]);
+    let summary = format!(
+        "{}: {} client{} failed in {}: {reset} reset by the kernel as their final ACK overflowed (tcp_abort_on_overflow=1), {abandoned} stopped retrying after their handshake packets were dropped",
+        f.name,
+        reset + abandoned,
+        plural((reset + abandoned) as usize),
+        cx.secs()
+    );
+    let remedy = vec![f.raise_backlog(), format!("accept faster: more worker processes or threads in {}", app(f.l))];
+    cx.push(FindingId::ClientsFailed, Severity::Critical, f.at(), summary, ev, remedy);
+}
+
+/// Clients the overflow delayed: connections that got through only after
+/// some of their handshake packets were dropped, and by how much (the
+/// retransmission timeouts their `connect()` paid).
+fn clients_delayed(cx: &mut Ctx, f: &Facts, o: &Outcomes) {
+    let Some(d) = o.delay.summary() else { return };
+    if port_found(cx, FindingId::ClientsDelayed, f) {
+        return;
+    }
+    let ev = f.evidence([
+        ("clients_delayed", d.count.into()),
+        ("delay_p50_ms", json!(d.p50)),
+        ("delay_p99_ms", json!(d.p99)),
+        ("delay_max_ms", json!(d.max)),
+    ]);
+    let summary = format!(
+        "{}: {} client{} got through only after their handshake packets were dropped, delayed p50 {} ms, p99 {} ms, longest {} ms: the retransmission timeouts (1 s, then 3 s, 7 s ...) that become a service's tail latency",
+        f.name,
+        d.count,
+        plural(d.count as usize),
+        ms(d.p50),
+        ms(d.p99),
+        ms(d.max)
+    );
+    let remedy = vec![f.raise_backlog(), format!("accept faster: more worker processes or threads in {}", app(f.l))];
+    cx.push(FindingId::ClientsDelayed, Severity::Warning, f.at(), summary, ev, remedy);
 }
 
 fn accept_queue_overflow(cx: &mut Ctx, f: &Facts) {
@@ -815,6 +881,7 @@ pub(crate) mod sample {
             kinds: None,
             flow: None,
             wait: None,
+            outcomes: None,
         }
     }
 
@@ -939,6 +1006,42 @@ mod tests {
         // Fast accepts with room to spare: nothing to say.
         let quick = traced(listener(8080, (2, 64), 0, Clamp::No, None), 3, 1, &[50_000, 60_000, 70_000]);
         assert_eq!(ids(&diagnose(&input(ns(settings(1, 0), NetCounters::default()), vec![quick]))), ["no_overflow"]);
+    }
+
+    #[test]
+    fn clients_the_overflow_delayed_or_failed_are_counted_once_per_port() {
+        let delta = NetCounters { listen_overflows: 6, listen_drops: 6, ..Default::default() };
+        let mut outcomes = Outcomes::default();
+        for (fate, delay_ms) in
+            [(Fate::Recovered, 1000.0), (Fate::Recovered, 3000.0), (Fate::Reset, 0.0), (Fate::Abandoned, 1.0), (Fate::Abandoned, 2.0)]
+        {
+            let mut o = crate::model::outcome::tests::example();
+            (o.outcome, o.delay_ms) = (fate, delay_ms);
+            outcomes.add(&o);
+        }
+        let mut kinds = Counts::default();
+        kinds[Kind::AcceptQueueFull] = 6;
+        let mut l = listener(8080, (65, 64), 6, Clamp::No, None);
+        (l.kinds, l.outcomes) = (Some(kinds), Some(outcomes));
+        // A second listener of the port (SO_REUSEPORT) shares its outcomes.
+        let mut sibling = l.clone();
+        sibling.row.listener.cookie += 1;
+        let f = diagnose(&input(ns(settings(0, 0), delta), vec![l, sibling]));
+        let failed: Vec<&Finding> = f.iter().filter(|x| x.id == FindingId::ClientsFailed).collect();
+        assert_eq!(failed.len(), 1, "{:?}", ids(&f));
+        assert_eq!(
+            (failed[0].severity, &failed[0].evidence["clients_reset"], &failed[0].evidence["clients_abandoned"]),
+            (Severity::Critical, &1.into(), &2.into())
+        );
+        let delayed: Vec<&Finding> = f.iter().filter(|x| x.id == FindingId::ClientsDelayed).collect();
+        assert_eq!(delayed.len(), 1, "{:?}", ids(&f));
+        assert_eq!(delayed[0].evidence["clients_delayed"], 2);
+        assert_eq!(delayed[0].evidence["delay_max_ms"], 3000.0);
+        assert!(delayed[0].summary.contains("2 clients got through only after"), "{}", delayed[0].summary);
+        // Without outcomes (no capture), neither.
+        let plain = listener(8080, (65, 64), 6, Clamp::No, None);
+        let f = diagnose(&input(ns(settings(0, 0), delta), vec![plain]));
+        assert!(!ids(&f).iter().any(|id| id.starts_with("clients_")), "{:?}", ids(&f));
     }
 
     #[test]

@@ -245,7 +245,7 @@ fn doctor_explains_a_syn_queue_overflow_without_syncookies() {
 fn doctor_explains_abort_on_overflow() {
     let ns = NetNs::new(&["net.ipv4.tcp_syncookies=0", "net.ipv4.tcp_abort_on_overflow=1"]);
     let p = port();
-    let Window { before, after, done, _kept: _sockets } = doctor_window(&ns, p, "3", || {
+    let Window { before, after, done, _kept: s } = doctor_window(&ns, p, "3", || {
         let s = ack_scenario(&ns, addr("127.0.0.1", p));
         std::thread::sleep(Duration::from_millis(500));
         s
@@ -257,6 +257,23 @@ fn doctor_explains_abort_on_overflow() {
     assert_eq!(f["evidence"]["tcp_abort_on_overflow"], 1);
     assert_eq!(f["evidence"]["OutRsts"], after.delta(&before, "OutRsts"));
     assert!(f["summary"].as_str().unwrap().contains("Connection reset by peer"), "{f}");
+    // The clients that failed: as many as saw ECONNRESET.
+    let reset = s
+        .clients
+        .iter()
+        .filter(|c| {
+            let mut c: &socket2::Socket = c;
+            matches!(std::io::Read::read(&mut c, &mut [0u8; 1]), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
+        })
+        .count();
+    assert_eq!(reset, 3, "three clients were reset");
+    if let Some(why) = done.ack_detail_missing() {
+        unsupported("doctor_explains_abort_on_overflow", "clients_failed (outcomes of ACK-stage overflows)", &why);
+        return;
+    }
+    let failed = finding(&done, "clients_failed", Some(p));
+    assert_eq!((&failed["severity"], &failed["evidence"]["clients_reset"]), (&"critical".into(), &reset.into()), "{failed}");
+    assert_eq!(failed["evidence"]["clients_abandoned"], 0, "{failed}");
 }
 
 /// `watch` carries its context: the namespace's settings as the kernel
