@@ -281,8 +281,9 @@ pub mod stat {
     /// whose listener is unknown (the call began before qtrace attached, or
     /// its thread found `ACCEPTING` full).
     pub const LISTENER_ACCEPTS_FULL: u32 = 9;
-    /// Outcomes decided in the kernel (recovered, reset) not delivered:
-    /// the ring buffer was full.
+    /// Outcomes decided in the kernel (recovered, reset) not delivered (the
+    /// ring buffer was full), and drops or establishments not followed
+    /// because a program interrupted on the same CPU was following one.
     pub const OUTCOME_LOST: u32 = 10;
     /// Number of slots.
     pub const LEN: u32 = 11;

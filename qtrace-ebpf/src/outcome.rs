@@ -63,11 +63,31 @@ pub(crate) fn tracked(k: u8) -> bool {
 
 /// A connection's key and history being worked on: per CPU, off the
 /// stack (512 bytes, already mostly taken by the drop path's event).
+/// `busy` while in use: a program here may be interrupted by a softirq
+/// whose program comes here too (a listener's or child's packets handled
+/// from the socket's backlog in process context, with softirqs enabled;
+/// fentry programs do not exclude each other as tracepoint and kprobe
+/// programs do), and the inner one then leaves the slot alone.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Scratch {
     key: ConnKey,
     track: DropTrack,
+    busy: u64,
+}
+
+/// This CPU's scratch, taken; `None` (counted) if it is in use.
+#[inline(always)]
+fn take_scratch() -> Option<&'static mut Scratch> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; see `Scratch` for who else may use it.
+    let s = unsafe { &mut *s };
+    if s.busy != 0 {
+        bump(stat::OUTCOME_LOST);
+        return None;
+    }
+    s.busy = 1;
+    Some(s)
 }
 
 #[map]
@@ -98,10 +118,13 @@ pub(crate) fn dropped(id: &Identity, k: u8, p: &Packet, now: u64) {
         // SAFETY: an array slot; a racing CPU writes a time as recent.
         unsafe { *last = now };
     }
-    let Some(s) = SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's scratch; programs do not nest on a CPU here
-    // (softirq and the state tracepoint's callers do not interleave).
-    let s = unsafe { &mut *s };
+    let Some(s) = take_scratch() else { return };
+    follow_drop(s, id, k, p, now);
+    s.busy = 0;
+}
+
+#[inline(always)]
+fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
     mapped(p.family, &p.laddr, &mut s.key.laddr);
     mapped(p.family, &p.raddr, &mut s.key.raddr);
     (s.key.netns, s.key.lport, s.key.rport) = (id.netns, id.port, p.rport);
@@ -141,9 +164,13 @@ pub(crate) fn established(cfg: &Config, ctx: &TracePointContext, sk: u64, sport:
     if *last == 0 || now.saturating_sub(*last) > OUTCOME_HORIZON_NS {
         return;
     }
-    let Some(s) = SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: as in `dropped`.
-    let s = unsafe { &mut *s };
+    let Some(s) = take_scratch() else { return };
+    recovered(s, cfg, ctx, sk, sport, now);
+    s.busy = 0;
+}
+
+#[inline(always)]
+fn recovered(s: &mut Scratch, cfg: &Config, ctx: &TracePointContext, sk: u64, sport: u16, now: u64) {
     let base = ctx.as_ptr() as u64;
     let net: u64 = read(sk, cfg.sk_net);
     s.key.laddr = read(base, cfg.tp_state_saddr_v6);
