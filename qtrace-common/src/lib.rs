@@ -100,11 +100,12 @@ pub const ACCEPT_WAIT_MAX: u32 = 16_384;
 /// established (recovered) or reset on overflow, userspace when its client
 /// gave up (no retry in time) or at exit (pending). An LRU map, unlike the
 /// others: under a flood of distinct clients the oldest connections give
-/// way, and userspace counts those it never saw decided.
+/// way, and userspace counts those it never saw decided
+/// ([`stat::OUTCOME_TRACKED`] less the outcomes).
 pub const MAP_DROPPED: &str = "DROPPED";
-/// Entries of [`MAP_DROPPED`]: connections undecided at once. At least
-/// 4 x 128 x CPUs, for the early eviction of LRU maps without d4adf1c9ee77
-/// (see [`LISTEN_STARTS_MAX`]).
+/// Entries of [`MAP_DROPPED`]: connections undecided at once. Userspace
+/// raises it to 4 x 128 x CPUs where that is more, for the early eviction
+/// of LRU maps without d4adf1c9ee77 (see [`LISTEN_STARTS_MAX`]).
 pub const DROPPED_MAX: u32 = 16_384;
 /// Array of 65536 `u64`: per local port, the `bpf_ktime_get_ns()` of its
 /// latest dropped handshake packet. A connection established on a port with
@@ -285,8 +286,12 @@ pub mod stat {
     /// ring buffer was full), and drops or establishments not followed
     /// because a program interrupted on the same CPU was following one.
     pub const OUTCOME_LOST: u32 = 10;
+    /// Connections that had a first drop followed (entered into
+    /// [`super::MAP_DROPPED`], or reset at once): every one has an outcome
+    /// in the end unless the map evicted it.
+    pub const OUTCOME_TRACKED: u32 = 11;
     /// Number of slots.
-    pub const LEN: u32 = 11;
+    pub const LEN: u32 = 12;
 }
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).

@@ -92,7 +92,7 @@ pub(crate) fn emit(cfg: &Config, kind: u8, hook: u8, id: &Identity, sk: u64, skb
     let mut p = Packet::NONE;
     if tracked {
         p = kmem::packet(cfg, skb);
-        outcome::dropped(id, kind, &p, now);
+        outcome::dropped(cfg, id, kind, &p, now);
     }
     if !within_budget(cfg, id, now) {
         tally(&SUPPRESSED, stat::SUPPRESSED_MAP_FULL, kind, id);

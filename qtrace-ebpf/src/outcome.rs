@@ -110,8 +110,10 @@ fn mapped(family: u8, a: &[u8; 16], out: &mut [u8; 16]) {
 /// A packet of a connection on watched listener `id` was dropped (`k`, at
 /// `now`; `p` its headers).
 #[inline(always)]
-pub(crate) fn dropped(id: &Identity, k: u8, p: &Packet, now: u64) {
-    if p.family == 0 {
+pub(crate) fn dropped(cfg: &Config, id: &Identity, k: u8, p: &Packet, now: u64) {
+    // Without the establishment record's 4-tuple no connection is seen
+    // recover: none is followed.
+    if p.family == 0 || !recoveries_seen(cfg) {
         return;
     }
     if let Some(last) = RECENT_DROP.get_ptr_mut(u32::from(id.port)) {
@@ -132,7 +134,10 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
         // SAFETY: a value of the map; the same connection's packets are
         // seconds apart, so no other CPU updates it meanwhile.
         Some(t) => s.track = unsafe { *t },
-        None => s.track = DropTrack { first_ns: now, last_ns: 0, family: p.family, ..DropTrack::default() },
+        None => {
+            s.track = DropTrack { first_ns: now, last_ns: 0, family: p.family, ..DropTrack::default() };
+            bump(stat::OUTCOME_TRACKED);
+        }
     }
     let t = &mut s.track;
     (t.prev_ns, t.last_ns) = (t.last_ns, now);
@@ -151,11 +156,18 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
     let _ = DROPPED.insert(&s.key, &s.track, 0);
 }
 
+/// Whether this kernel's state record has the 4-tuple (every kernel qtrace
+/// supports: userspace found the fields).
+#[inline(always)]
+fn recoveries_seen(cfg: &Config) -> bool {
+    cfg.tp_state_dport != OFFSET_NONE && cfg.tp_state_saddr_v6 != OFFSET_NONE && cfg.tp_state_daddr_v6 != OFFSET_NONE
+}
+
 /// `sock:inet_sock_set_state` SYN_RECV -> ESTABLISHED of child `sk` on
 /// local port `sport`: if its connection had drops, it recovered.
 #[inline(always)]
 pub(crate) fn established(cfg: &Config, ctx: &TracePointContext, sk: u64, sport: u16) {
-    if cfg.tp_state_dport == OFFSET_NONE || cfg.tp_state_saddr_v6 == OFFSET_NONE || cfg.tp_state_daddr_v6 == OFFSET_NONE {
+    if !recoveries_seen(cfg) {
         return;
     }
     let Some(last) = RECENT_DROP.get(u32::from(sport)) else { return };

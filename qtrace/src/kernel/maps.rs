@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 use qtrace_common::{
-    stat, wait, ClosedListener, ConnKey, CounterKey, DropTrack, ListenCall, ListenKey, ListenStart, ListenerAccepts, ListenerSocket, WaitKey, MAP_ACCEPT_WAIT,
-    MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_DROPPED, MAP_EVENTS, MAP_LISTENER_ACCEPTS, MAP_LISTEN_CALLS, MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
+    stat, wait, ClosedListener, ConnKey, CounterKey, DropTrack, ListenCall, ListenKey, ListenStart, ListenerAccepts, ListenerSocket,
+    WaitKey, MAP_ACCEPT_WAIT, MAP_CLOSED_LISTENERS, MAP_COUNTERS, MAP_DROPPED, MAP_EVENTS, MAP_LISTENER_ACCEPTS, MAP_LISTEN_CALLS,
+    MAP_LISTEN_STARTS, MAP_STATS, MAP_SUPPRESSED,
 };
 
 use crate::host::netns::NsListeners;
@@ -34,8 +35,13 @@ pub trait KernelInputs {
     /// Takes the connections with drops that `decided` says are decided,
     /// with their history, out of the kernel's map. Empty where outcomes
     /// are not followed.
-    fn take_dropped(&mut self, _decided: &dyn Fn(&DropTrack) -> bool) -> Vec<(ConnKey, DropTrack)> {
-        Vec::new()
+    /// And how many are left in it.
+    fn take_dropped(&mut self, _decided: &dyn Fn(&DropTrack) -> bool) -> (Vec<(ConnKey, DropTrack)>, u64) {
+        (Vec::new(), 0)
+    }
+    /// Connections whose drops the kernel started following.
+    fn outcomes_tracked(&mut self) -> u64 {
+        0
     }
     /// Takes the `listen(2)` calls recorded since the last call.
     fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)>;
@@ -168,17 +174,32 @@ impl KernelInputs for KernelMaps {
             accept_unseen: get(stat::ACCEPT_UNSEEN)?,
             listener_accepts_lost: get(stat::LISTENER_ACCEPTS_FULL)?,
             outcomes_lost: get(stat::OUTCOME_LOST)?,
+            outcomes_evicted: 0,
         })
     }
 
-    fn take_dropped(&mut self, decided: &dyn Fn(&DropTrack) -> bool) -> Vec<(ConnKey, DropTrack)> {
+    fn take_dropped(&mut self, decided: &dyn Fn(&DropTrack) -> bool) -> (Vec<(ConnKey, DropTrack)>, u64) {
         let Some(map) = &mut self.dropped else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
-        let done: Vec<(ConnKey, DropTrack)> = map.iter().filter_map(Result::ok).filter(|(_, t)| decided(t)).collect();
-        // Only those this call takes out: one the kernel decided meanwhile
-        // is its record's.
-        done.into_iter().filter(|(k, _)| map.remove(k).is_ok()).collect()
+        let all: Vec<(ConnKey, DropTrack)> = map.iter().filter_map(Result::ok).collect();
+        let left = all.len() as u64;
+        let mut taken = Vec::new();
+        for (key, t) in all.into_iter().filter(|(_, t)| decided(t)) {
+            // Looked up again just before: a drop since makes it open
+            // again (a window of a syscall remains: the kernel has no
+            // lookup-and-delete for hash maps before 5.14). One the kernel
+            // decided meanwhile is its record's.
+            if map.get(&key, 0).is_ok_and(|now| now.last_ns == t.last_ns) && map.remove(&key).is_ok() {
+                taken.push((key, t));
+            }
+        }
+        let open = left - taken.len() as u64;
+        (taken, open)
+    }
+
+    fn outcomes_tracked(&mut self) -> u64 {
+        self.stats.get(&stat::OUTCOME_TRACKED, 0).map_or(0, |v| v.iter().sum())
     }
 
     fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener> {

@@ -175,8 +175,11 @@ pub struct Losses {
     /// in its listeners' accepts.
     pub listener_accepts_lost: u64,
     /// Outcomes the kernel decided (recovered, reset) that the ring buffer
-    /// had no room for.
+    /// had no room for, and drops not followed (see `stat::OUTCOME_LOST`).
     pub outcomes_lost: u64,
+    /// Connections with drops that the kernel's map (LRU) gave up before
+    /// their outcome: followed, less decided, less still open.
+    pub outcomes_evicted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -285,6 +288,13 @@ impl Aggregator {
                 st.accepts_traced = self.accepts_traced;
                 st.accept_wait.set(key.slot, value);
             }
+        }
+    }
+
+    /// Counts an outcome not written (over its port's budget).
+    pub fn on_outcome_suppressed(&mut self, o: &Outcome) {
+        if let Some(st) = self.ports.get_mut(&PortKey { netns: o.netns, port: o.local_port }) {
+            st.outcomes.suppressed += 1;
         }
     }
 

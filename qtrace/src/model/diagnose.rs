@@ -445,14 +445,17 @@ fn clients_failed(cx: &mut Ctx, f: &Facts, o: &Outcomes) {
     }
     let ev = f.evidence([("clients_reset", reset.into()), ("clients_abandoned", abandoned.into())]);
     let summary = format!(
-        "{}: {} client{} failed in {}: {reset} reset by the kernel as their final ACK overflowed (tcp_abort_on_overflow=1), {abandoned} stopped retrying after their handshake packets were dropped",
+        "{}: {} client{} failed in {}: {reset} reset by the kernel as their final ACK overflowed (tcp_abort_on_overflow=1), {abandoned} never came back after their handshake packets were dropped (they gave up, or were never there: spoofed SYNs look the same)",
         f.name,
         reset + abandoned,
         plural((reset + abandoned) as usize),
         cx.secs()
     );
     let remedy = vec![f.raise_backlog(), format!("accept faster: more worker processes or threads in {}", app(f.l))];
-    cx.push(FindingId::ClientsFailed, Severity::Critical, f.at(), summary, ev, remedy);
+    // Resets are failures for certain; clients that did not come back may
+    // have been a flood's spoofed addresses.
+    let severity = if reset > 0 { Severity::Critical } else { Severity::Warning };
+    cx.push(FindingId::ClientsFailed, severity, f.at(), summary, ev, remedy);
 }
 
 /// Clients the overflow delayed: connections that got through only after

@@ -82,6 +82,10 @@ pub struct Outcomes {
     pub counts: [u64; 4],
     /// Delays of the recovered, in the accept-wait histogram's buckets.
     pub delay: AcceptWait,
+    /// Outcomes counted here but not written as records: over the port's
+    /// `--max-event-rate` in one poll (a flood of clients that never come
+    /// back, spoofed SYNs among them).
+    pub suppressed: u64,
 }
 
 impl Outcomes {
@@ -94,6 +98,24 @@ impl Outcomes {
 
     pub fn count(&self, f: Fate) -> u64 {
         self.counts[f as usize]
+    }
+
+    /// Keeps at most `rate` outcomes of each port (`None`: all); the rest
+    /// are counted in their port's `suppressed` by `on_suppressed`.
+    pub fn budget(outcomes: Vec<Outcome>, rate: Option<u32>, mut on_suppressed: impl FnMut(&Outcome)) -> Vec<Outcome> {
+        let Some(rate) = rate else { return outcomes };
+        let mut sent: std::collections::HashMap<(u32, u16), u32> = std::collections::HashMap::new();
+        outcomes
+            .into_iter()
+            .filter(|o| {
+                let n = sent.entry((o.netns, o.local_port)).or_default();
+                *n += 1;
+                if *n > rate {
+                    on_suppressed(o);
+                }
+                *n <= rate
+            })
+            .collect()
     }
 
     /// Whether any connection had an outcome.
@@ -172,17 +194,21 @@ impl Outcome {
 const SECOND: u64 = 1_000_000_000;
 
 /// Whether a connection's client has given up by `now_ns`: no drop since
-/// its latest at `t_k` for two of its last gaps `g` plus a second
-/// (`t_k + 2g + 1 s`; `g` is 1 s after a first drop). Clients retry with
-/// doubling timeouts (SYNs at 0, 1, 3, 7 ... s before Linux 6.5; 0, 1, 2,
-/// 3, 4, 5, 7, 11 ... s since ccce324dabfe's linear timeouts; a dropped
-/// final ACK is sent again on each SYN-ACK retransmission, at 1, 3, 7 ...
-/// s), so the next copy is due within `2g`; the second is slack for 3 s
-/// initial timeouts. Past 135 s from the first drop (Linux clients give up
-/// at 127 or 131 s), always.
+/// its latest at `t_k` for twice the time since its first at `t_0` plus a
+/// second (`t_k + 2 max(t_k - t_0, 1 s) + 1 s`). Clients retry with
+/// timeouts that double or stay (SYNs at 0, 1, 3, 7 ... s before Linux
+/// 6.5; 0, 1, 2, 3, 4, 5, 7, 11 ... s since ccce324dabfe's linear
+/// timeouts), so the next copy is due within the time since the first;
+/// a dropped final ACK comes again from two schedules at once, the
+/// client's data retransmissions (0.2, 0.6, 1.4, 3 ... s) and its answers
+/// to the server's SYN-ACK retransmissions (1, 3, 7 ... s), whose latest
+/// gap says nothing, but each is due within the time since the first
+/// drop too. The second is slack for 3 s initial timeouts. Past 135 s from
+/// the first drop (Linux clients give up at 127 or 131 s, servers keep a
+/// request 63 s), always.
 pub fn gave_up(t: &DropTrack, now_ns: u64) -> bool {
-    let gap = if t.prev_ns == 0 { SECOND } else { t.last_ns.saturating_sub(t.prev_ns).clamp(SECOND, 120 * SECOND) };
-    now_ns > t.last_ns + 2 * gap + SECOND || now_ns.saturating_sub(t.first_ns) > 135 * SECOND
+    let span = t.last_ns.saturating_sub(t.first_ns).max(SECOND);
+    now_ns > t.last_ns + 2 * span + SECOND || now_ns.saturating_sub(t.first_ns) > 135 * SECOND
 }
 
 #[cfg(test)]
@@ -225,15 +251,27 @@ pub(crate) mod tests {
         // One drop at 0: the retry is due at 1 s, given up after 3 s.
         assert!(!gave_up(&track(&[0]), 30 * SECOND / 10));
         assert!(gave_up(&track(&[0]), 31 * SECOND / 10));
-        // Drops at 0, 1, 3 s (gap 2 s): given up after 3 + 4 + 1 = 8 s.
-        assert!(!gave_up(&track(&[0, 10, 30]), 80 * SECOND / 10));
-        assert!(gave_up(&track(&[0, 10, 30]), 81 * SECOND / 10));
-        // Linear timeouts (gaps of 1 s) are due within 3 s.
-        assert!(gave_up(&track(&[0, 10, 20, 30]), 61 * SECOND / 10));
+        // Drops at 0, 1, 3 s: given up after 3 + 6 + 1 = 10 s.
+        assert!(!gave_up(&track(&[0, 10, 30]), 100 * SECOND / 10));
+        assert!(gave_up(&track(&[0, 10, 30]), 101 * SECOND / 10));
         // Close drops (data retransmitted at 200 ms) still wait 3 s.
         assert!(!gave_up(&track(&[0, 2]), 30 * SECOND / 10));
+        // Two schedules mixed (data at 0.2, 0.6, 1.4, 3.0 s, SYN-ACK
+        // answers at 1, 3 s): the next, data at 6.2 s, is not overdue.
+        assert!(!gave_up(&track(&[2, 6, 10, 14, 30, 30]), 62 * SECOND / 10));
         // Past 135 s from the first drop, whatever the gaps.
         assert!(gave_up(&track(&[0, 630, 1270]), 1351 * SECOND / 10));
+    }
+
+    #[test]
+    fn each_port_writes_at_most_its_budget_and_counts_the_rest() {
+        let on = |port: u16| Outcome { local_port: port, ..example() };
+        let all = vec![on(80), on(80), on(80), on(443)];
+        let mut over = Vec::new();
+        let kept = Outcomes::budget(all.clone(), Some(2), |o| over.push(o.local_port));
+        assert_eq!(kept.iter().map(|o| o.local_port).collect::<Vec<_>>(), [80, 80, 443]);
+        assert_eq!(over, [80]);
+        assert_eq!(Outcomes::budget(all, None, |_| panic!("unlimited")).len(), 4);
     }
 
     #[test]

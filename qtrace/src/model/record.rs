@@ -362,6 +362,10 @@ pub(crate) struct PortRecord {
     pub outcomes: Option<std::collections::BTreeMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overflow_delay_ms: Option<WaitSummary>,
+    /// Outcomes counted in `outcomes` but not written, over the port's
+    /// `--max-event-rate` (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcomes_suppressed: Option<u64>,
 }
 
 /// One listener socket's share of its port.
@@ -425,6 +429,7 @@ impl PortRecord {
             listeners: if traced { st.listeners.values().map(Into::into).collect() } else { Vec::new() },
             outcomes: st.outcomes.any().then(|| st.outcomes.by_name()),
             overflow_delay_ms: st.outcomes.delay.summary(),
+            outcomes_suppressed: (st.outcomes.suppressed > 0).then_some(st.outcomes.suppressed),
         }
     }
 }
@@ -625,6 +630,7 @@ mod tests {
             accept_unseen: 9,
             listener_accepts_lost: 10,
             outcomes_lost: 12,
+            outcomes_evicted: 13,
         };
         let outcome = crate::model::outcome::Outcome {
             time: rfc3339(T0 + 8_000_000_000),

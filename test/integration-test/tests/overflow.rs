@@ -236,7 +236,10 @@ fn ack_overflows_recover_when_the_server_catches_up(ip: &str) {
     let before = ns.counters();
     let s = ack_scenario(&ns, addr(ip, p));
     let sent = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Between the clients' data retransmissions at 1.4 and 3 s (and the
+    // server's SYN-ACK ones at 1 and 3 s), so no overflow races the queue
+    // emptying (the hooks read the queue after the kernel's verdict).
+    std::thread::sleep(Duration::from_millis(2200));
     // The server catches up: it accepts whatever comes, and when.
     s.srv.set_nonblocking(true).expect("nonblocking");
     let mut accepted = std::collections::BTreeMap::new();
@@ -297,8 +300,7 @@ fn syn_drops_recover_or_are_abandoned(ip: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let before = ns.counters();
-    let t0 = Instant::now();
-    let late = ns.run(|| connect_nonblocking(a));
+    let (t0, late) = ns.run(|| (Instant::now(), connect_nonblocking(a)));
     let quitter = ns.run(|| connect_nonblocking(a));
     let (late_port, quitter_port) = (local_port(&late), local_port(&quitter));
     std::thread::sleep(Duration::from_millis(300));

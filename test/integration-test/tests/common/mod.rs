@@ -609,8 +609,13 @@ impl Finished {
         self.records.iter().filter(move |r| r["type"] == ty)
     }
     /// The `outcome` records of `port`, by remote port.
+    /// One per connection: a second for the same client is an error.
     pub(crate) fn outcomes(&self, port: u16) -> std::collections::BTreeMap<u16, &Value> {
-        self.of_type("outcome").filter(|o| o["local_port"] == port).map(|o| (o["remote_port"].as_u64().unwrap() as u16, o)).collect()
+        let all: Vec<&Value> = self.of_type("outcome").filter(|o| o["local_port"] == port).collect();
+        let by_client: std::collections::BTreeMap<u16, &Value> =
+            all.iter().map(|o| (o["remote_port"].as_u64().unwrap() as u16, *o)).collect();
+        assert_eq!(by_client.len(), all.len(), "one outcome per connection: {all:#?}");
+        by_client
     }
     pub(crate) fn events(&self, port: u16, kind: &str) -> Vec<&Value> {
         self.of_type("event").filter(|e| e["local_port"] == port && e["kind"] == kind).collect()
