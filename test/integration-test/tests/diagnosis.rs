@@ -258,14 +258,7 @@ fn doctor_explains_abort_on_overflow() {
     assert_eq!(f["evidence"]["OutRsts"], after.delta(&before, "OutRsts"));
     assert!(f["summary"].as_str().unwrap().contains("Connection reset by peer"), "{f}");
     // The clients that failed: as many as saw ECONNRESET.
-    let reset = s
-        .clients
-        .iter()
-        .filter(|c| {
-            let mut c: &socket2::Socket = c;
-            matches!(std::io::Read::read(&mut c, &mut [0u8; 1]), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
-        })
-        .count();
+    let reset = s.clients.iter().filter(|c| common::was_reset(c)).count();
     assert_eq!(reset, 3, "three clients were reset");
     if let Some(why) = done.ack_detail_missing() {
         unsupported("doctor_explains_abort_on_overflow", "clients_failed (outcomes of ACK-stage overflows)", &why);

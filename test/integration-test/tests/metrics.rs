@@ -658,14 +658,7 @@ fn prometheus_sees_connection_outcomes() {
     let prom = Prometheus::start(&q.metrics_addr());
     let s = common::ack_scenario(&ns, addr("127.0.0.1", p));
     std::thread::sleep(Duration::from_millis(500));
-    let reset = s
-        .clients
-        .iter()
-        .filter(|c| {
-            let mut c: &Socket = c;
-            matches!(std::io::Read::read(&mut c, &mut [0u8; 1]), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
-        })
-        .count();
+    let reset = s.clients.iter().filter(|c| common::was_reset(c)).count();
     assert_eq!(reset, 3, "three clients were reset");
     let series = format!("qtrace_connection_outcomes_total{{port=\"{p}\",outcome=\"reset\"}}");
     assert_eq!(prom.settled_on(&series, reset as f64), Some(reset as f64), "{}", prom.log());

@@ -181,16 +181,7 @@ fn ack_overflow_with_abort_on_overflow_is_a_reset(ip: &str) {
     let after = settle(SETTLE, || ns.counters());
     let done = q.stop(libc::SIGINT);
 
-    let reset: Vec<u16> = s
-        .clients
-        .iter()
-        .filter(|c| {
-            let mut buf = [0u8; 1];
-            let mut c: &Socket = c;
-            matches!(c.read(&mut buf), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
-        })
-        .map(local_port)
-        .collect();
+    let reset: Vec<u16> = s.clients.iter().filter(|c| common::was_reset(c)).map(local_port).collect();
     assert_eq!(reset.len(), 3, "three clients were reset");
     let overflows = after.delta(&before, "ListenOverflows");
     assert_eq!(overflows, 3);

@@ -284,6 +284,12 @@ pub(crate) fn listener(addr: SocketAddr, backlog: i32) -> Socket {
     s
 }
 
+/// Whether the peer reset `s`: a read fails with ECONNRESET.
+pub(crate) fn was_reset(s: &Socket) -> bool {
+    let mut s = s;
+    matches!(std::io::Read::read(&mut s, &mut [0u8; 1]), Err(e) if e.raw_os_error() == Some(libc::ECONNRESET))
+}
+
 /// The local port of a client socket.
 pub(crate) fn local_port(s: &Socket) -> u16 {
     s.local_addr().unwrap().as_socket().unwrap().port()
