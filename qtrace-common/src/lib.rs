@@ -94,18 +94,17 @@ pub const LISTENER_ACCEPTS_MAX: u32 = 4096;
 /// Entries of [`MAP_ACCEPT_WAIT`] (a port uses one per bucket it has seen,
 /// plus four); inserts beyond are counted in [`stat::ACCEPT_WAIT_MAP_FULL`].
 pub const ACCEPT_WAIT_MAX: u32 = 16_384;
-/// LRU hash map [`ConnKey`] -> [`DropTrack`]: each connection (namespace
-/// and 4-tuple) that had a handshake packet dropped on a watched port, until
+/// Hash map [`ConnKey`] -> [`DropTrack`]: each connection (namespace and
+/// 4-tuple) that had a handshake packet dropped on a watched port, until
 /// its outcome is decided: the kernel takes it out when the connection is
 /// established (recovered) or reset on overflow, userspace when its client
-/// gave up (no retry in time) or at exit (pending). An LRU map, unlike the
-/// others: under a flood of distinct clients the oldest connections give
-/// way, and userspace counts those it never saw decided
-/// ([`stat::OUTCOME_TRACKED`] less the outcomes).
+/// gave up (no retry in time) or at exit (pending). Not an LRU map, for
+/// the reason [`LISTEN_STARTS_MAX`] gives (and an LRU map written from the
+/// drop path coincided with guest soft lockups on 5.10): full, a new
+/// connection is not followed and is counted in [`stat::OUTCOME_LOST`].
 pub const MAP_DROPPED: &str = "DROPPED";
-/// Entries of [`MAP_DROPPED`]: connections undecided at once. Userspace
-/// raises it to 4 x 128 x CPUs where that is more, for the early eviction
-/// of LRU maps without d4adf1c9ee77 (see [`LISTEN_STARTS_MAX`]).
+/// Entries of [`MAP_DROPPED`]: connections undecided at once (a client
+/// that gave up is taken out some seconds after its last retry).
 pub const DROPPED_MAX: u32 = 16_384;
 /// Array of 65536 `u64`: per local port, the `bpf_ktime_get_ns()` of its
 /// latest dropped handshake packet. A connection established on a port with
@@ -283,15 +282,13 @@ pub mod stat {
     /// its thread found `ACCEPTING` full).
     pub const LISTENER_ACCEPTS_FULL: u32 = 9;
     /// Outcomes decided in the kernel (recovered, reset) not delivered (the
-    /// ring buffer was full), and drops or establishments not followed
-    /// because a program interrupted on the same CPU was following one.
+    /// ring buffer was full), drops not followed because
+    /// [`super::MAP_DROPPED`] was full, and drops or establishments not
+    /// followed because a program interrupted on the same CPU was
+    /// following one.
     pub const OUTCOME_LOST: u32 = 10;
-    /// Connections that had a first drop followed (entered into
-    /// [`super::MAP_DROPPED`], or reset at once): every one has an outcome
-    /// in the end unless the map evicted it.
-    pub const OUTCOME_TRACKED: u32 = 11;
     /// Number of slots.
-    pub const LEN: u32 = 12;
+    pub const LEN: u32 = 11;
 }
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_state` (`include/net/tcp_states.h`).

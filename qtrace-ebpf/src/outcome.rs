@@ -26,7 +26,7 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::TracePointContext,
     EbpfContext as _,
 };
@@ -40,7 +40,7 @@ use crate::maps::EVENTS;
 use crate::record;
 
 #[map]
-static DROPPED: LruHashMap<ConnKey, DropTrack> = LruHashMap::with_max_entries(DROPPED_MAX, 0);
+static DROPPED: HashMap<ConnKey, DropTrack> = HashMap::with_max_entries(DROPPED_MAX, 0);
 
 #[map]
 static RECENT_DROP: Array<u64> = Array::with_max_entries(65_536, 0);
@@ -134,10 +134,7 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
         // SAFETY: a value of the map; the same connection's packets are
         // seconds apart, so no other CPU updates it meanwhile.
         Some(t) => s.track = unsafe { *t },
-        None => {
-            s.track = DropTrack { first_ns: now, last_ns: 0, family: p.family, ..DropTrack::default() };
-            bump(stat::OUTCOME_TRACKED);
-        }
+        None => s.track = DropTrack { first_ns: now, last_ns: 0, family: p.family, ..DropTrack::default() },
     }
     let t = &mut s.track;
     (t.prev_ns, t.last_ns) = (t.last_ns, now);
@@ -152,8 +149,11 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
         decided(s, outcome::RESET, now);
         return;
     }
-    // A full map evicts its least recently used connection.
-    let _ = DROPPED.insert(&s.key, &s.track, 0);
+    // Full (more connections undecided at once than it holds): this one
+    // is not followed, and counted.
+    if DROPPED.insert(&s.key, &s.track, 0).is_err() {
+        bump(stat::OUTCOME_LOST);
+    }
 }
 
 /// Whether this kernel's state record has the 4-tuple (every kernel qtrace

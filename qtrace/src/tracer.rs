@@ -91,11 +91,6 @@ pub(crate) struct Tracer<K = KernelMaps, H = Namespaces> {
     undecodable: u64,
     /// Outcomes the kernel sent since the last poll.
     decided: Vec<Outcome>,
-    /// Outcomes had so far, and connections with drops still open at the
-    /// latest poll: with the kernel's count of those it followed, what its
-    /// map evicted.
-    outcomes_had: u64,
-    outcomes_open: u64,
     /// Set for the final poll: connections still open are pending.
     finishing: bool,
     last_poll: Instant,
@@ -147,7 +142,6 @@ impl Tracer {
                 // rest as pending: their entries had left its map first.
                 self.drain(|ev| sink.event(ev));
                 let late = std::mem::take(&mut self.decided);
-                self.outcomes_had += late.len() as u64;
                 self.agg.on_outcomes(&late);
                 report.outcomes.extend(late);
             }
@@ -186,8 +180,6 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
             boot_offset: system::boot_offset_ns(),
             undecodable: 0,
             decided: Vec::new(),
-            outcomes_had: 0,
-            outcomes_open: 0,
             finishing: false,
             last_poll: Instant::now(),
             active: BTreeSet::new(),
@@ -222,14 +214,12 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
     fn take_outcomes(&mut self) -> Vec<Outcome> {
         let now = system::monotonic_ns();
         let finishing = self.finishing;
-        let (taken, open) = self.kernel.take_dropped(&|t| finishing || gave_up(t, now));
+        let taken = self.kernel.take_dropped(&|t| finishing || gave_up(t, now));
         let mut out = std::mem::take(&mut self.decided);
         for (key, t) in taken {
             let fate = if gave_up(&t, now) { Fate::Abandoned } else { Fate::Pending };
             out.push(Outcome::from_track(&key, &t, fate, now, self.boot_offset));
         }
-        self.outcomes_had += out.len() as u64;
-        self.outcomes_open = open;
         out
     }
 
@@ -269,14 +259,10 @@ impl<K: KernelInputs, H: HostInputs> Tracer<K, H> {
         let lost = self.agg.losses.ringbuf_full - before;
         // Outcomes before the ports are ticked and expired: an outcome
         // must not bring back a port just forgotten.
-        // Followed before the sweep: one followed between the two reads
-        // then counts as open, not as evicted.
-        let tracked = self.kernel.outcomes_tracked();
         let outcomes = self.take_outcomes();
         self.agg.on_outcomes(&outcomes);
         let agg = &mut self.agg;
         let outcomes = Outcomes::budget(outcomes, self.attachment.max_event_rate, |o| agg.on_outcome_suppressed(o));
-        self.agg.losses.outcomes_evicted = tracked.saturating_sub(self.outcomes_had + self.outcomes_open);
         self.agg.on_listener_accepts(&accepts);
         let counted = self.agg.on_listeners(&self.listeners);
         let elapsed = self.last_poll.elapsed().as_secs_f64();

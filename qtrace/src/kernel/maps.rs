@@ -35,14 +35,10 @@ pub trait KernelInputs {
     /// Takes the connections with drops that `decided` says are decided,
     /// with their history, out of the kernel's map. Empty where outcomes
     /// are not followed.
-    /// And how many are left in it.
-    fn take_dropped(&mut self, _decided: &dyn Fn(&DropTrack) -> bool) -> (Vec<(ConnKey, DropTrack)>, u64) {
-        (Vec::new(), 0)
+    fn take_dropped(&mut self, _decided: &dyn Fn(&DropTrack) -> bool) -> Vec<(ConnKey, DropTrack)> {
+        Vec::new()
     }
-    /// Connections whose drops the kernel started following.
-    fn outcomes_tracked(&mut self) -> u64 {
-        0
-    }
+
     /// Takes the `listen(2)` calls recorded since the last call.
     fn take_listen_calls(&mut self) -> Vec<(ListenKey, ListenCall)>;
     /// Takes the namespaces (by inode) where a socket started listening
@@ -174,18 +170,16 @@ impl KernelInputs for KernelMaps {
             accept_unseen: get(stat::ACCEPT_UNSEEN)?,
             listener_accepts_lost: get(stat::LISTENER_ACCEPTS_FULL)?,
             outcomes_lost: get(stat::OUTCOME_LOST)?,
-            outcomes_evicted: 0,
         })
     }
 
-    fn take_dropped(&mut self, decided: &dyn Fn(&DropTrack) -> bool) -> (Vec<(ConnKey, DropTrack)>, u64) {
+    fn take_dropped(&mut self, decided: &dyn Fn(&DropTrack) -> bool) -> Vec<(ConnKey, DropTrack)> {
         let Some(map) = &mut self.dropped else {
-            return (Vec::new(), 0);
+            return Vec::new();
         };
-        let all: Vec<(ConnKey, DropTrack)> = map.iter().filter_map(Result::ok).collect();
-        let left = all.len() as u64;
+        let done: Vec<(ConnKey, DropTrack)> = map.iter().filter_map(Result::ok).filter(|(_, t)| decided(t)).collect();
         let mut taken = Vec::new();
-        for (key, t) in all.into_iter().filter(|(_, t)| decided(t)) {
+        for (key, t) in done {
             // Looked up again just before: a drop since makes it open
             // again (a window of a syscall remains: the kernel has no
             // lookup-and-delete for hash maps before 5.14). One the kernel
@@ -194,12 +188,7 @@ impl KernelInputs for KernelMaps {
                 taken.push((key, t));
             }
         }
-        let open = left - taken.len() as u64;
-        (taken, open)
-    }
-
-    fn outcomes_tracked(&mut self) -> u64 {
-        self.stats.get(&stat::OUTCOME_TRACKED, 0).map_or(0, |v| v.iter().sum())
+        taken
     }
 
     fn take_closed(&mut self, live: &HashSet<(u32, u64)>) -> Vec<ClosedListener> {

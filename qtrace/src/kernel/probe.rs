@@ -322,21 +322,11 @@ fn resolve(order: &[Tier]) -> Result<Resolved> {
     Ok(Resolved { cfg, known_refusals, ack_detail_missing, listen_layout, state_layout, accept_layout })
 }
 
-/// Entries of the map of connections with drops: [`DROPPED_MAX`], or
-/// 4 x 128 per possible CPU where that is more. Without d4adf1c9ee77 (Linux
-/// 6.16; Debian's 6.12 has it, its 6.1 and 5.10 do not) each CPU holds up
-/// to 128 free entries of an LRU map, which then evicts long before it is
-/// full.
-fn dropped_entries() -> u32 {
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
-    DROPPED_MAX.max(4 * 128 * cpus)
-}
-
 /// Creates the maps (the programs load per tier, after the configuration
 /// is written). The patched loader reads no kernel BTF
 /// (vendor/aya/QTRACE-PATCH.md).
 fn load_object() -> Result<Ebpf> {
-    EbpfLoader::new().map_max_entries(MAP_DROPPED, dropped_entries()).load(OBJECT).map_err(|e| match &e {
+    EbpfLoader::new().load(OBJECT).map_err(|e| match &e {
         EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM) => {
             anyhow!("creating BPF maps was refused (EPERM): run qtrace as root or with CAP_BPF and CAP_PERFMON")
         }

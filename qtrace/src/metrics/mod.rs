@@ -482,7 +482,6 @@ fn encode_totals(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
             ("accept_unseen", l.accept_unseen),
             ("listener_accepts_lost", l.listener_accepts_lost),
             ("outcomes_lost", l.outcomes_lost),
-            ("outcomes_evicted", l.outcomes_evicted),
         ]
         .into_iter()
         .map(|(why, v)| (vec![("reason", why.to_owned())], counter(v))),

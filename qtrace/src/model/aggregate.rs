@@ -177,9 +177,6 @@ pub struct Losses {
     /// Outcomes the kernel decided (recovered, reset) that the ring buffer
     /// had no room for, and drops not followed (see `stat::OUTCOME_LOST`).
     pub outcomes_lost: u64,
-    /// Connections with drops that the kernel's map (LRU) gave up before
-    /// their outcome: followed, less decided, less still open.
-    pub outcomes_evicted: u64,
 }
 
 #[derive(Debug, Default)]

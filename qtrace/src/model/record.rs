@@ -630,7 +630,6 @@ mod tests {
             accept_unseen: 9,
             listener_accepts_lost: 10,
             outcomes_lost: 12,
-            outcomes_evicted: 13,
         };
         let outcome = crate::model::outcome::Outcome {
             time: rfc3339(T0 + 8_000_000_000),
