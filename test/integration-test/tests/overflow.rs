@@ -312,7 +312,7 @@ fn syn_drops_recover_or_are_abandoned(ip: &str) {
     let overflows = after.delta(&before, "ListenOverflows");
     assert_eq!(overflows, u64::from(retrans) + 1, "each SYN but the last of one client, and the other's one");
     if !done.sees_syn_stage() {
-        let why = done.limit("syn_stage_counted").map(|l| l["text"].to_string()).unwrap_or_default();
+        let why = done.limit("syn_stage_counted").and_then(|l| l["text"].as_str()).unwrap_or_default().to_owned();
         unsupported(&format!("syn_outcomes ({ip})"), "outcomes of SYN-stage drops", &why);
         assert!(done.outcomes(p).is_empty(), "no outcome without per-connection drops");
         return;
