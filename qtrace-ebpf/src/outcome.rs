@@ -130,22 +130,25 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
     mapped(p.family, &p.laddr, &mut s.key.laddr);
     mapped(p.family, &p.raddr, &mut s.key.raddr);
     (s.key.netns, s.key.lport, s.key.rport) = (id.netns, id.port, p.rport);
-    match DROPPED.get_ptr_mut(&s.key) {
-        // SAFETY: a value of the map; the same connection's packets are
-        // seconds apart, so no other CPU updates it meanwhile.
-        Some(t) => s.track = unsafe { *t },
-        None => s.track = DropTrack { first_ns: now, last_ns: 0, family: p.family, ..DropTrack::default() },
+    let reset = k == kind::ACK_OVERFLOW_RESET;
+    if let Some(t) = DROPPED.get_ptr_mut(&s.key) {
+        // SAFETY: a value of the map, updated in place (an update through
+        // the map would allocate an element and free the old one); the
+        // same connection's packets are seconds apart, so no other CPU
+        // updates it meanwhile.
+        let t = unsafe { &mut *t };
+        add_drop(t, k, now);
+        if reset {
+            s.track = *t;
+            if DROPPED.remove(&s.key).is_ok() {
+                decided(s, outcome::RESET, now);
+            }
+        }
+        return;
     }
-    let t = &mut s.track;
-    (t.prev_ns, t.last_ns) = (t.last_ns, now);
-    if matches!(k, kind::ACCEPT_QUEUE_FULL | kind::SYN_QUEUE_FULL | kind::SYN_DROP_OTHER) {
-        t.syn_drops = t.syn_drops.saturating_add(1);
-    } else {
-        t.ack_drops = t.ack_drops.saturating_add(1);
-    }
-    t.kinds |= 1 << (k & 7);
-    if k == kind::ACK_OVERFLOW_RESET {
-        let _ = DROPPED.remove(&s.key);
+    s.track = DropTrack { first_ns: now, last_ns: 0, family: p.family, ..DropTrack::default() };
+    add_drop(&mut s.track, k, now);
+    if reset {
         decided(s, outcome::RESET, now);
         return;
     }
@@ -154,6 +157,18 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
     if DROPPED.insert(&s.key, &s.track, 0).is_err() {
         bump(stat::OUTCOME_LOST);
     }
+}
+
+/// One more drop of `k` at `now` in a connection's history.
+#[inline(always)]
+fn add_drop(t: &mut DropTrack, k: u8, now: u64) {
+    (t.prev_ns, t.last_ns) = (t.last_ns, now);
+    if matches!(k, kind::ACCEPT_QUEUE_FULL | kind::SYN_QUEUE_FULL | kind::SYN_DROP_OTHER) {
+        t.syn_drops = t.syn_drops.saturating_add(1);
+    } else {
+        t.ack_drops = t.ack_drops.saturating_add(1);
+    }
+    t.kinds |= 1 << (k & 7);
 }
 
 /// Whether this kernel's state record has the 4-tuple (every kernel qtrace
@@ -170,10 +185,14 @@ pub(crate) fn established(cfg: &Config, ctx: &TracePointContext, sk: u64, sport:
     if !recoveries_seen(cfg) {
         return;
     }
-    let Some(last) = RECENT_DROP.get(u32::from(sport)) else { return };
+    // A port that never dropped: no clock read either.
+    let last = match RECENT_DROP.get(u32::from(sport)) {
+        Some(last) if *last != 0 => *last,
+        _ => return,
+    };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if *last == 0 || now.saturating_sub(*last) > OUTCOME_HORIZON_NS {
+    if now.saturating_sub(last) > OUTCOME_HORIZON_NS {
         return;
     }
     let Some(s) = take_scratch() else { return };
