@@ -109,10 +109,12 @@ fn maybe_queued(sport: u16) -> bool {
     matches!(QUEUED_PORTS.get(u32::from(sport)), Some(p) if *p != 0)
 }
 
-/// Non-zero once userspace attached every accept recorder: before that (or
-/// if one could not attach), nothing would take the entries out again.
+/// Slot 0 non-zero once userspace attached every accept recorder: before
+/// that (or if one could not attach), nothing would take the entries out
+/// again. Slot 1 the same for the state recorder, which decides outcomes
+/// (`outcome`).
 #[map]
-pub(crate) static ARMED: Array<u32> = Array::with_max_entries(1, 0);
+pub(crate) static ARMED: Array<u32> = Array::with_max_entries(2, 0);
 
 /// The listener descriptor of each thread's `accept()` (`pid_tgid` ->
 /// descriptor, [`CALL_DONE`] once the call returned). An entry stays

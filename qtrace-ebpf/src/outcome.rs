@@ -34,6 +34,7 @@ use qtrace_common::{
     kind, outcome, stat, Config, ConnKey, DropTrack, OutcomeRecord, AF_INET, DROPPED_MAX, OFFSET_NONE, OUTCOME_HORIZON_NS,
 };
 
+use crate::accept_wait::ARMED;
 use crate::emit::bump;
 use crate::kmem::{read, Identity, Packet};
 use crate::maps::EVENTS;
@@ -111,9 +112,10 @@ fn mapped(family: u8, a: &[u8; 16], out: &mut [u8; 16]) {
 /// `now`; `p` its headers).
 #[inline(always)]
 pub(crate) fn dropped(cfg: &Config, id: &Identity, k: u8, p: &Packet, now: u64) {
-    // Without the establishment record's 4-tuple no connection is seen
-    // recover: none is followed.
-    if p.family == 0 || !recoveries_seen(cfg) {
+    // Without the establishment record's 4-tuple, or before the state
+    // recorder is attached (userspace arms slot 1 then), no connection is
+    // seen recover: none is followed.
+    if p.family == 0 || !recoveries_seen(cfg) || !matches!(ARMED.get(1), Some(a) if *a != 0) {
         return;
     }
     if let Some(last) = RECENT_DROP.get_ptr_mut(u32::from(id.port)) {
@@ -135,7 +137,11 @@ fn follow_drop(s: &mut Scratch, id: &Identity, k: u8, p: &Packet, now: u64) {
         // SAFETY: a value of the map, updated in place (an update through
         // the map would allocate an element and free the old one); the
         // same connection's packets are seconds apart, so no other CPU
-        // updates it meanwhile.
+        // updates it meanwhile. (Were it removed meanwhile, by the sweep
+        // or its establishment on another CPU, the preallocated element
+        // could already hold another connection: a narrow race, which
+        // BPF_F_NO_PREALLOC would close at the cost of an allocation per
+        // new connection.)
         let t = unsafe { &mut *t };
         add_drop(t, k, now);
         if reset {

@@ -143,7 +143,8 @@ impl Tracer {
                 self.drain(|ev| sink.event(ev));
                 let late = std::mem::take(&mut self.decided);
                 self.agg.on_outcomes(&late);
-                report.outcomes.extend(late);
+                let agg = &mut self.agg;
+                report.outcomes.extend(Outcomes::budget(late, self.attachment.max_event_rate, |o| agg.on_outcome_suppressed(o)));
             }
             sink.polled(&self, &report)?;
         }

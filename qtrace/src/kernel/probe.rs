@@ -516,9 +516,15 @@ fn attach_accepts(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
         let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
         p.load().and_then(|()| p.attach(category, name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;
     }
+    arm(ebpf, 0).map_err(|e| format!("arming the accept recorders: {e}"))
+}
+
+/// Sets slot `slot` of `MAP_ARMED`: 0 once the accept recorders are
+/// attached, 1 once the state recorder is (outcomes are followed from then).
+fn arm(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
     let map = ebpf.map_mut(MAP_ARMED).ok_or("map ARMED missing")?;
     let mut armed: Array<_, u32> = Array::try_from(map).map_err(|e| e.to_string())?;
-    armed.set(0, 1, 0).map_err(|e| format!("arming the accept recorders: {e}"))
+    armed.set(slot, 1, 0).map_err(|e| e.to_string())
 }
 
 /// Reads `sock:inet_sock_set_state`'s layout and `sk_cookie` into `cfg`.
@@ -533,7 +539,9 @@ fn attach_closed_listeners(ebpf: &mut Ebpf) -> Result<(), String> {
     let name = PROG_INET_SOCK_SET_STATE;
     let prog = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing"))?;
     let p: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
-    p.load().and_then(|()| p.attach("sock", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))
+    p.load().and_then(|()| p.attach("sock", name).map(drop)).map_err(|e| format!("attaching {name}: {}", chain(&e)))?;
+    // It decides outcomes too: drops are followed from now on.
+    arm(ebpf, 1).map_err(|e| format!("arming connection outcomes: {e}"))
 }
 
 /// Attaches the `listen(2)` recorders (beside any tier).

@@ -295,11 +295,12 @@ impl Aggregator {
         }
     }
 
-    /// Counts decided outcomes in their ports.
+    /// Counts decided outcomes in their ports. A port its drops did not
+    /// make (one expired since) is not made again.
     pub fn on_outcomes(&mut self, outcomes: &[Outcome]) {
         for o in outcomes {
-            if self.watched(o.netns, o.local_port) {
-                self.ports.entry(PortKey { netns: o.netns, port: o.local_port }).or_default().outcomes.add(o);
+            if let Some(st) = self.ports.get_mut(&PortKey { netns: o.netns, port: o.local_port }) {
+                st.outcomes.add(o);
             }
         }
     }

@@ -69,8 +69,8 @@ pub struct Outcome {
     /// The kinds of its drops (`kind` of the events).
     pub kinds: Vec<Kind>,
     /// From its first drop to the outcome, in milliseconds: for `recovered`,
-    /// the delay the overflow added to its handshake; for `abandoned` and
-    /// `pending`, to its latest drop.
+    /// the delay the overflow added to its handshake; for `abandoned`, to
+    /// its latest drop; for `pending`, to when qtrace stopped.
     pub delay_ms: f64,
 }
 
@@ -208,7 +208,7 @@ const SECOND: u64 = 1_000_000_000;
 /// request 63 s), always.
 pub fn gave_up(t: &DropTrack, now_ns: u64) -> bool {
     let span = t.last_ns.saturating_sub(t.first_ns).max(SECOND);
-    now_ns > t.last_ns + 2 * span + SECOND || now_ns.saturating_sub(t.first_ns) > 135 * SECOND
+    now_ns > t.last_ns.saturating_add(span.saturating_mul(2)).saturating_add(SECOND) || now_ns.saturating_sub(t.first_ns) > 135 * SECOND
 }
 
 #[cfg(test)]
